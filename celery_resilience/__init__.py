@@ -1,0 +1,41 @@
+"""celery-resilience: admission control, backpressure, circuit breakers and fallbacks for Celery.
+
+Adopt it in three steps: subclass ``ResilientTask``, set ``resilience_*`` policies in
+``app.conf``, and call ``Resilience(app)`` once where the app is created.
+"""
+
+from __future__ import annotations
+
+from .admission import CallContext, Verdict
+from .bucket import Decision
+from .errors import (
+    AdmissionUnavailable,
+    ConfigurationError,
+    ResilienceError,
+    StoreUnavailable,
+    Throttled,
+)
+from .extension import Resilience
+from .policy import Criticality, Severity, StrategyKind
+from .rates import Rate, parse_rate
+from .task import ResilientTask
+
+__all__ = [
+    "Resilience",
+    "ResilientTask",
+    "Throttled",
+    "AdmissionUnavailable",
+    "ConfigurationError",
+    "ResilienceError",
+    "StoreUnavailable",
+    "CallContext",
+    "Verdict",
+    "Decision",
+    "Severity",
+    "Criticality",
+    "StrategyKind",
+    "Rate",
+    "parse_rate",
+]
+
+__version__ = "0.1.0"

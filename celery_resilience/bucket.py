@@ -1,0 +1,94 @@
+"""The admission algorithm: a token bucket, a grace allowance, and paced reservations.
+
+This module is the specification of one admission decision. ``MemoryStore`` runs it
+directly; ``store/lua/admit.lua`` is the same arithmetic in one atomic Redis script,
+and one behavioural suite holds both to the same answers.
+
+- The bucket holds up to ``capacity`` tokens (the burst) and refills at ``refill``
+  tokens per second (the possibly adapted rate). A request takes one token.
+- ``reserve`` tokens are kept back from lower criticality classes: a sheddable request
+  needs ``1 + reserve`` tokens, so when the bucket runs low the sheddable are refused
+  while critical requests still get through.
+- When the bucket is empty, up to ``grace_limit`` extra admissions are allowed per fixed
+  ``grace_period`` window (a burst allowance that does not refill continuously).
+- Otherwise the request is throttled. If the caller's strategy paces work (delay or
+  queue) and the wait is within ``horizon`` seconds, a future token is reserved now:
+  the bucket goes into debt and the request is published to run when that token is
+  due, so throttled work is paced rather than bunched, and never exceeds the rate.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+__all__ = ["Decision", "BucketSpec", "BucketState", "Outcome", "decide", "bucket_ttl"]
+
+
+class Decision(enum.Enum):
+    ALLOW = "allow"
+    ALLOW_WITH_GRACE = "allow_with_grace"
+    THROTTLE = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    """The numbers that govern one decision, already adapted to current conditions."""
+
+    capacity: float
+    refill: float
+    grace_limit: int
+    grace_period: float
+    reserve: float = 0.0
+    grace_allowed: bool = True
+    horizon: float = 0.0
+
+
+@dataclass(slots=True)
+class BucketState:
+    tokens: float
+    stamp: float
+    grace_window: int = -1
+    grace_used: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    remaining: float
+    retry_after: float
+    reserved: bool
+    grace_used: int
+
+
+def decide(state: BucketState | None, spec: BucketSpec, now: float) -> tuple[BucketState, Outcome]:
+    """One admission decision at time ``now``; returns the new state and the outcome."""
+    if state is None:
+        state = BucketState(tokens=spec.capacity, stamp=now)
+    elapsed = max(0.0, now - state.stamp)
+    tokens = min(spec.capacity, state.tokens + elapsed * spec.refill)
+    stamp = max(now, state.stamp)
+    window = math.floor(now / spec.grace_period)
+    grace_used = state.grace_used if state.grace_window == window else 0
+    need = 1.0 + spec.reserve
+
+    if tokens >= need:
+        tokens -= 1.0
+        outcome = Outcome(Decision.ALLOW, tokens, 0.0, False, grace_used)
+    elif spec.grace_allowed and grace_used < spec.grace_limit:
+        grace_used += 1
+        outcome = Outcome(Decision.ALLOW_WITH_GRACE, tokens, 0.0, False, grace_used)
+    else:
+        wait = (need - tokens) / spec.refill if spec.refill > 0 else math.inf
+        reserved = spec.horizon > 0 and wait <= spec.horizon
+        if reserved:
+            tokens -= 1.0
+        outcome = Outcome(Decision.THROTTLE, tokens, wait, reserved, grace_used)
+    return BucketState(tokens, stamp, window, grace_used), outcome
+
+
+def bucket_ttl(state: BucketState, spec: BucketSpec) -> float:
+    """Seconds after which the stored state is indistinguishable from a fresh bucket."""
+    refill_time = (spec.capacity - state.tokens) / spec.refill if spec.refill > 0 else spec.grace_period
+    return max(refill_time, spec.grace_period) + 1.0

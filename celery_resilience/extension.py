@@ -1,0 +1,125 @@
+"""``Resilience(app)``: validate the settings once, open the store lazily, connect signals.
+
+One extension object per app, kept in a weak registry rather than on the app so two
+apps in one process (tests, multi-tenant workers) never see each other's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, signals
+
+from .admission import Admission, SeveritySource
+from .keys import KeySpace
+from .settings import ResilienceSettings
+from .store import Store, open_store
+from .store.base import Clock
+from .store.metrics_fields import EXPIRED, STORE_UNAVAILABLE, UNGATED
+
+if TYPE_CHECKING:
+    from celery import Task
+
+__all__ = ["Resilience", "HEADER"]
+
+logger = logging.getLogger("celery_resilience")
+
+# Message header carrying the caller's context and the admission decision.
+HEADER = "resilience"
+
+_registry: weakref.WeakKeyDictionary[Celery, Resilience] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+class Resilience:
+    """The plugin, bound to one Celery app.
+
+    ``store`` and ``clock`` replace the configured store or its clock (tests, demos);
+    ``severity`` plugs in a load-severity source.
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        severity: SeveritySource | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = ResilienceSettings.from_conf(app.conf, broker_url=app.conf.broker_url)
+        self.keys = KeySpace(self.settings.key_prefix, self.settings.key_shards)
+
+        def factory() -> Store:
+            if store is not None:
+                return store
+            return open_store(
+                self.settings.store_url,
+                self.keys,
+                timeout=self.settings.store_timeout,
+                clock=clock,
+                metrics_ttl=self.settings.metrics_ttl,
+            )
+
+        self.admission = Admission(self.settings, factory, severity)
+        with _registry_lock:
+            previous = _registry.get(app)
+            _registry[app] = self
+        if previous is None:
+            self._connect_signals()
+
+    @classmethod
+    def of(cls, app: Celery) -> Resilience:
+        """The app's extension, created with the app's settings on first use."""
+        found = _registry.get(app)
+        return found if found is not None else cls(app)
+
+    @property
+    def store(self) -> Store:
+        return self.admission.store
+
+    def record(self, fields: dict[str, float]) -> None:
+        """Count into the store's metrics; a store outage is counted locally, never raised."""
+        try:
+            self.store.count(fields)
+        except Exception as error:  # the store's own errors and anything a custom store raises
+            self.admission.stats[STORE_UNAVAILABLE] += 1
+            logger.debug("could not record %s: %s", fields, error)
+
+    def _connect_signals(self) -> None:
+        app = self.app
+        uid = f"celery_resilience:{id(app)}"
+
+        def on_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+            if headers is None or HEADER in headers:
+                return
+            if sender is not None and _is_plain_task(app, sender):
+                return
+            # A publish that skipped the gate (send_task by name, a raw producer): count it.
+            ext = _registry.get(app)
+            if ext is not None:
+                ext.record({UNGATED: 1})
+
+        def on_revoked(
+            sender: Task[Any, Any] | None = None, request: Any = None, expired: bool = False, **_: Any
+        ) -> None:
+            if not expired or sender is None or getattr(sender, "app", None) is not app:
+                return
+            if getattr(request, HEADER, None) is None:
+                return
+            ext = _registry.get(app)
+            if ext is not None:
+                ext.record({EXPIRED: 1})
+
+        signals.before_task_publish.connect(on_publish, weak=False, dispatch_uid=f"{uid}:publish")
+        signals.task_revoked.connect(on_revoked, weak=False, dispatch_uid=f"{uid}:revoked")
+
+
+def _is_plain_task(app: Celery, name: str) -> bool:
+    from .task import ResilientTask
+
+    task = app.tasks.get(name)
+    return task is not None and not isinstance(task, ResilientTask)

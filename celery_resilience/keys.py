@@ -1,0 +1,80 @@
+"""Store key layout.
+
+Every key lives under one configurable prefix and carries a Redis Cluster hash
+tag naming a shard, so that all keys one atomic script touches (a user's bucket
+and the metric counters it updates) hash to the same slot, while the load still
+spreads over ``shards`` slots.
+
+User ids and other caller-supplied parts are untrusted: ``escape_part`` maps them
+injectively onto a safe alphabet, so ``"a:b"`` and ``"a"`` + ``"b"`` can never name
+the same key, no value can open a hash tag or a glob, and huge values are hashed to
+a bounded length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+
+__all__ = ["KeySpace", "escape_part", "ANONYMOUS"]
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_MAX_ESCAPED = 128
+
+# Escaping never produces "~", so these markers cannot be forged by a user id.
+ANONYMOUS = "~anonymous"
+_HASHED_MARK = "~h"
+
+
+def escape_part(value: str) -> str:
+    """Injective, Redis-safe spelling of an untrusted key part.
+
+    Characters outside ``[A-Za-z0-9_.-]`` become ``%XX`` per UTF-8 byte (``%`` itself
+    included, which keeps the mapping injective). Results longer than 128 bytes are
+    replaced by a SHA-256 digest under a marker escaping cannot produce.
+    """
+    out: list[str] = []
+    for char in value:
+        if char in _SAFE:
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+    escaped = "".join(out)
+    if len(escaped) > _MAX_ESCAPED:
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{_HASHED_MARK}{digest}"
+    return escaped
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds every key the plugin writes; the one place that knows their shape."""
+
+    prefix: str
+    shards: int
+
+    def shard_of(self, scope: str) -> int:
+        return zlib.crc32(scope.encode()) % self.shards
+
+    def _tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{s{shard}}}"
+
+    def bucket(self, scope: str) -> tuple[str, int]:
+        """Key of the admission bucket for an already escaped scope, and its shard."""
+        shard = self.shard_of(scope)
+        return f"{self._tag(shard)}:bucket:{scope}", shard
+
+    def metrics(self, shard: int, minute: int) -> str:
+        return f"{self._tag(shard)}:metrics:{minute}"
+
+    def metrics_base(self, shard: int) -> str:
+        """The metrics key without its minute: scripts append the minute they compute."""
+        return f"{self._tag(shard)}:metrics:"
+
+    def all_metrics(self, minute: int) -> list[str]:
+        return [self.metrics(shard, minute) for shard in range(self.shards)]
+
+    def pattern(self) -> str:
+        """Glob matching every key of this key space, for operators and clean-up."""
+        return f"{self.prefix}:*"

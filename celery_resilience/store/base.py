@@ -1,0 +1,81 @@
+"""The ``Store`` interface: the one way shared state is read and written.
+
+Two implementations keep the same semantics: ``MemoryStore`` for one process (demos,
+quick starts, tests of user code) and ``RedisStore`` for many workers on many hosts.
+Each operation that must be atomic is a single call here, so a Redis implementation
+can make it a single round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..bucket import BucketSpec, Outcome
+
+__all__ = ["Store", "AdmitRequest", "Clock", "MinuteClock", "SECONDS_PER_MINUTE"]
+
+Clock = Callable[[], float]
+SECONDS_PER_MINUTE = 60
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitRequest:
+    """One admission: the bucket to draw from and what to record in the minute's metrics.
+
+    ``strategy`` is the throttling strategy that applies if the request is throttled,
+    chosen before the call so the store can pace (reserve a future slot) in the same
+    round trip; ``min_delay`` is that strategy's own delay, recorded in the metrics.
+    """
+
+    bucket_key: str
+    shard: int
+    spec: BucketSpec
+    tier: str
+    strategy: str
+    min_delay: float = 0.0
+
+
+@runtime_checkable
+class Store(Protocol):
+    def admit(self, request: AdmitRequest) -> Outcome:
+        """Decide one admission and record it in the per-minute metrics, atomically."""
+
+    def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
+        """Add to the current minute's metric counters."""
+
+    def metrics(self, minute: int | None = None) -> dict[str, float]:
+        """Counters of one minute (default: the current one), summed over shards."""
+
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch."""
+
+    def purge(self) -> int:
+        """Delete every key of this store's key space; returns how many were deleted."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class MinuteClock:
+    """Tracks the store's clock from the times its answers carry, with no extra round trip."""
+
+    def __init__(self, local: Clock = time.time) -> None:
+        self._local = local
+        self._offset = 0.0
+
+    def observe(self, store_now: float) -> None:
+        self._offset = store_now - self._local()
+
+    def now(self) -> float:
+        return self._local() + self._offset
+
+    def minute(self) -> int:
+        return int(self.now() // SECONDS_PER_MINUTE)
+
+
+def delay_for(outcome: Outcome, min_delay: float) -> float:
+    """Countdown of a paced (reserved) request: its slot, but never less than the strategy's delay."""
+    return max(min_delay, outcome.retry_after)

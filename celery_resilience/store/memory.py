@@ -1,0 +1,77 @@
+"""``MemoryStore``: the embedded default, one process, thread-safe, same semantics as Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+
+from ..bucket import BucketState, Outcome, bucket_ttl, decide
+from ..keys import KeySpace
+from .base import SECONDS_PER_MINUTE, AdmitRequest, Clock, delay_for
+from .metrics_fields import admission_fields
+
+__all__ = ["MemoryStore"]
+
+_PRUNE_EVERY = 4096
+
+
+class MemoryStore:
+    """State in dictionaries under one lock; expired buckets are pruned as Redis would expire them."""
+
+    def __init__(self, keys: KeySpace, *, clock: Clock = time.time, metrics_ttl: int = 7200) -> None:
+        self.keys = keys
+        self._clock = clock
+        self._metrics_ttl = metrics_ttl
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[BucketState, float]] = {}
+        self._metrics: dict[int, Counter[str]] = {}
+        self._operations = 0
+
+    def now(self) -> float:
+        return self._clock()
+
+    def admit(self, request: AdmitRequest) -> Outcome:
+        with self._lock:
+            now = self._clock()
+            stored = self._buckets.get(request.bucket_key)
+            state = stored[0] if stored is not None and stored[1] > now else None
+            new_state, outcome = decide(state, request.spec, now)
+            self._buckets[request.bucket_key] = (new_state, now + bucket_ttl(new_state, request.spec))
+            delay = delay_for(outcome, request.min_delay) if outcome.reserved else 0.0
+            self._add(now, admission_fields(outcome.decision, outcome.reserved, request, delay))
+            self._operations += 1
+            if self._operations % _PRUNE_EVERY == 0:
+                self._prune(now)
+            return outcome
+
+    def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
+        with self._lock:
+            self._add(self._clock(), fields)
+
+    def metrics(self, minute: int | None = None) -> dict[str, float]:
+        with self._lock:
+            if minute is None:
+                minute = int(self._clock() // SECONDS_PER_MINUTE)
+            return dict(self._metrics.get(minute, {}))
+
+    def purge(self) -> int:
+        with self._lock:
+            deleted = len(self._buckets) + len(self._metrics)
+            self._buckets.clear()
+            self._metrics.clear()
+            return deleted
+
+    def close(self) -> None:
+        return None
+
+    def _add(self, now: float, fields: Mapping[str, float]) -> None:
+        counter = self._metrics.setdefault(int(now // SECONDS_PER_MINUTE), Counter())
+        for name, amount in fields.items():
+            counter[name] += amount  # type: ignore[assignment]
+
+    def _prune(self, now: float) -> None:
+        self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
+        oldest = int((now - self._metrics_ttl) // SECONDS_PER_MINUTE)
+        self._metrics = {m: c for m, c in self._metrics.items() if m >= oldest}

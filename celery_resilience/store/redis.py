@@ -1,0 +1,151 @@
+"""``RedisStore``: shared state for every worker on every host; the only module importing redis.
+
+Each atomic operation is one Lua script from ``store/lua/``, registered once and run
+by EVALSHA (redis-py's ``Script`` reloads it after a ``NOSCRIPT``). Connections use
+short timeouts: a store that does not answer must cost a caller a fraction of a
+second, never a hung publish. Every redis error surfaces as ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from ..bucket import Decision, Outcome
+from ..errors import StoreUnavailable
+from ..keys import KeySpace
+from .base import AdmitRequest, Clock, MinuteClock
+
+__all__ = ["RedisStore", "load_script"]
+
+_DECISIONS = {d.value: d for d in Decision}
+
+
+def load_script(name: str) -> str:
+    return (resources.files("celery_resilience.store") / "lua" / f"{name}.lua").read_text()
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str,
+        keys: KeySpace,
+        *,
+        timeout: float = 0.25,
+        clock: Clock | None = None,
+        metrics_ttl: int = 7200,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.keys = keys
+        self._clock = clock
+        self._metrics_ttl = str(metrics_ttl)
+        self._redis: redis.Redis = client or redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
+        self._admit: Script = self._redis.register_script(load_script("admit"))
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
+    def now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        seconds, micros = self._call(self._redis.time)
+        now = float(seconds) + float(micros) / 1_000_000
+        self._minutes.observe(now)
+        return now
+
+    def admit(self, request: AdmitRequest) -> Outcome:
+        spec = request.spec
+        now_arg = "" if self._clock is None else repr(self._clock())
+        minute = self._minutes.minute()
+        reply = self._call(
+            self._admit,
+            keys=[request.bucket_key, self.keys.metrics(request.shard, minute)],
+            args=[
+                now_arg,
+                repr(spec.capacity),
+                repr(spec.refill),
+                spec.grace_limit,
+                repr(spec.grace_period),
+                repr(spec.reserve),
+                1 if spec.grace_allowed else 0,
+                repr(spec.horizon),
+                repr(request.min_delay),
+                request.strategy,
+                request.tier,
+                self._metrics_ttl,
+            ],
+        )
+        decision, remaining, retry_after, reserved, grace_used, store_now = reply
+        self._minutes.observe(float(store_now))
+        return Outcome(
+            _DECISIONS[decision.decode() if isinstance(decision, bytes) else decision],
+            float(remaining),
+            float(retry_after),
+            bool(int(reserved)),
+            int(grace_used),
+        )
+
+    def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
+        key = self.keys.metrics(shard, self._minutes.minute())
+        pipe = self._redis.pipeline(transaction=False)
+        for name, amount in fields.items():
+            if float(amount).is_integer():
+                pipe.hincrby(key, name, int(amount))
+            else:
+                pipe.hincrbyfloat(key, name, amount)
+        pipe.expire(key, int(self._metrics_ttl))
+        self._call(pipe.execute)
+
+    def metrics(self, minute: int | None = None) -> dict[str, float]:
+        if minute is None:
+            minute = self._minutes.minute()
+        pipe = self._redis.pipeline(transaction=False)
+        for key in self.keys.all_metrics(minute):
+            pipe.hgetall(key)
+        totals: dict[str, float] = {}
+        for shard_fields in self._call(pipe.execute):
+            for name, value in shard_fields.items():
+                field = name.decode()
+                totals[field] = totals.get(field, 0.0) + float(value)
+        return totals
+
+    def purge(self) -> int:
+        deleted = 0
+        for batch in _batched(self._redis.scan_iter(match=self.keys.pattern(), count=500), 500):
+            deleted += int(self._call(self._redis.unlink, *batch))
+        return deleted
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"store did not answer: {error}") from error
+        except redis.ResponseError as error:
+            # Read-only replicas, OOM with noeviction, cluster misroutes: the store cannot serve us.
+            raise StoreUnavailable(f"store refused the operation: {error}") from error
+
+
+def _batched(items: Any, size: int) -> Any:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,103 @@
+"""``ResilientTask``: the admission gate in ``apply_async``.
+
+The gate must sit here, not in ``before_task_publish``: a signal handler cannot stop
+or reschedule a publish. Our own keywords (``user_id``, ``tier``, ``request_type``) are
+popped before Celery sees them, or they would leak into message properties; the
+context travels to the worker in the ``resilience`` header.
+
+Publishes made by a worker on behalf of work already admitted pass the gate: retries
+(``self.retry`` sets ``retries``) and chain steps and callbacks (Celery sets
+``parent_id`` explicitly). Refusing those at publish time would lose the task.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from celery import Task
+
+from .admission import Verdict
+from .extension import HEADER, Resilience
+
+__all__ = ["ResilientTask"]
+
+
+class ResilientTask(Task):  # type: ignore[type-arg]
+    """A task whose publishes are admitted per user, tier and request type.
+
+    Set ``request_type`` on the task (or per call) to one of
+    ``resilience_request_types``; unset, the ``resilience_default_request_type`` applies.
+    """
+
+    request_type: str | None = None
+
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> Any:
+        user_id = options.pop("user_id", None)
+        tier = options.pop("tier", None)
+        request_type = options.pop("request_type", None)
+        headers = dict(options.get("headers") or {})
+
+        if options.get("retries") or "parent_id" in options:
+            headers.setdefault(HEADER, {"decision": "passed"})
+        else:
+            admission = Resilience.of(self.app).admission
+            ctx = admission.context(user_id, tier, request_type, self.request_type)
+            verdict = admission.decide(ctx, task_name=self.name, queue=_queue_name(options.get("queue")))
+            headers[HEADER] = {**ctx.as_header(), "decision": verdict.label}
+            _apply_schedule(options, verdict)
+        options["headers"] = headers
+        return super().apply_async(
+            args,
+            kwargs,
+            task_id=task_id,
+            producer=producer,
+            link=link,
+            link_error=link_error,
+            shadow=shadow,
+            **options,
+        )
+
+    @property
+    def resilience_context(self) -> dict[str, Any]:
+        """On the worker: the caller's context and the admission decision, from the headers."""
+        value = getattr(self.request, HEADER, None)
+        return dict(value) if isinstance(value, dict) else {}
+
+
+def _queue_name(queue: Any) -> str | None:
+    if queue is None or isinstance(queue, str):
+        return queue
+    name = getattr(queue, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _apply_schedule(options: dict[str, Any], verdict: Verdict) -> None:
+    """Merge the verdict's countdown and expiry with the caller's own, keeping the stricter."""
+    if verdict.countdown > 0:
+        eta = options.get("eta")
+        if eta is not None:
+            earliest = datetime.now(timezone.utc) + timedelta(seconds=verdict.countdown)
+            options["eta"] = max(_aware(eta), earliest)
+        else:
+            options["countdown"] = max(float(options.get("countdown") or 0), verdict.countdown)
+    if verdict.expires is not None:
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=verdict.expires)
+        caller = options.get("expires")
+        if isinstance(caller, int | float):
+            caller = datetime.now(timezone.utc) + timedelta(seconds=caller)
+        options["expires"] = deadline if caller is None else min(_aware(caller), deadline)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
