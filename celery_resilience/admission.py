@@ -204,7 +204,8 @@ class Admission:
             refill=refill,
             grace_limit=limit.grace,
             grace_period=limit.grace_period,
-            reserve=self.settings.criticality_reserve[criticality] * limit.burst,
+            # Never more than a full bucket can spare: a full bucket admits every class.
+            reserve=min(self.settings.criticality_reserve[criticality] * limit.burst, limit.burst - 1.0),
             grace_allowed=not criticality.sheddable,
             horizon=self.settings.max_throttle_delay if strategy.kind.paces else 0.0,
         )

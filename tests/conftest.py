@@ -1,0 +1,66 @@
+"""Fixtures shared by every test: the real local Redis, unique key prefixes, clean-up."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celery_resilience.keys import KeySpace
+from celery_resilience.store import MemoryStore, Store
+from celery_resilience.store.redis import RedisStore
+from celery_resilience.testing import FakeClock
+
+REDIS_URL = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
+STORE_DB = 13
+
+
+def store_url() -> str:
+    return f"{REDIS_URL}/{STORE_DB}"
+
+
+@pytest.fixture(scope="session")
+def redis_available() -> None:
+    try:
+        redis.Redis.from_url(store_url(), socket_connect_timeout=1).ping()
+    except redis.ConnectionError as error:  # pragma: no cover - depends on the machine
+        pytest.fail(f"the tests need a Redis server at {REDIS_URL}: {error}")
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"crtest-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def keys(prefix: str) -> KeySpace:
+    return KeySpace(prefix, 4)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def redis_store(redis_available: None, keys: KeySpace, clock: FakeClock) -> Iterator[RedisStore]:
+    store = RedisStore(store_url(), keys, clock=clock)
+    yield store
+    store.purge()
+    store.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, keys: KeySpace, clock: FakeClock) -> Iterator[Store]:
+    """Each behavioural test runs once per implementation, on an injected clock."""
+    if request.param == "memory":
+        yield MemoryStore(keys, clock=clock)
+        return
+    request.getfixturevalue("redis_available")
+    store = RedisStore(store_url(), keys, clock=clock)
+    yield store
+    store.purge()
+    store.close()

@@ -1,0 +1,136 @@
+"""Every resilience_* setting is validated at start-up, and errors name the setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_resilience import ConfigurationError, Resilience
+from celery_resilience.policy import Criticality, Severity, StrategyKind
+from celery_resilience.settings import ResilienceSettings
+
+TIERS = {
+    "free": {"rate": "60/m", "burst": 10, "grace": 5},
+    "enterprise": {"rate": "6000/m", "burst": 1000, "grace": 100, "minimum_guaranteed": "600/m"},
+}
+
+
+def settings(**conf: Any) -> ResilienceSettings:
+    return ResilienceSettings.from_conf({f"resilience_{k}": v for k, v in conf.items()})
+
+
+def test_defaults_need_no_configuration() -> None:
+    """With nothing set, the embedded store and one standard tier apply."""
+    s = settings()
+    assert s.store_url == "memory://"
+    assert s.default_tier == "standard"
+    assert s.tiers["standard"].limit.rate.per_second == 10
+    assert s.fail_open
+    assert s.request_types["batch"] is Criticality.SHEDDABLE
+
+
+def test_the_design_example_configuration_is_accepted() -> None:
+    """The configuration users copy from the design document validates."""
+    s = settings(tiers=TIERS, default_tier="free", store_url="redis://localhost:6379/1")
+    assert s.tiers["enterprise"].minimum_guaranteed is not None
+    assert s.tiers["free"].limit.burst == 10
+    assert s.tiers["free"].limit.grace_period == 60
+
+
+def test_store_defaults_to_a_redis_broker() -> None:
+    """A Redis broker doubles as the store unless told otherwise; other brokers get the embedded one."""
+    assert ResilienceSettings.from_conf({}, broker_url="redis://h:6379/0").store_url == "redis://h:6379/0"
+    assert ResilienceSettings.from_conf({}, broker_url="amqp://guest@h//").store_url == "memory://"
+
+
+def test_default_strategy_table_is_the_reference_policy() -> None:
+    """CRITICAL: enterprise delay 5 s, others reject 30 s; HIGH: critical_business delay 2 s, others queue 10 s;
+    NORMAL: delay 1 s; and sheddable work is refused first under load."""
+    table = settings(tiers=TIERS, default_tier="free").strategies
+    c = Criticality.SHEDDABLE_PLUS
+    assert str(table.choose(Severity.CRITICAL, "enterprise", "default", c)) == "delay(5s)"
+    assert str(table.choose(Severity.CRITICAL, "free", "default", c)) == "reject_with_backoff(30s)"
+    assert str(table.choose(Severity.HIGH, "free", "critical_business", Criticality.CRITICAL_PLUS)) == "delay(2s)"
+    assert str(table.choose(Severity.HIGH, "free", "default", c)) == "queue_with_timeout(10s)"
+    assert str(table.choose(Severity.NORMAL, "free", "batch", Criticality.SHEDDABLE)) == "delay(1s)"
+    shed = table.choose(Severity.HIGH, "enterprise", "batch", Criticality.SHEDDABLE)
+    assert shed.kind is StrategyKind.REJECT_WITH_BACKOFF
+
+
+BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
+    ({"tiers": {"free": {"rate": "sixty per minute"}}}, "resilience_tiers['free']['rate']", "600/m"),
+    ({"tiers": {"free": {"rate": "60/fortnight"}}}, "resilience_tiers['free']['rate']", "unit"),
+    ({"tiers": {"free": {"rate": "0/m"}}}, "resilience_tiers['free']['rate']", "above zero"),
+    ({"tiers": {"free": {"rate": "60/m", "burst": -5}}}, "resilience_tiers['free']['burst']", "integer >= 1"),
+    ({"tiers": {"free": {"rate": "60/m", "burst": 2.5}}}, "resilience_tiers['free']['burst']", "integer"),
+    ({"tiers": {"free": {"rate": "60/m", "grace": -1}}}, "resilience_tiers['free']['grace']", ">= 0"),
+    ({"tiers": {"free": {"burst": 5}}}, "resilience_tiers['free']['rate']", "rate"),
+    ({"tiers": {"free": {"rate": "60/m", "brust": 5}}}, "resilience_tiers['free']['brust']", "one of"),
+    ({"tiers": {"free": {"rate": "60/m", "minimum_guaranteed": "600/m"}}},
+     "resilience_tiers['free']['minimum_guaranteed']", "at most"),
+    ({"tiers": {"free": {"rate": "60/m", "maximum_burst": "6/m"}}}, "resilience_tiers['free']['maximum_burst']",
+     "at least"),
+    ({"tiers": ["free"]}, "resilience_tiers", "mapping"),
+    ({"tiers": {}}, "resilience_tiers", "at least one tier"),
+    ({"tiers": TIERS, "default_tier": "gold"}, "resilience_default_tier", "configured tiers"),
+    ({"tiers": TIERS}, "resilience_default_tier", "configured tiers"),
+    ({"throttle_strategies": [{"strategy": "pause", "seconds": 1}]}, "resilience_throttle_strategies[0]['strategy']",
+     "delay"),
+    ({"throttle_strategies": [{"strategy": "delay", "seconds": -1}]}, "resilience_throttle_strategies[0]['seconds']",
+     "> 0"),
+    ({"throttle_strategies": [{"severity": "high", "strategy": "delay", "seconds": 1}]},
+     "resilience_throttle_strategies", "no conditions"),
+    ({"throttle_strategies": [{"severity": "extreme", "strategy": "delay", "seconds": 1}, {"strategy": "delay",
+      "seconds": 1}]}, "resilience_throttle_strategies[0]['severity']", "names among"),
+    ({"throttle_strategies": [{"tier": "gold", "strategy": "delay", "seconds": 1}, {"strategy": "delay",
+      "seconds": 1}]}, "resilience_throttle_strategies[0]['tier']", "names among"),
+    ({"throttle_strategies": "delay"}, "resilience_throttle_strategies", "list of rules"),
+    ({"request_types": {"chat": "important"}}, "resilience_request_types['chat']", "criticality"),
+    ({"default_request_type": "chat"}, "resilience_default_request_type", "request type"),
+    ({"criticality_reserve": {"sheddable": 1.5}}, "resilience_criticality_reserve['sheddable']", "[0, 1)"),
+    ({"admission_on_store_failure": "ajar"}, "resilience_admission_on_store_failure", "'open' or 'closed'"),
+    ({"store_url": "mysql://db"}, "resilience_store_url", "redis://"),
+    ({"store_timeout": "fast"}, "resilience_store_timeout", "seconds"),
+    ({"store_timeout": 0}, "resilience_store_timeout", "> 0"),
+    ({"key_prefix": "app{1}"}, "resilience_key_prefix", "braces"),
+    ({"key_shards": 0}, "resilience_key_shards", "integer between"),
+    ({"max_throttle_delay": True}, "resilience_max_throttle_delay", "seconds"),
+    ({"tier_resolver": "no.such.module.resolve"}, "resilience_tier_resolver", "importable"),
+    ({"tier_resolver": 42}, "resilience_tier_resolver", "callable"),
+    ({"teirs": TIERS}, "resilience_teirs", "did you mean resilience_tiers"),
+]
+
+
+@pytest.mark.parametrize(("conf", "setting", "expected"), BAD_CONFIGURATIONS)
+def test_wrong_settings_fail_naming_the_setting(conf: dict[str, Any], setting: str, expected: str) -> None:
+    """Each wrong configuration raises ConfigurationError naming the setting and what was expected."""
+    with pytest.raises(ConfigurationError) as caught:
+        settings(**conf)
+    assert caught.value.setting == setting
+    assert str(caught.value).startswith(f"{setting}: expected")
+    assert expected in str(caught.value)
+
+
+def test_resilience_app_raises_at_start_up() -> None:
+    """The error surfaces at Resilience(app), before any task is sent."""
+    app = Celery("bad", broker="memory://", set_as_current=False)
+    app.conf.resilience_tiers = {"free": {"rate": "60/m", "burst": -1}}
+    with pytest.raises(ConfigurationError, match=r"resilience_tiers\['free'\]\['burst'\]"):
+        Resilience(app)
+
+
+def test_tier_resolver_accepts_a_dotted_path() -> None:
+    """A resolver named by dotted path is imported once at start-up."""
+    s = settings(tier_resolver="os.path.basename")
+    assert s.tier_resolver is not None and s.tier_resolver("a/free") == "free"
+
+
+def test_settings_are_immutable() -> None:
+    """One frozen object per app: nothing can change a limit behind the validator's back."""
+    s = settings(tiers=TIERS, default_tier="free")
+    with pytest.raises(AttributeError):
+        s.default_tier = "enterprise"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.tiers["gold"] = s.tiers["free"]  # type: ignore[index]
