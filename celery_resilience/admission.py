@@ -19,7 +19,7 @@ from typing import Protocol
 
 from .bucket import BucketSpec, Decision
 from .errors import AdmissionUnavailable, StoreUnavailable, Throttled
-from .keys import ANONYMOUS, KeySpace, escape_part
+from .keys import ANONYMOUS, escape_part
 from .policy import Criticality, Severity, Strategy, StrategyKind
 from .settings import Limit, ResilienceSettings, TierPolicy
 from .store.base import AdmitRequest, Store, delay_for
@@ -85,7 +85,6 @@ class Admission:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.keys = KeySpace(settings.key_prefix, settings.key_shards)
         self.severity: SeveritySource = severity or ConstantSeverity()
         self.stats: Counter[str] = Counter()
         self._store_factory = store_factory
@@ -189,7 +188,7 @@ class Admission:
     def _bucket_key(self, ctx: CallContext, own_bucket: bool) -> tuple[str, int]:
         who = escape_part(ctx.user_id) if ctx.user_id is not None else f"{ANONYMOUS}.{escape_part(ctx.tier)}"
         scope = f"{who}:{escape_part(ctx.request_type)}" if own_bucket else who
-        return self.keys.bucket(scope)
+        return self.store.keys.bucket(scope)
 
     def _spec(
         self, policy: TierPolicy, limit: Limit, criticality: Criticality, strategy: Strategy

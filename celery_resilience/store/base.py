@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..bucket import BucketSpec, Outcome
+from ..keys import KeySpace
 
 __all__ = ["Store", "AdmitRequest", "Clock", "MinuteClock", "SECONDS_PER_MINUTE"]
 
@@ -40,6 +41,9 @@ class AdmitRequest:
 
 @runtime_checkable
 class Store(Protocol):
+    keys: KeySpace
+    """The key space every key of this store lives in."""
+
     def admit(self, request: AdmitRequest) -> Outcome:
         """Decide one admission and record it in the per-minute metrics, atomically."""
 

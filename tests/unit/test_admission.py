@@ -193,6 +193,7 @@ class DeadStore:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.keys = KeySpace("dead", 1)
 
     def admit(self, request: AdmitRequest) -> Outcome:
         self.calls += 1

@@ -1,0 +1,115 @@
+"""Behaviour only the Redis store has: scripts, server time, key layout, outages."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celery_resilience.bucket import BucketSpec, Decision
+from celery_resilience.errors import StoreUnavailable
+from celery_resilience.keys import KeySpace, escape_part
+from celery_resilience.store.base import AdmitRequest
+from celery_resilience.store.redis import RedisStore
+from tests.conftest import store_url
+
+SPEC = BucketSpec(capacity=2, refill=1.0, grace_limit=0, grace_period=60)
+
+
+def req(keys: KeySpace, scope: str = "u") -> AdmitRequest:
+    key, shard = keys.bucket(scope)
+    return AdmitRequest(key, shard, SPEC, tier="free", strategy="delay")
+
+
+@pytest.fixture
+def live_store(redis_available: None, keys: KeySpace) -> Iterator[RedisStore]:
+    store = RedisStore(store_url(), keys)
+    yield store
+    store.purge()
+    store.close()
+
+
+def test_keys_live_under_the_prefix_with_hash_tags_and_expire(live_store: RedisStore, keys: KeySpace) -> None:
+    """Every key the admission writes is under the prefix, hash-tagged, and has a TTL."""
+    live_store.admit(req(keys, escape_part("user:1")))
+    client = live_store.client
+    found = sorted(k.decode() for k in client.scan_iter(match=keys.pattern()))
+    assert len(found) == 2
+    for key in found:
+        assert key.startswith(f"{keys.prefix}:{{s")
+        assert client.pttl(key) > 0
+    assert any(key.endswith(":bucket:user%3A1") for key in found)
+
+
+def test_script_runs_by_sha_and_survives_a_script_flush(live_store: RedisStore, keys: KeySpace) -> None:
+    """The script is cached server-side; after SCRIPT FLUSH it is reloaded transparently."""
+    live_store.admit(req(keys))
+    sha = live_store._admit.sha
+    assert live_store.client.script_exists(sha) == [True]
+    live_store.client.script_flush()
+    assert live_store.admit(req(keys)).decision is Decision.ALLOW
+
+
+def test_without_an_injected_clock_the_server_time_is_used(live_store: RedisStore, keys: KeySpace) -> None:
+    """Decisions use Redis TIME, so every host agrees on the bucket's clock."""
+    server_now = live_store.now()
+    live_store.admit(req(keys))
+    stamp = float(live_store.client.hget(keys.bucket("u")[0], "s"))
+    assert server_now <= stamp <= server_now + 5
+
+
+def test_a_refused_server_surfaces_as_store_unavailable(keys: KeySpace) -> None:
+    """Nothing listening: StoreUnavailable, not a redis-py exception."""
+    store = RedisStore("redis://127.0.0.1:1/0", keys, timeout=0.2)
+    with pytest.raises(StoreUnavailable):
+        store.admit(req(keys))
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers: a hung store."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_a_hung_server_times_out_as_store_unavailable(silent_server: int, keys: KeySpace) -> None:
+    """A server that never replies costs one socket timeout and raises StoreUnavailable."""
+    store = RedisStore(f"redis://127.0.0.1:{silent_server}/0", keys, timeout=0.2)
+    with pytest.raises(StoreUnavailable, match="did not answer"):
+        store.admit(req(keys))
+
+
+def test_a_read_only_or_refusing_server_is_unavailable_too(live_store: RedisStore, keys: KeySpace) -> None:
+    """Server-side refusals (here: a key of the wrong type) are StoreUnavailable, never a crash."""
+    key, _ = keys.bucket("u")
+    live_store.client.set(key, "not a hash")
+    with pytest.raises(StoreUnavailable, match="refused"):
+        live_store.admit(req(keys))
+
+
+def test_redis_errors_are_redis_errors() -> None:
+    """Sanity: the client library raises what the store translates."""
+    assert issubclass(redis.TimeoutError, redis.RedisError)
