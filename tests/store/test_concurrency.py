@@ -1,0 +1,85 @@
+"""Many processes and threads on one limit never admit more than the limit allows."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+from celery_resilience.bucket import BucketSpec, Decision
+from celery_resilience.keys import KeySpace
+from celery_resilience.store.base import AdmitRequest
+from celery_resilience.store.redis import RedisStore
+from tests.conftest import store_url
+
+PROCESSES = 4
+THREADS = 25
+RATE = 40.0  # tokens per second
+BURST = 15
+GRACE = 6
+GRACE_PERIOD = 1.0
+RUN_SECONDS = 1.5
+
+
+def _hammer(prefix: str, ready: Any, start: Any, results: Any) -> None:
+    keys = KeySpace(prefix, 4)
+    store = RedisStore(store_url(), keys, timeout=2.0)
+    key, shard = keys.bucket("shared-user")
+    spec = BucketSpec(capacity=BURST, refill=RATE, grace_limit=GRACE, grace_period=GRACE_PERIOD)
+    request = AdmitRequest(key, shard, spec, tier="free", strategy="reject_with_backoff")
+    counts = {"admitted": 0, "calls": 0}
+    lock = threading.Lock()
+    store.now()  # connected and the script's module loaded before the clock starts
+    ready.put(True)
+    start.wait()
+    deadline = time.monotonic() + RUN_SECONDS
+
+    def worker() -> None:
+        admitted = calls = 0
+        while time.monotonic() < deadline:
+            outcome = store.admit(request)
+            calls += 1
+            admitted += outcome.decision is not Decision.THROTTLE
+        with lock:
+            counts["admitted"] += admitted
+            counts["calls"] += calls
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.put(counts)
+
+
+def test_four_processes_of_25_threads_respect_rate_burst_and_grace(redis_available: None, prefix: str) -> None:
+    """Admitted <= rate x elapsed + burst + grace x windows touched, measured on the Redis clock."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(prefix, ready, start, results)) for _ in range(PROCESSES)]
+    for proc in procs:
+        proc.start()
+    store = RedisStore(store_url(), KeySpace(prefix, 4))
+    try:
+        for _ in procs:
+            ready.get(timeout=60)
+        begin = store.now()
+        start.set()
+        counts = [results.get(timeout=60) for _ in procs]
+        end = store.now()
+        for proc in procs:
+            proc.join(timeout=30)
+        admitted = sum(c["admitted"] for c in counts)
+        calls = sum(c["calls"] for c in counts)
+        elapsed = end - begin
+        windows = math.floor(end / GRACE_PERIOD) - math.floor(begin / GRACE_PERIOD) + 1
+        bound = RATE * elapsed + BURST + GRACE * windows
+        assert calls > 2 * bound, f"the run was not contended enough to test the bound ({calls} calls)"
+        assert admitted <= bound, f"admitted {admitted} > bound {bound:.1f} over {elapsed:.2f}s"
+        # And the limiter really admits up to its limit: it is not refusing everything.
+        assert admitted >= RATE * RUN_SECONDS * 0.8
+    finally:
+        store.purge()
+        store.close()
