@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -66,33 +64,6 @@ def test_a_refused_server_surfaces_as_store_unavailable(keys: KeySpace) -> None:
     store = RedisStore("redis://127.0.0.1:1/0", keys, timeout=0.2)
     with pytest.raises(StoreUnavailable):
         store.admit(req(keys))
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers: a hung store."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 def test_a_hung_server_times_out_as_store_unavailable(silent_server: int, keys: KeySpace) -> None:

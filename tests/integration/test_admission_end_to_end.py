@@ -1,0 +1,126 @@
+"""Admission through real Celery: a Redis broker, the Redis store, and a worker process."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+
+import pytest
+from celery import chain
+from celery.exceptions import TaskRevokedError
+
+from celery_resilience import Resilience, Throttled
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app_module(worker: Any) -> ModuleType:
+    from tests.integration import workerapp
+
+    return workerapp
+
+
+def fresh_user() -> str:
+    return f"user:{uuid.uuid4().hex[:8]}"
+
+
+def metric(module: ModuleType, name: str) -> float:
+    """A counter summed over this minute and the last, so a minute boundary cannot hide it."""
+    store = Resilience.of(module.app).store
+    minute = int(store.now() // 60)
+    return sum(store.metrics(m).get(name, 0.0) for m in (minute - 1, minute))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.05)
+
+
+def test_context_reaches_the_worker_and_tiers_and_users_are_separate(app_module: ModuleType) -> None:
+    """A pro user gets burst 3 and grace 2; a free user burst 1; both see their context on the worker."""
+    pro, free = fresh_user(), fresh_user()
+    pro_results = [app_module.whoami.apply_async(user_id=pro, tier="pro") for _ in range(5)]
+    free_results = [app_module.whoami.apply_async(user_id=free) for _ in range(2)]
+    pro_seen = [r.get(timeout=30)["context"] for r in pro_results]
+    free_seen = [r.get(timeout=30)["context"] for r in free_results]
+    assert [c["decision"] for c in pro_seen] == ["allow"] * 3 + ["allow_with_grace"] * 2
+    assert [c["decision"] for c in free_seen] == ["allow", "delay"]
+    assert pro_seen[0] == {"user_id": pro, "tier": "pro", "request_type": "interactive", "decision": "allow"}
+    assert free_seen[0]["tier"] == "free"
+
+
+def test_a_delayed_task_runs_later(app_module: ModuleType) -> None:
+    """DELAY publishes with a countdown: the worker receives an ETA and does not run the task before it."""
+    user = fresh_user()
+    app_module.whoami.apply_async(user_id=user).get(timeout=30)
+    published = time.time()
+    seen = app_module.whoami.apply_async(user_id=user).get(timeout=30)
+    assert seen["context"]["decision"] == "delay"
+    eta = datetime.fromisoformat(seen["eta"]).timestamp()
+    assert eta >= published + 0.9
+    assert seen["ran_at"] >= eta
+
+
+def test_a_rejected_call_raises_and_is_counted(app_module: ModuleType) -> None:
+    """REJECT_WITH_BACKOFF raises Throttled to the caller, with the policy's back-off, and counts it."""
+    user = fresh_user()
+    before = metric(app_module, "throttled:reject_with_backoff")
+    assert app_module.add.apply_async((1, 2), user_id=user).get(timeout=30) == 3
+    with pytest.raises(Throttled) as caught:
+        app_module.add.apply_async((1, 2), user_id=user)
+    assert caught.value.retry_after >= 30
+    assert caught.value.task_name == app_module.add.name
+    assert metric(app_module, "throttled:reject_with_backoff") == before + 1
+
+
+def test_an_expired_queued_task_is_counted_and_the_caller_sees_it(app_module: ModuleType) -> None:
+    """QUEUE_WITH_TIMEOUT publishes with an expiry; a task still waiting past it is revoked, counted
+    as expired by the worker, and the caller's result says so."""
+    user, flag = fresh_user(), f"{app_module.PREFIX}:flag:{uuid.uuid4().hex}"
+    before = metric(app_module, "expired")
+    blocker = app_module.block.delay(flag)
+    try:
+        first = app_module.whoami.apply_async(user_id=user, request_type="queued")
+        queued = app_module.whoami.apply_async(user_id=user, request_type="queued")
+        published = time.time()
+        # The slot is ~1 s away and the timeout 0.5 s: once 1.5 s have passed, it has expired.
+        wait_for(lambda: time.time() > published + 1.6)
+    finally:
+        app_module._signals.set(flag, 1, ex=60)
+    assert blocker.get(timeout=30) is True
+    assert first.get(timeout=30)["context"]["decision"] == "allow"
+    with pytest.raises(TaskRevokedError):
+        queued.get(timeout=30)
+    wait_for(lambda: metric(app_module, "expired") == before + 1)
+    assert metric(app_module, "throttled:queue_with_timeout") >= 1
+
+
+def test_retries_pass_the_gate(app_module: ModuleType) -> None:
+    """A retry is republished by the worker even when the user's bucket is empty; nothing is lost."""
+    user = fresh_user()
+    assert app_module.flaky.apply_async((2,), user_id=user).get(timeout=30) == "ok after 2 retries"
+
+
+def test_chain_steps_published_by_the_worker_pass_the_gate(app_module: ModuleType) -> None:
+    """The chain is admitted at its head; later steps are not refused mid-way."""
+    user = fresh_user()
+    result = chain(app_module.add.s(1, 2), app_module.add.s(3), app_module.add.s(4)).apply_async(user_id=user)
+    assert result.get(timeout=30) == 10
+    with pytest.raises(Throttled):
+        app_module.add.apply_async((0, 0), user_id=user)
+
+
+def test_send_task_publishes_are_counted_as_ungated(app_module: ModuleType) -> None:
+    """send_task bypasses apply_async; before_task_publish counts it. Plain tasks are not counted."""
+    before = metric(app_module, "ungated")
+    app_module.app.send_task(app_module.whoami.name).get(timeout=30)
+    app_module.ping.delay().get(timeout=30)
+    assert metric(app_module, "ungated") == before + 1
