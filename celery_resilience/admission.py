@@ -22,11 +22,13 @@ from .errors import AdmissionUnavailable, StoreUnavailable, Throttled
 from .keys import ANONYMOUS, escape_part
 from .policy import Criticality, Severity, Strategy, StrategyKind
 from .settings import Limit, ResilienceSettings, TierPolicy
-from .store.base import AdmitRequest, Store, delay_for
+from .store.base import AdmitPolicy, AdmitRequest, Store, delay_for
 
 __all__ = ["CallContext", "Verdict", "Admission", "SeveritySource", "ConstantSeverity"]
 
 logger = logging.getLogger("celery_resilience.admission")
+
+_KEY_CACHE_SIZE = 65536
 
 
 class SeveritySource(Protocol):
@@ -92,6 +94,11 @@ class Admission:
         self._store_lock = threading.Lock()
         self._monotonic = monotonic
         self._store_down_until = 0.0
+        # Everything below is derived from immutable settings; caching it keeps the hot
+        # path to one dictionary lookup per part instead of rebuilding it per publish.
+        self._strategies: dict[tuple[Severity, str, str], Strategy] = {}
+        self._policies: dict[tuple[str, str, Strategy, float], AdmitPolicy] = {}
+        self._bucket_keys: dict[tuple[str | None, str, str | None], tuple[str, int]] = {}
 
     @property
     def store(self) -> Store:
@@ -129,20 +136,19 @@ class Admission:
     def decide(self, ctx: CallContext, *, task_name: str, queue: str | None = None) -> Verdict:
         """One admission decision; raises ``Throttled`` when the policy says reject."""
         settings = self.settings
-        policy = settings.tiers[ctx.tier]
-        limit, own_bucket = policy.limit_for(ctx.request_type)
-        strategy = settings.strategies.choose(
-            self.severity.severity(queue), ctx.tier, ctx.request_type, ctx.criticality
-        )
+        tier = settings.tiers[ctx.tier]
+        severity = self.severity.severity(queue)
+        strategy = self._strategies.get((severity, ctx.tier, ctx.request_type))
+        if strategy is None:
+            strategy = settings.strategies.choose(severity, ctx.tier, ctx.request_type, ctx.criticality)
+            self._strategies[(severity, ctx.tier, ctx.request_type)] = strategy
+        limit, own_bucket = tier.limit_for(ctx.request_type)
+        multiplier = self.multiplier(tier)
+        policy = self._policies.get((ctx.tier, ctx.request_type, strategy, multiplier))
+        if policy is None:
+            policy = self._policy(tier, limit, ctx, strategy, multiplier)
         bucket_key, shard = self._bucket_key(ctx, own_bucket)
-        request = AdmitRequest(
-            bucket_key=bucket_key,
-            shard=shard,
-            spec=self._spec(policy, limit, ctx.criticality, strategy),
-            tier=ctx.tier,
-            strategy=strategy.kind.value,
-            min_delay=strategy.seconds if strategy.kind is StrategyKind.DELAY else 0.0,
-        )
+        request = AdmitRequest(bucket_key, shard, policy)
         if self._monotonic() < self._store_down_until:
             return self._store_failed(ctx, task_name, None)
         try:
@@ -186,28 +192,47 @@ class Admission:
         )
 
     def _bucket_key(self, ctx: CallContext, own_bucket: bool) -> tuple[str, int]:
+        cache_key = (ctx.user_id, ctx.tier, ctx.request_type if own_bucket else None)
+        found = self._bucket_keys.get(cache_key)
+        if found is not None:
+            return found
         who = escape_part(ctx.user_id) if ctx.user_id is not None else f"{ANONYMOUS}.{escape_part(ctx.tier)}"
         scope = f"{who}:{escape_part(ctx.request_type)}" if own_bucket else who
-        return self.store.keys.bucket(scope)
+        found = self.store.keys.bucket(scope)
+        if len(self._bucket_keys) >= _KEY_CACHE_SIZE:
+            self._bucket_keys.clear()
+        self._bucket_keys[cache_key] = found
+        return found
 
-    def _spec(
-        self, policy: TierPolicy, limit: Limit, criticality: Criticality, strategy: Strategy
-    ) -> BucketSpec:
-        refill = limit.rate.per_second * self.multiplier(policy)
-        if policy.minimum_guaranteed is not None:
-            refill = max(refill, policy.minimum_guaranteed.per_second)
-        if policy.maximum_burst is not None:
-            refill = min(refill, policy.maximum_burst.per_second)
-        return BucketSpec(
+    def _policy(
+        self, tier: TierPolicy, limit: Limit, ctx: CallContext, strategy: Strategy, multiplier: float
+    ) -> AdmitPolicy:
+        """Build (once per tier, request type, strategy and multiplier) what the store needs."""
+        refill = limit.rate.per_second * multiplier
+        if tier.minimum_guaranteed is not None:
+            refill = max(refill, tier.minimum_guaranteed.per_second)
+        if tier.maximum_burst is not None:
+            refill = min(refill, tier.maximum_burst.per_second)
+        spec = BucketSpec(
             capacity=float(limit.burst),
             refill=refill,
             grace_limit=limit.grace,
             grace_period=limit.grace_period,
             # Never more than a full bucket can spare: a full bucket admits every class.
-            reserve=min(self.settings.criticality_reserve[criticality] * limit.burst, limit.burst - 1.0),
-            grace_allowed=not criticality.sheddable,
+            reserve=min(self.settings.criticality_reserve[ctx.criticality] * limit.burst, limit.burst - 1.0),
+            grace_allowed=not ctx.criticality.sheddable,
             horizon=self.settings.max_throttle_delay if strategy.kind.paces else 0.0,
         )
+        policy = AdmitPolicy(
+            spec,
+            tier=ctx.tier,
+            strategy=strategy.kind.value,
+            min_delay=strategy.seconds if strategy.kind is StrategyKind.DELAY else 0.0,
+        )
+        if len(self._policies) >= _KEY_CACHE_SIZE:
+            self._policies.clear()
+        self._policies[(ctx.tier, ctx.request_type, strategy, multiplier)] = policy
+        return policy
 
     def multiplier(self, policy: TierPolicy) -> float:
         """Adaptive factor applied to the baseline rate (1.0 until adaptive limits plug in)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -203,15 +204,20 @@ def _rate(name: str, value: object) -> Rate:
     return rate
 
 
-def _mapping(name: str, value: object) -> Mapping[str, Any]:
+def _mapping(name: str, value: object, *, names: bool = False) -> Mapping[str, Any]:
+    """A mapping with string keys; with ``names``, keys that are names (tiers, request types)."""
     if not isinstance(value, Mapping):
         raise ConfigurationError(name, "a mapping (dict)", value)
     for key in value:
         if not isinstance(key, str) or not key:
             raise ConfigurationError(name, "non-empty string keys", key)
+        if names and not _NAME_RE.match(key):
+            raise ConfigurationError(name, "names of letters, digits, '_', '.' or '-' (at most 64)", key)
     return value
 
 
+# Tier and request type names appear in metric fields and logs; keep them plain.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LIMIT_KEYS = frozenset({"rate", "burst", "grace", "grace_period"})
 _TIER_KEYS = _LIMIT_KEYS | {"minimum_guaranteed", "maximum_burst", "request_types"}
 
@@ -231,7 +237,7 @@ def _limit(name: str, spec: Mapping[str, Any], allowed: frozenset[str]) -> Limit
 
 def _tiers(value: object) -> Mapping[str, TierPolicy]:
     name = f"{PREFIX}tiers"
-    raw = _mapping(name, DEFAULT_TIERS if value is None else value)
+    raw = _mapping(name, DEFAULT_TIERS if value is None else value, names=True)
     if not raw:
         raise ConfigurationError(name, "at least one tier", value)
     tiers: dict[str, TierPolicy] = {}
@@ -300,7 +306,7 @@ def _resolver(value: object) -> TierResolver | None:
 
 def _request_types(value: object) -> Mapping[str, Criticality]:
     name = f"{PREFIX}request_types"
-    raw = _mapping(name, DEFAULT_REQUEST_TYPES if value is None else value)
+    raw = _mapping(name, DEFAULT_REQUEST_TYPES if value is None else value, names=True)
     choices = [c.value for c in Criticality]
     result: dict[str, Criticality] = {}
     for request_type, criticality in raw.items():

@@ -16,27 +16,36 @@ from typing import Protocol, runtime_checkable
 from ..bucket import BucketSpec, Outcome
 from ..keys import KeySpace
 
-__all__ = ["Store", "AdmitRequest", "Clock", "MinuteClock", "SECONDS_PER_MINUTE"]
+__all__ = ["Store", "AdmitRequest", "AdmitPolicy", "Clock", "MinuteClock", "SECONDS_PER_MINUTE"]
 
 Clock = Callable[[], float]
 SECONDS_PER_MINUTE = 60
 
 
-@dataclass(frozen=True, slots=True)
-class AdmitRequest:
-    """One admission: the bucket to draw from and what to record in the minute's metrics.
+@dataclass(frozen=True, eq=False)
+class AdmitPolicy:
+    """The unchanging part of an admission: the bucket's numbers and the metric labels.
 
     ``strategy`` is the throttling strategy that applies if the request is throttled,
     chosen before the call so the store can pace (reserve a future slot) in the same
     round trip; ``min_delay`` is that strategy's own delay, recorded in the metrics.
+    Policies are built once and reused (identity-hashed), so a store may cache their
+    wire form.
     """
 
-    bucket_key: str
-    shard: int
     spec: BucketSpec
     tier: str
     strategy: str
     min_delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitRequest:
+    """One admission: the bucket to draw from, under a policy."""
+
+    bucket_key: str
+    shard: int
+    policy: AdmitPolicy
 
 
 @runtime_checkable

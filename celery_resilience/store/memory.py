@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from ..bucket import BucketState, Outcome, bucket_ttl, decide
 from ..keys import KeySpace
 from .base import SECONDS_PER_MINUTE, AdmitRequest, Clock, delay_for
-from .metrics_fields import admission_fields
+from .metrics_fields import admission_fields, with_requests
 
 __all__ = ["MemoryStore"]
 
@@ -37,9 +37,10 @@ class MemoryStore:
             now = self._clock()
             stored = self._buckets.get(request.bucket_key)
             state = stored[0] if stored is not None and stored[1] > now else None
-            new_state, outcome = decide(state, request.spec, now)
-            self._buckets[request.bucket_key] = (new_state, now + bucket_ttl(new_state, request.spec))
-            delay = delay_for(outcome, request.min_delay) if outcome.reserved else 0.0
+            spec = request.policy.spec
+            new_state, outcome = decide(state, spec, now)
+            self._buckets[request.bucket_key] = (new_state, now + bucket_ttl(new_state, spec))
+            delay = delay_for(outcome, request.policy.min_delay) if outcome.reserved else 0.0
             self._add(now, admission_fields(outcome.decision, outcome.reserved, request, delay))
             self._operations += 1
             if self._operations % _PRUNE_EVERY == 0:
@@ -54,7 +55,7 @@ class MemoryStore:
         with self._lock:
             if minute is None:
                 minute = int(self._clock() // SECONDS_PER_MINUTE)
-            return dict(self._metrics.get(minute, {}))
+            return with_requests(dict(self._metrics.get(minute, {})))
 
     def purge(self) -> int:
         with self._lock:

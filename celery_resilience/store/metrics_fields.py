@@ -18,6 +18,7 @@ __all__ = [
     "UNGATED",
     "STORE_UNAVAILABLE",
     "admission_fields",
+    "with_requests",
     "throttled_field",
     "tier_field",
 ]
@@ -33,6 +34,14 @@ STORE_UNAVAILABLE = "store_unavailable"
 REJECTED = "reject_with_backoff"
 
 
+def with_requests(fields: dict[str, float]) -> dict[str, float]:
+    """Add the derived ``requests`` total (stores count only the outcomes)."""
+    total = fields.get(ADMITTED, 0.0) + fields.get(GRACED, 0.0) + fields.get(THROTTLED, 0.0)
+    if total:
+        fields[REQUESTS] = total
+    return fields
+
+
 def throttled_field(kind: str) -> str:
     return f"throttled:{kind}"
 
@@ -44,14 +53,15 @@ def tier_field(tier: str) -> str:
 def admission_fields(
     decision: Decision, reserved: bool, request: AdmitRequest, delay: float
 ) -> dict[str, float]:
-    fields: dict[str, float] = {REQUESTS: 1, tier_field(request.tier): 1}
+    policy = request.policy
+    fields: dict[str, float] = {tier_field(policy.tier): 1}
     if decision is Decision.ALLOW:
         fields[ADMITTED] = 1
     elif decision is Decision.ALLOW_WITH_GRACE:
         fields[GRACED] = 1
     else:
         fields[THROTTLED] = 1
-        fields[throttled_field(request.strategy if reserved else REJECTED)] = 1
+        fields[throttled_field(policy.strategy if reserved else REJECTED)] = 1
         if reserved:
             fields[DELAY_TOTAL] = delay
     return fields

@@ -18,11 +18,13 @@ from redis.commands.core import Script
 from ..bucket import Decision, Outcome
 from ..errors import StoreUnavailable
 from ..keys import KeySpace
-from .base import AdmitRequest, Clock, MinuteClock
+from .base import AdmitPolicy, AdmitRequest, Clock, MinuteClock
+from .metrics_fields import with_requests
 
 __all__ = ["RedisStore", "load_script"]
 
-_DECISIONS = {d.value: d for d in Decision}
+_DECISIONS = {d.value.encode(): d for d in Decision}
+_WIRE_CACHE_SIZE = 4096
 
 
 def load_script(name: str) -> str:
@@ -52,6 +54,7 @@ class RedisStore:
         )
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
         self._admit: Script = self._redis.register_script(load_script("admit"))
+        self._wire: dict[AdmitPolicy, bytes] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -66,36 +69,47 @@ class RedisStore:
         return now
 
     def admit(self, request: AdmitRequest) -> Outcome:
-        spec = request.spec
+        wire = self._wire.get(request.policy)
+        if wire is None:
+            wire = self._encode(request.policy)
         now_arg = "" if self._clock is None else repr(self._clock())
-        minute = self._minutes.minute()
         reply = self._call(
             self._admit,
-            keys=[request.bucket_key, self.keys.metrics(request.shard, minute)],
-            args=[
-                now_arg,
-                repr(spec.capacity),
-                repr(spec.refill),
-                spec.grace_limit,
-                repr(spec.grace_period),
-                repr(spec.reserve),
-                1 if spec.grace_allowed else 0,
-                repr(spec.horizon),
-                repr(request.min_delay),
-                request.strategy,
-                request.tier,
-                self._metrics_ttl,
-            ],
+            keys=[request.bucket_key, self.keys.metrics(request.shard, self._minutes.minute())],
+            args=[now_arg, wire],
         )
-        decision, remaining, retry_after, reserved, grace_used, store_now = reply
+        decision, remaining, retry_after, reserved, grace_used, store_now = reply.split()
         self._minutes.observe(float(store_now))
         return Outcome(
-            _DECISIONS[decision.decode() if isinstance(decision, bytes) else decision],
+            _DECISIONS[decision],
             float(remaining),
             float(retry_after),
-            bool(int(reserved)),
+            reserved == b"1",
             int(grace_used),
         )
+
+    def _encode(self, policy: AdmitPolicy) -> bytes:
+        """The policy as the script's ARGV[2]; cached because it is the same for every call."""
+        spec = policy.spec
+        wire = " ".join(
+            (
+                repr(spec.capacity),
+                repr(spec.refill),
+                str(spec.grace_limit),
+                repr(spec.grace_period),
+                repr(spec.reserve),
+                "1" if spec.grace_allowed else "0",
+                repr(spec.horizon),
+                repr(policy.min_delay),
+                self._metrics_ttl,
+                policy.strategy,
+                policy.tier,
+            )
+        ).encode()
+        if len(self._wire) >= _WIRE_CACHE_SIZE:
+            self._wire.clear()
+        self._wire[policy] = wire
+        return wire
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         key = self.keys.metrics(shard, self._minutes.minute())
@@ -119,7 +133,7 @@ class RedisStore:
             for name, value in shard_fields.items():
                 field = name.decode()
                 totals[field] = totals.get(field, 0.0) + float(value)
-        return totals
+        return with_requests(totals)
 
     def purge(self) -> int:
         deleted = 0

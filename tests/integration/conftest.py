@@ -41,10 +41,29 @@ def worker(integration_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]
     from tests.integration import workerapp
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.integration.workerapp", "worker", "-P", "threads",
-         "-c", "1", "-Q", integration_env["RESILIENCE_TEST_QUEUE"], "--without-mingle", "--without-gossip",
-         "--without-heartbeat", "-l", "warning"],
-        cwd=ROOT, env=integration_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integration.workerapp",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "1",
+            "-Q",
+            integration_env["RESILIENCE_TEST_QUEUE"],
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "-l",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=integration_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         assert workerapp.ping.delay().get(timeout=60) == "pong"

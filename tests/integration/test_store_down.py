@@ -53,7 +53,7 @@ def test_hung_store_fails_open_and_the_task_is_published(
 
 def test_missing_store_fails_closed_when_configured() -> None:
     """Fail closed: the caller gets AdmissionUnavailable and nothing is published."""
-    app, work, queue = make_app("redis://127.0.0.1:1/0", "closed")
+    _, work, queue = make_app("redis://127.0.0.1:1/0", "closed")
     broker = redis.Redis.from_url(f"{REDIS_URL}/11")
     with pytest.raises(AdmissionUnavailable, match="unreachable"):
         work.apply_async(user_id="u1")

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery_resilience.bucket import BucketSpec, Decision
 from celery_resilience.keys import KeySpace
-from celery_resilience.store.base import AdmitRequest
+from celery_resilience.store.base import AdmitPolicy, AdmitRequest
 from celery_resilience.store.redis import RedisStore
 from tests.conftest import store_url
 
@@ -28,7 +28,7 @@ def _hammer(prefix: str, ready: Any, start: Any, results: Any) -> None:
     store = RedisStore(store_url(), keys, timeout=2.0)
     key, shard = keys.bucket("shared-user")
     spec = BucketSpec(capacity=BURST, refill=RATE, grace_limit=GRACE, grace_period=GRACE_PERIOD)
-    request = AdmitRequest(key, shard, spec, tier="free", strategy="reject_with_backoff")
+    request = AdmitRequest(key, shard, AdmitPolicy(spec, tier="free", strategy="reject_with_backoff"))
     counts = {"admitted": 0, "calls": 0}
     lock = threading.Lock()
     store.now()  # connected and the script's module loaded before the clock starts
@@ -54,7 +54,9 @@ def _hammer(prefix: str, ready: Any, start: Any, results: Any) -> None:
     results.put(counts)
 
 
-def test_four_processes_of_25_threads_respect_rate_burst_and_grace(redis_available: None, prefix: str) -> None:
+def test_four_processes_of_25_threads_respect_rate_burst_and_grace(
+    redis_available: None, prefix: str
+) -> None:
     """Admitted <= rate x elapsed + burst + grace x windows touched, measured on the Redis clock."""
     ctx = multiprocessing.get_context("spawn")
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()

@@ -10,7 +10,7 @@ import redis
 from celery_resilience.bucket import BucketSpec, Decision
 from celery_resilience.errors import StoreUnavailable
 from celery_resilience.keys import KeySpace, escape_part
-from celery_resilience.store.base import AdmitRequest
+from celery_resilience.store.base import AdmitPolicy, AdmitRequest
 from celery_resilience.store.redis import RedisStore
 from tests.conftest import store_url
 
@@ -19,7 +19,7 @@ SPEC = BucketSpec(capacity=2, refill=1.0, grace_limit=0, grace_period=60)
 
 def req(keys: KeySpace, scope: str = "u") -> AdmitRequest:
     key, shard = keys.bucket(scope)
-    return AdmitRequest(key, shard, SPEC, tier="free", strategy="delay")
+    return AdmitRequest(key, shard, AdmitPolicy(SPEC, tier="free", strategy="delay"))
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_without_an_injected_clock_the_server_time_is_used(live_store: RedisStor
     """Decisions use Redis TIME, so every host agrees on the bucket's clock."""
     server_now = live_store.now()
     live_store.admit(req(keys))
-    stamp = float(live_store.client.hget(keys.bucket("u")[0], "s"))
+    stamp = float(live_store.client.get(keys.bucket("u")[0]).split()[1])
     assert server_now <= stamp <= server_now + 5
 
 
@@ -76,7 +76,7 @@ def test_a_hung_server_times_out_as_store_unavailable(silent_server: int, keys: 
 def test_a_read_only_or_refusing_server_is_unavailable_too(live_store: RedisStore, keys: KeySpace) -> None:
     """Server-side refusals (here: a key of the wrong type) are StoreUnavailable, never a crash."""
     key, _ = keys.bucket("u")
-    live_store.client.set(key, "not a hash")
+    live_store.client.hset(key, "not", "a string")
     with pytest.raises(StoreUnavailable, match="refused"):
         live_store.admit(req(keys))
 

@@ -11,16 +11,18 @@ from celery_resilience.bucket import BucketSpec, Decision
 from celery_resilience.keys import KeySpace, escape_part
 from celery_resilience.settings import ResilienceSettings
 from celery_resilience.store import MemoryStore, Store
-from celery_resilience.store.base import AdmitRequest
+from celery_resilience.store.base import AdmitPolicy, AdmitRequest
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
 
 SPEC = BucketSpec(capacity=2, refill=1.0, grace_limit=1, grace_period=60, horizon=5)
 
 
-def request(keys: KeySpace, scope: str = "u", spec: BucketSpec = SPEC, strategy: str = "delay") -> AdmitRequest:
+def request(
+    keys: KeySpace, scope: str = "u", spec: BucketSpec = SPEC, strategy: str = "delay"
+) -> AdmitRequest:
     key, shard = keys.bucket(scope)
-    return AdmitRequest(key, shard, spec, tier="free", strategy=strategy, min_delay=1.0)
+    return AdmitRequest(key, shard, AdmitPolicy(spec, tier="free", strategy=strategy, min_delay=1.0))
 
 
 def test_burst_grace_then_paced_reservations(store: Store, keys: KeySpace) -> None:
@@ -69,10 +71,28 @@ def test_count_adds_to_the_minute_and_minutes_are_separate(store: Store, clock: 
 
 def test_hostile_user_ids_get_separate_buckets(store: Store, keys: KeySpace, clock: FakeClock) -> None:
     """Ids built to collide (':' separators, braces, globs, escapes, a megabyte) stay independent."""
-    settings = ResilienceSettings.from_conf({"resilience_tiers": {"t": {"rate": "1/h", "burst": 1}},
-                                              "resilience_throttle_strategies": [{"strategy": "reject_with_backoff"}]})
+    settings = ResilienceSettings.from_conf(
+        {
+            "resilience_tiers": {"t": {"rate": "1/h", "burst": 1}},
+            "resilience_throttle_strategies": [{"strategy": "reject_with_backoff"}],
+        }
+    )
     adm = Admission(settings, lambda: store)
-    hostile = ["a:b", "a", "b", "{a}", "*", "a*", "%2A", "~anonymous", "", "\n", "é", "x" * 1_000_000, "x" * 999_999]
+    hostile = [
+        "a:b",
+        "a",
+        "b",
+        "{a}",
+        "*",
+        "a*",
+        "%2A",
+        "~anonymous",
+        "",
+        "\n",
+        "é",
+        "x" * 1_000_000,
+        "x" * 999_999,
+    ]
     for uid in hostile:
         verdict = adm.decide(adm.context(uid, None, "interactive", None), task_name="t")
         assert verdict.decision is Decision.ALLOW, f"user id {uid[:20]!r} found its bucket already used"
@@ -90,7 +110,9 @@ def test_purge_removes_everything_in_the_key_space(store: Store, keys: KeySpace)
     assert store.metrics() == {"requests": 1, "tier:free": 1, "admitted": 1}
 
 
-def test_memory_and_redis_agree_on_a_random_workload(redis_store: RedisStore, keys: KeySpace, clock: FakeClock) -> None:
+def test_memory_and_redis_agree_on_a_random_workload(
+    redis_store: RedisStore, keys: KeySpace, clock: FakeClock
+) -> None:
     """The Lua script and the Python algorithm give the same answers, step by step."""
     memory = MemoryStore(keys, clock=clock)
     rng = random.Random(20261122)

@@ -21,7 +21,12 @@ from celery_resilience.testing import FakeClock
 
 TIERS = {
     "free": {"rate": "60/m", "burst": 2, "grace": 1},
-    "enterprise": {"rate": "600/m", "burst": 5, "grace": 0, "request_types": {"batch": {"rate": "6/m", "burst": 1}}},
+    "enterprise": {
+        "rate": "600/m",
+        "burst": 5,
+        "grace": 0,
+        "request_types": {"batch": {"rate": "6/m", "burst": 1}},
+    },
 }
 
 
@@ -33,7 +38,9 @@ def make(clock: FakeClock, severity: Severity = Severity.NORMAL, **conf: Any) ->
     return Admission(s, lambda: store, ConstantSeverity(severity))
 
 
-def admit(adm: Admission, user: str | None, tier: str | None = None, request_type: str = "interactive") -> Any:
+def admit(
+    adm: Admission, user: str | None, tier: str | None = None, request_type: str = "interactive"
+) -> Any:
     ctx = adm.context(user, tier, request_type, None)
     return adm.decide(ctx, task_name="t.task")
 
@@ -59,7 +66,9 @@ def test_request_type_defaults_to_the_task_then_the_setting(clock: FakeClock) ->
     ("args", "message"),
     [(("u", "gold", None), "unknown tier 'gold'"), (("u", None, "chat"), "unknown request_type 'chat'")],
 )
-def test_unknown_tier_or_request_type_is_the_callers_error(clock: FakeClock, args: tuple[Any, ...], message: str) -> None:
+def test_unknown_tier_or_request_type_is_the_callers_error(
+    clock: FakeClock, args: tuple[Any, ...], message: str
+) -> None:
     """A typo at the call site raises at once, listing what exists."""
     with pytest.raises(ValueError, match=message):
         make(clock).context(*args, None)

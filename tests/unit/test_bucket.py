@@ -20,14 +20,20 @@ def run(spec: BucketSpec, times: list[float]) -> list[Decision]:
 
 def test_burst_then_grace_then_throttle() -> None:
     """A fresh bucket admits its burst, then its grace allowance, then throttles."""
-    assert run(SPEC, [0.0] * 6) == [Decision.ALLOW] * 3 + [Decision.ALLOW_WITH_GRACE] * 2 + [Decision.THROTTLE]
+    assert run(SPEC, [0.0] * 6) == [Decision.ALLOW] * 3 + [Decision.ALLOW_WITH_GRACE] * 2 + [
+        Decision.THROTTLE
+    ]
 
 
 def test_tokens_refill_at_the_rate() -> None:
     """After the burst, one more admission per 1/refill seconds."""
     spec = BucketSpec(capacity=1, refill=2.0, grace_limit=0, grace_period=60)
     assert run(spec, [0.0, 0.1, 0.5, 0.6, 1.0]) == [
-        Decision.ALLOW, Decision.THROTTLE, Decision.ALLOW, Decision.THROTTLE, Decision.ALLOW,
+        Decision.ALLOW,
+        Decision.THROTTLE,
+        Decision.ALLOW,
+        Decision.THROTTLE,
+        Decision.ALLOW,
     ]
 
 
@@ -45,8 +51,12 @@ def test_grace_renews_per_window_not_continuously() -> None:
     """Grace used up in one window is available again in the next window only."""
     spec = BucketSpec(capacity=1, refill=1e-6, grace_limit=1, grace_period=60)
     assert run(spec, [0.0, 1.0, 2.0, 59.0, 60.0, 61.0]) == [
-        Decision.ALLOW, Decision.ALLOW_WITH_GRACE, Decision.THROTTLE, Decision.THROTTLE,
-        Decision.ALLOW_WITH_GRACE, Decision.THROTTLE,
+        Decision.ALLOW,
+        Decision.ALLOW_WITH_GRACE,
+        Decision.THROTTLE,
+        Decision.THROTTLE,
+        Decision.ALLOW_WITH_GRACE,
+        Decision.THROTTLE,
     ]
 
 
@@ -89,7 +99,9 @@ def test_debt_is_repaid_before_anyone_is_admitted_again() -> None:
 def test_reserve_refuses_sheddable_work_first() -> None:
     """With two tokens left, a request that must leave one in reserve is throttled; a critical one is not."""
     critical = BucketSpec(capacity=3, refill=1e-6, grace_limit=0, grace_period=60)
-    sheddable = BucketSpec(capacity=3, refill=1e-6, grace_limit=5, grace_period=60, reserve=1.5, grace_allowed=False)
+    sheddable = BucketSpec(
+        capacity=3, refill=1e-6, grace_limit=5, grace_period=60, reserve=1.5, grace_allowed=False
+    )
     state, _ = decide(None, critical, 0.0)  # 2 tokens left
     _, shed = decide(state, sheddable, 0.0)
     _, crit = decide(state, critical, 0.0)

@@ -12,7 +12,13 @@ from celery_resilience.rates import Rate, RateSyntaxError, parse_rate
 
 @pytest.mark.parametrize(
     ("text", "count", "period"),
-    [("600/m", 600, 60), ("10/second", 10, 1), ("5/10s", 5, 10), (" 1 / hour ", 1, 3600), ("2.5/d", 2.5, 86400)],
+    [
+        ("600/m", 600, 60),
+        ("10/second", 10, 1),
+        ("5/10s", 5, 10),
+        (" 1 / hour ", 1, 3600),
+        ("2.5/d", 2.5, 86400),
+    ],
 )
 def test_parse_rate_accepts_the_spellings_people_use(text: str, count: float, period: float) -> None:
     """Counts and units, with a multiplier and spaces, parse to count per period seconds."""
@@ -32,7 +38,25 @@ def test_rate_prints_back_in_the_same_form() -> None:
     assert str(parse_rate("5/10s")) == "5/10s"
 
 
-HOSTILE = ["a:b", "a", "b", "{a}", "a}", "*", "?", "[x]", "%3A", ":", " ", "", "\n", "\x00", "é", "日本", "a" * 10_000]
+HOSTILE = [
+    "a:b",
+    "a",
+    "b",
+    "{a}",
+    "a}",
+    "*",
+    "?",
+    "[x]",
+    "%3A",
+    ":",
+    " ",
+    "",
+    "\n",
+    "\x00",
+    "é",
+    "日本",
+    "a" * 10_000,
+]
 
 
 def test_escaped_parts_use_only_a_safe_alphabet() -> None:

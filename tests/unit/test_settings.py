@@ -46,13 +46,16 @@ def test_store_defaults_to_a_redis_broker() -> None:
 
 
 def test_default_strategy_table_is_the_reference_policy() -> None:
-    """CRITICAL: enterprise delay 5 s, others reject 30 s; HIGH: critical_business delay 2 s, others queue 10 s;
-    NORMAL: delay 1 s; and sheddable work is refused first under load."""
+    """CRITICAL: enterprise delay 5 s, others reject 30 s; HIGH: critical_business delay 2 s,
+    others queue 10 s; NORMAL: delay 1 s; and sheddable work is refused first under load."""
     table = settings(tiers=TIERS, default_tier="free").strategies
     c = Criticality.SHEDDABLE_PLUS
     assert str(table.choose(Severity.CRITICAL, "enterprise", "default", c)) == "delay(5s)"
     assert str(table.choose(Severity.CRITICAL, "free", "default", c)) == "reject_with_backoff(30s)"
-    assert str(table.choose(Severity.HIGH, "free", "critical_business", Criticality.CRITICAL_PLUS)) == "delay(2s)"
+    assert (
+        str(table.choose(Severity.HIGH, "free", "critical_business", Criticality.CRITICAL_PLUS))
+        == "delay(2s)"
+    )
     assert str(table.choose(Severity.HIGH, "free", "default", c)) == "queue_with_timeout(10s)"
     assert str(table.choose(Severity.NORMAL, "free", "batch", Criticality.SHEDDABLE)) == "delay(1s)"
     shed = table.choose(Severity.HIGH, "enterprise", "batch", Criticality.SHEDDABLE)
@@ -68,24 +71,57 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"tiers": {"free": {"rate": "60/m", "grace": -1}}}, "resilience_tiers['free']['grace']", ">= 0"),
     ({"tiers": {"free": {"burst": 5}}}, "resilience_tiers['free']['rate']", "rate"),
     ({"tiers": {"free": {"rate": "60/m", "brust": 5}}}, "resilience_tiers['free']['brust']", "one of"),
-    ({"tiers": {"free": {"rate": "60/m", "minimum_guaranteed": "600/m"}}},
-     "resilience_tiers['free']['minimum_guaranteed']", "at most"),
-    ({"tiers": {"free": {"rate": "60/m", "maximum_burst": "6/m"}}}, "resilience_tiers['free']['maximum_burst']",
-     "at least"),
+    (
+        {"tiers": {"free": {"rate": "60/m", "minimum_guaranteed": "600/m"}}},
+        "resilience_tiers['free']['minimum_guaranteed']",
+        "at most",
+    ),
+    (
+        {"tiers": {"free": {"rate": "60/m", "maximum_burst": "6/m"}}},
+        "resilience_tiers['free']['maximum_burst']",
+        "at least",
+    ),
     ({"tiers": ["free"]}, "resilience_tiers", "mapping"),
+    ({"tiers": {"free tier": {"rate": "60/m"}}}, "resilience_tiers", "names of letters"),
+    ({"request_types": {"chat:fast": "critical"}}, "resilience_request_types", "names of letters"),
     ({"tiers": {}}, "resilience_tiers", "at least one tier"),
     ({"tiers": TIERS, "default_tier": "gold"}, "resilience_default_tier", "configured tiers"),
     ({"tiers": TIERS}, "resilience_default_tier", "configured tiers"),
-    ({"throttle_strategies": [{"strategy": "pause", "seconds": 1}]}, "resilience_throttle_strategies[0]['strategy']",
-     "delay"),
-    ({"throttle_strategies": [{"strategy": "delay", "seconds": -1}]}, "resilience_throttle_strategies[0]['seconds']",
-     "> 0"),
-    ({"throttle_strategies": [{"severity": "high", "strategy": "delay", "seconds": 1}]},
-     "resilience_throttle_strategies", "no conditions"),
-    ({"throttle_strategies": [{"severity": "extreme", "strategy": "delay", "seconds": 1}, {"strategy": "delay",
-      "seconds": 1}]}, "resilience_throttle_strategies[0]['severity']", "names among"),
-    ({"throttle_strategies": [{"tier": "gold", "strategy": "delay", "seconds": 1}, {"strategy": "delay",
-      "seconds": 1}]}, "resilience_throttle_strategies[0]['tier']", "names among"),
+    (
+        {"throttle_strategies": [{"strategy": "pause", "seconds": 1}]},
+        "resilience_throttle_strategies[0]['strategy']",
+        "delay",
+    ),
+    (
+        {"throttle_strategies": [{"strategy": "delay", "seconds": -1}]},
+        "resilience_throttle_strategies[0]['seconds']",
+        "> 0",
+    ),
+    (
+        {"throttle_strategies": [{"severity": "high", "strategy": "delay", "seconds": 1}]},
+        "resilience_throttle_strategies",
+        "no conditions",
+    ),
+    (
+        {
+            "throttle_strategies": [
+                {"severity": "extreme", "strategy": "delay", "seconds": 1},
+                {"strategy": "delay", "seconds": 1},
+            ]
+        },
+        "resilience_throttle_strategies[0]['severity']",
+        "names among",
+    ),
+    (
+        {
+            "throttle_strategies": [
+                {"tier": "gold", "strategy": "delay", "seconds": 1},
+                {"strategy": "delay", "seconds": 1},
+            ]
+        },
+        "resilience_throttle_strategies[0]['tier']",
+        "names among",
+    ),
     ({"throttle_strategies": "delay"}, "resilience_throttle_strategies", "list of rules"),
     ({"request_types": {"chat": "important"}}, "resilience_request_types['chat']", "criticality"),
     ({"default_request_type": "chat"}, "resilience_default_request_type", "request type"),

@@ -1,0 +1,34 @@
+# Two commands do everything: `make demo` (the main job, embedded, nothing else needed)
+# and `make test` (lint, types, tests against a local Redis, started if none answers).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+CHECKED := celery_resilience tests benchmarks examples
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/celery-resilience demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(CHECKED)
+	$(VENV)/bin/ruff format --check $(CHECKED)
+	$(VENV)/bin/mypy
+
+test: lint
+	scripts/ensure-services
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	scripts/ensure-services
+	$(PY) benchmarks/admission.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,161 @@
+"""Admission overhead, as ratios measured in one run on the local Redis.
+
+    python benchmarks/admission.py [--calls N] [--rounds R]
+
+1. Publish: ``ResilientTask.apply_async`` / plain ``Task.apply_async`` on the same Redis
+   broker (target <= 1.5).
+2. Decisions per second in one process: our admission (bucket + grace + metric counters
+   in one script) against the ``limits`` library's moving-window and
+   sliding-window-counter limiters on the same Redis (target: at least as fast as the
+   faster), and against a bare EVALSHA of a trivial script (target >= 80 %).
+
+Rounds alternate between the contenders and the median round is reported, because the
+machine is noisy and absolute times drift; only the ratios are meant to be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+
+import redis
+from celery import Celery
+from limits import RateLimitItemPerSecond, storage, strategies
+
+from celery_resilience import Resilience, ResilientTask
+from celery_resilience.store.redis import RedisStore
+
+REDIS = "redis://127.0.0.1:6379"
+BROKER_DB, STORE_DB = 11, 13
+
+
+def per_call(func: Callable[[int], None], calls: int) -> float:
+    start = time.perf_counter()
+    for i in range(calls):
+        func(i)
+    return (time.perf_counter() - start) / calls
+
+
+def measure(contenders: dict[str, Callable[[int], None]], calls: int, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each contender, rounds interleaved so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for func in contenders.values():  # warm-up: connections, script loading
+        per_call(func, min(calls, 200))
+    for round_index in range(rounds):
+        order = list(contenders.items())
+        if round_index % 2:
+            order.reverse()
+        for name, func in order:
+            samples[name].append(per_call(func, calls))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def publish_benchmark(calls: int, rounds: int) -> dict[str, float]:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    app = Celery("bench", broker=f"{REDIS}/{BROKER_DB}", set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        resilience_store_url=f"{REDIS}/{STORE_DB}",
+        resilience_key_prefix=prefix,
+        # A generous limit: the benchmark measures the admitted path, the common case.
+        resilience_tiers={"standard": {"rate": "1000000/s", "burst": 1000000}},
+    )
+    Resilience(app)
+
+    @app.task(name="bench.plain")
+    def plain() -> None:
+        return None
+
+    @app.task(base=ResilientTask, name="bench.resilient")
+    def resilient() -> None:
+        return None
+
+    broker = redis.Redis.from_url(f"{REDIS}/{BROKER_DB}")
+    users = [f"user-{i}" for i in range(100)]
+    try:
+        with app.producer_or_acquire() as producer:
+            results = measure(
+                {
+                    "plain Task.apply_async": lambda i: plain.apply_async(producer=producer),
+                    "ResilientTask.apply_async": lambda i: resilient.apply_async(
+                        producer=producer, user_id=users[i % 100]
+                    ),
+                },
+                calls,
+                rounds,
+            )
+    finally:
+        broker.delete(queue)
+        Resilience.of(app).store.purge()
+    return results
+
+
+def decision_benchmark(calls: int, rounds: int) -> dict[str, float]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    app = Celery("bench-decide", broker="memory://localhost/", set_as_current=False)
+    app.conf.update(
+        resilience_store_url=f"{REDIS}/{STORE_DB}",
+        resilience_key_prefix=prefix,
+        resilience_tiers={"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}},
+    )
+    admission = Resilience(app).admission
+    store = admission.store
+    assert isinstance(store, RedisStore)
+    ctx = admission.context("user-1", None, "interactive", None)
+
+    limits_storage = storage.RedisStorage(f"{REDIS}/{STORE_DB}")
+    item = RateLimitItemPerSecond(1_000_000)
+    moving = strategies.MovingWindowRateLimiter(limits_storage)
+    sliding = strategies.SlidingWindowCounterRateLimiter(limits_storage)
+    limits_key = f"{prefix}-limits"
+
+    client = redis.Redis.from_url(f"{REDIS}/{STORE_DB}")
+    trivial = client.register_script("return 1")
+    try:
+        return measure(
+            {
+                "bare EVALSHA (return 1)": lambda i: trivial(keys=[f"{prefix}:k"], args=[]),
+                "limits moving window": lambda i: moving.hit(item, limits_key),
+                "limits sliding window counter": lambda i: sliding.hit(item, limits_key),
+                "celery-resilience admission": lambda i: admission.decide(ctx, task_name="bench"),
+            },
+            calls,
+            rounds,
+        )
+    finally:
+        store.purge()
+        limits_storage.reset()
+        client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=2000, help="calls per contender per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+
+    print(f"admission benchmark: {args.calls} calls x {args.rounds} rounds, median round\n")
+    publish = publish_benchmark(args.calls, args.rounds)
+    for name, seconds in publish.items():
+        print(f"  {name:<34} {seconds * 1e6:8.1f} us/call")
+    ratio = publish["ResilientTask.apply_async"] / publish["plain Task.apply_async"]
+    print(f"  ratio resilient / plain            {ratio:8.2f}   (target <= 1.5)\n")
+
+    decide = decision_benchmark(args.calls, args.rounds)
+    for name, seconds in decide.items():
+        print(f"  {name:<34} {1 / seconds:8.0f} decisions/s")
+    ours = 1 / decide["celery-resilience admission"]
+    faster_limits = max(1 / decide["limits moving window"], 1 / decide["limits sliding window counter"])
+    bare = 1 / decide["bare EVALSHA (return 1)"]
+    print(f"  ours / faster limits strategy      {ours / faster_limits:8.2f}   (target >= 1.0)")
+    print(f"  ours / bare EVALSHA                {ours / bare:8.2f}   (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
