@@ -9,13 +9,17 @@ store twice in a row.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import math
+import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .bucket import BucketSpec, Decision
 from .errors import AdmissionUnavailable, StoreUnavailable, Throttled
@@ -23,6 +27,7 @@ from .keys import ANONYMOUS, escape_part
 from .policy import Criticality, Severity, Strategy, StrategyKind
 from .settings import Limit, ResilienceSettings, TierPolicy
 from .store.base import AdmitPolicy, AdmitRequest, Store, delay_for
+from .store.metrics_fields import ADMITTED, outcome_field
 
 __all__ = ["CallContext", "Verdict", "Admission", "SeveritySource", "ConstantSeverity"]
 
@@ -78,7 +83,59 @@ class Verdict:
         return self.decision.value
 
 
+class _Plan(NamedTuple):
+    """Everything a decision derives from settings, for one severity, tier, request type and multiplier."""
+
+    strategy: Strategy
+    policy: AdmitPolicy
+    limit: Limit
+    own_bucket: bool
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Tokens this process took from a bucket in advance, to admit locally until ``deadline``."""
+
+    remaining: int
+    deadline: float
+    used: int = 0
+
+
+_LEASED = Verdict(Decision.ALLOW)
+
+# Leases must not survive a fork: parent and child would both spend the same tokens.
+_all_admissions: weakref.WeakSet[Admission] = weakref.WeakSet()
+
+
+def _forget_leases_in_child() -> None:
+    for admission in list(_all_admissions):
+        admission._leases.clear()
+        admission._lease_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_leases_in_child)
+
+
+def _flush_at_exit(ref: weakref.ref[Admission]) -> None:
+    admission = ref()
+    if admission is not None and admission._store is not None:
+        admission.flush_leases()
+
+
 class Admission:
+    """Admission decisions for one app.
+
+    Hot keys lease tokens: on an allow, the store may hand over a few extra tokens
+    (``resilience_lease_max_tokens``, sized so they last about ``resilience_lease_window``
+    at the key's rate), and the process admits that key's next requests without a round
+    trip. Leased tokens come out of the shared bucket, so the cluster never admits more
+    than the limit; they are spent at most ``lease_window`` seconds after they were
+    minted, so over any interval ``T`` a key is admitted at most
+    ``rate x (T + lease_window) + burst + grace``. Keys whose rate mints less than one
+    token per window never lease.
+    """
+
     def __init__(
         self,
         settings: ResilienceSettings,
@@ -96,9 +153,12 @@ class Admission:
         self._store_down_until = 0.0
         # Everything below is derived from immutable settings; caching it keeps the hot
         # path to one dictionary lookup per part instead of rebuilding it per publish.
-        self._strategies: dict[tuple[Severity, str, str], Strategy] = {}
-        self._policies: dict[tuple[str, str, Strategy, float], AdmitPolicy] = {}
+        self._plans: dict[tuple[Severity, str, str, float], _Plan] = {}
         self._bucket_keys: dict[tuple[str | None, str, str | None], tuple[str, int]] = {}
+        self._leases: dict[tuple[str, AdmitPolicy], _Lease] = {}
+        self._lease_lock = threading.Lock()
+        _all_admissions.add(self)
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     @property
     def store(self) -> Store:
@@ -138,17 +198,24 @@ class Admission:
         settings = self.settings
         tier = settings.tiers[ctx.tier]
         severity = self.severity.severity(queue)
-        strategy = self._strategies.get((severity, ctx.tier, ctx.request_type))
-        if strategy is None:
-            strategy = settings.strategies.choose(severity, ctx.tier, ctx.request_type, ctx.criticality)
-            self._strategies[(severity, ctx.tier, ctx.request_type)] = strategy
-        limit, own_bucket = tier.limit_for(ctx.request_type)
         multiplier = self.multiplier(tier)
-        policy = self._policies.get((ctx.tier, ctx.request_type, strategy, multiplier))
-        if policy is None:
-            policy = self._policy(tier, limit, ctx, strategy, multiplier)
+        plan = self._plans.get((severity, ctx.tier, ctx.request_type, multiplier))
+        if plan is None:
+            plan = self._plan(severity, tier, ctx, multiplier)
+        strategy, policy, limit, own_bucket = plan
         bucket_key, shard = self._bucket_key(ctx, own_bucket)
-        request = AdmitRequest(bucket_key, shard, policy)
+        pending = 0
+        if policy.lease:
+            with self._lease_lock:
+                lease = self._leases.get((bucket_key, policy))
+                if lease is not None:
+                    if lease.remaining > 0 and self._monotonic() < lease.deadline:
+                        lease.remaining -= 1
+                        lease.used += 1
+                        return _LEASED
+                    pending = lease.used
+                    del self._leases[(bucket_key, policy)]
+        request = AdmitRequest(bucket_key, shard, policy, policy.lease, pending)
         if self._monotonic() < self._store_down_until:
             return self._store_failed(ctx, task_name, None)
         try:
@@ -157,6 +224,8 @@ class Admission:
             self._store_down_until = self._monotonic() + settings.store_retry_interval
             return self._store_failed(ctx, task_name, error)
 
+        if outcome.leased:
+            self._take_lease(bucket_key, policy, outcome.leased)
         if outcome.decision is not Decision.THROTTLE:
             return Verdict(outcome.decision, remaining=outcome.remaining)
         if not outcome.reserved:
@@ -204,10 +273,11 @@ class Admission:
         self._bucket_keys[cache_key] = found
         return found
 
-    def _policy(
-        self, tier: TierPolicy, limit: Limit, ctx: CallContext, strategy: Strategy, multiplier: float
-    ) -> AdmitPolicy:
-        """Build (once per tier, request type, strategy and multiplier) what the store needs."""
+    def _plan(self, severity: Severity, tier: TierPolicy, ctx: CallContext, multiplier: float) -> _Plan:
+        """Work out (once per severity, tier, request type and multiplier) what a decision needs."""
+        settings = self.settings
+        strategy = settings.strategies.choose(severity, ctx.tier, ctx.request_type, ctx.criticality)
+        limit, own_bucket = tier.limit_for(ctx.request_type)
         refill = limit.rate.per_second * multiplier
         if tier.minimum_guaranteed is not None:
             refill = max(refill, tier.minimum_guaranteed.per_second)
@@ -219,20 +289,49 @@ class Admission:
             grace_limit=limit.grace,
             grace_period=limit.grace_period,
             # Never more than a full bucket can spare: a full bucket admits every class.
-            reserve=min(self.settings.criticality_reserve[ctx.criticality] * limit.burst, limit.burst - 1.0),
+            reserve=min(settings.criticality_reserve[ctx.criticality] * limit.burst, limit.burst - 1.0),
             grace_allowed=not ctx.criticality.sheddable,
-            horizon=self.settings.max_throttle_delay if strategy.kind.paces else 0.0,
+            horizon=settings.max_throttle_delay if strategy.kind.paces else 0.0,
         )
+        lease = min(settings.lease_max_tokens, math.floor(refill * settings.lease_window))
         policy = AdmitPolicy(
             spec,
             tier=ctx.tier,
             strategy=strategy.kind.value,
             min_delay=strategy.seconds if strategy.kind is StrategyKind.DELAY else 0.0,
+            lease=lease if lease >= 1 else 0,
         )
-        if len(self._policies) >= _KEY_CACHE_SIZE:
-            self._policies.clear()
-        self._policies[(ctx.tier, ctx.request_type, strategy, multiplier)] = policy
-        return policy
+        plan = _Plan(strategy, policy, limit, own_bucket)
+        if len(self._plans) >= _KEY_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[(severity, ctx.tier, ctx.request_type, multiplier)] = plan
+        return plan
+
+    def _take_lease(self, bucket_key: str, policy: AdmitPolicy, tokens: int) -> None:
+        with self._lease_lock:
+            if len(self._leases) >= _KEY_CACHE_SIZE:
+                self._flush_leases_locked()
+            deadline = self._monotonic() + self.settings.lease_window
+            self._leases[(bucket_key, policy)] = _Lease(tokens, deadline)
+
+    def flush_leases(self) -> None:
+        """Report admissions made from leases to the metrics and drop every lease."""
+        with self._lease_lock:
+            self._flush_leases_locked()
+
+    def _flush_leases_locked(self) -> None:
+        per_shard: dict[int, dict[str, float]] = {}
+        for (bucket_key, policy), lease in self._leases.items():
+            if lease.used:
+                fields = per_shard.setdefault(self.store.keys.shard_of_key(bucket_key), {})
+                name = outcome_field(ADMITTED, policy.tier)
+                fields[name] = fields.get(name, 0) + lease.used
+        self._leases.clear()
+        for shard, fields in per_shard.items():
+            try:
+                self.store.count(fields, shard)
+            except StoreUnavailable:
+                self.stats["store_unavailable"] += 1
 
     def multiplier(self, policy: TierPolicy) -> float:
         """Adaptive factor applied to the baseline rate (1.0 until adaptive limits plug in)."""

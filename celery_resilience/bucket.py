@@ -11,6 +11,10 @@ and one behavioural suite holds both to the same answers.
   while critical requests still get through.
 - When the bucket is empty, up to ``grace_limit`` extra admissions are allowed per fixed
   ``grace_period`` window (a burst allowance that does not refill continuously).
+- A caller may ask for a ``lease``: when the bucket can spare them, up to that many
+  extra tokens are taken now, for the caller to admit its next requests locally
+  without asking the store. They come out of the same bucket, so no more is admitted
+  overall; only when is shifted, by at most the lease's lifetime.
 - Otherwise the request is throttled. If the caller's strategy paces work (delay or
   queue) and the wait is within ``horizon`` seconds, a future token is reserved now:
   the bucket goes into debt and the request is published to run when that token is
@@ -60,9 +64,12 @@ class Outcome:
     retry_after: float
     reserved: bool
     grace_used: int
+    leased: int = 0
 
 
-def decide(state: BucketState | None, spec: BucketSpec, now: float) -> tuple[BucketState, Outcome]:
+def decide(
+    state: BucketState | None, spec: BucketSpec, now: float, lease: int = 0
+) -> tuple[BucketState, Outcome]:
     """One admission decision at time ``now``; returns the new state and the outcome."""
     if state is None:
         state = BucketState(tokens=spec.capacity, stamp=now)
@@ -74,8 +81,9 @@ def decide(state: BucketState | None, spec: BucketSpec, now: float) -> tuple[Buc
     need = 1.0 + spec.reserve
 
     if tokens >= need:
-        tokens -= 1.0
-        outcome = Outcome(Decision.ALLOW, tokens, 0.0, False, grace_used)
+        leased = lease if lease > 0 and tokens >= need + lease else 0
+        tokens -= 1.0 + leased
+        outcome = Outcome(Decision.ALLOW, tokens, 0.0, False, grace_used, leased)
     elif spec.grace_allowed and grace_used < spec.grace_limit:
         grace_used += 1
         outcome = Outcome(Decision.ALLOW_WITH_GRACE, tokens, 0.0, False, grace_used)

@@ -57,6 +57,10 @@ class KeySpace:
     def shard_of(self, scope: str) -> int:
         return zlib.crc32(scope.encode()) % self.shards
 
+    def shard_of_key(self, key: str) -> int:
+        """The shard named by a key's hash tag."""
+        return int(key[key.index("{s") + 2 : key.index("}")])
+
     def _tag(self, shard: int) -> str:
         return f"{self.prefix}:{{s{shard}}}"
 

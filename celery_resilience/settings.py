@@ -80,6 +80,8 @@ class ResilienceSettings:
     strategies: StrategyTable
     max_throttle_delay: float
     metrics_ttl: int
+    lease_window: float
+    lease_max_tokens: int
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], *, broker_url: str | None = None) -> ResilienceSettings:
@@ -115,6 +117,10 @@ class ResilienceSettings:
                 f"{PREFIX}max_throttle_delay", get(f"{PREFIX}max_throttle_delay", 60.0), positive=True
             ),
             metrics_ttl=_int(f"{PREFIX}metrics_ttl", get(f"{PREFIX}metrics_ttl", 7200), low=60),
+            lease_window=_seconds(f"{PREFIX}lease_window", get(f"{PREFIX}lease_window", 0.2)),
+            lease_max_tokens=_int(
+                f"{PREFIX}lease_max_tokens", get(f"{PREFIX}lease_max_tokens", 16), low=1, high=10_000
+            ),
         )
 
 
@@ -136,6 +142,8 @@ KNOWN_SETTINGS = frozenset(
         "throttle_strategies",
         "max_throttle_delay",
         "metrics_ttl",
+        "lease_window",
+        "lease_max_tokens",
     )
 )
 

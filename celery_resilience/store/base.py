@@ -37,15 +37,24 @@ class AdmitPolicy:
     tier: str
     strategy: str
     min_delay: float = 0.0
+    lease: int = 0
+    """Extra tokens to lease on an allow (0: this policy's rate is too low to lease)."""
 
 
 @dataclass(frozen=True, slots=True)
 class AdmitRequest:
-    """One admission: the bucket to draw from, under a policy."""
+    """One admission: the bucket to draw from, under a policy.
+
+    ``lease`` asks for that many extra tokens when the bucket can spare them;
+    ``pending`` reports admissions made locally from an earlier lease, so they reach
+    the metrics with this round trip.
+    """
 
     bucket_key: str
     shard: int
     policy: AdmitPolicy
+    lease: int = 0
+    pending: int = 0
 
 
 @runtime_checkable

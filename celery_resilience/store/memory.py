@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from ..bucket import BucketState, Outcome, bucket_ttl, decide
 from ..keys import KeySpace
 from .base import SECONDS_PER_MINUTE, AdmitRequest, Clock, delay_for
-from .metrics_fields import admission_fields, with_requests
+from .metrics_fields import admission_fields, derive
 
 __all__ = ["MemoryStore"]
 
@@ -38,7 +38,7 @@ class MemoryStore:
             stored = self._buckets.get(request.bucket_key)
             state = stored[0] if stored is not None and stored[1] > now else None
             spec = request.policy.spec
-            new_state, outcome = decide(state, spec, now)
+            new_state, outcome = decide(state, spec, now, request.lease)
             self._buckets[request.bucket_key] = (new_state, now + bucket_ttl(new_state, spec))
             delay = delay_for(outcome, request.policy.min_delay) if outcome.reserved else 0.0
             self._add(now, admission_fields(outcome.decision, outcome.reserved, request, delay))
@@ -55,7 +55,7 @@ class MemoryStore:
         with self._lock:
             if minute is None:
                 minute = int(self._clock() // SECONDS_PER_MINUTE)
-            return with_requests(dict(self._metrics.get(minute, {})))
+            return derive(dict(self._metrics.get(minute, {})))
 
     def purge(self) -> int:
         with self._lock:

@@ -19,7 +19,7 @@ from ..bucket import Decision, Outcome
 from ..errors import StoreUnavailable
 from ..keys import KeySpace
 from .base import AdmitPolicy, AdmitRequest, Clock, MinuteClock
-from .metrics_fields import with_requests
+from .metrics_fields import derive
 
 __all__ = ["RedisStore", "load_script"]
 
@@ -55,6 +55,7 @@ class RedisStore:
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
         self._admit: Script = self._redis.register_script(load_script("admit"))
         self._wire: dict[AdmitPolicy, bytes] = {}
+        self._metrics_keys: dict[tuple[int, int], str] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -73,12 +74,16 @@ class RedisStore:
         if wire is None:
             wire = self._encode(request.policy)
         now_arg = "" if self._clock is None else repr(self._clock())
+        minute = self._minutes.minute()
+        metrics_key = self._metrics_keys.get((request.shard, minute))
+        if metrics_key is None:
+            metrics_key = self._metrics_key(request.shard, minute)
         reply = self._call(
             self._admit,
-            keys=[request.bucket_key, self.keys.metrics(request.shard, self._minutes.minute())],
-            args=[now_arg, wire],
+            keys=[request.bucket_key, metrics_key],
+            args=[now_arg, wire, request.lease, request.pending],
         )
-        decision, remaining, retry_after, reserved, grace_used, store_now = reply.split()
+        decision, remaining, retry_after, reserved, grace_used, leased, store_now = reply.split()
         self._minutes.observe(float(store_now))
         return Outcome(
             _DECISIONS[decision],
@@ -86,7 +91,14 @@ class RedisStore:
             float(retry_after),
             reserved == b"1",
             int(grace_used),
+            int(leased),
         )
+
+    def _metrics_key(self, shard: int, minute: int) -> str:
+        if len(self._metrics_keys) > 4 * self.keys.shards:
+            self._metrics_keys.clear()
+        key = self._metrics_keys[(shard, minute)] = self.keys.metrics(shard, minute)
+        return key
 
     def _encode(self, policy: AdmitPolicy) -> bytes:
         """The policy as the script's ARGV[2]; cached because it is the same for every call."""
@@ -133,7 +145,7 @@ class RedisStore:
             for name, value in shard_fields.items():
                 field = name.decode()
                 totals[field] = totals.get(field, 0.0) + float(value)
-        return with_requests(totals)
+        return derive(totals)
 
     def purge(self) -> int:
         deleted = 0

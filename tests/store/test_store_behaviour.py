@@ -59,6 +59,13 @@ def test_metrics_are_counted_in_the_same_operation(store: Store, keys: KeySpace)
     assert m["delay_total"] == pytest.approx(1 + 2 + 3 + 4 + 5)
 
 
+def test_metrics_keys_expire(redis_store: RedisStore, keys: KeySpace) -> None:
+    """Every per-minute hash the script creates has the configured TTL."""
+    redis_store.admit(request(keys))
+    found = list(redis_store.client.scan_iter(match=f"{keys.prefix}:*metrics*"))
+    assert found and all(0 < redis_store.client.ttl(k) <= 7200 for k in found)
+
+
 def test_count_adds_to_the_minute_and_minutes_are_separate(store: Store, clock: FakeClock) -> None:
     """Counters outside admission accumulate per minute, and a new minute starts from zero."""
     store.count({"expired": 1})
@@ -107,7 +114,9 @@ def test_purge_removes_everything_in_the_key_space(store: Store, keys: KeySpace)
     store.admit(request(keys, "b"))
     assert store.purge() >= 3
     assert store.admit(request(keys, "a")).decision is Decision.ALLOW
-    assert store.metrics() == {"requests": 1, "tier:free": 1, "admitted": 1}
+    metrics = store.metrics()
+    assert (metrics["requests"], metrics["tier:free"], metrics["admitted"]) == (1, 1, 1)
+    assert "graced" not in metrics
 
 
 def test_memory_and_redis_agree_on_a_random_workload(

@@ -123,3 +123,14 @@ def test_ttl_covers_a_full_refill_and_the_grace_window() -> None:
     spec = BucketSpec(capacity=10, refill=0.5, grace_limit=1, grace_period=5)
     state = BucketState(tokens=0.0, stamp=0.0)
     assert bucket_ttl(state, spec) == pytest.approx(21.0)
+
+
+def test_a_lease_takes_extra_tokens_only_when_the_bucket_can_spare_them() -> None:
+    """An allow with a lease of 3 takes 4 tokens when 4 are there, and just 1 otherwise."""
+    spec = BucketSpec(capacity=5, refill=1e-6, grace_limit=0, grace_period=60)
+    state, first = decide(None, spec, 0.0, lease=3)
+    assert (first.decision, first.leased) == (Decision.ALLOW, 3)
+    assert state.tokens == pytest.approx(1.0)
+    state, second = decide(state, spec, 0.0, lease=3)
+    assert (second.decision, second.leased) == (Decision.ALLOW, 0)
+    assert state.tokens == pytest.approx(0.0)

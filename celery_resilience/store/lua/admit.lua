@@ -9,7 +9,9 @@
 -- ARGV[2]  the policy, space-separated (built once per policy by store/redis.py):
 --          capacity refill grace_limit grace_period reserve grace_allowed(1/0)
 --          horizon min_delay metrics_ttl strategy tier
--- Returns  "decision remaining retry_after reserved(1/0) grace_used now", one string:
+-- ARGV[3]  lease: extra tokens to take on an allow, when the bucket can spare them
+-- ARGV[4]  pending: admissions made locally from an earlier lease, for the metrics
+-- Returns  "decision remaining retry_after reserved(1/0) grace_used leased now", one string:
 --          cheaper to send and parse than an array, and no precision lost to integers.
 
 local now
@@ -28,6 +30,8 @@ grace_limit = tonumber(grace_limit)
 grace_period = tonumber(grace_period)
 reserve = tonumber(reserve)
 horizon = tonumber(horizon)
+local lease = tonumber(ARGV[3])
+local pending = tonumber(ARGV[4])
 
 local tokens = capacity
 local stamp = now
@@ -54,8 +58,12 @@ local need = 1 + reserve
 local decision
 local retry_after = 0
 local reserved = 0
+local leased = 0
 if tokens >= need then
-  tokens = tokens - 1
+  if lease > 0 and tokens >= need + lease then
+    leased = lease
+  end
+  tokens = tokens - 1 - leased
   decision = "allow"
 elseif grace_allowed == "1" and grace_used < grace_limit then
   grace_used = grace_used + 1
@@ -74,24 +82,31 @@ local ttl = math.max((capacity - tokens) / refill, grace_period) + 1
 redis.call("SET", KEYS[1], string.format("%.17g %.17g %d %d", tokens, stamp, window, grace_used),
   "PX", math.ceil(ttl * 1000))
 
--- "requests" is the sum of the outcome counters; readers derive it.
-if redis.call("HINCRBY", KEYS[2], "tier:" .. tier, 1) == 1 then
-  redis.call("EXPIRE", KEYS[2], tonumber(metrics_ttl))
-end
+-- One counter per decision, "<outcome>@<tier>"; readers derive totals and tiers.
+local counted = 1
 if decision == "allow" then
-  redis.call("HINCRBY", KEYS[2], "admitted", 1)
-elseif decision == "allow_with_grace" then
-  redis.call("HINCRBY", KEYS[2], "graced", 1)
+  counted = redis.call("HINCRBY", KEYS[2], "admitted@" .. tier, 1 + pending)
 else
-  redis.call("HINCRBY", KEYS[2], "throttled", 1)
-  if reserved == 1 then
-    redis.call("HINCRBY", KEYS[2], "throttled:" .. strategy, 1)
-    redis.call("HINCRBYFLOAT", KEYS[2], "delay_total",
-      string.format(fmt, math.max(tonumber(min_delay), retry_after)))
+  if pending > 0 then
+    redis.call("HINCRBY", KEYS[2], "admitted@" .. tier, pending)
+  end
+  if decision == "allow_with_grace" then
+    counted = redis.call("HINCRBY", KEYS[2], "graced@" .. tier, 1)
   else
-    redis.call("HINCRBY", KEYS[2], "throttled:reject_with_backoff", 1)
+    counted = redis.call("HINCRBY", KEYS[2], "throttled@" .. tier, 1)
+    if reserved == 1 then
+      redis.call("HINCRBY", KEYS[2], "throttled:" .. strategy, 1)
+      redis.call("HINCRBYFLOAT", KEYS[2], "delay_total",
+        string.format(fmt, math.max(tonumber(min_delay), retry_after)))
+    else
+      redis.call("HINCRBY", KEYS[2], "throttled:reject_with_backoff", 1)
+    end
   end
 end
+-- The first counter of a new minute gives the minute its TTL.
+if counted <= 1 + pending then
+  redis.call("EXPIRE", KEYS[2], tonumber(metrics_ttl))
+end
 
-return string.format("%s %.17g %.17g %d %d %.17g", decision, tokens, retry_after, reserved,
-  grace_used, now)
+return string.format("%s %.17g %.17g %d %d %d %.17g", decision, tokens, retry_after, reserved,
+  grace_used, leased, now)

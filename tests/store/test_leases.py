@@ -1,0 +1,136 @@
+"""Token leases: hot keys skip the round trip without admitting more than the limit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from celery_resilience.admission import Admission
+from celery_resilience.bucket import Decision, Outcome
+from celery_resilience.errors import Throttled
+from celery_resilience.settings import ResilienceSettings
+from celery_resilience.store import Store
+from celery_resilience.store.base import AdmitRequest
+
+
+class Counting:
+    """Wraps a real store and counts the round trips admission makes to it."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.keys = inner.keys
+        self.requests: list[AdmitRequest] = []
+
+    def admit(self, request: AdmitRequest) -> Outcome:
+        self.requests.append(request)
+        return self.inner.admit(request)
+
+    def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
+        self.inner.count(fields, shard)
+
+    def metrics(self, minute: int | None = None) -> dict[str, float]:
+        return self.inner.metrics(minute)
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def purge(self) -> int:
+        return self.inner.purge()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(store: Store, rate: str, **conf: Any) -> tuple[Admission, Counting, Monotonic]:
+    settings = ResilienceSettings.from_conf(
+        {
+            "resilience_tiers": {"t": {"rate": rate, "burst": 100}},
+            "resilience_throttle_strategies": [{"strategy": "reject_with_backoff"}],
+            **{f"resilience_{k}": v for k, v in conf.items()},
+        }
+    )
+    counting, mono = Counting(store), Monotonic()
+    return Admission(settings, lambda: counting, monotonic=mono), counting, mono
+
+
+def test_a_hot_key_admits_from_its_lease_without_a_round_trip(store: Store) -> None:
+    """At 100/s with a 0.1 s window, one round trip leases 10 tokens: 11 admissions, 1 round trip."""
+    adm, counting, _ = make(store, "100/s", lease_window=0.1)
+    ctx = adm.context("hot", None, "interactive", None)
+    verdicts = [adm.decide(ctx, task_name="t") for _ in range(11)]
+    assert all(v.decision is Decision.ALLOW for v in verdicts)
+    assert len(counting.requests) == 1
+    adm.decide(ctx, task_name="t")
+    assert len(counting.requests) == 2
+    assert counting.requests[1].pending == 10
+
+
+def test_lease_admissions_reach_the_metrics(store: Store) -> None:
+    """Admissions made from a lease are counted, at the next round trip or at a flush."""
+    adm, _, _ = make(store, "100/s", lease_window=0.1)
+    ctx = adm.context("hot", None, "interactive", None)
+    for _ in range(25):
+        adm.decide(ctx, task_name="t")
+    adm.flush_leases()
+    metrics = store.metrics()
+    assert metrics["admitted"] == 25
+    assert metrics["tier:t"] == 25
+
+
+def test_an_expired_lease_is_not_spent(store: Store) -> None:
+    """After the lease window, admission goes back to the store even with tokens left."""
+    adm, counting, mono = make(store, "100/s", lease_window=0.1)
+    ctx = adm.context("hot", None, "interactive", None)
+    adm.decide(ctx, task_name="t")
+    mono.now += 0.11
+    adm.decide(ctx, task_name="t")
+    assert len(counting.requests) == 2
+
+
+def test_low_rate_keys_never_lease(store: Store) -> None:
+    """A key that mints less than one token per window asks the store every time."""
+    adm, counting, _ = make(store, "60/m", lease_window=0.2)
+    ctx = adm.context("calm", None, "interactive", None)
+    for _ in range(5):
+        adm.decide(ctx, task_name="t")
+    assert len(counting.requests) == 5
+    assert all(r.lease == 0 for r in counting.requests)
+
+
+def test_leases_never_exceed_the_bucket(store: Store) -> None:
+    """A burst of 100 at a negligible refill admits exactly 100, leases or not."""
+    adm, _, _ = make(store, "3600/h", lease_window=5.0)
+    ctx = adm.context("u", None, "interactive", None)
+    admitted = 0
+    for _ in range(150):
+        try:
+            adm.decide(ctx, task_name="t")
+            admitted += 1
+        except Throttled:
+            pass
+    assert admitted == 100
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_inherit_leases(store: Store) -> None:
+    """Parent and child must not spend the same leased tokens."""
+    adm, _, _ = make(store, "100/s", lease_window=10)
+    adm.decide(adm.context("hot", None, "interactive", None), task_name="t")
+    assert adm._leases
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os._exit(0 if not adm._leases else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert adm._leases
