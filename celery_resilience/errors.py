@@ -63,12 +63,12 @@ class Throttled(ResilienceError):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only state must survive pickling (result backends, multiprocessing).
-        return (_rebuild_throttled, (type(self), self.retry_after, self.__dict__.copy()))
+        return (_rebuild_throttled, (type(self), str(self), self.__dict__.copy()))
 
 
-def _rebuild_throttled(cls: type[Throttled], retry_after: float, state: dict[str, object]) -> Throttled:
+def _rebuild_throttled(cls: type[Throttled], message: str, state: dict[str, object]) -> Throttled:
     error = cls.__new__(cls)
-    Exception.__init__(error, f"throttled; retry after {retry_after:.3g}s")
+    Exception.__init__(error, message)
     error.__dict__.update(state)
     return error
 

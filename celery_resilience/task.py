@@ -7,7 +7,10 @@ context travels to the worker in the ``resilience`` header.
 
 Publishes made by a worker on behalf of work already admitted pass the gate: retries
 (``self.retry`` sets ``retries``) and chain steps and callbacks (Celery sets
-``parent_id`` explicitly). Refusing those at publish time would lose the task.
+``parent_id`` explicitly). Refusing those at publish time would lose the task. Celery's
+own ``celery.*`` tasks (chord unlocking, result clean-up) pass too: with
+``ResilientTask`` as the app's default task class they inherit it, but they are
+machinery, not user work.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from .admission import Verdict
 from .extension import HEADER, Resilience
 
 __all__ = ["ResilientTask"]
+
+_BUILTIN_PREFIX = "celery."
 
 
 class ResilientTask(Task):  # type: ignore[type-arg]
@@ -48,7 +53,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         request_type = options.pop("request_type", None)
         headers = dict(options.get("headers") or {})
 
-        if options.get("retries") or "parent_id" in options:
+        if options.get("retries") or "parent_id" in options or self.name.startswith(_BUILTIN_PREFIX):
             headers.setdefault(HEADER, {"decision": "passed"})
         else:
             admission = Resilience.of(self.app).admission
