@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_resilience.bucket import BucketSpec, BucketState, Decision, bucket_ttl, decide
+from celery_resilience.bucket import BucketSpec, BucketState, Decision, Outcome, bucket_ttl, decide
 
 SPEC = BucketSpec(capacity=3, refill=1.0, grace_limit=2, grace_period=60)
 
@@ -16,6 +16,16 @@ def run(spec: BucketSpec, times: list[float]) -> list[Decision]:
         state, outcome = decide(state, spec, now)
         out.append(outcome.decision)
     return out
+
+
+def after_first(spec: BucketSpec, count: int) -> tuple[BucketState, list[Outcome]]:
+    """Admit once at t=0, then ``count`` more at t=0: the state and those later outcomes."""
+    state, _ = decide(None, spec, 0.0)
+    outcomes = []
+    for _ in range(count):
+        state, outcome = decide(state, spec, 0.0)
+        outcomes.append(outcome)
+    return state, outcomes
 
 
 def test_burst_then_grace_then_throttle() -> None:
@@ -63,25 +73,16 @@ def test_grace_renews_per_window_not_continuously() -> None:
 def test_reservations_pace_throttled_work_at_the_rate() -> None:
     """With a horizon, each throttled request takes the next future slot: waits grow by 1/refill."""
     spec = BucketSpec(capacity=1, refill=1.0, grace_limit=0, grace_period=60, horizon=10)
-    state, first = decide(None, spec, 0.0)
-    waits = []
-    for _ in range(4):
-        state, outcome = decide(state, spec, 0.0)
-        assert outcome.reserved
-        waits.append(outcome.retry_after)
-    assert first.decision is Decision.ALLOW
-    assert waits == pytest.approx([1.0, 2.0, 3.0, 4.0])
+    _, outcomes = after_first(spec, 4)
+    assert all(o.reserved for o in outcomes)
+    assert [o.retry_after for o in outcomes] == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 
 def test_reservation_beyond_the_horizon_is_refused() -> None:
     """A wait longer than the horizon is not reserved, so the bucket takes no more debt."""
     spec = BucketSpec(capacity=1, refill=1.0, grace_limit=0, grace_period=60, horizon=2.5)
-    state, _ = decide(None, spec, 0.0)
-    reserved = []
-    for _ in range(4):
-        state, outcome = decide(state, spec, 0.0)
-        reserved.append(outcome.reserved)
-    assert reserved == [True, True, False, False]
+    state, outcomes = after_first(spec, 4)
+    assert [o.reserved for o in outcomes] == [True, True, False, False]
     assert state.tokens == pytest.approx(-2.0)
 
 
