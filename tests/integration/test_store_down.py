@@ -26,7 +26,7 @@ def make_app(store_url: str, mode: str) -> tuple[Celery, ResilientTask, str]:
     )
     Resilience(app)
 
-    @app.task(base=ResilientTask, name="down.work")
+    @app.task(base=ResilientTask, name="down.work", shared=False)
     def work() -> None:
         return None
 
