@@ -1,0 +1,69 @@
+"""A real HTTP server on loopback that answers whatever the test tells it to."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: Any = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class ScriptedServer:
+    """Every request gets ``answer``; ``requests`` counts them."""
+
+    def __init__(self) -> None:
+        self.answer = Answer()
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                server.requests += 1
+                answer = server.answer
+                if answer.delay:
+                    time.sleep(answer.delay)
+                payload = json.dumps(answer.body).encode()
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = _reply
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def respond(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None, delay: float = 0.0
+    ) -> None:
+        self.answer = Answer(status, body if body is not None else {}, headers or {}, delay)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
