@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 __all__ = [
     "BreakerState",
@@ -36,6 +36,8 @@ __all__ = [
     "Permit",
     "Denied",
     "Recorded",
+    "BreakerView",
+    "view",
     "acquire",
     "record",
     "force",
@@ -95,6 +97,19 @@ class Permit:
 class Denied:
     state: BreakerState
     retry_after: float | None  # None: until an operator acts
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """What a process may cache of a breaker: enough to refuse calls while it is open."""
+
+    state: BreakerState
+    generation: int
+    open_until: float
+    trips: int = 0
+    calls: int = 0
+    weight: float = 0.0
+    probes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +238,17 @@ def _prune_probes(data: BreakerData, now: float) -> None:
         del data.probes[lease]
 
 
-def snapshot(data: BreakerData) -> BreakerData:
-    """An independent copy (for callers that must not see later mutations)."""
-    return replace(data, window=dict(data.window), probes=dict(data.probes))
+def view(data: BreakerData, policy: BreakerPolicy, now: float) -> BreakerView:
+    """The breaker as an operator (or a process's cache) sees it at ``now``."""
+    _prune_probes(data, now)
+    oldest = math.floor(now / policy.bucket_width) - policy.buckets + 1
+    live = [slice_ for index, slice_ in data.window.items() if index >= oldest]
+    return BreakerView(
+        data.state,
+        data.generation,
+        data.open_until,
+        data.trips,
+        sum(c for c, _ in live),
+        sum(w for _, w in live),
+        len(data.probes),
+    )

@@ -79,6 +79,15 @@ class KeySpace:
     def all_metrics(self, minute: int) -> list[str]:
         return [self.metrics(shard, minute) for shard in range(self.shards)]
 
+    def breaker(self, name: str) -> list[str]:
+        """State hash, window hash and probe set of one breaker, sharing one hash tag."""
+        base = f"{self.prefix}:{{b.{escape_part(name)}}}:breaker"
+        return [base, f"{base}:window", f"{base}:probes"]
+
+    def breaker_channel(self) -> str:
+        """Pub/sub channel on which every breaker transition is announced."""
+        return f"{self.prefix}:breaker-events"
+
     def pattern(self) -> str:
         """Glob matching every key of this key space, for operators and clean-up."""
         return f"{self.prefix}:*"

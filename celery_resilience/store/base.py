@@ -13,12 +13,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ..breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
 from ..bucket import BucketSpec, Outcome
 from ..keys import KeySpace
 
-__all__ = ["Store", "AdmitRequest", "AdmitPolicy", "Clock", "MinuteClock", "SECONDS_PER_MINUTE"]
+__all__ = [
+    "Store",
+    "AdmitRequest",
+    "AdmitPolicy",
+    "BreakerOutcome",
+    "Clock",
+    "MinuteClock",
+    "SECONDS_PER_MINUTE",
+]
 
 Clock = Callable[[], float]
+TransitionListener = Callable[["str | None", "BreakerView | None"], None]
 SECONDS_PER_MINUTE = 60
 
 
@@ -57,6 +67,18 @@ class AdmitRequest:
     pending: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerOutcome:
+    """One call's result for ``breaker_record``; ``jitter_draw`` in [0, 1) is drawn by the caller."""
+
+    generation: int
+    lease: str
+    weight: float
+    retry_after: float | None = None
+    trip_now: bool = False
+    jitter_draw: float = 0.0
+
+
 @runtime_checkable
 class Store(Protocol):
     keys: KeySpace
@@ -67,6 +89,25 @@ class Store(Protocol):
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         """Add to the current minute's metric counters."""
+
+    def breaker_acquire(
+        self, name: str, policy: BreakerPolicy, lease: str
+    ) -> tuple[Permit | Denied, BreakerView]:
+        """Ask to make a call through breaker ``name``; also returns the breaker's state."""
+
+    def breaker_record(self, name: str, policy: BreakerPolicy, outcome: BreakerOutcome) -> Recorded:
+        """Record one call's outcome, atomically with any transition it causes."""
+
+    def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
+        """Operator action: closed (reset), forced_open or disabled."""
+
+    def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
+        """The breaker's state, windowed calls and weight, probes held."""
+
+    def subscribe(self, listener: TransitionListener) -> None:
+        """Call ``listener(name, view)`` on every breaker transition made by any process
+        sharing this store, as soon as it happens. ``listener(None, None)`` means the
+        feed was interrupted: anything cached from it may be stale."""
 
     def metrics(self, minute: int | None = None) -> dict[str, float]:
         """Counters of one minute (default: the current one), summed over shards."""

@@ -7,9 +7,22 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
+from ..breaker import (
+    BreakerData,
+    BreakerPolicy,
+    BreakerState,
+    BreakerView,
+    Denied,
+    Permit,
+    Recorded,
+    acquire,
+    force,
+    record,
+    view,
+)
 from ..bucket import BucketState, Outcome, bucket_ttl, decide
 from ..keys import KeySpace
-from .base import SECONDS_PER_MINUTE, AdmitRequest, Clock, delay_for
+from .base import SECONDS_PER_MINUTE, AdmitRequest, BreakerOutcome, Clock, TransitionListener, delay_for
 from .metrics_fields import admission_fields, derive
 
 __all__ = ["MemoryStore"]
@@ -28,6 +41,8 @@ class MemoryStore:
         self._buckets: dict[str, tuple[BucketState, float]] = {}
         self._metrics: dict[int, Counter[str]] = {}
         self._operations = 0
+        self._breakers: dict[str, BreakerData] = {}
+        self._listeners: list[TransitionListener] = []
 
     def now(self) -> float:
         return self._clock()
@@ -57,11 +72,66 @@ class MemoryStore:
                 minute = int(self._clock() // SECONDS_PER_MINUTE)
             return derive(dict(self._metrics.get(minute, {})))
 
+    def breaker_acquire(
+        self, name: str, policy: BreakerPolicy, lease: str
+    ) -> tuple[Permit | Denied, BreakerView]:
+        with self._lock:
+            data = self._breakers.setdefault(name, BreakerData())
+            before = (data.state, data.generation)
+            now = self._clock()
+            result = acquire(data, policy, now, lease)
+            current = view(data, policy, now)
+        self._announce(name, current, before)
+        return result, current
+
+    def breaker_record(self, name: str, policy: BreakerPolicy, outcome: BreakerOutcome) -> Recorded:
+        with self._lock:
+            data = self._breakers.setdefault(name, BreakerData())
+            before = (data.state, data.generation)
+            now = self._clock()
+            result = record(
+                data,
+                policy,
+                now,
+                outcome.generation,
+                outcome.lease,
+                outcome.weight,
+                outcome.retry_after,
+                outcome.trip_now,
+                outcome.jitter_draw,
+            )
+            current = view(data, policy, now)
+        self._announce(name, current, before)
+        return result
+
+    def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
+        with self._lock:
+            data = self._breakers.setdefault(name, BreakerData())
+            before = (data.state, data.generation)
+            force(data, state)
+            current = view(data, policy, self._clock())
+        self._announce(name, current, before)
+        return current
+
+    def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
+        with self._lock:
+            return view(self._breakers.setdefault(name, BreakerData()), policy, self._clock())
+
+    def subscribe(self, listener: TransitionListener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _announce(self, name: str, current: BreakerView, before: tuple[BreakerState, int]) -> None:
+        if (current.state, current.generation) != before:
+            for listener in list(self._listeners):
+                listener(name, current)
+
     def purge(self) -> int:
         with self._lock:
-            deleted = len(self._buckets) + len(self._metrics)
+            deleted = len(self._buckets) + len(self._metrics) + len(self._breakers)
             self._buckets.clear()
             self._metrics.clear()
+            self._breakers.clear()
             return deleted
 
     def close(self) -> None:

@@ -8,6 +8,9 @@ second, never a hung publish. Every redis error surfaces as ``StoreUnavailable``
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -15,15 +18,19 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from ..breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
 from ..bucket import Decision, Outcome
 from ..errors import StoreUnavailable
 from ..keys import KeySpace
-from .base import AdmitPolicy, AdmitRequest, Clock, MinuteClock
+from .base import AdmitPolicy, AdmitRequest, BreakerOutcome, Clock, MinuteClock, TransitionListener
 from .metrics_fields import derive
 
 __all__ = ["RedisStore", "load_script"]
 
+logger = logging.getLogger("celery_resilience.store")
+
 _DECISIONS = {d.value.encode(): d for d in Decision}
+_STATES = {s.value: s for s in BreakerState}
 _WIRE_CACHE_SIZE = 4096
 
 
@@ -45,6 +52,8 @@ class RedisStore:
         self.keys = keys
         self._clock = clock
         self._metrics_ttl = str(metrics_ttl)
+        self._url = url
+        self._timeout = timeout
         self._redis: redis.Redis = client or redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -54,6 +63,11 @@ class RedisStore:
         )
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
         self._admit: Script = self._redis.register_script(load_script("admit"))
+        self._breaker: Script = self._redis.register_script(load_script("breaker"))
+        self._breaker_wire: dict[BreakerPolicy, bytes] = {}
+        self._listeners: list[TransitionListener] = []
+        self._listener_thread: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
         self._wire: dict[AdmitPolicy, bytes] = {}
         self._metrics_keys: dict[tuple[int, int], str] = {}
 
@@ -146,6 +160,116 @@ class RedisStore:
                 field = name.decode()
                 totals[field] = totals.get(field, 0.0) + float(value)
         return derive(totals)
+
+    def breaker_acquire(
+        self, name: str, policy: BreakerPolicy, lease: str
+    ) -> tuple[Permit | Denied, BreakerView]:
+        parts = self._run_breaker("acquire", name, policy, lease)
+        if parts[0] == "permit":
+            generation, state = int(parts[1]), _STATES[parts[4]]
+            probe = parts[2] == "1"
+            permit = Permit(generation, probe=probe, lease=lease if probe else "", recording=parts[3] == "1")
+            return permit, BreakerView(state, generation, float(parts[5]))
+        state, retry_after = _STATES[parts[1]], float(parts[2])
+        denied = Denied(state, None if retry_after < 0 else retry_after)
+        return denied, BreakerView(state, int(parts[3]), float(parts[4]))
+
+    def breaker_record(self, name: str, policy: BreakerPolicy, outcome: BreakerOutcome) -> Recorded:
+        parts = self._run_breaker(
+            "record",
+            name,
+            policy,
+            outcome.generation,
+            outcome.lease,
+            repr(outcome.weight),
+            -1 if outcome.retry_after is None else repr(outcome.retry_after),
+            1 if outcome.trip_now else 0,
+            repr(outcome.jitter_draw),
+        )
+        return Recorded(_STATES[parts[0]], int(parts[1]), float(parts[2]), parts[3] == "1", parts[4] == "1")
+
+    def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
+        if state not in (BreakerState.CLOSED, BreakerState.FORCED_OPEN, BreakerState.DISABLED):
+            raise ValueError(f"an operator can set closed, forced_open or disabled, not {state.value}")
+        parts = self._run_breaker("force", name, policy, state.value)
+        return BreakerView(_STATES[parts[0]], int(parts[1]), float(parts[2]))
+
+    def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
+        p = self._run_breaker("read", name, policy)
+        return BreakerView(
+            _STATES[p[0]], int(p[1]), float(p[2]), int(p[3]), int(p[4]), float(p[5]), int(p[6])
+        )
+
+    def _run_breaker(self, op: str, name: str, policy: BreakerPolicy, *args: Any) -> list[str]:
+        wire = self._breaker_wire.get(policy)
+        if wire is None:
+            wire = self._breaker_wire[policy] = " ".join(
+                repr(float(v))
+                for v in (
+                    policy.failure_threshold,
+                    policy.window,
+                    policy.minimum_calls,
+                    policy.recovery_timeout,
+                    policy.max_recovery_timeout,
+                    policy.backoff,
+                    policy.jitter,
+                    policy.half_open_probes,
+                    policy.success_threshold,
+                    policy.probe_lease,
+                    policy.quota_open_seconds,
+                    policy.buckets,
+                )
+            ).encode()
+        now_arg = "" if self._clock is None else repr(self._clock())
+        reply = self._call(
+            self._breaker,
+            keys=self.keys.breaker(name),
+            args=[op, now_arg, wire, name, self.keys.breaker_channel(), *args],
+        )
+        return reply.decode().split()  # type: ignore[no-any-return]
+
+    def subscribe(self, listener: TransitionListener) -> None:
+        with self._listener_lock:
+            self._listeners.append(listener)
+            if self._listener_thread is None or not self._listener_thread.is_alive():
+                self._listener_thread = threading.Thread(
+                    target=self._listen, name="resilience-breaker-events", daemon=True
+                )
+                self._listener_thread.start()
+
+    def _listen(self) -> None:
+        """Follow the transition channel for the life of the process, reconnecting after errors."""
+        client = redis.Redis.from_url(
+            self._url, socket_connect_timeout=self._timeout, health_check_interval=30
+        )
+        delay = 0.1
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self.keys.breaker_channel())
+                delay = 0.1
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._deliver(message["data"])
+            except redis.RedisError as error:
+                logger.warning("breaker event feed interrupted (%s); retrying in %.1fs", error, delay)
+                for listener in list(self._listeners):
+                    listener(None, None)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                pubsub.close()
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            name, state, generation, open_until = data.decode().split()
+            event = BreakerView(_STATES[state], int(generation), float(open_until))
+        except (ValueError, KeyError):
+            logger.warning("ignored a malformed breaker event: %r", data)
+            return
+        for listener in list(self._listeners):
+            listener(name, event)
 
     def purge(self) -> int:
         deleted = 0

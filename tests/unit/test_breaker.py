@@ -16,12 +16,27 @@ from celery_resilience.breaker import (
     record,
 )
 
-POLICY = BreakerPolicy(failure_threshold=5.0, window=60, minimum_calls=3, recovery_timeout=30,
-                       max_recovery_timeout=200, jitter=0.0, half_open_probes=2, probe_lease=10)
+POLICY = BreakerPolicy(
+    failure_threshold=5.0,
+    window=60,
+    minimum_calls=3,
+    recovery_timeout=30,
+    max_recovery_timeout=200,
+    jitter=0.0,
+    half_open_probes=2,
+    probe_lease=10,
+)
 
 
-def fail(data: BreakerData, now: float, weight: float = 2.5, generation: int | None = None,
-         lease: str = "", retry_after: float | None = None, trip_now: bool = False) -> None:
+def fail(
+    data: BreakerData,
+    now: float,
+    weight: float = 2.5,
+    generation: int | None = None,
+    lease: str = "",
+    retry_after: float | None = None,
+    trip_now: bool = False,
+) -> None:
     gen = data.generation if generation is None else generation
     record(data, POLICY, now, gen, lease, weight, retry_after, trip_now, 0.0)
 
