@@ -6,6 +6,7 @@
      ├── ConfigurationError (also ValueError)   a resilience_* setting is wrong
      ├── Throttled                              admission refused; retry after .retry_after
      │    └── AdmissionUnavailable              the store is down and admission fails closed
+     ├── CircuitOpen                            a breaker refused the call
      └── StoreUnavailable                       the shared store cannot be reached
 """
 
@@ -17,6 +18,7 @@ __all__ = [
     "Throttled",
     "AdmissionUnavailable",
     "StoreUnavailable",
+    "CircuitOpen",
 ]
 
 
@@ -75,6 +77,21 @@ def _rebuild_throttled(cls: type[Throttled], message: str, state: dict[str, obje
 
 class AdmissionUnavailable(Throttled):
     """The store is unreachable and ``resilience_admission_on_store_failure`` is ``"closed"``."""
+
+
+class CircuitOpen(ResilienceError):
+    """The breaker of a dependency refused the call; ``retry_after`` is None when an
+    operator forced it open."""
+
+    def __init__(self, breaker: str, state: str, retry_after: float | None):
+        self.breaker = breaker
+        self.state = state
+        self.retry_after = retry_after
+        when = "until an operator closes it" if retry_after is None else f"retry after {retry_after:.3g}s"
+        super().__init__(f"breaker {breaker!r} is {state}: {when}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.breaker, self.state, self.retry_after))
 
 
 class StoreUnavailable(ResilienceError):

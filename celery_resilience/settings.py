@@ -9,14 +9,16 @@ limit silently not applied. The settings reference is ``docs/settings.md``.
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .breaker import BreakerPolicy
+from .breaker_settings import parse_breakers, parse_classifier, parse_providers
+from .classify import Classifier
+from .config_helpers import NAME_FORM, NAME_RE, import_dotted
 from .errors import ConfigurationError
 from .policy import (
     DEFAULT_CRITICALITY_RESERVE,
@@ -82,6 +84,9 @@ class ResilienceSettings:
     metrics_ttl: int
     lease_window: float
     lease_max_tokens: int
+    breakers: Mapping[str, BreakerPolicy]
+    classifier: Classifier
+    providers: Mapping[str, Rate]
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], *, broker_url: str | None = None) -> ResilienceSettings:
@@ -118,6 +123,9 @@ class ResilienceSettings:
             ),
             metrics_ttl=_int(f"{PREFIX}metrics_ttl", get(f"{PREFIX}metrics_ttl", 7200), low=60),
             lease_window=_seconds(f"{PREFIX}lease_window", get(f"{PREFIX}lease_window", 0.2)),
+            breakers=MappingProxyType(dict(parse_breakers(get(f"{PREFIX}breakers")))),
+            classifier=parse_classifier(get(f"{PREFIX}error_weights"), get(f"{PREFIX}error_rules")),
+            providers=MappingProxyType(dict(parse_providers(get(f"{PREFIX}providers")))),
             lease_max_tokens=_int(
                 f"{PREFIX}lease_max_tokens", get(f"{PREFIX}lease_max_tokens", 16), low=1, high=10_000
             ),
@@ -144,6 +152,10 @@ KNOWN_SETTINGS = frozenset(
         "metrics_ttl",
         "lease_window",
         "lease_max_tokens",
+        "breakers",
+        "error_weights",
+        "error_rules",
+        "providers",
     )
 )
 
@@ -219,13 +231,11 @@ def _mapping(name: str, value: object, *, names: bool = False) -> Mapping[str, A
     for key in value:
         if not isinstance(key, str) or not key:
             raise ConfigurationError(name, "non-empty string keys", key)
-        if names and not _NAME_RE.match(key):
-            raise ConfigurationError(name, "names of letters, digits, '_', '.' or '-' (at most 64)", key)
+        if names and not NAME_RE.match(key):
+            raise ConfigurationError(name, NAME_FORM, key)
     return value
 
 
-# Tier and request type names appear in metric fields and logs; keep them plain.
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LIMIT_KEYS = frozenset({"rate", "burst", "grace", "grace_period"})
 _TIER_KEYS = _LIMIT_KEYS | {"minimum_guaranteed", "maximum_burst", "request_types"}
 
@@ -302,11 +312,7 @@ def _resolver(value: object) -> TierResolver | None:
     if value is None:
         return None
     if isinstance(value, str):
-        module_name, _, attr = value.replace(":", ".").rpartition(".")
-        try:
-            value = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ConfigurationError(name, f"an importable 'module.function' path ({error})", value) from None
+        value = import_dotted(name, value)
     if not callable(value):
         raise ConfigurationError(name, "a callable taking a user id and returning a tier name", value)
     return value

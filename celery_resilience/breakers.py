@@ -1,0 +1,224 @@
+"""Breakers as one process sees them: shared through the store, cached, with a local fallback.
+
+Round trips are what make a breaker expensive, so a process keeps what it learns:
+- a breaker it knows to be OPEN refuses calls locally until its deadline, with no
+  round trip (the store's answers and the pub/sub feed of transitions tell it);
+- a breaker it knows to be CLOSED grants calls locally (stamped with the known
+  generation) for ``closed_cache_seconds``; the outcome is recorded in one round trip
+  after the call. Had the breaker moved on meanwhile, the stale generation makes the
+  store ignore that outcome, which is exactly the semantics wanted;
+- HALF_OPEN always asks the store: probe permits are leases for the whole cluster.
+
+When the store cannot be reached, the process falls back to a breaker of its own with
+the same policy (``MemoryStore``), logs it, counts it, and rejoins the shared state
+once the store answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit
+from .classify import Category, Classification, Classifier
+from .errors import CircuitOpen, StoreUnavailable
+from .keys import KeySpace
+from .store import MemoryStore, Store
+from .store.base import BreakerOutcome
+
+__all__ = ["Breakers", "Call"]
+
+logger = logging.getLogger("celery_resilience.breakers")
+
+
+@dataclass(slots=True)
+class Call:
+    """One guarded call: the permit it runs under and where to report its outcome."""
+
+    name: str
+    permit: Permit
+    store: Store
+    started: float
+    outcome: Classification | None = None
+    slow: bool = False
+
+
+@dataclass(slots=True)
+class _Cached:
+    view: BreakerView
+    until: float  # monotonic time until which the cached view may be trusted
+
+
+class Breakers:
+    def __init__(
+        self,
+        policies: Mapping[str, BreakerPolicy],
+        store: Callable[[], Store],
+        classifier: Classifier,
+        *,
+        closed_cache_seconds: float = 2.0,
+        retry_interval: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.policies = dict(policies)
+        self.classifier = classifier
+        self.stats: Counter[str] = Counter()
+        self._store = store
+        self._closed_cache_seconds = closed_cache_seconds
+        self._retry_interval = retry_interval
+        self._monotonic = monotonic
+        self._jitter = jitter
+        self._cache: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+        self._subscribed_store: Store | None = None
+        self._local = MemoryStore(KeySpace("local", 1))
+        self._store_down_until = 0.0
+
+    def policy(self, name: str) -> BreakerPolicy:
+        try:
+            return self.policies[name]
+        except KeyError:
+            raise KeyError(
+                f"no breaker named {name!r}; configured in resilience_breakers: {sorted(self.policies)}"
+            ) from None
+
+    # -- the call path -------------------------------------------------------------------
+
+    def acquire(self, name: str) -> Call:
+        """A permit to call ``name``, or ``CircuitOpen`` when the breaker refuses."""
+        policy = self.policy(name)
+        now = self._monotonic()
+        cached = self._cache.get(name)
+        if cached is not None and now < cached.until:
+            view = cached.view
+            if view.state is BreakerState.OPEN or view.state is BreakerState.FORCED_OPEN:
+                self.stats["refused_locally"] += 1
+                retry = None if view.state is BreakerState.FORCED_OPEN else cached.until - now
+                raise CircuitOpen(name, view.state.value, retry)
+            if view.state is BreakerState.CLOSED:
+                return Call(name, Permit(view.generation), self._shared(), now)
+        store = self._current_store()
+        lease = uuid.uuid4().hex
+        try:
+            result, view = store.breaker_acquire(name, policy, lease)
+        except StoreUnavailable as error:
+            self._store_failed(error)
+            store = self._local
+            result, view = store.breaker_acquire(name, policy, lease)
+        if store is not self._local:
+            self._remember(name, view, result)
+        if isinstance(result, Denied):
+            raise CircuitOpen(name, result.state.value, result.retry_after)
+        return Call(name, result, store, now)
+
+    def record(self, call: Call, error: BaseException | None) -> None:
+        """Report the call's outcome; a call that overran ``call_timeout`` counts as a timeout."""
+        if not call.permit.recording:
+            return
+        policy = self.policy(call.name)
+        classification = self.classifier(error) if error is not None else None
+        call.outcome = classification
+        if classification is not None and classification.category is Category.IGNORED:
+            return  # Celery control flow says nothing about the dependency; a probe lease just expires
+        weight = classification.weight if classification is not None else 0.0
+        elapsed = self._monotonic() - call.started
+        if policy.call_timeout is not None and elapsed > policy.call_timeout:
+            call.slow = True
+            self.stats["slow_calls"] += 1
+            weight = max(weight, self.classifier.weights[Category.TIMEOUT])
+        outcome = BreakerOutcome(
+            call.permit.generation,
+            call.permit.lease,
+            weight,
+            classification.retry_after if classification is not None else None,
+            classification is not None and classification.category is Category.QUOTA_EXHAUSTED,
+            self._jitter(),
+        )
+        try:
+            recorded = call.store.breaker_record(call.name, policy, outcome)
+        except StoreUnavailable as unavailable:
+            self._store_failed(unavailable)
+            self._local.breaker_record(call.name, policy, outcome)
+            return
+        if recorded.changed and call.store is not self._local:
+            self._remember(
+                call.name, BreakerView(recorded.state, recorded.generation, recorded.open_until), None
+            )
+
+    @contextmanager
+    def guard(self, name: str) -> Iterator[Call]:
+        """``with breakers.guard("openai"): client.chat.completions.create(...)``"""
+        call = self.acquire(name)
+        try:
+            yield call
+        except BaseException as error:
+            self.record(call, error)
+            raise
+        self.record(call, None)
+
+    # -- operators -----------------------------------------------------------------------
+
+    def force(self, name: str, state: BreakerState) -> BreakerView:
+        view = self._shared().breaker_force(name, self.policy(name), state)
+        self._remember(name, view, None)
+        return view
+
+    def read(self, name: str) -> BreakerView:
+        return self._shared().breaker_read(name, self.policy(name))
+
+    # -- caching and the store -------------------------------------------------------------
+
+    def _shared(self) -> Store:
+        store = self._store()
+        if self._subscribed_store is not store:
+            with self._lock:
+                if self._subscribed_store is not store:
+                    store.subscribe(self._on_transition)
+                    self._subscribed_store = store
+        return store
+
+    def _current_store(self) -> Store:
+        if self._monotonic() < self._store_down_until:
+            return self._local
+        return self._shared()
+
+    def _remember(self, name: str, view: BreakerView, result: Permit | Denied | None) -> None:
+        now = self._monotonic()
+        if view.state is BreakerState.OPEN:
+            left = (
+                result.retry_after if isinstance(result, Denied) and result.retry_after is not None else None
+            )
+            if left is None:
+                left = max(0.0, view.open_until - time.time())
+            self._cache[name] = _Cached(view, now + left)
+        elif view.state is BreakerState.FORCED_OPEN or view.state is BreakerState.CLOSED:
+            self._cache[name] = _Cached(view, now + self._closed_cache_seconds)
+        else:
+            self._cache.pop(name, None)
+
+    def _on_transition(self, name: str | None, view: BreakerView | None) -> None:
+        if name is None or view is None:
+            self._cache.clear()  # the feed was interrupted: nothing cached can be trusted
+            return
+        if name in self.policies:
+            self.stats["transitions_heard"] += 1
+            self._remember(name, view, None)
+
+    def _store_failed(self, error: StoreUnavailable) -> None:
+        self.stats["store_unavailable"] += 1
+        if self._monotonic() >= self._store_down_until:
+            logger.warning(
+                "resilience store unreachable (%s); breakers run on this process's own state for %.3gs",
+                error,
+                self._retry_interval,
+            )
+        self._store_down_until = self._monotonic() + self._retry_interval
+        self._cache.clear()
