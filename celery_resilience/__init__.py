@@ -7,9 +7,13 @@ Adopt it in three steps: subclass ``ResilientTask``, set ``resilience_*`` polici
 from __future__ import annotations
 
 from .admission import CallContext, Verdict
+from .ai_task import AITask
+from .breaker import BreakerState
 from .bucket import Decision
+from .classify import Category, Classification, classify
 from .errors import (
     AdmissionUnavailable,
+    CircuitOpen,
     ConfigurationError,
     ResilienceError,
     StoreUnavailable,
@@ -23,7 +27,13 @@ from .task import ResilientTask
 __all__ = [
     "Resilience",
     "ResilientTask",
+    "AITask",
     "Throttled",
+    "CircuitOpen",
+    "classify",
+    "Category",
+    "Classification",
+    "BreakerState",
     "AdmissionUnavailable",
     "ConfigurationError",
     "ResilienceError",

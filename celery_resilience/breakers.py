@@ -17,10 +17,12 @@ once the store answers again.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +38,20 @@ from .store.base import BreakerOutcome
 __all__ = ["Breakers", "Call"]
 
 logger = logging.getLogger("celery_resilience.breakers")
+
+# A forked child has no pub/sub thread and must not trust its parent's cache.
+_all_breakers: weakref.WeakSet[Breakers] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for breakers in list(_all_breakers):
+        breakers._cache.clear()
+        breakers._subscribed_store = None
+        breakers._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 @dataclass(slots=True)
@@ -81,6 +97,7 @@ class Breakers:
         self._subscribed_store: Store | None = None
         self._local = MemoryStore(KeySpace("local", 1))
         self._store_down_until = 0.0
+        _all_breakers.add(self)
 
     def policy(self, name: str) -> BreakerPolicy:
         try:

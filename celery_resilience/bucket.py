@@ -27,7 +27,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-__all__ = ["Decision", "BucketSpec", "BucketState", "Outcome", "decide", "bucket_ttl"]
+__all__ = ["Decision", "BucketSpec", "BucketState", "Outcome", "decide", "drain", "bucket_ttl"]
 
 
 class Decision(enum.Enum):
@@ -94,6 +94,15 @@ def decide(
             tokens -= 1.0
         outcome = Outcome(Decision.THROTTLE, tokens, wait, reserved, grace_used)
     return BucketState(tokens, stamp, window, grace_used), outcome
+
+
+def drain(state: BucketState | None, spec: BucketSpec, now: float, seconds: float) -> BucketState:
+    """Empty the bucket so its next token is due in ``seconds`` (a provider said 429)."""
+    if state is None:
+        state = BucketState(tokens=spec.capacity, stamp=now)
+    tokens = min(spec.capacity, state.tokens + max(0.0, now - state.stamp) * spec.refill)
+    tokens = min(tokens, 1.0 - spec.refill * seconds)
+    return BucketState(tokens, max(now, state.stamp), state.grace_window, state.grace_used)
 
 
 def bucket_ttl(state: BucketState, spec: BucketSpec) -> float:

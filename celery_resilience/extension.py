@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
 from .admission import Admission, SeveritySource
+from .breakers import Breakers, Call
 from .keys import KeySpace
+from .quota import ProviderQuota
 from .settings import ResilienceSettings
 from .store import Store, open_store
 from .store.base import Clock
@@ -65,6 +68,13 @@ class Resilience:
             )
 
         self.admission = Admission(self.settings, factory, severity)
+        self.breakers = Breakers(
+            self.settings.breakers,
+            lambda: self.admission.store,
+            self.settings.classifier,
+            retry_interval=self.settings.store_retry_interval,
+        )
+        self.quota = ProviderQuota(self.settings.providers, lambda: self.admission.store)
         with _registry_lock:
             previous = _registry.get(app)
             _registry[app] = self
@@ -80,6 +90,11 @@ class Resilience:
     @property
     def store(self) -> Store:
         return self.admission.store
+
+    def guard(self, breaker: str) -> AbstractContextManager[Call]:
+        """Guard one call inside any task: ``with Resilience.of(app).guard("openai"): ...``.
+        Raises ``CircuitOpen`` when the breaker refuses; records the outcome either way."""
+        return self.breakers.guard(breaker)
 
     def record(self, fields: dict[str, float]) -> None:
         """Count into the store's metrics; a store outage is counted locally, never raised."""

@@ -69,15 +69,20 @@ class KeySpace:
         shard = self.shard_of(scope)
         return f"{self._tag(shard)}:bucket:{scope}", shard
 
-    def metrics(self, shard: int, minute: int) -> str:
-        return f"{self._tag(shard)}:metrics:{minute}"
+    def metrics(self, shard: int, minute: int, scope: str = "") -> str:
+        """Per-minute counters; ``scope`` keeps other families (provider calls) apart."""
+        return f"{self._tag(shard)}:metrics{':' + scope if scope else ''}:{minute}"
 
     def metrics_base(self, shard: int) -> str:
         """The metrics key without its minute: scripts append the minute they compute."""
         return f"{self._tag(shard)}:metrics:"
 
-    def all_metrics(self, minute: int) -> list[str]:
-        return [self.metrics(shard, minute) for shard in range(self.shards)]
+    def all_metrics(self, minute: int, scope: str = "") -> list[str]:
+        return [self.metrics(shard, minute, scope) for shard in range(self.shards)]
+
+    def provider(self, name: str) -> tuple[str, int]:
+        """The quota bucket of a provider (escaping never yields '~', so no user id matches)."""
+        return self.bucket(f"~provider.{escape_part(name)}")
 
     def breaker(self, name: str) -> list[str]:
         """State hash, window hash and probe set of one breaker, sharing one hash tag."""

@@ -65,6 +65,7 @@ class AdmitRequest:
     policy: AdmitPolicy
     lease: int = 0
     pending: int = 0
+    metrics_scope: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,9 @@ class Store(Protocol):
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         """Add to the current minute's metric counters."""
 
+    def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
+        """Empty a bucket so that its next token is due in ``seconds``."""
+
     def breaker_acquire(
         self, name: str, policy: BreakerPolicy, lease: str
     ) -> tuple[Permit | Denied, BreakerView]:
@@ -109,8 +113,9 @@ class Store(Protocol):
         sharing this store, as soon as it happens. ``listener(None, None)`` means the
         feed was interrupted: anything cached from it may be stale."""
 
-    def metrics(self, minute: int | None = None) -> dict[str, float]:
-        """Counters of one minute (default: the current one), summed over shards."""
+    def metrics(self, minute: int | None = None, scope: str = "") -> dict[str, float]:
+        """Counters of one minute (default: the current one), summed over shards;
+        ``scope="provider"`` reads the provider quota counters."""
 
     def now(self) -> float:
         """The store's clock, in seconds since the epoch."""

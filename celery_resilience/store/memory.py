@@ -20,7 +20,7 @@ from ..breaker import (
     record,
     view,
 )
-from ..bucket import BucketState, Outcome, bucket_ttl, decide
+from ..bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain
 from ..keys import KeySpace
 from .base import SECONDS_PER_MINUTE, AdmitRequest, BreakerOutcome, Clock, TransitionListener, delay_for
 from .metrics_fields import admission_fields, derive
@@ -39,7 +39,7 @@ class MemoryStore:
         self._metrics_ttl = metrics_ttl
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[BucketState, float]] = {}
-        self._metrics: dict[int, Counter[str]] = {}
+        self._metrics: dict[tuple[str, int], Counter[str]] = {}
         self._operations = 0
         self._breakers: dict[str, BreakerData] = {}
         self._listeners: list[TransitionListener] = []
@@ -56,21 +56,32 @@ class MemoryStore:
             new_state, outcome = decide(state, spec, now, request.lease)
             self._buckets[request.bucket_key] = (new_state, now + bucket_ttl(new_state, spec))
             delay = delay_for(outcome, request.policy.min_delay) if outcome.reserved else 0.0
-            self._add(now, admission_fields(outcome.decision, outcome.reserved, request, delay))
+            self._add(
+                now,
+                admission_fields(outcome.decision, outcome.reserved, request, delay),
+                request.metrics_scope,
+            )
             self._operations += 1
             if self._operations % _PRUNE_EVERY == 0:
                 self._prune(now)
             return outcome
 
+    def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
+        with self._lock:
+            now = self._clock()
+            stored = self._buckets.get(bucket_key)
+            state = drain(stored[0] if stored is not None and stored[1] > now else None, spec, now, seconds)
+            self._buckets[bucket_key] = (state, now + bucket_ttl(state, spec))
+
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         with self._lock:
             self._add(self._clock(), fields)
 
-    def metrics(self, minute: int | None = None) -> dict[str, float]:
+    def metrics(self, minute: int | None = None, scope: str = "") -> dict[str, float]:
         with self._lock:
             if minute is None:
                 minute = int(self._clock() // SECONDS_PER_MINUTE)
-            return derive(dict(self._metrics.get(minute, {})))
+            return derive(dict(self._metrics.get((scope, minute), {})))
 
     def breaker_acquire(
         self, name: str, policy: BreakerPolicy, lease: str
@@ -119,7 +130,8 @@ class MemoryStore:
 
     def subscribe(self, listener: TransitionListener) -> None:
         with self._lock:
-            self._listeners.append(listener)
+            if listener not in self._listeners:
+                self._listeners.append(listener)
 
     def _announce(self, name: str, current: BreakerView, before: tuple[BreakerState, int]) -> None:
         if (current.state, current.generation) != before:
@@ -137,12 +149,12 @@ class MemoryStore:
     def close(self) -> None:
         return None
 
-    def _add(self, now: float, fields: Mapping[str, float]) -> None:
-        counter = self._metrics.setdefault(int(now // SECONDS_PER_MINUTE), Counter())
+    def _add(self, now: float, fields: Mapping[str, float], scope: str = "") -> None:
+        counter = self._metrics.setdefault((scope, int(now // SECONDS_PER_MINUTE)), Counter())
         for name, amount in fields.items():
             counter[name] += amount  # type: ignore[assignment]
 
     def _prune(self, now: float) -> None:
         self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
         oldest = int((now - self._metrics_ttl) // SECONDS_PER_MINUTE)
-        self._metrics = {m: c for m, c in self._metrics.items() if m >= oldest}
+        self._metrics = {m: c for m, c in self._metrics.items() if m[1] >= oldest}

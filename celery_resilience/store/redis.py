@@ -19,7 +19,7 @@ import redis
 from redis.commands.core import Script
 
 from ..breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
-from ..bucket import Decision, Outcome
+from ..bucket import BucketSpec, Decision, Outcome
 from ..errors import StoreUnavailable
 from ..keys import KeySpace
 from .base import AdmitPolicy, AdmitRequest, BreakerOutcome, Clock, MinuteClock, TransitionListener
@@ -64,6 +64,7 @@ class RedisStore:
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
         self._admit: Script = self._redis.register_script(load_script("admit"))
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
+        self._drain: Script = self._redis.register_script(load_script("drain"))
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
         self._listeners: list[TransitionListener] = []
         self._listener_thread: threading.Thread | None = None
@@ -89,9 +90,12 @@ class RedisStore:
             wire = self._encode(request.policy)
         now_arg = "" if self._clock is None else repr(self._clock())
         minute = self._minutes.minute()
-        metrics_key = self._metrics_keys.get((request.shard, minute))
-        if metrics_key is None:
-            metrics_key = self._metrics_key(request.shard, minute)
+        if request.metrics_scope:
+            metrics_key = self.keys.metrics(request.shard, minute, request.metrics_scope)
+        else:
+            metrics_key = self._metrics_keys.get((request.shard, minute)) or self._metrics_key(
+                request.shard, minute
+            )
         reply = self._call(
             self._admit,
             keys=[request.bucket_key, metrics_key],
@@ -137,6 +141,14 @@ class RedisStore:
         self._wire[policy] = wire
         return wire
 
+    def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
+        now_arg = "" if self._clock is None else repr(self._clock())
+        self._call(
+            self._drain,
+            keys=[bucket_key],
+            args=[now_arg, repr(seconds), repr(spec.capacity), repr(spec.refill)],
+        )
+
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         key = self.keys.metrics(shard, self._minutes.minute())
         pipe = self._redis.pipeline(transaction=False)
@@ -148,11 +160,11 @@ class RedisStore:
         pipe.expire(key, int(self._metrics_ttl))
         self._call(pipe.execute)
 
-    def metrics(self, minute: int | None = None) -> dict[str, float]:
+    def metrics(self, minute: int | None = None, scope: str = "") -> dict[str, float]:
         if minute is None:
             minute = self._minutes.minute()
         pipe = self._redis.pipeline(transaction=False)
-        for key in self.keys.all_metrics(minute):
+        for key in self.keys.all_metrics(minute, scope):
             pipe.hgetall(key)
         totals: dict[str, float] = {}
         for shard_fields in self._call(pipe.execute):
@@ -230,7 +242,8 @@ class RedisStore:
 
     def subscribe(self, listener: TransitionListener) -> None:
         with self._listener_lock:
-            self._listeners.append(listener)
+            if listener not in self._listeners:
+                self._listeners.append(listener)
             if self._listener_thread is None or not self._listener_thread.is_alive():
                 self._listener_thread = threading.Thread(
                     target=self._listen, name="resilience-breaker-events", daemon=True
