@@ -39,40 +39,35 @@ class ConfigurationError(ResilienceError, ValueError):
 
 
 class Throttled(ResilienceError):
-    """Admission refused this request; the caller may try again after ``retry_after`` s."""
+    """Admission refused this request; the caller may try again after ``retry_after`` s.
+
+    ``args`` are the constructor's arguments, so result backends that rebuild exceptions
+    as ``cls(*args)`` (Celery's JSON serializer does) give callers the real type back.
+    """
 
     def __init__(
         self,
         retry_after: float,
-        *,
         task_name: str = "",
         user_id: str | None = None,
         tier: str = "",
         request_type: str = "",
         reason: str = "rate limit exceeded",
     ):
+        super().__init__(retry_after, task_name, user_id, tier, request_type, reason)
         self.retry_after = retry_after
         self.task_name = task_name
         self.user_id = user_id
         self.tier = tier
         self.request_type = request_type
         self.reason = reason
-        who = f"user {user_id!r}" if user_id is not None else "anonymous caller"
-        super().__init__(
-            f"{task_name or 'task'} throttled for {who} (tier {tier!r}, request type "
-            f"{request_type!r}): {reason}; retry after {retry_after:.3g}s"
+
+    def __str__(self) -> str:
+        who = f"user {self.user_id!r}" if self.user_id is not None else "anonymous caller"
+        return (
+            f"{self.task_name or 'task'} throttled for {who} (tier {self.tier!r}, request type "
+            f"{self.request_type!r}): {self.reason}; retry after {self.retry_after:.3g}s"
         )
-
-    def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only state must survive pickling (result backends, multiprocessing).
-        return (_rebuild_throttled, (type(self), str(self), self.__dict__.copy()))
-
-
-def _rebuild_throttled(cls: type[Throttled], message: str, state: dict[str, object]) -> Throttled:
-    error = cls.__new__(cls)
-    Exception.__init__(error, message)
-    error.__dict__.update(state)
-    return error
 
 
 class AdmissionUnavailable(Throttled):
@@ -84,14 +79,18 @@ class CircuitOpen(ResilienceError):
     operator forced it open."""
 
     def __init__(self, breaker: str, state: str, retry_after: float | None):
+        super().__init__(breaker, state, retry_after)
         self.breaker = breaker
         self.state = state
         self.retry_after = retry_after
-        when = "until an operator closes it" if retry_after is None else f"retry after {retry_after:.3g}s"
-        super().__init__(f"breaker {breaker!r} is {state}: {when}")
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.breaker, self.state, self.retry_after))
+    def __str__(self) -> str:
+        when = (
+            "until an operator closes it"
+            if self.retry_after is None
+            else f"retry after {self.retry_after:.3g}s"
+        )
+        return f"breaker {self.breaker!r} is {self.state}: {when}"
 
 
 class StoreUnavailable(ResilienceError):

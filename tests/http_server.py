@@ -24,6 +24,8 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.answer = Answer()
         self.requests = 0
+        self.arrivals: list[float] = []
+        self.arrived = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +34,8 @@ class ScriptedServer:
                 if length:
                     self.rfile.read(length)
                 server.requests += 1
+                server.arrivals.append(time.time())
+                server.arrived.set()
                 answer = server.answer
                 if answer.delay:
                     time.sleep(answer.delay)

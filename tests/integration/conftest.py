@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,38 +23,39 @@ def integration_env(redis_available: None) -> Iterator[dict[str, str]]:
         **os.environ,
         "RESILIENCE_TEST_PREFIX": f"crtest-int-{run}",
         "RESILIENCE_TEST_QUEUE": f"crtest-int-{run}",
+        "RESILIENCE_TEST_AI_QUEUE": f"crtest-ai-{run}",
         "PYTHONPATH": str(ROOT),
     }
-    os.environ["RESILIENCE_TEST_PREFIX"] = env["RESILIENCE_TEST_PREFIX"]
-    os.environ["RESILIENCE_TEST_QUEUE"] = env["RESILIENCE_TEST_QUEUE"]
+    for name in ("RESILIENCE_TEST_PREFIX", "RESILIENCE_TEST_QUEUE", "RESILIENCE_TEST_AI_QUEUE"):
+        os.environ[name] = env[name]
     yield env
     client = redis.Redis.from_url(env.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379") + "/13")
     for key in client.scan_iter(match=f"{env['RESILIENCE_TEST_PREFIX']}:*"):
         client.delete(key)
     broker = redis.Redis.from_url(env.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379") + "/11")
-    for key in broker.scan_iter(match=f"{env['RESILIENCE_TEST_QUEUE']}*"):
-        broker.delete(key)
+    for pattern in (f"{env['RESILIENCE_TEST_QUEUE']}*", f"{env['RESILIENCE_TEST_AI_QUEUE']}*"):
+        for key in broker.scan_iter(match=pattern):
+            broker.delete(key)
 
 
-@pytest.fixture(scope="session")
-def worker(integration_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """One worker process, one thread: tests can occupy it to hold tasks in the queue."""
-    from tests.integration import workerapp
-
-    proc = subprocess.Popen(
+def start_worker(
+    env: dict[str, str], module: str, queue: str, pool: str = "threads", concurrency: int = 1
+) -> subprocess.Popen[bytes]:
+    """A real ``celery worker`` process in its own session (so a test can kill its group)."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "tests.integration.workerapp",
+            module,
             "worker",
             "-P",
-            "threads",
+            pool,
             "-c",
-            "1",
+            str(concurrency),
             "-Q",
-            integration_env["RESILIENCE_TEST_QUEUE"],
+            queue,
             "--without-mingle",
             "--without-gossip",
             "--without-heartbeat",
@@ -61,16 +63,49 @@ def worker(integration_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]
             "warning",
         ],
         cwd=ROOT,
-        env=integration_env,
+        env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def worker(integration_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """One worker process, one thread: tests can occupy it to hold tasks in the queue."""
+    from tests.integration import workerapp
+
+    proc = start_worker(
+        integration_env, "tests.integration.workerapp", integration_env["RESILIENCE_TEST_QUEUE"]
     )
     try:
         assert workerapp.ping.delay().get(timeout=60) == "pong"
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_worker(proc)
+
+
+@pytest.fixture(scope="session")
+def ai_worker(integration_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A prefork worker with four processes for the AI tasks."""
+    from tests.integration import aiapp
+
+    proc = start_worker(
+        integration_env, "tests.integration.aiapp", aiapp.QUEUE, pool="prefork", concurrency=4
+    )
+    try:
+        assert aiapp.ping.delay().get(timeout=60) == "pong"
+        yield proc
+    finally:
+        stop_worker(proc)

@@ -97,3 +97,16 @@ def test_throttled_survives_pickling() -> None:
     assert isinstance(copy, Throttled)
     assert (copy.retry_after, copy.user_id, copy.tier) == (12.5, "u", "free")
     assert str(copy) == str(error)
+
+
+def test_exceptions_survive_celerys_json_result_serialisation() -> None:
+    """Celery rebuilds task exceptions as cls(*args): callers get Throttled and CircuitOpen back."""
+    from celery.backends.base import Backend
+
+    from celery_resilience import CircuitOpen
+
+    backend = Backend(app=Celery("x", set_as_current=False), serializer="json")
+    for error in (Throttled(3.0, "t.x", "u", "free", "batch", "policy"), CircuitOpen("ai", "open", 12.0)):
+        rebuilt = backend.exception_to_python(backend.prepare_exception(error, "json"))
+        assert type(rebuilt) is type(error)
+        assert str(rebuilt) == str(error)

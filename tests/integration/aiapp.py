@@ -1,0 +1,97 @@
+"""A Celery app with AI tasks calling a local HTTP server, run by real worker processes.
+
+Each breaker scenario has a breaker (and task) of its own so tests cannot disturb
+each other; the provider's URL is a task argument, pointing at the test's server.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+from celery import Celery
+
+from celery_resilience import AITask, Resilience
+
+REDIS = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
+PREFIX = os.environ.get("RESILIENCE_TEST_PREFIX", "crtest-ai")
+QUEUE = os.environ.get("RESILIENCE_TEST_AI_QUEUE", "crtest-ai")
+KILL_QUEUE = f"{QUEUE}-kill"
+
+app = Celery("aiapp", broker=f"{REDIS}/11", backend=f"{REDIS}/12", set_as_current=False)
+app.conf.update(
+    task_default_queue=QUEUE,
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=1,
+    task_acks_late=False,
+    result_expires=600,
+    resilience_store_url=f"{REDIS}/13",
+    resilience_key_prefix=PREFIX,
+    resilience_tiers={"standard": {"rate": "100000/s", "burst": 100000}},
+    resilience_breakers={
+        "probes": {
+            "failure_threshold": 5,
+            "minimum_calls": 1,
+            "recovery_timeout": 1,
+            "jitter": 0,
+            "half_open_probes": 2,
+            "success_threshold": 2,
+            "probe_lease": 30,
+        },
+        "killable": {
+            "failure_threshold": 5,
+            "minimum_calls": 1,
+            "recovery_timeout": 1,
+            "jitter": 0,
+            "probe_lease": 2,
+        },
+        "late": {"failure_threshold": 5, "minimum_calls": 1, "recovery_timeout": 1, "jitter": 0},
+        "ops": {"failure_threshold": 5, "minimum_calls": 1},
+        "quota": {"failure_threshold": 1000},
+        "slow": {"failure_threshold": 4, "minimum_calls": 1, "call_timeout": 0.3, "recovery_timeout": 60},
+    },
+    resilience_providers={"quota": {"rate": "10/s"}},
+)
+Resilience(app)
+
+
+def _post(url: str, timeout: float = 30.0) -> Any:
+    response = httpx.post(url, timeout=timeout)
+    response.raise_for_status()
+    return response.json()
+
+
+@app.task(base=AITask, breaker="probes", name="ai.probes", max_retries=0)
+def call_probes(url: str) -> Any:
+    return _post(url)
+
+
+@app.task(base=AITask, breaker="killable", name="ai.killable", max_retries=0, queue=KILL_QUEUE)
+def call_killable(url: str) -> Any:
+    return _post(url)
+
+
+@app.task(base=AITask, breaker="late", name="ai.late", max_retries=0)
+def call_late(url: str) -> Any:
+    return _post(url)
+
+
+@app.task(base=AITask, breaker="ops", name="ai.ops", max_retries=0)
+def call_ops(url: str) -> Any:
+    return _post(url)
+
+
+@app.task(base=AITask, breaker="quota", name="ai.quota", max_retries=0)
+def call_quota(url: str) -> Any:
+    return _post(url)
+
+
+@app.task(base=AITask, breaker="slow", name="ai.slow", max_retries=0)
+def call_slow(url: str) -> Any:
+    return _post(url)
+
+
+@app.task(name="ai.ping")
+def ping() -> str:
+    return "pong"
