@@ -1,0 +1,78 @@
+"""A trip in one process reaches every other process, which then refuses without a round trip."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+from celery_resilience.breaker import BreakerPolicy, BreakerState
+from celery_resilience.breakers import Breakers
+from celery_resilience.classify import Classifier
+from celery_resilience.errors import CircuitOpen
+from celery_resilience.keys import KeySpace
+from celery_resilience.store.redis import RedisStore
+from tests.conftest import store_url
+
+POLICY = BreakerPolicy(failure_threshold=4, minimum_calls=1, recovery_timeout=60, jitter=0)
+
+
+def client(prefix: str) -> tuple[RedisStore, Breakers]:
+    store = RedisStore(store_url(), KeySpace(prefix, 4), timeout=2.0)
+    return store, Breakers({"seen": POLICY}, lambda: store, Classifier.default())
+
+
+def _watch(prefix: str, ready: Any, results: Any) -> None:
+    _, breakers = client(prefix)
+    breakers.acquire("seen")  # learns CLOSED, and subscribes to transitions
+    ready.put(True)
+    deadline = time.monotonic() + 10
+    while breakers.stats["transitions_heard"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    results.put(("feed", 0.0, 0))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cached = breakers._cache.get("seen")
+        if cached is not None and cached.view.state is BreakerState.OPEN:
+            seen_at = time.time()
+            try:
+                breakers.acquire("seen")
+            except CircuitOpen:
+                results.put(("seen", seen_at, breakers.stats["refused_locally"]))
+                return
+        time.sleep(0.001)
+    results.put(("missed", 0.0, 0))
+
+
+def test_a_trip_in_one_process_is_seen_by_four_others(redis_available: None, prefix: str) -> None:
+    """Four processes hear the trip over pub/sub and refuse locally (no store round trip)."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, results = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_watch, args=(prefix, ready, results)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    store, breakers = client(prefix)
+    try:
+        for _ in procs:
+            ready.get(timeout=60)
+        # The feeds connect asynchronously: toggle a harmless transition until all four hear it.
+        feeds = 0
+        deadline = time.monotonic() + 20
+        while feeds < 4 and time.monotonic() < deadline:
+            breakers.force("seen", BreakerState.CLOSED)
+            while not results.empty() and feeds < 4:
+                feeds += results.get()[0] == "feed"
+            time.sleep(0.05)
+        assert feeds == 4
+        tripped_at = time.time()
+        while breakers.read("seen").state is BreakerState.CLOSED:
+            breakers.record(breakers.acquire("seen"), TimeoutError())
+        reports = [results.get(timeout=30) for _ in procs]
+        assert all(kind == "seen" for kind, *_ in reports), reports
+        assert all(refused >= 1 for _, _, refused in reports)
+        assert max(seen for _, seen, _ in reports) - tripped_at < 5
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+        store.purge()
+        store.close()
