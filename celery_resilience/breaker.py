@@ -160,9 +160,11 @@ def record(
     retry_after: float | None,
     trip_now: bool,
     jitter_draw: float,
+    calls: int = 1,
 ) -> Recorded:
     """Record one call's outcome. ``weight`` 0 is a success (or an error that says nothing
-    about the dependency); ``trip_now`` opens at once (an exhausted quota)."""
+    about the dependency); ``trip_now`` opens at once (an exhausted quota). ``calls`` > 1
+    reports successes counted locally along with it (CLOSED only)."""
     before = (data.state, data.generation)
     if data.state in (BreakerState.DISABLED, BreakerState.FORCED_OPEN) or generation != data.generation:
         return Recorded(data.state, data.generation, data.open_until, False, True)
@@ -176,8 +178,8 @@ def record(
                 _close(data)
     elif data.state is BreakerState.CLOSED:
         current = math.floor(now / policy.bucket_width)
-        calls, total = data.window.get(current, (0, 0.0))
-        data.window[current] = (calls + 1, total + weight)
+        seen_here, total = data.window.get(current, (0, 0.0))
+        data.window[current] = (seen_here + calls, total + weight)
         oldest = current - policy.buckets + 1
         for index in [i for i in data.window if i < oldest]:
             del data.window[index]

@@ -4,9 +4,11 @@ Round trips are what make a breaker expensive, so a process keeps what it learns
 - a breaker it knows to be OPEN refuses calls locally until its deadline, with no
   round trip (the store's answers and the pub/sub feed of transitions tell it);
 - a breaker it knows to be CLOSED grants calls locally (stamped with the known
-  generation) for ``closed_cache_seconds``; the outcome is recorded in one round trip
-  after the call. Had the breaker moved on meanwhile, the stale generation makes the
-  store ignore that outcome, which is exactly the semantics wanted;
+  generation) for ``closed_cache_seconds``. A failure is recorded in one round trip
+  after the call; successes only feed the ``minimum_calls`` count, so they are counted
+  locally and reported together at most every ``success_flush_seconds`` (or with the
+  next failure). Had the breaker moved on meanwhile, the stale generation makes the
+  store ignore those outcomes, which is exactly the semantics wanted;
 - HALF_OPEN always asks the store: probe permits are leases for the whole cluster.
 
 When the store cannot be reached, the process falls back to a breaker of its own with
@@ -16,6 +18,7 @@ once the store answers again.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
@@ -39,6 +42,13 @@ __all__ = ["Breakers", "Call"]
 
 logger = logging.getLogger("celery_resilience.breakers")
 
+
+def _flush_at_exit(ref: weakref.ref[Breakers]) -> None:
+    breakers = ref()
+    if breakers is not None:
+        breakers.flush()
+
+
 # A forked child has no pub/sub thread and must not trust its parent's cache.
 _all_breakers: weakref.WeakSet[Breakers] = weakref.WeakSet()
 
@@ -46,8 +56,10 @@ _all_breakers: weakref.WeakSet[Breakers] = weakref.WeakSet()
 def _reset_in_child() -> None:
     for breakers in list(_all_breakers):
         breakers._cache.clear()
+        breakers._pending.clear()
         breakers._subscribed_store = None
         breakers._lock = threading.Lock()
+        breakers._pending_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -67,6 +79,15 @@ class Call:
 
 
 @dataclass(slots=True)
+class _Pending:
+    """Successes counted locally under one generation, not yet reported."""
+
+    generation: int
+    count: int
+    since: float
+
+
+@dataclass(slots=True)
 class _Cached:
     view: BreakerView
     until: float  # monotonic time until which the cached view may be trusted
@@ -80,6 +101,7 @@ class Breakers:
         classifier: Classifier,
         *,
         closed_cache_seconds: float = 2.0,
+        success_flush_seconds: float = 0.25,
         retry_interval: float = 2.0,
         monotonic: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
@@ -89,6 +111,9 @@ class Breakers:
         self.stats: Counter[str] = Counter()
         self._store = store
         self._closed_cache_seconds = closed_cache_seconds
+        self._success_flush_seconds = success_flush_seconds
+        self._pending: dict[str, _Pending] = {}
+        self._pending_lock = threading.Lock()
         self._retry_interval = retry_interval
         self._monotonic = monotonic
         self._jitter = jitter
@@ -98,6 +123,7 @@ class Breakers:
         self._local = MemoryStore(KeySpace("local", 1))
         self._store_down_until = 0.0
         _all_breakers.add(self)
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     def policy(self, name: str) -> BreakerPolicy:
         try:
@@ -146,11 +172,20 @@ class Breakers:
         if classification is not None and classification.category is Category.IGNORED:
             return  # Celery control flow says nothing about the dependency; a probe lease just expires
         weight = classification.weight if classification is not None else 0.0
-        elapsed = self._monotonic() - call.started
-        if policy.call_timeout is not None and elapsed > policy.call_timeout:
+        now = self._monotonic()
+        if policy.call_timeout is not None and now - call.started > policy.call_timeout:
             call.slow = True
             self.stats["slow_calls"] += 1
             weight = max(weight, self.classifier.weights[Category.TIMEOUT])
+        shared = call.store is not self._local
+        if weight == 0 and not call.permit.probe and shared:
+            due = self._take_pending(call.name, call.permit.generation, add=1, now=now)
+            if due:
+                self._send(call, policy, BreakerOutcome(call.permit.generation, "", 0.0, calls=due))
+            return
+        batched = (
+            self._take_pending(call.name, call.permit.generation, add=0, now=now, force=True) if shared else 0
+        )
         outcome = BreakerOutcome(
             call.permit.generation,
             call.permit.lease,
@@ -158,7 +193,39 @@ class Breakers:
             classification.retry_after if classification is not None else None,
             classification is not None and classification.category is Category.QUOTA_EXHAUSTED,
             self._jitter(),
+            calls=1 + batched,
         )
+        self._send(call, policy, outcome)
+
+    def _take_pending(self, name: str, generation: int, add: int, now: float, force: bool = False) -> int:
+        """Add ``add`` successes to the local count; return the count now due for reporting
+        (everything when ``force``d by a failure, else once the flush interval has passed)."""
+        with self._pending_lock:
+            pending = self._pending.get(name)
+            if pending is None or pending.generation != generation:
+                pending = self._pending[name] = _Pending(generation, 0, now)
+            pending.count += add
+            if not force and now - pending.since < self._success_flush_seconds:
+                return 0
+            del self._pending[name]
+            return pending.count
+
+    def flush(self) -> None:
+        """Report every success counted locally (at exit, and for tests and operators)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for name, batch in pending.items():
+            if batch.count and name in self.policies:
+                try:
+                    self._shared().breaker_record(
+                        name,
+                        self.policies[name],
+                        BreakerOutcome(batch.generation, "", 0.0, calls=batch.count),
+                    )
+                except StoreUnavailable:
+                    self.stats["store_unavailable"] += 1
+
+    def _send(self, call: Call, policy: BreakerPolicy, outcome: BreakerOutcome) -> None:
         try:
             recorded = call.store.breaker_record(call.name, policy, outcome)
         except StoreUnavailable as unavailable:

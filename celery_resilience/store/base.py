@@ -78,6 +78,7 @@ class BreakerOutcome:
     retry_after: float | None = None
     trip_now: bool = False
     jitter_draw: float = 0.0
+    calls: int = 1
 
 
 @runtime_checkable

@@ -110,6 +110,7 @@ class MemoryStore:
                 outcome.retry_after,
                 outcome.trip_now,
                 outcome.jitter_draw,
+                outcome.calls,
             )
             current = view(data, policy, now)
         self._announce(name, current, before)

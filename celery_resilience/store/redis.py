@@ -197,6 +197,7 @@ class RedisStore:
             -1 if outcome.retry_after is None else repr(outcome.retry_after),
             1 if outcome.trip_now else 0,
             repr(outcome.jitter_draw),
+            outcome.calls,
         )
         return Recorded(_STATES[parts[0]], int(parts[1]), float(parts[2]), parts[3] == "1", parts[4] == "1")
 

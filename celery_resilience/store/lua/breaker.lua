@@ -14,7 +14,8 @@
 --   -> "permit <gen> <probe 1/0> <recording 1/0> <state> <open_until>"
 --   -> "deny <state> <retry_after or -1 for none> <gen> <open_until>"
 -- record:  ARGV[6] generation, ARGV[7] lease, ARGV[8] weight, ARGV[9] retry_after (-1 none),
---          ARGV[10] trip now (1/0), ARGV[11] jitter draw in [0, 1)
+--          ARGV[10] trip now (1/0), ARGV[11] jitter draw in [0, 1), ARGV[12] calls this
+--          report stands for (successes counted locally ride along; CLOSED only)
 --   -> "<state> <gen> <open_until> <changed 1/0> <ignored 1/0>"
 -- force:   ARGV[6] closed | forced_open | disabled  -> "<state> <gen> <open_until>"
 -- read:    -> "<state> <gen> <open_until> <trips> <calls> <weight> <probes>"
@@ -146,7 +147,7 @@ if op == "record" then
         weights = weights + tonumber(w)
       end
     end
-    this_calls = this_calls + 1
+    this_calls = this_calls + tonumber(ARGV[12])
     this_weight = this_weight + weight
     redis.call("HSET", KEYS[2], current, string.format("%d %.17g", this_calls, this_weight))
     redis.call("PEXPIRE", KEYS[2], math.ceil(window * 1000) + 1000)

@@ -1,0 +1,103 @@
+"""The per-process breaker client: caching, batched successes, the local fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from celery_resilience.breaker import BreakerPolicy, BreakerState
+from celery_resilience.breakers import Breakers
+from celery_resilience.classify import Classifier
+from celery_resilience.errors import CircuitOpen, StoreUnavailable
+from celery_resilience.keys import KeySpace
+from celery_resilience.store import MemoryStore
+from celery_resilience.testing import FakeClock
+
+POLICY = BreakerPolicy(failure_threshold=2.0, minimum_calls=5, recovery_timeout=30, jitter=0)
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(store: MemoryStore | None = None) -> tuple[Breakers, MemoryStore, Monotonic]:
+    shared = store or MemoryStore(KeySpace("t", 1), clock=FakeClock())
+    mono = Monotonic()
+    return Breakers({"ai": POLICY}, lambda: shared, Classifier.default(), monotonic=mono), shared, mono
+
+
+def succeed(breakers: Breakers, times: int) -> None:
+    for _ in range(times):
+        with breakers.guard("ai"):
+            pass
+
+
+def test_successes_are_reported_in_batches_within_the_flush_interval() -> None:
+    """Four quick successes cost no round trip; the next one after 0.25 s reports all five."""
+    breakers, store, mono = make()
+    succeed(breakers, 4)
+    assert store.breaker_read("ai", POLICY).calls == 0
+    mono.now += 0.3
+    succeed(breakers, 1)
+    assert store.breaker_read("ai", POLICY).calls == 5
+
+
+def test_a_failure_carries_the_pending_successes_and_minimum_calls_sees_them() -> None:
+    """Four successes then one timeout: five calls, weight 2.0, the breaker trips at once."""
+    breakers, store, _ = make()
+    succeed(breakers, 4)
+    with pytest.raises(TimeoutError), breakers.guard("ai"):
+        raise TimeoutError
+    view = store.breaker_read("ai", POLICY)
+    assert view.state is BreakerState.OPEN
+
+
+def test_flush_reports_what_is_pending() -> None:
+    """At exit (or on demand) nothing counted locally is lost."""
+    breakers, store, _ = make()
+    succeed(breakers, 3)
+    breakers.flush()
+    assert store.breaker_read("ai", POLICY).calls == 3
+
+
+def test_open_is_refused_locally_after_the_first_answer() -> None:
+    """Once the store said OPEN, the process refuses until the deadline with no round trip."""
+    breakers, store, _ = make()
+    store.breaker_force("ai", POLICY, BreakerState.FORCED_OPEN)
+    breakers._cache.clear()
+    for _ in range(3):
+        with pytest.raises(CircuitOpen):
+            breakers.acquire("ai")
+    assert breakers.stats["refused_locally"] == 2
+
+
+class FailingStore(MemoryStore):
+    def breaker_acquire(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        raise StoreUnavailable("down")
+
+    def breaker_record(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        raise StoreUnavailable("down")
+
+
+def test_store_down_falls_back_to_a_local_breaker_and_rejoins(caplog: pytest.LogCaptureFixture) -> None:
+    """With the store gone, the process runs its own breaker (same policy): it still trips.
+    After the retry interval it asks the shared store again."""
+    down = FailingStore(KeySpace("t", 1), clock=FakeClock())
+    breakers, _, mono = make(down)
+    with caplog.at_level(logging.WARNING, "celery_resilience"):
+        for _ in range(5):
+            with pytest.raises(TimeoutError), breakers.guard("ai"):
+                raise TimeoutError
+    assert breakers.stats["store_unavailable"] >= 1
+    assert any("own state" in r.message for r in caplog.records)
+    with pytest.raises(CircuitOpen):
+        breakers.acquire("ai")  # the local breaker tripped
+    healthy = MemoryStore(KeySpace("t", 1), clock=FakeClock())
+    breakers._store = lambda: healthy
+    mono.now += 2.1
+    assert breakers.acquire("ai").store is healthy
