@@ -29,6 +29,7 @@ test: lint
 bench: $(STAMP)
 	scripts/ensure-services
 	$(PY) benchmarks/admission.py
+	$(PY) benchmarks/breaker.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -2,8 +2,8 @@
 
 On the worker, each run:
 1. takes one call from the provider's quota (``resilience_providers``); a spent budget
-   retries the task after the wait it names, without calling the provider or counting
-   a failure (and without using up ``max_retries``);
+   runs the task again after the wait it names, without calling the provider, counting
+   a failure or using up ``max_retries``;
 2. asks the breaker (``resilience_breakers[breaker]``) for a permit; an open breaker
    fails the task at once with ``CircuitOpen``;
 3. runs the task, classifies any exception, records the outcome (a call that overran
@@ -19,6 +19,8 @@ failure is retried by both and the breaker sees a fraction of them.
 from __future__ import annotations
 
 from typing import Any
+
+from celery.exceptions import Ignore
 
 from .classify import Category
 from .errors import CircuitOpen
@@ -52,8 +54,7 @@ class AITask(ResilientTask):
         if provider is not None:
             wait = resilience.quota.take(provider)
             if wait > 0:
-                # Not a failure, and not one of the task's retries: the budget refills.
-                raise self.retry(countdown=wait, max_retries=self.request.retries + 1)
+                self._wait_for_quota(wait)
         call = resilience.breakers.acquire(self.breaker)
         try:
             result = super().__call__(*args, **kwargs)
@@ -73,3 +74,11 @@ class AITask(ResilientTask):
             raise
         resilience.breakers.record(call, None)
         return result
+
+    def _wait_for_quota(self, wait: float) -> None:
+        """Run again once the budget has refilled: the same request under the same task id,
+        with its retry count unchanged (a spent budget is neither a failure nor a retry)."""
+        if self.request.is_eager:
+            raise self.retry(countdown=wait, max_retries=self.request.retries + 1)
+        self.signature_from_request(countdown=wait).apply_async()
+        raise Ignore()

@@ -82,9 +82,9 @@ def call_ops(url: str) -> Any:
     return _post(url)
 
 
-@app.task(base=AITask, breaker="quota", name="ai.quota", max_retries=0)
-def call_quota(url: str) -> Any:
-    return _post(url)
+@app.task(base=AITask, bind=True, breaker="quota", name="ai.quota", max_retries=0)
+def call_quota(self: AITask, url: str) -> Any:
+    return {"answer": _post(url), "retries": self.request.retries}
 
 
 @app.task(base=AITask, breaker="slow", name="ai.slow", max_retries=0)

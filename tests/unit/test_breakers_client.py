@@ -101,3 +101,18 @@ def test_store_down_falls_back_to_a_local_breaker_and_rejoins(caplog: pytest.Log
     breakers._store = lambda: healthy
     mono.now += 2.1
     assert breakers.acquire("ai").store is healthy
+
+
+def test_a_call_overrunning_call_timeout_counts_as_a_timeout_in_any_pool() -> None:
+    """Without a soft time limit (threads, solo), a successful call that overran still weighs 2.0."""
+    slow_policy = BreakerPolicy(failure_threshold=4.0, minimum_calls=1, call_timeout=1.0, jitter=0)
+    store = MemoryStore(KeySpace("t", 1), clock=FakeClock())
+    mono = Monotonic()
+    breakers = Breakers({"ai": slow_policy}, lambda: store, Classifier.default(), monotonic=mono)
+    for _ in range(2):
+        call = breakers.acquire("ai")
+        mono.now += 1.5
+        breakers.record(call, None)
+        assert call.slow
+    assert store.breaker_read("ai", slow_policy).state is BreakerState.OPEN
+    assert breakers.stats["slow_calls"] == 2

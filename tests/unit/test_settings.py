@@ -136,6 +136,37 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"tier_resolver": "no.such.module.resolve"}, "resilience_tier_resolver", "importable"),
     ({"tier_resolver": 42}, "resilience_tier_resolver", "callable"),
     ({"teirs": TIERS}, "resilience_teirs", "did you mean resilience_tiers"),
+    (
+        {"breakers": {"openai": {"failure_threshold": 0}}},
+        "resilience_breakers['openai']['failure_threshold']",
+        "> 0",
+    ),
+    (
+        {"breakers": {"openai": {"half_open_probes": 0}}},
+        "resilience_breakers['openai']['half_open_probes']",
+        ">= 1",
+    ),
+    (
+        {"breakers": {"openai": {"half_open_probes": 1.5}}},
+        "resilience_breakers['openai']['half_open_probes']",
+        "integer",
+    ),
+    ({"breakers": {"openai": {"window": "1m"}}}, "resilience_breakers['openai']['window']", "a number"),
+    ({"breakers": {"openai": {"jitter": 2}}}, "resilience_breakers['openai']['jitter']", "[0, 1]"),
+    (
+        {"breakers": {"openai": {"recovery_timeout": 60, "max_recovery_timeout": 10}}},
+        "resilience_breakers['openai']['max_recovery_timeout']",
+        "at least recovery_timeout",
+    ),
+    ({"breakers": {"openai": {"treshold": 5}}}, "resilience_breakers['openai']['treshold']", "one of"),
+    ({"breakers": {"open ai": {}}}, "resilience_breakers", "names of letters"),
+    ({"breakers": {"openai": 5}}, "resilience_breakers['openai']", "mapping of breaker options"),
+    ({"error_weights": {"timeouts": 1.0}}, "resilience_error_weights", "categories among"),
+    ({"error_weights": {"timeout": -1}}, "resilience_error_weights['timeout']", ">= 0"),
+    ({"error_rules": ["no.such.rule"]}, "resilience_error_rules[0]", "importable"),
+    ({"error_rules": "os.path.basename"}, "resilience_error_rules", "a list"),
+    ({"providers": {"openai": {"rate": "lots"}}}, "resilience_providers['openai']['rate']", "600/m"),
+    ({"providers": {"openai": "1000/m"}}, "resilience_providers['openai']", "{'rate': '1000/m'}"),
 ]
 
 
@@ -155,6 +186,14 @@ def test_resilience_app_raises_at_start_up() -> None:
     app.conf.resilience_tiers = {"free": {"rate": "60/m", "burst": -1}}
     with pytest.raises(ConfigurationError, match=r"resilience_tiers\['free'\]\['burst'\]"):
         Resilience(app)
+
+
+def test_breaker_settings_fill_in_defaults() -> None:
+    """A breaker needs only its name; the probe lease outlives the call timeout."""
+    s = settings(breakers={"openai": {}, "slow": {"call_timeout": 40}}, error_weights={"other": 0.0})
+    assert s.breakers["openai"].failure_threshold == 5.0 and s.breakers["openai"].probe_lease == 60.0
+    assert s.breakers["slow"].probe_lease == 80.0
+    assert s.classifier(ValueError()).weight == 0.0
 
 
 def test_tier_resolver_accepts_a_dotted_path() -> None:
