@@ -239,7 +239,8 @@ class Breakers:
 
     @contextmanager
     def guard(self, name: str) -> Iterator[Call]:
-        """``with breakers.guard("openai"): client.chat.completions.create(...)``"""
+        """``with breakers.guard("openai"): ...``, or ``@breakers.guard("openai")`` on a function
+        (each call is guarded on its own)."""
         call = self.acquire(name)
         try:
             yield call

@@ -116,3 +116,19 @@ def test_a_call_overrunning_call_timeout_counts_as_a_timeout_in_any_pool() -> No
         assert call.slow
     assert store.breaker_read("ai", slow_policy).state is BreakerState.OPEN
     assert breakers.stats["slow_calls"] == 2
+
+
+def test_guard_works_as_a_decorator_acquiring_per_call() -> None:
+    """@breakers.guard("ai") guards each call of the function, not the decoration."""
+    breakers, store, _ = make()
+
+    @breakers.guard("ai")
+    def flaky() -> None:
+        raise TimeoutError
+
+    for _ in range(5):
+        with pytest.raises(TimeoutError):
+            flaky()
+    assert store.breaker_read("ai", POLICY).state is BreakerState.OPEN
+    with pytest.raises(CircuitOpen):
+        flaky()
