@@ -21,41 +21,18 @@ machine is noisy and absolute times drift; only the ratios are meant to be compa
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import uuid
-from collections.abc import Callable
 
 import redis
 from celery import Celery
 from limits import RateLimitItemPerSecond, storage, strategies
+from timing import measure
 
 from celery_resilience import Resilience, ResilientTask
 from celery_resilience.store.redis import RedisStore
 
 REDIS = "redis://127.0.0.1:6379"
 BROKER_DB, STORE_DB = 11, 13
-
-
-def per_call(func: Callable[[int], None], calls: int) -> float:
-    start = time.perf_counter()
-    for i in range(calls):
-        func(i)
-    return (time.perf_counter() - start) / calls
-
-
-def measure(contenders: dict[str, Callable[[int], None]], calls: int, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each contender, rounds interleaved so drift hits all alike."""
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for func in contenders.values():  # warm-up: connections, script loading
-        per_call(func, min(calls, 200))
-    for round_index in range(rounds):
-        order = list(contenders.items())
-        if round_index % 2:
-            order.reverse()
-        for name, func in order:
-            samples[name].append(per_call(func, calls))
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def resilient_app(name: str, broker: str, lease_window: float, **conf: object) -> Celery:
@@ -106,6 +83,7 @@ def publish_benchmark(calls: int, rounds: int) -> dict[str, float]:
                 },
                 calls,
                 rounds,
+                with_index=True,
             )
     finally:
         broker.delete(queue)
@@ -143,6 +121,7 @@ def decision_benchmark(calls: int, rounds: int) -> dict[str, float]:
             },
             calls,
             rounds,
+            with_index=True,
         )
     finally:
         store.purge()

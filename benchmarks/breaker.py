@@ -21,11 +21,11 @@ import multiprocessing
 import statistics
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pybreaker
 import redis
+from timing import measure
 
 from celery_resilience.breaker import BreakerPolicy, BreakerState
 from celery_resilience.breakers import Breakers
@@ -40,26 +40,6 @@ POLICY = BreakerPolicy(failure_threshold=5, minimum_calls=1, recovery_timeout=36
 
 def noop() -> None:
     return None
-
-
-def per_call(func: Callable[[], None], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        func()
-    return (time.perf_counter() - start) / calls
-
-
-def measure(contenders: dict[str, Callable[[], None]], calls: int, rounds: int) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for func in contenders.values():
-        per_call(func, min(calls, 200))
-    for index in range(rounds):
-        order = list(contenders.items())
-        if index % 2:
-            order.reverse()
-        for name, func in order:
-            samples[name].append(per_call(func, calls))
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def overhead(calls: int, rounds: int) -> tuple[dict[str, float], int]:

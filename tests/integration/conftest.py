@@ -6,8 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,15 @@ def integration_env(redis_available: None) -> Iterator[dict[str, str]]:
     for pattern in (f"{env['RESILIENCE_TEST_QUEUE']}*", f"{env['RESILIENCE_TEST_AI_QUEUE']}*"):
         for key in broker.scan_iter(match=pattern):
             broker.delete(key)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds, failing the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.02)
 
 
 def start_worker(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from types import ModuleType
 from typing import Any
@@ -14,6 +13,7 @@ from celery import chain
 from celery.exceptions import TaskRevokedError
 
 from celery_resilience import Resilience, Throttled
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +34,6 @@ def metric(module: ModuleType, name: str) -> float:
     store = Resilience.of(module.app).store
     minute = int(store.now() // 60)
     return sum(store.metrics(m).get(name, 0.0) for m in (minute - 1, minute))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 def test_context_reaches_the_worker_and_tiers_and_users_are_separate(app_module: ModuleType) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -15,7 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery_resilience import BreakerState, CircuitOpen, Resilience
 from celery_resilience.breakers import Breakers
 from tests.http_server import ScriptedServer
-from tests.integration.conftest import start_worker, stop_worker
+from tests.integration.conftest import start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +41,6 @@ def ai(ai_worker: Any, server: ScriptedServer) -> ModuleType:
 
 def breakers(ai: ModuleType) -> Breakers:
     return Resilience.of(ai.app).breakers
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 def trip(ai: ModuleType, name: str) -> None:
