@@ -93,6 +93,14 @@ class KeySpace:
         """Pub/sub channel on which every breaker transition is announced."""
         return f"{self.prefix}:breaker-events"
 
+    def health(self) -> str:
+        """Hash of worker name -> its latest heartbeat (JSON)."""
+        return f"{self.prefix}:{{health}}:workers"
+
+    def demand(self) -> str:
+        """Hash of absolute hour -> requests admitted or refused in that hour."""
+        return f"{self.prefix}:{{demand}}:hours"
+
     def pattern(self) -> str:
         """Glob matching every key of this key space, for operators and clean-up."""
         return f"{self.prefix}:*"

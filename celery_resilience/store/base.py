@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from ..breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
 from ..bucket import BucketSpec, Outcome
 from ..keys import KeySpace
+from ..load import HealthSnapshot
 
 __all__ = [
     "Store",
@@ -30,6 +31,7 @@ __all__ = [
 Clock = Callable[[], float]
 TransitionListener = Callable[["str | None", "BreakerView | None"], None]
 SECONDS_PER_MINUTE = 60
+DEMAND_HISTORY_HOURS = 6 * 7 * 24
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +110,21 @@ class Store(Protocol):
 
     def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
         """The breaker's state, windowed calls and weight, probes held."""
+
+    def publish_health(self, snapshot: HealthSnapshot) -> None:
+        """Store a worker's heartbeat (replacing its previous one)."""
+
+    def read_health(self) -> list[HealthSnapshot]:
+        """Every worker's latest heartbeat; readers decide which are stale."""
+
+    def requests_in_hour(self, hour: int) -> float:
+        """Admission requests decided during absolute ``hour`` (from the minute counters)."""
+
+    def record_demand(self, hour: int, requests: float) -> None:
+        """Keep an hour's demand in the history, unless another process already did."""
+
+    def demand_history(self) -> dict[int, float]:
+        """Absolute hour -> demand, for the hours kept (about six weeks)."""
 
     def subscribe(self, listener: TransitionListener) -> None:
         """Call ``listener(name, view)`` on every breaker transition made by any process

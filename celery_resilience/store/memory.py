@@ -22,8 +22,17 @@ from ..breaker import (
 )
 from ..bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain
 from ..keys import KeySpace
-from .base import SECONDS_PER_MINUTE, AdmitRequest, BreakerOutcome, Clock, TransitionListener, delay_for
-from .metrics_fields import admission_fields, derive
+from ..load import HealthSnapshot
+from .base import (
+    DEMAND_HISTORY_HOURS,
+    SECONDS_PER_MINUTE,
+    AdmitRequest,
+    BreakerOutcome,
+    Clock,
+    TransitionListener,
+    delay_for,
+)
+from .metrics_fields import REQUESTS, admission_fields, derive
 
 __all__ = ["MemoryStore"]
 
@@ -42,6 +51,8 @@ class MemoryStore:
         self._metrics: dict[tuple[str, int], Counter[str]] = {}
         self._operations = 0
         self._breakers: dict[str, BreakerData] = {}
+        self._health: dict[str, HealthSnapshot] = {}
+        self._demand: dict[int, float] = {}
         self._listeners: list[TransitionListener] = []
 
     def now(self) -> float:
@@ -129,6 +140,28 @@ class MemoryStore:
         with self._lock:
             return view(self._breakers.setdefault(name, BreakerData()), policy, self._clock())
 
+    def publish_health(self, snapshot: HealthSnapshot) -> None:
+        with self._lock:
+            self._health[snapshot.worker] = snapshot
+
+    def read_health(self) -> list[HealthSnapshot]:
+        with self._lock:
+            return list(self._health.values())
+
+    def requests_in_hour(self, hour: int) -> float:
+        first = hour * 60
+        return sum(self.metrics(minute).get(REQUESTS, 0.0) for minute in range(first, first + 60))
+
+    def record_demand(self, hour: int, requests: float) -> None:
+        with self._lock:
+            self._demand.setdefault(hour, requests)
+            for old in [h for h in self._demand if h < hour - DEMAND_HISTORY_HOURS]:
+                del self._demand[old]
+
+    def demand_history(self) -> dict[int, float]:
+        with self._lock:
+            return dict(self._demand)
+
     def subscribe(self, listener: TransitionListener) -> None:
         with self._lock:
             if listener not in self._listeners:
@@ -141,10 +174,12 @@ class MemoryStore:
 
     def purge(self) -> int:
         with self._lock:
-            deleted = len(self._buckets) + len(self._metrics) + len(self._breakers)
+            deleted = len(self._buckets) + len(self._metrics) + len(self._breakers) + len(self._health)
             self._buckets.clear()
             self._metrics.clear()
             self._breakers.clear()
+            self._health.clear()
+            self._demand.clear()
             return deleted
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ second, never a hung publish. Every redis error surfaces as ``StoreUnavailable``
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +23,16 @@ from ..breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, 
 from ..bucket import BucketSpec, Decision, Outcome
 from ..errors import StoreUnavailable
 from ..keys import KeySpace
-from .base import AdmitPolicy, AdmitRequest, BreakerOutcome, Clock, MinuteClock, TransitionListener
+from ..load import HealthSnapshot
+from .base import (
+    DEMAND_HISTORY_HOURS,
+    AdmitPolicy,
+    AdmitRequest,
+    BreakerOutcome,
+    Clock,
+    MinuteClock,
+    TransitionListener,
+)
 from .metrics_fields import derive
 
 __all__ = ["RedisStore", "load_script"]
@@ -240,6 +250,65 @@ class RedisStore:
             args=[op, now_arg, wire, name, self.keys.breaker_channel(), *args],
         )
         return reply.decode().split()  # type: ignore[no-any-return]
+
+    def publish_health(self, snapshot: HealthSnapshot) -> None:
+        value = json.dumps(
+            {
+                "at": snapshot.at,
+                "cpu": snapshot.cpu,
+                "memory": snapshot.memory,
+                "load": snapshot.load,
+                "active": snapshot.active,
+                "probes": dict(snapshot.probes),
+            }
+        )
+        self._call(self._redis.hset, self.keys.health(), snapshot.worker, value)
+
+    def read_health(self) -> list[HealthSnapshot]:
+        snapshots = []
+        for worker, raw in self._call(self._redis.hgetall, self.keys.health()).items():
+            try:
+                data = json.loads(raw)
+                snapshots.append(
+                    HealthSnapshot(
+                        worker.decode(),
+                        float(data["at"]),
+                        float(data["cpu"]),
+                        float(data["memory"]),
+                        float(data["load"]),
+                        int(data["active"]),
+                        dict(data.get("probes", {})),
+                    )
+                )
+            except (ValueError, KeyError, TypeError):
+                logger.warning("ignored a malformed heartbeat from %r", worker)
+        return snapshots
+
+    def requests_in_hour(self, hour: int) -> float:
+        pipe = self._redis.pipeline(transaction=False)
+        for minute in range(hour * 60, hour * 60 + 60):
+            for key in self.keys.all_metrics(minute):
+                pipe.hgetall(key)
+        total = 0.0
+        for fields in self._call(pipe.execute):
+            total += derive({name.decode(): float(value) for name, value in fields.items()}).get(
+                "requests", 0.0
+            )
+        return total
+
+    def record_demand(self, hour: int, requests: float) -> None:
+        key = self.keys.demand()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hsetnx(key, str(hour), repr(requests))
+        pipe.hkeys(key)
+        _, hours = self._call(pipe.execute)
+        old = [h for h in hours if int(h) < hour - DEMAND_HISTORY_HOURS]
+        if old:
+            self._call(self._redis.hdel, key, *old)
+
+    def demand_history(self) -> dict[int, float]:
+        raw = self._call(self._redis.hgetall, self.keys.demand())
+        return {int(hour): float(value) for hour, value in raw.items()}
 
     def subscribe(self, listener: TransitionListener) -> None:
         with self._listener_lock:
