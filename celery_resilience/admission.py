@@ -29,7 +29,7 @@ from .settings import Limit, ResilienceSettings, TierPolicy
 from .store.base import AdmitPolicy, AdmitRequest, Store, delay_for
 from .store.metrics_fields import ADMITTED, outcome_field
 
-__all__ = ["CallContext", "Verdict", "Admission", "SeveritySource", "ConstantSeverity"]
+__all__ = ["CallContext", "Verdict", "Admission", "SeveritySource", "RateMultiplier", "ConstantSeverity"]
 
 logger = logging.getLogger("celery_resilience.admission")
 
@@ -40,6 +40,12 @@ class SeveritySource(Protocol):
     """Tells how loaded the system is; backpressure and worker health plug in here."""
 
     def severity(self, queue: str | None) -> Severity: ...
+
+
+class RateMultiplier(Protocol):
+    """Scales admitted rates to the system's condition (the load monitor is one)."""
+
+    def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float: ...
 
 
 class ConstantSeverity:
@@ -145,6 +151,7 @@ class Admission:
     ) -> None:
         self.settings = settings
         self.severity: SeveritySource = severity or ConstantSeverity()
+        self.load: RateMultiplier | None = None
         self.stats: Counter[str] = Counter()
         self._store_factory = store_factory
         self._store: Store | None = None
@@ -193,12 +200,14 @@ class Admission:
             )
         return CallContext(uid, tier, request_type, criticality)
 
-    def decide(self, ctx: CallContext, *, task_name: str, queue: str | None = None) -> Verdict:
+    def decide(
+        self, ctx: CallContext, *, task_name: str, queue: str | None = None, breaker: str | None = None
+    ) -> Verdict:
         """One admission decision; raises ``Throttled`` when the policy says reject."""
         settings = self.settings
         tier = settings.tiers[ctx.tier]
         severity = self.severity.severity(queue)
-        multiplier = self.multiplier(tier)
+        multiplier = self.multiplier(tier, queue, breaker)
         plan = self._plans.get((severity, ctx.tier, ctx.request_type, multiplier))
         if plan is None:
             plan = self._plan(severity, tier, ctx, multiplier)
@@ -333,9 +342,9 @@ class Admission:
             except StoreUnavailable:
                 self.stats["store_unavailable"] += 1
 
-    def multiplier(self, policy: TierPolicy) -> float:
-        """Adaptive factor applied to the baseline rate (1.0 until adaptive limits plug in)."""
-        return 1.0
+    def multiplier(self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None) -> float:
+        """Adaptive factor applied to the baseline rate, clamped per tier afterwards."""
+        return self.load.multiplier(queue, breaker) if self.load is not None else 1.0
 
     def _store_failed(self, ctx: CallContext, task_name: str, error: StoreUnavailable | None) -> Verdict:
         self.stats["store_unavailable"] += 1

@@ -249,6 +249,11 @@ class Breakers:
             raise
         self.record(call, None)
 
+    def cached_state(self, name: str) -> BreakerState | None:
+        """What this process knows of a breaker without asking the store (None: nothing)."""
+        cached = self._cache.get(name)
+        return cached.view.state if cached is not None else None
+
     # -- operators -----------------------------------------------------------------------
 
     def force(self, name: str, state: BreakerState) -> BreakerView:

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, signals
 
 from .admission import Admission, SeveritySource
+from .backpressure import QueueDepths
+from .bootsteps import HealthHeartbeat
 from .breakers import Breakers, Call
 from .keys import KeySpace
+from .monitor import LoadMonitor
 from .quota import ProviderQuota
 from .settings import ResilienceSettings
 from .store import Store, open_store
@@ -75,11 +78,17 @@ class Resilience:
             retry_interval=self.settings.store_retry_interval,
         )
         self.quota = ProviderQuota(self.settings.providers, lambda: self.admission.store)
+        load = self.settings.load
+        self.depths = QueueDepths(app, load.depth_interval) if load.queue_thresholds else None
+        self.load = LoadMonitor(load, lambda: self.admission.store, self.depths, self.breakers.cached_state)
+        self.admission.severity = severity if severity is not None else self.load
+        self.admission.load = self.load
         with _registry_lock:
             previous = _registry.get(app)
             _registry[app] = self
         if previous is None:
             self._connect_signals()
+            app.steps["worker"].add(HealthHeartbeat)
 
     @classmethod
     def of(cls, app: Celery) -> Resilience:

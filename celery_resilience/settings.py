@@ -20,6 +20,7 @@ from .breaker_settings import parse_breakers, parse_classifier, parse_providers
 from .classify import Classifier
 from .config_helpers import NAME_FORM, NAME_RE, import_dotted
 from .errors import ConfigurationError
+from .load_settings import LOAD_SETTINGS, LoadSettings, parse_load_settings
 from .policy import (
     DEFAULT_CRITICALITY_RESERVE,
     DEFAULT_REQUEST_TYPES,
@@ -87,6 +88,7 @@ class ResilienceSettings:
     breakers: Mapping[str, BreakerPolicy]
     classifier: Classifier
     providers: Mapping[str, Rate]
+    load: LoadSettings
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], *, broker_url: str | None = None) -> ResilienceSettings:
@@ -126,6 +128,7 @@ class ResilienceSettings:
             breakers=MappingProxyType(dict(parse_breakers(get(f"{PREFIX}breakers")))),
             classifier=parse_classifier(get(f"{PREFIX}error_weights"), get(f"{PREFIX}error_rules")),
             providers=MappingProxyType(dict(parse_providers(get(f"{PREFIX}providers")))),
+            load=parse_load_settings(get),
             lease_max_tokens=_int(
                 f"{PREFIX}lease_max_tokens", get(f"{PREFIX}lease_max_tokens", 16), low=1, high=10_000
             ),
@@ -156,6 +159,7 @@ KNOWN_SETTINGS = frozenset(
         "error_weights",
         "error_rules",
         "providers",
+        *LOAD_SETTINGS,
     )
 )
 

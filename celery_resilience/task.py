@@ -58,7 +58,12 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         else:
             admission = Resilience.of(self.app).admission
             ctx = admission.context(user_id, tier, request_type, self.request_type)
-            verdict = admission.decide(ctx, task_name=self.name, queue=_queue_name(options.get("queue")))
+            verdict = admission.decide(
+                ctx,
+                task_name=self.name,
+                queue=self._target_queue(args, kwargs, options),
+                breaker=getattr(self, "breaker", None),
+            )
             headers[HEADER] = {**ctx.as_header(), "decision": verdict.label}
             _apply_schedule(options, verdict)
         options["headers"] = headers
@@ -72,6 +77,17 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             shadow=shadow,
             **options,
         )
+
+    def _target_queue(self, args: Any, kwargs: Any, options: dict[str, Any]) -> str | None:
+        """The queue this publish lands in: the call's, the task's, the router's, the default."""
+        explicit = _queue_name(options.get("queue")) or _queue_name(getattr(self, "queue", None))
+        if explicit is not None:
+            return explicit
+        app = self.app
+        if app.conf.task_routes:
+            routed = app.amqp.router.route(dict(options), self.name, args, kwargs)
+            return _queue_name(routed.get("queue"))
+        return str(app.conf.task_default_queue)
 
     @property
     def resilience_context(self) -> dict[str, Any]:

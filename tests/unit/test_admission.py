@@ -177,7 +177,9 @@ def test_adapted_rate_is_clamped_to_minimum_guaranteed(clock: FakeClock) -> None
     """However low the adaptive factor, a tier keeps its minimum_guaranteed rate."""
 
     class Starved(Admission):
-        def multiplier(self, policy: TierPolicy) -> float:
+        def multiplier(
+            self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None
+        ) -> float:
             return 0.0001
 
     tiers = {"t": {"rate": "60/s", "burst": 1, "minimum_guaranteed": "30/s"}}

@@ -1,0 +1,148 @@
+"""Validation of the backpressure, worker health and prediction settings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from .config_helpers import NAME_FORM, NAME_RE, import_dotted
+from .errors import ConfigurationError
+from .load import DEFAULT_RESOURCE_STEPS, QueueThresholds
+
+__all__ = ["LoadSettings", "parse_load_settings", "LOAD_SETTINGS"]
+
+PREFIX = "resilience_"
+LOAD_SETTINGS = (
+    "queue_thresholds",
+    "depth_interval",
+    "heartbeat_interval",
+    "health_stale_after",
+    "resource_thresholds",
+    "health_probes",
+    "adaptive_interval",
+    "prediction",
+)
+Probe = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    queue_thresholds: Mapping[str, QueueThresholds]
+    depth_interval: float
+    heartbeat_interval: float
+    health_stale_after: float
+    resource_steps: tuple[tuple[float, float], ...]
+    health_probes: Mapping[str, Probe]
+    adaptive_interval: float
+    prediction_enabled: bool
+    prediction_confidence: float
+    prediction_spike: float
+
+
+def _seconds(name: str, value: object, default: float) -> float:
+    value = default if value is None else value
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{PREFIX}{name}", "a number of seconds > 0", value)
+    return float(value)
+
+
+def _thresholds(value: object) -> Mapping[str, QueueThresholds]:
+    setting = f"{PREFIX}queue_thresholds"
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(setting, "a mapping of queue name to {'high': N, 'critical': M}", value)
+    result: dict[str, QueueThresholds] = {}
+    for queue, spec in value.items():
+        where = f"{setting}[{queue!r}]"
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(setting, "queue names as keys", queue)
+        if not isinstance(spec, Mapping) or set(spec) != {"high", "critical"}:
+            raise ConfigurationError(where, "a mapping with exactly 'high' and 'critical'", spec)
+        high, critical = spec["high"], spec["critical"]
+        for key, number in (("high", high), ("critical", critical)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise ConfigurationError(f"{where}[{key!r}]", "a whole number of messages >= 1", number)
+        if critical <= high:
+            raise ConfigurationError(f"{where}['critical']", f"more than high ({high})", critical)
+        result[queue] = QueueThresholds(high, critical)
+    return MappingProxyType(result)
+
+
+def _steps(value: object) -> tuple[tuple[float, float], ...]:
+    setting = f"{PREFIX}resource_thresholds"
+    if value is None:
+        return tuple(DEFAULT_RESOURCE_STEPS)
+    expected = "a list of [usage above, multiplier] pairs in (0, 1], like [[0.9, 0.3], [0.8, 0.6]]"
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ConfigurationError(setting, expected, value)
+    steps: list[tuple[float, float]] = []
+    for pair in value:
+        if (
+            isinstance(pair, str)
+            or not isinstance(pair, Sequence)
+            or len(pair) != 2
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) and 0 < x <= 1 for x in pair)
+        ):
+            raise ConfigurationError(setting, expected, pair)
+        steps.append((float(pair[0]), float(pair[1])))
+    return tuple(sorted(steps, reverse=True))
+
+
+def _probes(value: object) -> Mapping[str, Probe]:
+    setting = f"{PREFIX}health_probes"
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(setting, "a mapping of probe name to a callable or its dotted path", value)
+    probes: dict[str, Probe] = {}
+    for name, probe in value.items():
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ConfigurationError(setting, NAME_FORM, name)
+        found = import_dotted(f"{setting}[{name!r}]", probe) if isinstance(probe, str) else probe
+        if not callable(found):
+            raise ConfigurationError(f"{setting}[{name!r}]", "a callable returning a use in [0, 1]", probe)
+        probes[name] = found
+    return MappingProxyType(probes)
+
+
+def _prediction(value: object) -> tuple[bool, float, float]:
+    setting = f"{PREFIX}prediction"
+    spec: Mapping[str, Any] = {} if value is None else value  # type: ignore[assignment]
+    if not isinstance(spec, Mapping) or set(spec) - {"enabled", "confidence", "spike"}:
+        raise ConfigurationError(setting, "a mapping with 'enabled', 'confidence' and 'spike'", value)
+    enabled = spec.get("enabled", True)
+    confidence = spec.get("confidence", 0.8)
+    spike = spec.get("spike", 2.0)
+    if not isinstance(enabled, bool):
+        raise ConfigurationError(f"{setting}['enabled']", "True or False", enabled)
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence < 1:
+        raise ConfigurationError(f"{setting}['confidence']", "a confidence in [0, 1)", confidence)
+    if isinstance(spike, bool) or not isinstance(spike, int | float) or spike <= 1:
+        raise ConfigurationError(f"{setting}['spike']", "a spike factor > 1", spike)
+    return enabled, float(confidence), float(spike)
+
+
+def parse_load_settings(get: Callable[[str], Any]) -> LoadSettings:
+    heartbeat = _seconds("heartbeat_interval", get(f"{PREFIX}heartbeat_interval"), 5.0)
+    enabled, confidence, spike = _prediction(get(f"{PREFIX}prediction"))
+    return LoadSettings(
+        queue_thresholds=_thresholds(get(f"{PREFIX}queue_thresholds")),
+        depth_interval=_seconds("depth_interval", get(f"{PREFIX}depth_interval"), 0.3),
+        heartbeat_interval=heartbeat,
+        health_stale_after=_seconds("health_stale_after", get(f"{PREFIX}health_stale_after"), 3 * heartbeat),
+        resource_steps=_steps(get(f"{PREFIX}resource_thresholds")),
+        health_probes=_probes(get(f"{PREFIX}health_probes")),
+        adaptive_interval=_seconds("adaptive_interval", get(f"{PREFIX}adaptive_interval"), 1.0),
+        prediction_enabled=enabled,
+        prediction_confidence=confidence,
+        prediction_spike=spike,
+    )

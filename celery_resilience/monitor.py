@@ -1,0 +1,143 @@
+"""The load monitor: severity and rate multipliers from the whole cluster's signals.
+
+It is the ``SeveritySource`` admission asks on every publish, and the source of the
+adaptive multiplier. Both answers come from values refreshed at most once per
+``resilience_adaptive_interval``:
+- the workers' heartbeats: one store read, ignoring stale ones;
+- queue depths: probed per queue at most once per ``resilience_depth_interval``;
+- breaker states: this process's breaker cache, no round trip;
+- the demand predicted for the current hour: recomputed when the hour changes, after
+  the previous hour's demand is added to the history.
+
+No publish waits for more than a dictionary lookup once the values are fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+from .backpressure import QueueDepths
+from .breaker import BreakerState
+from .errors import StoreUnavailable
+from .load import (
+    ClusterHealth,
+    LoadFactors,
+    api_multiplier,
+    cluster_health,
+    queue_multiplier,
+    queue_severity,
+    step_multiplier,
+    usage_severity,
+    worst,
+)
+from .load_settings import LoadSettings
+from .policy import Severity
+from .prediction import Prediction, hour_index, predict
+from .store import Store
+
+__all__ = ["LoadMonitor"]
+
+logger = logging.getLogger("celery_resilience.monitor")
+
+
+class LoadMonitor:
+    def __init__(
+        self,
+        settings: LoadSettings,
+        store: Callable[[], Store],
+        depths: QueueDepths | None,
+        breaker_state: Callable[[str], BreakerState | None],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.stats: Counter[str] = Counter()
+        self.events: deque[Prediction] = deque(maxlen=100)
+        self.health: ClusterHealth | None = None
+        self.prediction: Prediction | None = None
+        self._store = store
+        self._depths = depths
+        self._breaker_state = breaker_state
+        self._monotonic = monotonic
+        self._refreshed = -math.inf
+        self._lock = threading.Lock()
+
+    # -- what admission asks -----------------------------------------------------------------
+
+    def severity(self, queue: str | None) -> Severity:
+        self._refresh()
+        resources = usage_severity(self.health.usage) if self.health is not None else Severity.NORMAL
+        return worst(resources, self._queue_severity(queue))
+
+    def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
+        """Every factor on its own; their product scales the admitted rate."""
+        self._refresh()
+        steps = self.settings.resource_steps
+        health = self.health
+        state = self._breaker_state(breaker) if breaker is not None else None
+        prediction = self.prediction
+        acts = prediction is not None and prediction.acts(
+            self.settings.prediction_confidence, self.settings.prediction_spike
+        )
+        return LoadFactors(
+            resources=step_multiplier(health.usage, steps) if health is not None else 1.0,
+            probes=step_multiplier(max(health.probes.values()), steps) if health and health.probes else 1.0,
+            external_apis=api_multiplier([state]) if state is not None else 1.0,
+            queue=queue_multiplier(self._queue_severity(queue)),
+            predicted=1.0 / prediction.spike if acts and prediction is not None else 1.0,
+        )
+
+    def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float:
+        return round(self.factors(queue, breaker).product, 4)
+
+    # -- refreshing --------------------------------------------------------------------------
+
+    def _queue_severity(self, queue: str | None) -> Severity:
+        if queue is None or self._depths is None:
+            return Severity.NORMAL
+        thresholds = self.settings.queue_thresholds.get(queue)
+        if thresholds is None:
+            return Severity.NORMAL
+        return queue_severity(self._depths.depth(queue), thresholds)
+
+    def _refresh(self) -> None:
+        if self._monotonic() - self._refreshed < self.settings.adaptive_interval:
+            return
+        with self._lock:
+            if self._monotonic() - self._refreshed < self.settings.adaptive_interval:
+                return
+            self._refreshed = self._monotonic()
+            try:
+                store = self._store()
+                now = store.now()
+                self.health = cluster_health(store.read_health(), now, self.settings.health_stale_after)
+                if self.settings.prediction_enabled:
+                    self._predict(store, hour_index(now))
+            except StoreUnavailable as error:
+                self.stats["store_unavailable"] += 1
+                logger.debug("load signals unavailable: %s", error)
+
+    def _predict(self, store: Store, hour: int) -> None:
+        if self.prediction is not None and self.prediction.hour == hour:
+            return
+        history = store.demand_history()
+        if hour - 1 not in history:
+            requests = store.requests_in_hour(hour - 1)
+            store.record_demand(hour - 1, requests)
+            history[hour - 1] = requests
+        self.prediction = prediction = predict(history, hour)
+        if prediction.acts(self.settings.prediction_confidence, self.settings.prediction_spike):
+            self.events.append(prediction)
+            self.stats["predicted_spikes"] += 1
+            logger.warning(
+                "demand spike predicted for this hour: %.1fx the usual (confidence %.2f); "
+                "limits scaled by %.2f",
+                prediction.spike,
+                prediction.confidence,
+                1.0 / prediction.spike,
+            )
