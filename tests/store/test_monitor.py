@@ -1,0 +1,112 @@
+"""The load monitor on both stores: heartbeats, staleness, clamping, predicted demand."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_resilience.admission import Admission
+from celery_resilience.errors import Throttled
+from celery_resilience.load import HealthSnapshot
+from celery_resilience.load_settings import parse_load_settings
+from celery_resilience.monitor import LoadMonitor
+from celery_resilience.policy import Severity
+from celery_resilience.prediction import HOURS_PER_WEEK, hour_index, hour_of_week
+from celery_resilience.settings import ResilienceSettings
+from celery_resilience.store import Store
+from celery_resilience.testing import FakeClock
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def monitor(store: Store, mono: Monotonic, **conf: object) -> LoadMonitor:
+    settings = parse_load_settings({f"resilience_{k}": v for k, v in conf.items()}.get)
+    return LoadMonitor(settings, lambda: store, None, lambda name: None, monotonic=mono)
+
+
+def beat(store: Store, worker: str, cpu: float, at: float) -> None:
+    store.publish_health(HealthSnapshot(worker, at, cpu, 0.2, 0.1, 3, {}))
+
+
+def test_a_loaded_cluster_lowers_the_multiplier_and_raises_severity(store: Store, clock: FakeClock) -> None:
+    """Two workers at 95 % CPU: resources factor 0.3 and CRITICAL severity; the reading is
+    cached for the interval."""
+    mono = Monotonic()
+    load = monitor(store, mono, heartbeat_interval=5, adaptive_interval=1.0, prediction={"enabled": False})
+    assert load.factors().resources == 1.0
+    beat(store, "w1", 0.95, clock())
+    beat(store, "w2", 0.95, clock())
+    assert load.factors().resources == 1.0  # still the cached reading
+    mono.now += 1.1
+    assert load.factors().resources == 0.3
+    assert load.severity(None) is Severity.CRITICAL
+
+
+def test_a_stale_heartbeat_stops_counting(store: Store, clock: FakeClock) -> None:
+    """A worker that stopped reporting 15 s ago (3 heartbeats) no longer weighs on the decision."""
+    mono = Monotonic()
+    load = monitor(store, mono, heartbeat_interval=5, prediction={"enabled": False})
+    beat(store, "dead", 0.99, clock())
+    assert load.factors().resources == 0.3
+    clock.advance(16)
+    mono.now += 2
+    assert load.factors().resources == 1.0
+    assert load.health is None
+
+
+def test_the_clamp_holds_under_load(store: Store, clock: FakeClock) -> None:
+    """At 95 % CPU the rate would fall to 0.3 x 60/s, but minimum_guaranteed keeps 30/s."""
+    settings = ResilienceSettings.from_conf(
+        {
+            "resilience_tiers": {"t": {"rate": "60/s", "burst": 1, "minimum_guaranteed": "30/s"}},
+            "resilience_throttle_strategies": [{"strategy": "reject_with_backoff"}],
+            "resilience_prediction": {"enabled": False},
+            "resilience_lease_window": 0,
+        }
+    )
+    admission = Admission(settings, lambda: store)
+    load = LoadMonitor(settings.load, lambda: store, None, lambda name: None)
+    admission.load = load
+    beat(store, "w", 0.95, clock())
+    ctx = admission.context("u", None, "interactive", None)
+    admission.decide(ctx, task_name="t")
+    with pytest.raises(Throttled) as caught:
+        admission.decide(ctx, task_name="t")
+    assert load.factors().resources == 0.3
+    assert caught.value.retry_after == pytest.approx(1 / 30)
+
+
+def test_a_predicted_monday_surge_shrinks_limits_for_that_hour(store: Store, clock: FakeClock) -> None:
+    """Four weeks of 5x demand at Monday 9:00 in the store: on the next Monday at 9:00 the
+    predicted factor is 1/spike and an event is recorded; at 10:00 it is gone."""
+    now_hour = hour_index(clock())
+    monday_9 = now_hour + (9 - hour_of_week(now_hour)) % HOURS_PER_WEEK
+    for hour in range(monday_9 - 4 * HOURS_PER_WEEK, monday_9):
+        store.record_demand(hour, 500.0 if hour_of_week(hour) == 9 else 100.0 + hour % 5)
+    clock.advance((monday_9 - now_hour) * 3600)
+    mono = Monotonic()
+    load = monitor(store, mono)
+    factors = load.factors()
+    assert load.prediction is not None and load.prediction.acts()
+    assert factors.predicted == pytest.approx(1 / load.prediction.spike)
+    assert factors.predicted < 0.25
+    assert list(load.events) == [load.prediction]
+    clock.advance(3600)
+    mono.now += 2
+    assert load.factors().predicted == 1.0
+
+
+def test_the_finished_hour_is_added_to_the_history(store: Store, clock: FakeClock) -> None:
+    """When the hour turns, the previous hour's requests become one entry of the demand history."""
+    mono = Monotonic()
+    load = monitor(store, mono)
+    store.count({"admitted@free": 7, "throttled@free": 3})
+    previous = hour_index(clock())
+    clock.advance(3600)
+    load.factors()
+    assert store.demand_history()[previous] == 10
