@@ -7,9 +7,11 @@ each other; the provider's URL is a task argument, pointing at the test's server
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import httpx
+import redis
 from celery import Celery
 
 from celery_resilience import AITask, Resilience
@@ -28,7 +30,11 @@ app.conf.update(
     result_expires=600,
     resilience_store_url=f"{REDIS}/13",
     resilience_key_prefix=PREFIX,
-    resilience_tiers={"standard": {"rate": "100000/s", "burst": 100000}},
+    resilience_tiers={
+        "standard": {"rate": "100000/s", "burst": 100000},
+        "probe": {"rate": "60/s", "burst": 1},
+    },
+    resilience_default_tier="standard",
     resilience_breakers={
         "probes": {
             "failure_threshold": 5,
@@ -52,6 +58,12 @@ app.conf.update(
         "slow": {"failure_threshold": 4, "minimum_calls": 1, "call_timeout": 0.3, "recovery_timeout": 60},
     },
     resilience_providers={"quota": {"rate": "10/s"}},
+    # Worker health: fast heartbeats, and a tier whose admitted rate the tests can read
+    # exactly (no leases, refusals name the wait for the next token).
+    resilience_heartbeat_interval=0.5,
+    resilience_adaptive_interval=0.2,
+    resilience_lease_window=0,
+    resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 0}],
 )
 Resilience(app)
 
@@ -90,6 +102,22 @@ def call_quota(self: AITask, url: str) -> Any:
 @app.task(base=AITask, breaker="slow", name="ai.slow", max_retries=0)
 def call_slow(url: str) -> Any:
     return _post(url)
+
+
+_flags = redis.Redis.from_url(f"{REDIS}/13")
+
+
+@app.task(name="ai.burn")
+def burn(flag: str, seconds: float = 60.0) -> int:
+    """Keeps one CPU busy until ``flag`` is set (or the deadline): real load for the heartbeat."""
+    deadline = time.monotonic() + seconds
+    loops = 0
+    while time.monotonic() < deadline:
+        for _ in range(200_000):
+            loops += 1
+        if _flags.exists(flag):
+            break
+    return loops
 
 
 @app.task(name="ai.ping")

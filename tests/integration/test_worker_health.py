@@ -1,0 +1,58 @@
+"""Workers publish their health; a worker under real CPU load lowers the admitted rate."""
+
+from __future__ import annotations
+
+import uuid
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from celery_resilience import Resilience, Throttled
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ai(ai_worker: Any) -> ModuleType:
+    from tests.integration import aiapp
+
+    return aiapp
+
+
+def next_token_wait(ai: ModuleType) -> float:
+    """A fresh user of the 60/s 'probe' tier: how long after one call the next is admitted."""
+    admission = Resilience.of(ai.app).admission
+    ctx = admission.context(uuid.uuid4().hex, "probe", "interactive", None)
+    admission.decide(ctx, task_name="t")
+    with pytest.raises(Throttled) as caught:
+        admission.decide(ctx, task_name="t")
+    return caught.value.retry_after
+
+
+def test_heartbeats_reach_the_callers(ai: ModuleType) -> None:
+    """The worker's heartbeat bootstep publishes CPU, memory, load and active tasks."""
+    load = Resilience.of(ai.app).load
+    wait_for(lambda: load.factors() is not None and load.health is not None, timeout=20)
+    assert load.health is not None and load.health.workers >= 1
+    snapshots = Resilience.of(ai.app).store.read_health()
+    assert any(0.0 <= s.cpu <= 1.0 and 0.0 < s.memory <= 1.0 for s in snapshots)
+
+
+def test_a_worker_under_cpu_load_lowers_the_admitted_rate(ai: ModuleType) -> None:
+    """Four processes busy-looping on two cores: the cluster's CPU passes 0.8, the resources
+    factor drops to 0.6 or 0.3, and the tier admits its next call that much later."""
+    load = Resilience.of(ai.app).load
+    flag = f"{ai.PREFIX}:burn:{uuid.uuid4().hex}"
+    burners = [ai.burn.delay(flag) for _ in range(4)]
+    try:
+        wait_for(lambda: load.factors().resources <= 0.6, timeout=30)
+        # The reading refreshes every 0.2 s, so the rate is that of one of the loaded steps.
+        wait = next_token_wait(ai)
+        assert any(wait == pytest.approx(1 / (60 * factor), rel=0.05) for factor in (0.6, 0.3)), wait
+    finally:
+        ai._flags.set(flag, 1, ex=120)
+        for burner in burners:
+            burner.get(timeout=60)
+    wait_for(lambda: next_token_wait(ai) == pytest.approx(1 / 60, rel=0.05), timeout=30)
