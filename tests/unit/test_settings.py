@@ -167,6 +167,23 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"error_rules": "os.path.basename"}, "resilience_error_rules", "a list"),
     ({"providers": {"openai": {"rate": "lots"}}}, "resilience_providers['openai']['rate']", "600/m"),
     ({"providers": {"openai": "1000/m"}}, "resilience_providers['openai']", "{'rate': '1000/m'}"),
+    (
+        {"queue_thresholds": {"celery": {"high": 5000, "critical": 1000}}},
+        "resilience_queue_thresholds['celery']['critical']",
+        "more than high",
+    ),
+    ({"queue_thresholds": {"celery": {"high": 100}}}, "resilience_queue_thresholds['celery']", "exactly"),
+    (
+        {"queue_thresholds": {"celery": {"high": -1, "critical": 5}}},
+        "resilience_queue_thresholds['celery']['high']",
+        ">= 1",
+    ),
+    ({"depth_interval": 0}, "resilience_depth_interval", "> 0"),
+    ({"heartbeat_interval": "5s"}, "resilience_heartbeat_interval", "seconds"),
+    ({"resource_thresholds": [[0.9, 3]]}, "resilience_resource_thresholds", "pairs in (0, 1]"),
+    ({"health_probes": {"db": "no.such.probe"}}, "resilience_health_probes['db']", "importable"),
+    ({"prediction": {"spike": 0.5}}, "resilience_prediction['spike']", "> 1"),
+    ({"prediction": {"enabled": "yes"}}, "resilience_prediction['enabled']", "True or False"),
 ]
 
 
