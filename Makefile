@@ -30,6 +30,7 @@ bench: $(STAMP)
 	scripts/ensure-services
 	$(PY) benchmarks/admission.py
 	$(PY) benchmarks/breaker.py
+	$(PY) benchmarks/backpressure.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
