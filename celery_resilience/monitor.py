@@ -6,8 +6,9 @@ adaptive multiplier. Both answers come from values refreshed at most once per
 - the workers' heartbeats: one store read, ignoring stale ones;
 - queue depths: probed per queue at most once per ``resilience_depth_interval``;
 - breaker states: this process's breaker cache, no round trip;
-- the demand predicted for the current hour: recomputed when the hour changes, after
-  the previous hour's demand is added to the history.
+- the demand predicted for the current hour (which scales limits) and the next one
+  (announced ahead): recomputed when the hour changes, after the previous hour's
+  demand is added to the history.
 
 No publish waits for more than a dictionary lookup once the values are fresh.
 """
@@ -60,6 +61,7 @@ class LoadMonitor:
         self.events: deque[Prediction] = deque(maxlen=100)
         self.health: ClusterHealth | None = None
         self.prediction: Prediction | None = None
+        self.upcoming: Prediction | None = None
         self._store = store
         self._depths = depths
         self._breaker_state = breaker_state
@@ -130,14 +132,18 @@ class LoadMonitor:
             requests = store.requests_in_hour(hour - 1)
             store.record_demand(hour - 1, requests)
             history[hour - 1] = requests
-        self.prediction = prediction = predict(history, hour)
-        if prediction.acts(self.settings.prediction_confidence, self.settings.prediction_spike):
-            self.events.append(prediction)
+        confidence, spike = self.settings.prediction_confidence, self.settings.prediction_spike
+        # This hour's prediction scales limits now; the next hour's is announced an hour
+        # ahead, so that alerts can warn before the surge.
+        self.prediction = predict(history, hour)
+        self.upcoming = upcoming = predict(history, hour + 1)
+        if upcoming.acts(confidence, spike):
+            self.events.append(upcoming)
             self.stats["predicted_spikes"] += 1
             logger.warning(
-                "demand spike predicted for this hour: %.1fx the usual (confidence %.2f); "
-                "limits scaled by %.2f",
-                prediction.spike,
-                prediction.confidence,
-                1.0 / prediction.spike,
+                "demand spike predicted for the next hour: %.1fx the usual (confidence %.2f); "
+                "limits will be scaled by %.2f",
+                upcoming.spike,
+                upcoming.confidence,
+                1.0 / upcoming.spike,
             )

@@ -81,21 +81,28 @@ def test_the_clamp_holds_under_load(store: Store, clock: FakeClock) -> None:
     assert caught.value.retry_after == pytest.approx(1 / 30)
 
 
-def test_a_predicted_monday_surge_shrinks_limits_for_that_hour(store: Store, clock: FakeClock) -> None:
-    """Four weeks of 5x demand at Monday 9:00 in the store: on the next Monday at 9:00 the
-    predicted factor is 1/spike and an event is recorded; at 10:00 it is gone."""
+def test_a_predicted_monday_surge_is_announced_an_hour_ahead_then_shrinks_limits(
+    store: Store, clock: FakeClock
+) -> None:
+    """Four weeks of 5x demand at Monday 9:00 in the store. At 8:00 the surge is announced
+    (an event for the alerts) but limits are untouched; at 9:00 the predicted factor is
+    1/spike; at 10:00 it is gone."""
     now_hour = hour_index(clock())
     monday_9 = now_hour + (9 - hour_of_week(now_hour)) % HOURS_PER_WEEK
-    for hour in range(monday_9 - 4 * HOURS_PER_WEEK, monday_9):
+    for hour in range(monday_9 - 4 * HOURS_PER_WEEK, monday_9 - 1):
         store.record_demand(hour, 500.0 if hour_of_week(hour) == 9 else 100.0 + hour % 5)
-    clock.advance((monday_9 - now_hour) * 3600)
+    clock.advance((monday_9 - 1 - now_hour) * 3600)
     mono = Monotonic()
     load = monitor(store, mono)
+    assert load.factors().predicted == 1.0
+    assert load.upcoming is not None and load.upcoming.acts()
+    assert [event.hour for event in load.events] == [monday_9]
+    clock.advance(3600)
+    mono.now += 2
     factors = load.factors()
-    assert load.prediction is not None and load.prediction.acts()
+    assert load.prediction is not None and load.prediction.hour == monday_9
     assert factors.predicted == pytest.approx(1 / load.prediction.spike)
     assert factors.predicted < 0.25
-    assert list(load.events) == [load.prediction]
     clock.advance(3600)
     mono.now += 2
     assert load.factors().predicted == 1.0
