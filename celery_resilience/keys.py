@@ -93,6 +93,11 @@ class KeySpace:
         """Pub/sub channel on which every breaker transition is announced."""
         return f"{self.prefix}:breaker-events"
 
+    def cache(self, namespace: str) -> tuple[str, str, str]:
+        """A semantic cache's entries hash, order set and term-set key prefix (one hash tag)."""
+        base = f"{self.prefix}:{{c.{escape_part(namespace)}}}:cache"
+        return f"{base}:entries", f"{base}:order", f"{base}:t:"
+
     def health(self) -> str:
         """Hash of worker name -> its latest heartbeat (JSON)."""
         return f"{self.prefix}:{{health}}:workers"

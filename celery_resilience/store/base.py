@@ -8,10 +8,11 @@ can make it a single round trip.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
 from ..bucket import BucketSpec, Outcome
@@ -83,6 +84,42 @@ class BreakerOutcome:
     calls: int = 1
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached answer: the question, its vector and index terms, and when it was stored."""
+
+    id: str
+    question: str
+    answer: Any
+    vector: dict[int, float]
+    terms: list[str]
+    at: float
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "question": self.question,
+                "answer": self.answer,
+                "vector": [[k, v] for k, v in self.vector.items()],
+                "terms": self.terms,
+                "at": self.at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CacheEntry:
+        data = json.loads(raw)
+        return cls(
+            data["id"],
+            data["question"],
+            data["answer"],
+            {int(k): float(v) for k, v in data["vector"]},
+            list(data["terms"]),
+            float(data["at"]),
+        )
+
+
 @runtime_checkable
 class Store(Protocol):
     keys: KeySpace
@@ -110,6 +147,16 @@ class Store(Protocol):
 
     def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
         """The breaker's state, windowed calls and weight, probes held."""
+
+    def cache_put(self, namespace: str, entry: CacheEntry, max_entries: int, ttl: float) -> int:
+        """Add a semantic cache entry (indexed by ``entry.terms``); evict the expired and the
+        oldest beyond ``max_entries``. Returns how many were evicted."""
+
+    def cache_candidates(self, namespace: str, terms: list[str], limit: int, ttl: float) -> list[CacheEntry]:
+        """Up to ``limit`` live entries sharing most terms with a question, best first."""
+
+    def cache_touch(self, namespace: str, entry_id: str) -> None:
+        """Mark an entry used now (its TTL starts again)."""
 
     def publish_health(self, snapshot: HealthSnapshot) -> None:
         """Store a worker's heartbeat (replacing its previous one)."""

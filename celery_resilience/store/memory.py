@@ -28,6 +28,7 @@ from .base import (
     SECONDS_PER_MINUTE,
     AdmitRequest,
     BreakerOutcome,
+    CacheEntry,
     Clock,
     TransitionListener,
     delay_for,
@@ -52,6 +53,8 @@ class MemoryStore:
         self._operations = 0
         self._breakers: dict[str, BreakerData] = {}
         self._health: dict[str, HealthSnapshot] = {}
+        # namespace -> (entries by id, last use by id, ids by term)
+        self._caches: dict[str, tuple[dict[str, CacheEntry], dict[str, float], dict[str, set[str]]]] = {}
         self._demand: dict[int, float] = {}
         self._listeners: list[TransitionListener] = []
 
@@ -140,6 +143,39 @@ class MemoryStore:
         with self._lock:
             return view(self._breakers.setdefault(name, BreakerData()), policy, self._clock())
 
+    def cache_put(self, namespace: str, entry: CacheEntry, max_entries: int, ttl: float) -> int:
+        with self._lock:
+            entries, used, index = self._caches.setdefault(namespace, ({}, {}, {}))
+            now = self._clock()
+            entries[entry.id] = entry
+            used[entry.id] = now
+            for term in entry.terms:
+                index.setdefault(term, set()).add(entry.id)
+            doomed = [i for i, t in used.items() if t <= now - ttl]
+            survivors = sorted((t, i) for i, t in used.items() if t > now - ttl)
+            doomed += [i for _, i in survivors[: max(0, len(survivors) - max_entries)]]
+            for entry_id in doomed:
+                for term in entries[entry_id].terms:
+                    index.get(term, set()).discard(entry_id)
+                del entries[entry_id], used[entry_id]
+            return len(doomed)
+
+    def cache_candidates(self, namespace: str, terms: list[str], limit: int, ttl: float) -> list[CacheEntry]:
+        with self._lock:
+            entries, used, index = self._caches.get(namespace, ({}, {}, {}))
+            overlap: Counter[str] = Counter()
+            for term in set(terms):
+                overlap.update(index.get(term, ()))
+            oldest = self._clock() - ttl
+            best = sorted(overlap.items(), key=lambda item: (-item[1], item[0]))[:limit]
+            return [entries[i] for i, _ in best if used.get(i, -1e18) > oldest]
+
+    def cache_touch(self, namespace: str, entry_id: str) -> None:
+        with self._lock:
+            _, used, _ = self._caches.get(namespace, ({}, {}, {}))
+            if entry_id in used:
+                used[entry_id] = self._clock()
+
     def publish_health(self, snapshot: HealthSnapshot) -> None:
         with self._lock:
             self._health[snapshot.worker] = snapshot
@@ -179,6 +215,7 @@ class MemoryStore:
             self._metrics.clear()
             self._breakers.clear()
             self._health.clear()
+            self._caches.clear()
             self._demand.clear()
             return deleted
 

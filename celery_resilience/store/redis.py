@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -29,6 +30,7 @@ from .base import (
     AdmitPolicy,
     AdmitRequest,
     BreakerOutcome,
+    CacheEntry,
     Clock,
     MinuteClock,
     TransitionListener,
@@ -75,6 +77,8 @@ class RedisStore:
         self._admit: Script = self._redis.register_script(load_script("admit"))
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
         self._drain: Script = self._redis.register_script(load_script("drain"))
+        self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
+        self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
         self._listeners: list[TransitionListener] = []
         self._listener_thread: threading.Thread | None = None
@@ -250,6 +254,38 @@ class RedisStore:
             args=[op, now_arg, wire, name, self.keys.breaker_channel(), *args],
         )
         return reply.decode().split()  # type: ignore[no-any-return]
+
+    def cache_put(self, namespace: str, entry: CacheEntry, max_entries: int, ttl: float) -> int:
+        entries, order, term_prefix = self.keys.cache(namespace)
+        return int(
+            self._call(
+                self._cache_put,
+                keys=[entries, order],
+                args=[
+                    repr(self.now()),
+                    repr(ttl),
+                    max_entries,
+                    entry.id,
+                    entry.to_json(),
+                    term_prefix,
+                    *entry.terms,
+                ],
+            )
+        )
+
+    def cache_candidates(self, namespace: str, terms: list[str], limit: int, ttl: float) -> list[CacheEntry]:
+        entries, order, term_prefix = self.keys.cache(namespace)
+        scratch = f"{term_prefix}~scratch:{uuid.uuid4().hex}"
+        reply = self._call(
+            self._cache_candidates,
+            keys=[entries, order, scratch, *(term_prefix + term for term in sorted(set(terms)))],
+            args=[limit, repr(self.now()), repr(ttl)],
+        )
+        return [CacheEntry.from_json(raw) for raw in reply[0::2]]
+
+    def cache_touch(self, namespace: str, entry_id: str) -> None:
+        _, order, _ = self.keys.cache(namespace)
+        self._call(self._redis.zadd, order, {entry_id: self.now()}, xx=True)
 
     def publish_health(self, snapshot: HealthSnapshot) -> None:
         value = json.dumps(

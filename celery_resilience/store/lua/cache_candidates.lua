@@ -1,0 +1,31 @@
+-- The entries sharing most index terms with a question, best first.
+--
+-- KEYS[1]  entries hash, KEYS[2] order sorted set, KEYS[3] a scratch key (deleted before
+--          returning), KEYS[4..] the question's term sets (all under one hash tag)
+-- ARGV[1]  how many candidates, ARGV[2] now, ARGV[3] ttl seconds
+-- Returns  a flat list: entry JSON, overlap, entry JSON, overlap, ...
+-- ZUNIONSTORE over sets scores each member by the number of sets holding it: the overlap.
+
+if #KEYS < 4 then
+  return {}
+end
+local terms = {}
+for i = 4, #KEYS do
+  terms[#terms + 1] = KEYS[i]
+end
+redis.call("ZUNIONSTORE", KEYS[3], #terms, unpack(terms))
+local best = redis.call("ZREVRANGE", KEYS[3], 0, tonumber(ARGV[1]) - 1, "WITHSCORES")
+redis.call("DEL", KEYS[3])
+local oldest = tonumber(ARGV[2]) - tonumber(ARGV[3])
+local out = {}
+for i = 1, #best, 2 do
+  local used = redis.call("ZSCORE", KEYS[2], best[i])
+  if used and tonumber(used) > oldest then
+    local raw = redis.call("HGET", KEYS[1], best[i])
+    if raw then
+      out[#out + 1] = raw
+      out[#out + 1] = best[i + 1]
+    end
+  end
+end
+return out
