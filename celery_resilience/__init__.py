@@ -20,6 +20,8 @@ from .errors import (
     Throttled,
 )
 from .extension import Resilience
+from .fallback import FallbackExhausted
+from .fallback_result import FallbackResult
 from .policy import Criticality, Severity, StrategyKind
 from .rates import Rate, parse_rate
 from .task import ResilientTask
@@ -30,6 +32,8 @@ __all__ = [
     "AITask",
     "Throttled",
     "CircuitOpen",
+    "FallbackResult",
+    "FallbackExhausted",
     "classify",
     "Category",
     "Classification",

@@ -18,25 +18,74 @@ failure is retried by both and the breaker sees a fraction of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery.exceptions import Ignore
 
+from .breaker import BreakerState
 from .classify import Category
-from .errors import CircuitOpen
-from .extension import Resilience
+from .errors import CircuitOpen, StoreUnavailable, Throttled
+from .extension import FALLBACK_TASK, Resilience
+from .fallback import CIRCUIT_OPEN, call_arguments
 from .task import ResilientTask
 
 __all__ = ["AITask"]
 
 
 class AITask(ResilientTask):
-    """Set ``breaker = "<dependency>"`` (and optionally ``provider``) on the task."""
+    """Set ``breaker = "<dependency>"`` (and optionally ``provider``) on the task.
+
+    ``fallbacks`` is the chain that answers when the provider cannot (see
+    ``celery_resilience.fallback``); ``cache_prompt`` names the argument holding the
+    prompt, so successful answers fill the semantic cache; ``cache_match`` names the
+    arguments that must match exactly for a cached answer to be served.
+    """
 
     breaker: str | None = None
     provider: str | None = None
     retry_backoff: float = 2.0
     retry_backoff_max: float = 300.0
+    fallbacks: Sequence[Any] = ()
+    cache_prompt: str | None = None
+    cache_match: Sequence[str] = ()
+
+    def _chain(self) -> tuple[Any, ...]:
+        return Resilience.of(self.app).settings.fallbacks.chain_for(self.name, self.breaker, self.fallbacks)
+
+    def _publish(
+        self,
+        args: Any,
+        kwargs: Any,
+        task_id: str | None,
+        producer: Any,
+        link: Any,
+        link_error: Any,
+        shadow: str | None,
+        options: dict[str, Any],
+    ) -> Any:
+        """With the breaker already open, publish the fallback chain instead, under the same id."""
+        if self.breaker is not None and self._chain():
+            state = Resilience.of(self.app).breakers.state(self.breaker)
+            if state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
+                runner = self.app.tasks[FALLBACK_TASK]
+                payload = (
+                    self.name,
+                    list(args or ()),
+                    dict(kwargs or {}),
+                    f"breaker {self.breaker!r} is {state.value}",
+                    CIRCUIT_OPEN,
+                    self.breaker,
+                )
+                return runner.apply_async(
+                    payload, task_id=task_id, producer=producer, link=link, link_error=link_error, **options
+                )
+        return super()._publish(args, kwargs, task_id, producer, link, link_error, shadow, options)
+
+    def _fall_back(self, args: Any, kwargs: Any, reason: str, category: str) -> Any:
+        """Hand over to the fallback chain under this task's id (the caller's result gets its answer)."""
+        runner = self.app.tasks[FALLBACK_TASK]
+        return self.replace(runner.s(self.name, list(args), dict(kwargs), reason, category, self.breaker))
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         if self.breaker is not None and self.soft_time_limit is None and "soft_time_limit" not in options:
@@ -51,29 +100,54 @@ class AITask(ResilientTask):
             return super().__call__(*args, **kwargs)
         resilience = Resilience.of(self.app)
         provider = self.provider or (self.breaker if self.breaker in resilience.quota.providers else None)
+        direct = self.request.called_directly  # run inline, as a fallback step: no republishing
+        can_fall_back = not direct and bool(self._chain())
         if provider is not None:
             wait = resilience.quota.take(provider)
             if wait > 0:
+                if direct:
+                    raise Throttled(wait, self.name, reason=f"the {provider!r} call budget is spent")
                 self._wait_for_quota(wait)
-        call = resilience.breakers.acquire(self.breaker)
+        try:
+            call = resilience.breakers.acquire(self.breaker)
+        except CircuitOpen as refused:
+            if can_fall_back:
+                return self._fall_back(args, kwargs, str(refused), CIRCUIT_OPEN)
+            raise
         try:
             result = super().__call__(*args, **kwargs)
-        except CircuitOpen:
-            raise
         except BaseException as error:
             resilience.breakers.record(call, error)
             outcome = call.outcome
-            if outcome is None:
+            if outcome is None or outcome.category is Category.IGNORED:
                 raise
             if provider is not None and outcome.category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
                 resilience.quota.drain(provider, outcome.retry_after)
-            if outcome.retryable and isinstance(error, Exception) and not self.request.called_directly:
+            retries_left = self.max_retries is None or self.request.retries < self.max_retries
+            if outcome.retryable and isinstance(error, Exception) and not direct and retries_left:
                 backoff = min(self.retry_backoff_max, self.retry_backoff ** (self.request.retries + 1))
                 countdown = outcome.retry_after if outcome.retry_after is not None else backoff
                 raise self.retry(exc=error, countdown=countdown) from error
+            if can_fall_back and isinstance(error, Exception):
+                return self._fall_back(
+                    args, kwargs, f"{type(error).__name__}: {error}", outcome.category.value
+                )
             raise
         resilience.breakers.record(call, None)
+        if self.cache_prompt is not None:
+            self._remember_answer(resilience, args, kwargs, result)
         return result
+
+    def _remember_answer(self, resilience: Resilience, args: Any, kwargs: Any, result: Any) -> None:
+        arguments = call_arguments(self.run, args, kwargs)
+        prompt = arguments.get(self.cache_prompt or "")
+        if prompt is None:
+            return
+        params = {name: arguments.get(name) for name in self.cache_match}
+        try:
+            resilience.cache.put(self.name, params, str(prompt), result)
+        except StoreUnavailable:
+            resilience.breakers.stats["cache_unavailable"] += 1
 
     def _wait_for_quota(self, wait: float) -> None:
         """Run again once the budget has refilled: the same request under the same task id,

@@ -249,6 +249,21 @@ class Breakers:
             raise
         self.record(call, None)
 
+    def state(self, name: str) -> BreakerState:
+        """The breaker's state as this process knows it, asking the store when it knows nothing
+        (at most once per cache period: an open breaker is then known until its deadline)."""
+        now = self._monotonic()
+        cached = self._cache.get(name)
+        if cached is not None and now < cached.until:
+            return cached.view.state
+        try:
+            view = self._shared().breaker_read(name, self.policy(name))
+        except StoreUnavailable as error:
+            self._store_failed(error)
+            return self._local.breaker_read(name, self.policy(name)).state
+        self._remember(name, view, None)
+        return view.state
+
     def cached_state(self, name: str) -> BreakerState | None:
         """What this process knows of a breaker without asking the store (None: nothing)."""
         cached = self._cache.get(name)

@@ -21,6 +21,7 @@ from .breakers import Breakers, Call
 from .keys import KeySpace
 from .monitor import LoadMonitor
 from .quota import ProviderQuota
+from .semantic_cache import SemanticCache
 from .settings import ResilienceSettings
 from .store import Store, open_store
 from .store.base import Clock
@@ -35,6 +36,8 @@ logger = logging.getLogger("celery_resilience")
 
 # Message header carrying the caller's context and the admission decision.
 HEADER = "resilience"
+# The built-in task that runs a fallback chain under the caller's task id.
+FALLBACK_TASK = "celery_resilience.fallback"
 
 _registry: weakref.WeakKeyDictionary[Celery, Resilience] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
@@ -83,12 +86,23 @@ class Resilience:
         self.load = LoadMonitor(load, lambda: self.admission.store, self.depths, self.breakers.cached_state)
         self.admission.severity = severity if severity is not None else self.load
         self.admission.load = self.load
+        fallbacks = self.settings.fallbacks
+        self.cache = SemanticCache(
+            lambda: self.admission.store,
+            fallbacks.embedder,
+            similarity=fallbacks.cache_similarity,
+            min_quality=fallbacks.cache_quality,
+            ttl=fallbacks.cache_ttl,
+            max_age=fallbacks.cache_max_age,
+            max_entries=fallbacks.cache_max_entries,
+        )
         with _registry_lock:
             previous = _registry.get(app)
             _registry[app] = self
         if previous is None:
             self._connect_signals()
             app.steps["worker"].add(HealthHeartbeat)
+            app.task(name=FALLBACK_TASK, bind=True, shared=False)(_run_fallbacks)
 
     @classmethod
     def of(cls, app: Celery) -> Resilience:
@@ -140,6 +154,21 @@ class Resilience:
 
         signals.before_task_publish.connect(on_publish, weak=False, dispatch_uid=f"{uid}:publish")
         signals.task_revoked.connect(on_revoked, weak=False, dispatch_uid=f"{uid}:revoked")
+
+
+def _run_fallbacks(
+    task: Task[Any, Any],
+    task_name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    reason: str,
+    category: str,
+    failed_breaker: str | None,
+) -> Any:
+    """Run ``task_name``'s fallback chain; its answer lands on the caller's task id."""
+    from .fallback import run_chain
+
+    return run_chain(task.app, task_name, args, kwargs, reason, category, failed_breaker)
 
 
 def _is_plain_task(app: Celery, name: str) -> bool:

@@ -20,6 +20,7 @@ from .breaker_settings import parse_breakers, parse_classifier, parse_providers
 from .classify import Classifier
 from .config_helpers import NAME_FORM, NAME_RE, import_dotted
 from .errors import ConfigurationError
+from .fallback_settings import FALLBACK_SETTINGS, FallbackSettings, parse_fallback_settings
 from .load_settings import LOAD_SETTINGS, LoadSettings, parse_load_settings
 from .policy import (
     DEFAULT_CRITICALITY_RESERVE,
@@ -89,6 +90,7 @@ class ResilienceSettings:
     classifier: Classifier
     providers: Mapping[str, Rate]
     load: LoadSettings
+    fallbacks: FallbackSettings
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], *, broker_url: str | None = None) -> ResilienceSettings:
@@ -129,6 +131,7 @@ class ResilienceSettings:
             classifier=parse_classifier(get(f"{PREFIX}error_weights"), get(f"{PREFIX}error_rules")),
             providers=MappingProxyType(dict(parse_providers(get(f"{PREFIX}providers")))),
             load=parse_load_settings(get),
+            fallbacks=parse_fallback_settings(get),
             lease_max_tokens=_int(
                 f"{PREFIX}lease_max_tokens", get(f"{PREFIX}lease_max_tokens", 16), low=1, high=10_000
             ),
@@ -160,6 +163,7 @@ KNOWN_SETTINGS = frozenset(
         "error_rules",
         "providers",
         *LOAD_SETTINGS,
+        *FALLBACK_SETTINGS,
     )
 )
 

@@ -67,6 +67,20 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             headers[HEADER] = {**ctx.as_header(), "decision": verdict.label}
             _apply_schedule(options, verdict)
         options["headers"] = headers
+        return self._publish(args, kwargs, task_id, producer, link, link_error, shadow, options)
+
+    def _publish(
+        self,
+        args: Any,
+        kwargs: Any,
+        task_id: str | None,
+        producer: Any,
+        link: Any,
+        link_error: Any,
+        shadow: str | None,
+        options: dict[str, Any],
+    ) -> Any:
+        """Publish the admitted call (a subclass may publish something else under its id)."""
         return super().apply_async(
             args,
             kwargs,

@@ -56,7 +56,10 @@ app.conf.update(
         "ops": {"failure_threshold": 5, "minimum_calls": 1},
         "quota": {"failure_threshold": 1000},
         "slow": {"failure_threshold": 4, "minimum_calls": 1, "call_timeout": 0.3, "recovery_timeout": 60},
+        "primary": {"failure_threshold": 100, "minimum_calls": 1, "recovery_timeout": 60},
+        "secondary": {"failure_threshold": 100, "minimum_calls": 1, "recovery_timeout": 60},
     },
+    resilience_templates={"ai.ask_primary": "Sorry, we cannot answer {prompt!r} right now."},
     resilience_providers={"quota": {"rate": "10/s"}},
     # Worker health: fast heartbeats, and a tier whose admitted rate the tests can read
     # exactly (no leases, refusals name the wait for the next token).
@@ -118,6 +121,41 @@ def burn(flag: str, seconds: float = 60.0) -> int:
         if _flags.exists(flag):
             break
     return loops
+
+
+def _answer(url: str, prompt: str) -> Any:
+    return {"answer": _post(url)["answer"], "prompt": prompt}
+
+
+@app.task(
+    base=AITask,
+    breaker="primary",
+    name="ai.ask_primary",
+    max_retries=0,
+    fallbacks=["ai.ask_secondary", "cached_similar", "ai.rule_based", "template"],
+    cache_prompt="prompt",
+    cache_match=("model",),
+)
+def ask_primary(prompt: str, primary: str, secondary: str, model: str = "m") -> Any:
+    return _answer(primary, prompt)
+
+
+@app.task(base=AITask, breaker="secondary", name="ai.ask_secondary", max_retries=0)
+def ask_secondary(prompt: str, primary: str, secondary: str, model: str = "m") -> Any:
+    return _answer(secondary, prompt)
+
+
+@app.task(name="ai.rule_based")
+def rule_based(prompt: str, primary: str, secondary: str, model: str = "m") -> Any:
+    """Keyword classification, the kind of answer that needs no provider."""
+    if "unruly" in prompt:
+        raise ValueError("no rule matches")
+    return {"label": "urgent" if "urgent" in prompt else "normal"}
+
+
+@app.task(base=AITask, breaker="primary", name="ai.ask_bare", max_retries=0, fallbacks=["ai.ask_secondary"])
+def ask_bare(prompt: str, primary: str, secondary: str, model: str = "m") -> Any:
+    return _answer(primary, prompt)
 
 
 @app.task(name="ai.ping")

@@ -1,0 +1,129 @@
+"""Validation of the fallback settings: chains, templates, policy and the semantic cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from .config_helpers import import_dotted
+from .errors import ConfigurationError
+from .fallback import DEFAULT_FALLBACK_POLICY, STEP_KINDS
+from .similarity import Embedder
+
+__all__ = ["FallbackSettings", "parse_fallback_settings", "FALLBACK_SETTINGS"]
+
+PREFIX = "resilience_"
+FALLBACK_SETTINGS = ("fallbacks", "templates", "fallback_policy", "semantic_cache")
+Step = "str | Mapping[str, Any]"
+_CACHE_DEFAULTS: dict[str, float] = {
+    "similarity": 0.7,
+    "quality": 0.6,
+    "ttl": 86_400.0,
+    "max_age": 604_800.0,
+    "max_entries": 10_000.0,
+}
+
+
+@dataclass(frozen=True)
+class FallbackSettings:
+    chains: Mapping[str, tuple[Any, ...]]
+    templates: Mapping[str, str]
+    policy: Mapping[str, tuple[str, ...]]
+    cache_similarity: float
+    cache_quality: float
+    cache_ttl: float
+    cache_max_age: float
+    cache_max_entries: int
+    embedder: Embedder | None
+
+    def chain_for(self, task: str, breaker: str | None, default: Sequence[Any] | None) -> tuple[Any, ...]:
+        """The task's chain: configured by task name, else by breaker name, else its own."""
+        if task in self.chains:
+            return self.chains[task]
+        if breaker is not None and breaker in self.chains:
+            return self.chains[breaker]
+        return tuple(default or ())
+
+
+def _steps(where: str, value: object) -> tuple[Any, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigurationError(
+            where, "a list of steps: task names, signatures, 'cached_similar', 'template'", value
+        )
+    for step in value:
+        if not isinstance(step, str | Mapping) or (isinstance(step, Mapping) and "task" not in step):
+            raise ConfigurationError(
+                where, "steps that are task names, signatures or built-in step names", step
+            )
+    return tuple(value)
+
+
+def parse_fallback_settings(get: Callable[[str], Any]) -> FallbackSettings:
+    chains_raw = get(f"{PREFIX}fallbacks") or {}
+    if not isinstance(chains_raw, Mapping):
+        raise ConfigurationError(
+            f"{PREFIX}fallbacks", "a mapping of task or breaker name to a list of steps", chains_raw
+        )
+    chains = {str(k): _steps(f"{PREFIX}fallbacks[{k!r}]", v) for k, v in chains_raw.items()}
+
+    templates = get(f"{PREFIX}templates") or {}
+    if not isinstance(templates, Mapping) or not all(isinstance(t, str) for t in templates.values()):
+        raise ConfigurationError(
+            f"{PREFIX}templates", "a mapping of task name to a template string", templates
+        )
+
+    policy = _policy(get(f"{PREFIX}fallback_policy"))
+    numbers, embedder = _cache(get(f"{PREFIX}semantic_cache"))
+    return FallbackSettings(
+        chains=MappingProxyType(chains),
+        templates=MappingProxyType(dict(templates)),
+        policy=MappingProxyType(policy),
+        cache_similarity=numbers["similarity"],
+        cache_quality=numbers["quality"],
+        cache_ttl=numbers["ttl"],
+        cache_max_age=numbers["max_age"],
+        cache_max_entries=int(numbers["max_entries"]),
+        embedder=embedder,
+    )
+
+
+def _policy(value: object) -> dict[str, tuple[str, ...]]:
+    setting = f"{PREFIX}fallback_policy"
+    policy = {category: tuple(kinds) for category, kinds in DEFAULT_FALLBACK_POLICY.items()}
+    overrides = value or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigurationError(setting, "a mapping of failure category to step kinds", overrides)
+    for category, kinds in overrides.items():
+        if category not in DEFAULT_FALLBACK_POLICY:
+            raise ConfigurationError(setting, f"categories among {sorted(DEFAULT_FALLBACK_POLICY)}", category)
+        if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not set(kinds) <= set(STEP_KINDS):
+            raise ConfigurationError(
+                f"{setting}[{category!r}]", f"a list of kinds among {list(STEP_KINDS)}", kinds
+            )
+        policy[category] = tuple(kinds)
+    return policy
+
+
+def _cache(value: object) -> tuple[dict[str, float], Embedder | None]:
+    setting = f"{PREFIX}semantic_cache"
+    cache = value or {}
+    allowed = set(_CACHE_DEFAULTS) | {"embedder"}
+    if not isinstance(cache, Mapping) or set(cache) - allowed:
+        raise ConfigurationError(setting, f"a mapping with keys among {sorted(allowed)}", cache)
+    numbers: dict[str, float] = {}
+    for key, default in _CACHE_DEFAULTS.items():
+        number = cache.get(key, default)
+        if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
+            raise ConfigurationError(f"{setting}[{key!r}]", "a number > 0", number)
+        numbers[key] = float(number)
+    for key in ("similarity", "quality"):
+        if numbers[key] > 1:
+            raise ConfigurationError(f"{setting}[{key!r}]", "a score in (0, 1]", numbers[key])
+    embedder = cache.get("embedder")
+    if isinstance(embedder, str):
+        embedder = import_dotted(f"{setting}['embedder']", embedder)
+    if embedder is not None and not callable(embedder):
+        raise ConfigurationError(f"{setting}['embedder']", "a callable taking a text", embedder)
+    return numbers, embedder
