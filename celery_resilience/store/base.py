@@ -33,6 +33,11 @@ Clock = Callable[[], float]
 TransitionListener = Callable[["str | None", "BreakerView | None"], None]
 SECONDS_PER_MINUTE = 60
 DEMAND_HISTORY_HOURS = 6 * 7 * 24
+# A cache lookup finds candidates through the question's few rarest terms, adding terms
+# (rarest first) only while the entries they name stay within a budget: common words
+# name thousands of entries and discriminate nothing.
+RAREST_TERMS = 4
+CANDIDATE_BUDGET = 2000
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,9 @@ from ..bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain
 from ..keys import KeySpace
 from ..load import HealthSnapshot
 from .base import (
+    CANDIDATE_BUDGET,
     DEMAND_HISTORY_HOURS,
+    RAREST_TERMS,
     SECONDS_PER_MINUTE,
     AdmitRequest,
     BreakerOutcome,
@@ -164,8 +166,13 @@ class MemoryStore:
         with self._lock:
             entries, used, index = self._caches.get(namespace, ({}, {}, {}))
             overlap: Counter[str] = Counter()
-            for term in set(terms):
-                overlap.update(index.get(term, ()))
+            sized = sorted((len(index[t]), t) for t in set(terms) if index.get(t))
+            gathered = 0
+            for position, (size, term) in enumerate(sized[:RAREST_TERMS]):
+                if position and gathered + size > CANDIDATE_BUDGET:
+                    break
+                gathered += size
+                overlap.update(index[term])
             oldest = self._clock() - ttl
             best = sorted(overlap.items(), key=lambda item: (-item[1], item[0]))[:limit]
             return [entries[i] for i, _ in best if used.get(i, -1e18) > oldest]

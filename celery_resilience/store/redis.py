@@ -26,7 +26,9 @@ from ..errors import StoreUnavailable
 from ..keys import KeySpace
 from ..load import HealthSnapshot
 from .base import (
+    CANDIDATE_BUDGET,
     DEMAND_HISTORY_HOURS,
+    RAREST_TERMS,
     AdmitPolicy,
     AdmitRequest,
     BreakerOutcome,
@@ -279,7 +281,7 @@ class RedisStore:
         reply = self._call(
             self._cache_candidates,
             keys=[entries, order, scratch, *(term_prefix + term for term in sorted(set(terms)))],
-            args=[limit, repr(self.now()), repr(ttl)],
+            args=[limit, repr(self.now()), repr(ttl), RAREST_TERMS, CANDIDATE_BUDGET],
         )
         return [CacheEntry.from_json(raw) for raw in reply[0::2]]
 

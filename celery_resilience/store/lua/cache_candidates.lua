@@ -2,16 +2,34 @@
 --
 -- KEYS[1]  entries hash, KEYS[2] order sorted set, KEYS[3] a scratch key (deleted before
 --          returning), KEYS[4..] the question's term sets (all under one hash tag)
--- ARGV[1]  how many candidates, ARGV[2] now, ARGV[3] ttl seconds
+-- ARGV[1]  how many candidates, ARGV[2] now, ARGV[3] ttl seconds, ARGV[4] at most how many
+--          of the question's terms to use, rarest first, ARGV[5] how many entries they may
+--          name together (common words name thousands and discriminate nothing)
 -- Returns  a flat list: entry JSON, overlap, entry JSON, overlap, ...
 -- ZUNIONSTORE over sets scores each member by the number of sets holding it: the overlap.
 
 if #KEYS < 4 then
   return {}
 end
-local terms = {}
+local sized = {}
 for i = 4, #KEYS do
-  terms[#terms + 1] = KEYS[i]
+  local size = redis.call("SCARD", KEYS[i])
+  if size > 0 then
+    sized[#sized + 1] = {KEYS[i], size}
+  end
+end
+if #sized == 0 then
+  return {}
+end
+table.sort(sized, function(a, b) return a[2] < b[2] end)
+local terms = {}
+local gathered = 0
+for i = 1, math.min(tonumber(ARGV[4]), #sized) do
+  if i > 1 and gathered + sized[i][2] > tonumber(ARGV[5]) then
+    break
+  end
+  gathered = gathered + sized[i][2]
+  terms[#terms + 1] = sized[i][1]
 end
 redis.call("ZUNIONSTORE", KEYS[3], #terms, unpack(terms))
 local best = redis.call("ZREVRANGE", KEYS[3], 0, tonumber(ARGV[1]) - 1, "WITHSCORES")
