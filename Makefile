@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/admission.py
 	$(PY) benchmarks/breaker.py
 	$(PY) benchmarks/backpressure.py
+	$(PY) benchmarks/fallback.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

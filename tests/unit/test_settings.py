@@ -184,6 +184,24 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"health_probes": {"db": "no.such.probe"}}, "resilience_health_probes['db']", "importable"),
     ({"prediction": {"spike": 0.5}}, "resilience_prediction['spike']", "> 1"),
     ({"prediction": {"enabled": "yes"}}, "resilience_prediction['enabled']", "True or False"),
+    ({"fallbacks": {"ai.ask": "template"}}, "resilience_fallbacks['ai.ask']", "a list of steps"),
+    ({"fallbacks": {"ai.ask": [42]}}, "resilience_fallbacks['ai.ask']", "steps that are"),
+    ({"fallbacks": ["template"]}, "resilience_fallbacks", "a mapping"),
+    ({"templates": {"ai.ask": 5}}, "resilience_templates", "template string"),
+    (
+        {"fallback_policy": {"content_policy": ["everything"]}},
+        "resilience_fallback_policy['content_policy']",
+        "kinds among",
+    ),
+    ({"fallback_policy": {"typo": ["template"]}}, "resilience_fallback_policy", "categories among"),
+    ({"semantic_cache": {"similarity": 1.5}}, "resilience_semantic_cache['similarity']", "(0, 1]"),
+    ({"semantic_cache": {"ttl": -1}}, "resilience_semantic_cache['ttl']", "> 0"),
+    (
+        {"semantic_cache": {"embedder": "no.such.embedder"}},
+        "resilience_semantic_cache['embedder']",
+        "importable",
+    ),
+    ({"semantic_cache": {"size": 10}}, "resilience_semantic_cache", "keys among"),
 ]
 
 
@@ -211,6 +229,20 @@ def test_breaker_settings_fill_in_defaults() -> None:
     assert s.breakers["openai"].failure_threshold == 5.0 and s.breakers["openai"].probe_lease == 60.0
     assert s.breakers["slow"].probe_lease == 80.0
     assert s.classifier(ValueError()).weight == 0.0
+
+
+def test_fallback_chains_by_task_then_breaker_then_the_tasks_own() -> None:
+    """resilience_fallbacks overrides a task's chain by task name first, then by breaker name."""
+    s = settings(
+        fallbacks={"ai.ask": ["template"], "openai": ["cached_similar"]},
+        fallback_policy={"content_policy": ["provider", "template"]},
+    )
+    chains = s.fallbacks
+    assert chains.chain_for("ai.ask", "openai", ["ai.other"]) == ("template",)
+    assert chains.chain_for("ai.summarise", "openai", ["ai.other"]) == ("cached_similar",)
+    assert chains.chain_for("ai.summarise", "anthropic", ["ai.other"]) == ("ai.other",)
+    assert chains.policy["content_policy"] == ("provider", "template")
+    assert "provider" not in chains.policy["bad_request"]
 
 
 def test_tier_resolver_accepts_a_dotted_path() -> None:

@@ -69,3 +69,26 @@ def test_fallback_results_survive_kombus_json() -> None:
         [{"step": "pipeline.ask_anthropic", "error": "rate_limit"}],
     )
     assert loads(dumps(result)) == result
+
+
+def test_templates_fill_known_arguments_and_keep_unknown_ones() -> None:
+    """A template never fails on a placeholder the call did not provide."""
+    from celery_resilience.fallback import format_template
+
+    assert format_template("Sorry, {prompt!r} in {lang}: {missing}", {"prompt": "hi", "lang": "en"}) == (
+        "Sorry, 'hi' in en: {missing}"
+    )
+
+
+def test_fallback_exhausted_survives_celerys_result_serialisation() -> None:
+    """The caller gets FallbackExhausted back with every step and why."""
+    from celery import Celery
+    from celery.backends.base import Backend
+
+    from celery_resilience import FallbackExhausted
+
+    error = FallbackExhausted("ai.ask", "breaker open", [{"step": "ai.other", "error": "503"}])
+    backend = Backend(app=Celery("x", set_as_current=False), serializer="json")
+    rebuilt = backend.exception_to_python(backend.prepare_exception(error, "json"))
+    assert type(rebuilt) is FallbackExhausted and rebuilt.attempts == error.attempts
+    assert str(rebuilt) == "ai.ask failed (breaker open) and no fallback answered: ai.other: 503"
