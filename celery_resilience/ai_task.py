@@ -53,34 +53,24 @@ class AITask(ResilientTask):
     def _chain(self) -> tuple[Any, ...]:
         return Resilience.of(self.app).settings.fallbacks.chain_for(self.name, self.breaker, self.fallbacks)
 
-    def _publish(
-        self,
-        args: Any,
-        kwargs: Any,
-        task_id: str | None,
-        producer: Any,
-        link: Any,
-        link_error: Any,
-        shadow: str | None,
-        options: dict[str, Any],
-    ) -> Any:
+    def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """With the breaker already open, publish the fallback chain instead, under the same id."""
         if self.breaker is not None and self._chain():
             state = Resilience.of(self.app).breakers.state(self.breaker)
             if state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
                 runner = self.app.tasks[FALLBACK_TASK]
+                reason = f"breaker {self.breaker!r} is {state.value}"
                 payload = (
                     self.name,
                     list(args or ()),
                     dict(kwargs or {}),
-                    f"breaker {self.breaker!r} is {state.value}",
+                    reason,
                     CIRCUIT_OPEN,
                     self.breaker,
                 )
-                return runner.apply_async(
-                    payload, task_id=task_id, producer=producer, link=link, link_error=link_error, **options
-                )
-        return super()._publish(args, kwargs, task_id, producer, link, link_error, shadow, options)
+                options.pop("shadow", None)
+                return runner.apply_async(payload, **options)
+        return super()._publish(args, kwargs, options)
 
     def _fall_back(self, args: Any, kwargs: Any, reason: str, category: str) -> Any:
         """Hand over to the fallback chain under this task's id (the caller's result gets its answer)."""

@@ -49,13 +49,16 @@ class HealthSnapshot:
 
     @property
     def usage(self) -> float:
-        return max(self.cpu, self.memory, min(self.load, 1.0))
+        """The reference's signal: the higher of CPU and memory use. The load average is
+        reported but not used: it lags by a minute, and would hold limits down long after
+        the CPU is idle again."""
+        return max(self.cpu, self.memory)
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterHealth:
     workers: int
-    usage: float  # mean over fresh workers of each one's highest resource use
+    usage: float  # mean over fresh workers of each one's higher of CPU and memory use
     probes: Mapping[str, float]  # highest value of each probe over fresh workers
     active: int
 

@@ -67,30 +67,12 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             headers[HEADER] = {**ctx.as_header(), "decision": verdict.label}
             _apply_schedule(options, verdict)
         options["headers"] = headers
-        return self._publish(args, kwargs, task_id, producer, link, link_error, shadow, options)
+        options.update(task_id=task_id, producer=producer, link=link, link_error=link_error, shadow=shadow)
+        return self._publish(args, kwargs, options)
 
-    def _publish(
-        self,
-        args: Any,
-        kwargs: Any,
-        task_id: str | None,
-        producer: Any,
-        link: Any,
-        link_error: Any,
-        shadow: str | None,
-        options: dict[str, Any],
-    ) -> Any:
+    def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """Publish the admitted call (a subclass may publish something else under its id)."""
-        return super().apply_async(
-            args,
-            kwargs,
-            task_id=task_id,
-            producer=producer,
-            link=link,
-            link_error=link_error,
-            shadow=shadow,
-            **options,
-        )
+        return super().apply_async(args, kwargs, **options)
 
     def _target_queue(self, args: Any, kwargs: Any, options: dict[str, Any]) -> str | None:
         """The queue this publish lands in: the call's, the task's, the router's, the default."""
