@@ -15,9 +15,12 @@ def test_demo_accounts_for_every_request_and_shows_each_outcome() -> None:
             assert sum(tally.outcomes[user].values()) == sent
             seen |= {o for o, n in tally.outcomes[user].items() if n}
     assert {"allow", "allow_with_grace", "delay", "queue_with_timeout", "rejected"} <= seen
-    # Under critical load, free users are refused and the enterprise tier is not.
+    # Under critical load, free users over their limit are refused, never paced (how many are
+    # over depends on how much their bucket refilled between phases); enterprise is not refused.
     critical = phases["critical load"]
-    assert critical.outcomes["alice"]["rejected"] == 8
+    alice = critical.outcomes["alice"]
+    assert alice["delay"] == alice["queue_with_timeout"] == 0
+    assert alice["rejected"] >= 4
     assert critical.outcomes["acme"]["rejected"] == 0
 
 
