@@ -100,6 +100,7 @@ class Breakers:
         store: Callable[[], Store],
         classifier: Classifier,
         *,
+        count: Callable[[dict[str, float]], None] | None = None,
         closed_cache_seconds: float = 2.0,
         success_flush_seconds: float = 0.25,
         retry_interval: float = 2.0,
@@ -110,6 +111,7 @@ class Breakers:
         self.classifier = classifier
         self.stats: Counter[str] = Counter()
         self._store = store
+        self._count = count or (lambda fields: None)
         self._closed_cache_seconds = closed_cache_seconds
         self._success_flush_seconds = success_flush_seconds
         self._pending: dict[str, _Pending] = {}
@@ -274,6 +276,7 @@ class Breakers:
     def force(self, name: str, state: BreakerState) -> BreakerView:
         view = self._shared().breaker_force(name, self.policy(name), state)
         self._remember(name, view, None)
+        self._count({f"breaker_forced:{name}": 1})
         return view
 
     def read(self, name: str) -> BreakerView:

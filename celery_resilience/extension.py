@@ -79,6 +79,7 @@ class Resilience:
             lambda: self.admission.store,
             self.settings.classifier,
             retry_interval=self.settings.store_retry_interval,
+            count=self.record,
         )
         self.quota = ProviderQuota(self.settings.providers, lambda: self.admission.store)
         load = self.settings.load

@@ -156,6 +156,7 @@ def run_chain(
             return answer(value, result_kind, confidence, step_task.name)
         except Exception as error:  # every failure is recorded and the next step tried
             attempts.append({"step": name, "error": f"{type(error).__name__}: {error}"})
+    resilience.record({"fallback_exhausted": 1})
     raise FallbackExhausted(task_name, reason, attempts)
 
 

@@ -102,6 +102,10 @@ class KeySpace:
         """Hash of worker name -> its latest heartbeat (JSON)."""
         return f"{self.prefix}:{{health}}:workers"
 
+    def load(self) -> str:
+        """Hash of minute -> the cluster's resource use then (for the throttling/load correlation)."""
+        return f"{self.prefix}:{{load}}:minutes"
+
     def demand(self) -> str:
         """Hash of absolute hour -> requests admitted or refused in that hour."""
         return f"{self.prefix}:{{demand}}:hours"

@@ -67,6 +67,7 @@ class LoadMonitor:
         self._breaker_state = breaker_state
         self._monotonic = monotonic
         self._refreshed = -math.inf
+        self._load_minute = -1
         self._lock = threading.Lock()
 
     # -- what admission asks -----------------------------------------------------------------
@@ -118,6 +119,10 @@ class LoadMonitor:
                 store = self._store()
                 now = store.now()
                 self.health = cluster_health(store.read_health(), now, self.settings.health_stale_after)
+                minute = int(now // 60)
+                if self.health is not None and minute != self._load_minute:
+                    store.record_load(minute, self.health.usage)
+                    self._load_minute = minute
                 if self.settings.prediction_enabled:
                     self._predict(store, hour_index(now))
             except StoreUnavailable as error:

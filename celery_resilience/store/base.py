@@ -33,6 +33,7 @@ Clock = Callable[[], float]
 TransitionListener = Callable[["str | None", "BreakerView | None"], None]
 SECONDS_PER_MINUTE = 60
 DEMAND_HISTORY_HOURS = 6 * 7 * 24
+LOAD_HISTORY_MINUTES = 24 * 60
 # A cache lookup finds candidates through the question's few rarest terms, adding terms
 # (rarest first) only while the entries they name stay within a budget: common words
 # name thousands of entries and discriminate nothing.
@@ -168,6 +169,12 @@ class Store(Protocol):
 
     def read_health(self) -> list[HealthSnapshot]:
         """Every worker's latest heartbeat; readers decide which are stale."""
+
+    def record_load(self, minute: int, usage: float) -> None:
+        """The cluster's resource use during ``minute`` (latest reading wins)."""
+
+    def load_series(self, minutes: list[int]) -> dict[int, float]:
+        """Recorded resource use of the given minutes (missing minutes are left out)."""
 
     def requests_in_hour(self, hour: int) -> float:
         """Admission requests decided during absolute ``hour`` (from the minute counters)."""

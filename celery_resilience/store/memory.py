@@ -26,6 +26,7 @@ from ..load import HealthSnapshot
 from .base import (
     CANDIDATE_BUDGET,
     DEMAND_HISTORY_HOURS,
+    LOAD_HISTORY_MINUTES,
     RAREST_TERMS,
     SECONDS_PER_MINUTE,
     AdmitRequest,
@@ -58,6 +59,7 @@ class MemoryStore:
         # namespace -> (entries by id, last use by id, ids by term)
         self._caches: dict[str, tuple[dict[str, CacheEntry], dict[str, float], dict[str, set[str]]]] = {}
         self._demand: dict[int, float] = {}
+        self._load: dict[int, float] = {}
         self._listeners: list[TransitionListener] = []
 
     def now(self) -> float:
@@ -191,6 +193,16 @@ class MemoryStore:
         with self._lock:
             return list(self._health.values())
 
+    def record_load(self, minute: int, usage: float) -> None:
+        with self._lock:
+            self._load[minute] = usage
+            for old in [m for m in self._load if m < minute - LOAD_HISTORY_MINUTES]:
+                del self._load[old]
+
+    def load_series(self, minutes: list[int]) -> dict[int, float]:
+        with self._lock:
+            return {m: self._load[m] for m in minutes if m in self._load}
+
     def requests_in_hour(self, hour: int) -> float:
         first = hour * 60
         return sum(self.metrics(minute).get(REQUESTS, 0.0) for minute in range(first, first + 60))
@@ -224,6 +236,7 @@ class MemoryStore:
             self._health.clear()
             self._caches.clear()
             self._demand.clear()
+            self._load.clear()
             return deleted
 
     def close(self) -> None:

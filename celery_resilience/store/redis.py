@@ -28,6 +28,7 @@ from ..load import HealthSnapshot
 from .base import (
     CANDIDATE_BUDGET,
     DEMAND_HISTORY_HOURS,
+    LOAD_HISTORY_MINUTES,
     RAREST_TERMS,
     AdmitPolicy,
     AdmitRequest,
@@ -321,6 +322,19 @@ class RedisStore:
             except (ValueError, KeyError, TypeError):
                 logger.warning("ignored a malformed heartbeat from %r", worker)
         return snapshots
+
+    def record_load(self, minute: int, usage: float) -> None:
+        key = self.keys.load()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(key, str(minute), repr(usage))
+        pipe.hdel(key, str(minute - LOAD_HISTORY_MINUTES))
+        self._call(pipe.execute)
+
+    def load_series(self, minutes: list[int]) -> dict[int, float]:
+        if not minutes:
+            return {}
+        values = self._call(self._redis.hmget, self.keys.load(), [str(m) for m in minutes])
+        return {m: float(v) for m, v in zip(minutes, values, strict=True) if v is not None}
 
     def requests_in_hour(self, hour: int) -> float:
         pipe = self._redis.pipeline(transaction=False)
