@@ -1,0 +1,186 @@
+"""``celery -A proj resilience ...``: what the defences see, and the breakers' controls.
+
+    celery -A proj resilience status [--json]
+    celery -A proj resilience open NAME      # force a breaker open until closed
+    celery -A proj resilience close NAME     # close it (also resets its window and trips)
+    celery -A proj resilience reset NAME     # the same as close, for a breaker that tripped
+    celery -A proj resilience disable NAME   # let every call through, record nothing
+
+Registered under the ``celery.commands`` entry point group; the app is the one named by
+``-A``, and ``Resilience(app)`` is what its module already calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import click
+
+from .breaker import BreakerState
+from .extension import Resilience
+from .load import queue_severity
+from .metrics import MetricsReader
+
+__all__ = ["resilience", "status_report"]
+
+
+def status_report(app: Any) -> dict[str, Any]:
+    """Everything the status command shows, as one JSON-ready object."""
+    ext = Resilience.of(app)
+    store = ext.store
+    now = store.now()
+    breakers = {}
+    for name in sorted(ext.breakers.policies):
+        view = ext.breakers.read(name)
+        breakers[name] = {
+            "state": view.state.value,
+            "generation": view.generation,
+            "open_until": view.open_until or None,
+            "open_for": max(0.0, view.open_until - now) if view.state is BreakerState.OPEN else None,
+            "trips": view.trips,
+            "calls_in_window": view.calls,
+            "weight_in_window": view.weight,
+            "failure_threshold": ext.breakers.policies[name].failure_threshold,
+            "probes_held": view.probes,
+        }
+    queues = {}
+    for queue, thresholds in sorted(ext.settings.load.queue_thresholds.items()):
+        depth = ext.depths.depth(queue) if ext.depths is not None else None
+        queues[queue] = {
+            "depth": depth,
+            "high": thresholds.high,
+            "critical": thresholds.critical,
+            "severity": queue_severity(depth, thresholds).value,
+        }
+    factors = ext.load.factors()
+    multiplier = factors.product
+    tiers = {}
+    for name, tier in sorted(ext.settings.tiers.items()):
+        effective = tier.limit.rate.per_second * multiplier
+        if tier.minimum_guaranteed is not None:
+            effective = max(effective, tier.minimum_guaranteed.per_second)
+        if tier.maximum_burst is not None:
+            effective = min(effective, tier.maximum_burst.per_second)
+        tiers[name] = {
+            "rate": str(tier.limit.rate),
+            "burst": tier.limit.burst,
+            "grace": tier.limit.grace,
+            "effective_per_minute": round(effective * 60, 3),
+        }
+    reader = MetricsReader(store)
+    last_minute = reader.last(1)[0]
+    health = ext.load.health
+    return {
+        "breakers": breakers,
+        "queues": queues,
+        "tiers": tiers,
+        "severity": ext.load.severity(None).value,
+        "factors": {**dataclasses.asdict(factors), "product": multiplier},
+        "workers": None if health is None else dataclasses.asdict(health),
+        "prediction": None if ext.load.upcoming is None else dataclasses.asdict(ext.load.upcoming),
+        "last_minute": dataclasses.asdict(last_minute),
+        "load_correlation": reader.load_correlation(),
+        "at": now,
+    }
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    click.echo(
+        f"severity {report['severity']}   adaptive factor {report['factors']['product']:.2f}   "
+        f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(report['at']))} UTC"
+    )
+    click.echo("\nbreakers")
+    for name, b in report["breakers"].items():
+        extra = f"   open for {b['open_for']:.0f}s more" if b["open_for"] else ""
+        click.echo(
+            f"  {name:<20} {b['state']:<12} weight {b['weight_in_window']:.1f}/{b['failure_threshold']:g}"
+            f" over {b['calls_in_window']} calls   trips {b['trips']}{extra}"
+        )
+    click.echo("\ntiers")
+    for name, t in report["tiers"].items():
+        click.echo(
+            f"  {name:<20} {t['rate']:>10}  now {t['effective_per_minute']:g}/m   burst {t['burst']}"
+            f"   grace {t['grace']}"
+        )
+    if report["queues"]:
+        click.echo("\nqueues")
+        for name, q in report["queues"].items():
+            limits = f"(high {q['high']}, critical {q['critical']})"
+            click.echo(f"  {name:<20} depth {q['depth']}   {q['severity']} {limits}")
+    factors = ", ".join(f"{k} {v:.2f}" for k, v in report["factors"].items() if k != "product")
+    click.echo(f"\nfactors   {factors}")
+    m = report["last_minute"]
+    click.echo(
+        f"last minute   {m['requests']:g} requests: {m['admitted']:g} admitted, {m['graced']:g} graced, "
+        f"{m['throttled']:g} throttled; fallbacks {dict(m['fallbacks']) or 'none'}"
+    )
+
+
+def _app(ctx: click.Context) -> Any:
+    return ctx.obj.app
+
+
+def _breaker(ctx: click.Context, name: str) -> None:
+    known = Resilience.of(_app(ctx)).breakers.policies
+    if name not in known:
+        raise click.BadParameter(
+            f"no breaker named {name!r}; configured: {', '.join(sorted(known)) or 'none'}"
+        )
+
+
+@click.group(name="resilience")
+def resilience() -> None:
+    """Admission, breakers, backpressure and fallbacks of this app."""
+
+
+@resilience.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Breakers, tiers and their effective rates, queue depths, severity, adaptive factors."""
+    report = status_report(_app(ctx))
+    if as_json:
+        click.echo(json.dumps(report, default=str, sort_keys=True))
+    else:
+        _print_status(report)
+
+
+def _force(ctx: click.Context, name: str, state: BreakerState) -> None:
+    _breaker(ctx, name)
+    view = Resilience.of(_app(ctx)).breakers.force(name, state)
+    click.echo(f"breaker {name!r} is now {view.state.value} (generation {view.generation})")
+
+
+@resilience.command(name="open")
+@click.argument("name")
+@click.pass_context
+def open_breaker(ctx: click.Context, name: str) -> None:
+    """Force breaker NAME open until an operator closes it."""
+    _force(ctx, name, BreakerState.FORCED_OPEN)
+
+
+@resilience.command(name="close")
+@click.argument("name")
+@click.pass_context
+def close_breaker(ctx: click.Context, name: str) -> None:
+    """Close breaker NAME (its window and trip count start again)."""
+    _force(ctx, name, BreakerState.CLOSED)
+
+
+@resilience.command(name="reset")
+@click.argument("name")
+@click.pass_context
+def reset_breaker(ctx: click.Context, name: str) -> None:
+    """Reset breaker NAME to closed, forgetting its failures and trips."""
+    _force(ctx, name, BreakerState.CLOSED)
+
+
+@resilience.command(name="disable")
+@click.argument("name")
+@click.pass_context
+def disable_breaker(ctx: click.Context, name: str) -> None:
+    """Let every call through breaker NAME, recording nothing, until closed."""
+    _force(ctx, name, BreakerState.DISABLED)
