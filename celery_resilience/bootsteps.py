@@ -18,7 +18,7 @@ from celery import bootsteps
 from .load import HealthSnapshot
 from .load_settings import Probe
 
-__all__ = ["HealthHeartbeat", "take_snapshot"]
+__all__ = ["HealthHeartbeat", "AlertMonitorStep", "take_snapshot"]
 
 logger = logging.getLogger("celery_resilience.health")
 
@@ -88,3 +88,40 @@ class HealthHeartbeat(bootsteps.StartStopStep):
             store.publish_health(snapshot)
         except StoreUnavailable as error:
             logger.warning("could not publish this worker's health: %s", error)
+
+
+class AlertMonitorStep(bootsteps.StartStopStep):
+    """Runs the cluster's alert monitor on this worker; it acts only while holding the lease."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.timer_ref: Any = None
+        self.monitor: Any = None
+
+    def start(self, worker: Any) -> None:
+        from .alerting import AlertMonitor
+        from .extension import Resilience
+        from .integrations.sentry import ensure_sentry, flush, send_alert
+
+        resilience = Resilience.of(worker.app)
+        settings = resilience.settings
+        if ensure_sentry(settings.sentry_dsn):
+
+            def send(alert: Any) -> None:
+                send_alert(alert)
+                flush()
+
+        else:
+            logger.info("no Sentry client and no resilience_sentry_dsn: alerts are logged only")
+
+            def send(alert: Any) -> None:
+                return None
+
+        self.monitor = AlertMonitor(resilience, f"{worker.hostname}:{os.getpid()}", send)
+        self.timer_ref = worker.timer.call_repeatedly(settings.alert_interval, self.monitor.tick, priority=10)
+
+    def stop(self, worker: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None

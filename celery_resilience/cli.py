@@ -81,7 +81,8 @@ def status_report(app: Any) -> dict[str, Any]:
         "factors": {**dataclasses.asdict(factors), "product": multiplier},
         "workers": None if health is None else dataclasses.asdict(health),
         "prediction": None if ext.load.upcoming is None else dataclasses.asdict(ext.load.upcoming),
-        "last_minute": dataclasses.asdict(last_minute),
+        "last_minute": {**dataclasses.asdict(last_minute), "grace_usage": last_minute.grace_share},
+        "recent_alerts": [json.loads(raw) for raw in store.recent_alerts(10)],
         "load_correlation": reader.load_correlation(),
         "at": now,
     }

@@ -16,7 +16,7 @@ from celery import Celery, signals
 
 from .admission import Admission, SeveritySource
 from .backpressure import QueueDepths
-from .bootsteps import HealthHeartbeat
+from .bootsteps import AlertMonitorStep, HealthHeartbeat
 from .breakers import Breakers, Call
 from .keys import KeySpace
 from .monitor import LoadMonitor
@@ -103,6 +103,7 @@ class Resilience:
         if previous is None:
             self._connect_signals()
             app.steps["worker"].add(HealthHeartbeat)
+            app.steps["worker"].add(AlertMonitorStep)
             app.task(name=FALLBACK_TASK, bind=True, shared=False)(_run_fallbacks)
 
     @classmethod

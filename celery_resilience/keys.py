@@ -98,6 +98,16 @@ class KeySpace:
         base = f"{self.prefix}:{{c.{escape_part(namespace)}}}:cache"
         return f"{base}:entries", f"{base}:order", f"{base}:t:"
 
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}:{{monitor}}:lease:{escape_part(name)}"
+
+    def cooldown(self, name: str) -> str:
+        return f"{self.prefix}:{{monitor}}:cooldown:{escape_part(name)}"
+
+    def alerts(self) -> str:
+        """List of the latest alerts sent (JSON), newest first."""
+        return f"{self.prefix}:{{monitor}}:alerts"
+
     def health(self) -> str:
         """Hash of worker name -> its latest heartbeat (JSON)."""
         return f"{self.prefix}:{{health}}:workers"

@@ -30,7 +30,6 @@ class MinuteSummary:
     delay_total: float = 0.0
     average_delay: float = 0.0
     tiers: Mapping[str, float] = field(default_factory=dict)
-    grace_share: float = 0.0  # graced / (admitted + graced): how much admission leaned on grace
     fallbacks: Mapping[str, float] = field(default_factory=dict)
     fallback_exhausted: float = 0.0
     breaker_trips: Mapping[str, float] = field(default_factory=dict)
@@ -39,6 +38,12 @@ class MinuteSummary:
     provider_429s: Mapping[str, float] = field(default_factory=dict)
     expired: float = 0.0
     ungated: float = 0.0
+
+    @property
+    def grace_share(self) -> float:
+        """Grace usage: the share of admissions that needed the grace allowance."""
+        admitted = self.admitted + self.graced
+        return self.graced / admitted if admitted else 0.0
 
 
 def _prefixed(fields: Mapping[str, float], prefix: str) -> dict[str, float]:
@@ -60,7 +65,6 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         delay_total=delay_total,
         average_delay=delay_total / paced if paced else 0.0,
         tiers=_prefixed(fields, "tier:"),
-        grace_share=graced / (admitted + graced) if admitted + graced else 0.0,
         fallbacks=_prefixed(fields, "fallback:"),
         fallback_exhausted=fields.get("fallback_exhausted", 0.0),
         breaker_trips=_prefixed(fields, "breaker_trip:"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .alerts import AlertRule, parse_alert_rules
 from .breaker import BreakerPolicy
 from .breaker_settings import parse_breakers, parse_classifier, parse_providers
 from .classify import Classifier
@@ -91,6 +92,10 @@ class ResilienceSettings:
     providers: Mapping[str, Rate]
     load: LoadSettings
     fallbacks: FallbackSettings
+    alerts: Mapping[str, AlertRule]
+    alert_interval: float
+    monitor_lease: float
+    sentry_dsn: str | None
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], *, broker_url: str | None = None) -> ResilienceSettings:
@@ -132,6 +137,16 @@ class ResilienceSettings:
             providers=MappingProxyType(dict(parse_providers(get(f"{PREFIX}providers")))),
             load=parse_load_settings(get),
             fallbacks=parse_fallback_settings(get),
+            alerts=MappingProxyType(dict(parse_alert_rules(get(f"{PREFIX}alerts")))),
+            alert_interval=_seconds(
+                f"{PREFIX}alert_interval", get(f"{PREFIX}alert_interval", 60.0), positive=True
+            ),
+            monitor_lease=_seconds(
+                f"{PREFIX}monitor_lease",
+                get(f"{PREFIX}monitor_lease", 3 * float(get(f"{PREFIX}alert_interval", 60.0) or 60.0)),
+                positive=True,
+            ),
+            sentry_dsn=_dsn(get(f"{PREFIX}sentry_dsn")),
             lease_max_tokens=_int(
                 f"{PREFIX}lease_max_tokens", get(f"{PREFIX}lease_max_tokens", 16), low=1, high=10_000
             ),
@@ -164,8 +179,20 @@ KNOWN_SETTINGS = frozenset(
         "providers",
         *LOAD_SETTINGS,
         *FALLBACK_SETTINGS,
+        "alerts",
+        "alert_interval",
+        "monitor_lease",
+        "sentry_dsn",
     )
 )
+
+
+def _dsn(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "://" not in value or "@" not in value:
+        raise ConfigurationError(f"{PREFIX}sentry_dsn", "a Sentry DSN like 'https://key@host/project'", value)
+    return value
 
 
 def _reject_unknown(conf: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -25,14 +26,17 @@ class ScriptedServer:
         self.answer = Answer()
         self.requests = 0
         self.arrivals: list[float] = []
+        self.bodies: list[tuple[str, bytes]] = []
         self.arrived = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def _reply(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if length else b""
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                server.bodies.append((self.path, body))
                 server.requests += 1
                 server.arrivals.append(time.time())
                 server.arrived.set()

@@ -170,6 +170,21 @@ class Store(Protocol):
     def read_health(self) -> list[HealthSnapshot]:
         """Every worker's latest heartbeat; readers decide which are stale."""
 
+    def hold_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew lease ``name`` for ``owner``; False while another owner holds it."""
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds lease ``name`` now, if anyone."""
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """True for the first caller in ``seconds`` (a cool-down shared by every process)."""
+
+    def push_alert(self, record: str, keep: int = 50) -> None:
+        """Remember an alert that was sent (the latest ``keep`` are kept)."""
+
+    def recent_alerts(self, count: int = 20) -> list[str]:
+        """The latest alerts sent, newest first."""
+
     def record_load(self, minute: int, usage: float) -> None:
         """The cluster's resource use during ``minute`` (latest reading wins)."""
 

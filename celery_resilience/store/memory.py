@@ -60,6 +60,9 @@ class MemoryStore:
         self._caches: dict[str, tuple[dict[str, CacheEntry], dict[str, float], dict[str, set[str]]]] = {}
         self._demand: dict[int, float] = {}
         self._load: dict[int, float] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._claims: dict[str, float] = {}
+        self._alerts: list[str] = []
         self._listeners: list[TransitionListener] = []
 
     def now(self) -> float:
@@ -193,6 +196,36 @@ class MemoryStore:
         with self._lock:
             return list(self._health.values())
 
+    def hold_lease(self, name: str, owner: str, seconds: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            holder = self._leases.get(name)
+            if holder is None or holder[1] <= now or holder[0] == owner:
+                self._leases[name] = (owner, now + seconds)
+                return True
+            return False
+
+    def lease_holder(self, name: str) -> str | None:
+        with self._lock:
+            holder = self._leases.get(name)
+            return holder[0] if holder is not None and holder[1] > self._clock() else None
+
+    def claim(self, name: str, seconds: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._claims.get(name, -1e18) > now:
+                return False
+            self._claims[name] = now + seconds
+            return True
+
+    def push_alert(self, record: str, keep: int = 50) -> None:
+        with self._lock:
+            self._alerts = [record, *self._alerts][:keep]
+
+    def recent_alerts(self, count: int = 20) -> list[str]:
+        with self._lock:
+            return self._alerts[:count]
+
     def record_load(self, minute: int, usage: float) -> None:
         with self._lock:
             self._load[minute] = usage
@@ -237,6 +270,9 @@ class MemoryStore:
             self._caches.clear()
             self._demand.clear()
             self._load.clear()
+            self._leases.clear()
+            self._claims.clear()
+            self._alerts.clear()
             return deleted
 
     def close(self) -> None:

@@ -80,6 +80,7 @@ class RedisStore:
         self._admit: Script = self._redis.register_script(load_script("admit"))
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
         self._drain: Script = self._redis.register_script(load_script("drain"))
+        self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
         self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
@@ -322,6 +323,32 @@ class RedisStore:
             except (ValueError, KeyError, TypeError):
                 logger.warning("ignored a malformed heartbeat from %r", worker)
         return snapshots
+
+    def hold_lease(self, name: str, owner: str, seconds: float) -> bool:
+        return self._run_lease(self.keys.lease(name), owner, seconds)
+
+    def lease_holder(self, name: str) -> str | None:
+        raw = self._call(self._redis.get, self.keys.lease(name))
+        if raw is None:
+            return None
+        owner, expires = raw.decode().rsplit(" ", 1)
+        return owner if float(expires) > self.now() else None
+
+    def claim(self, name: str, seconds: float) -> bool:
+        return self._run_lease(self.keys.cooldown(name), "", seconds)
+
+    def _run_lease(self, key: str, owner: str, seconds: float) -> bool:
+        now_arg = "" if self._clock is None else repr(self._clock())
+        return bool(int(self._call(self._lease, keys=[key], args=[owner, repr(seconds), now_arg])))
+
+    def push_alert(self, record: str, keep: int = 50) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lpush(self.keys.alerts(), record)
+        pipe.ltrim(self.keys.alerts(), 0, keep - 1)
+        self._call(pipe.execute)
+
+    def recent_alerts(self, count: int = 20) -> list[str]:
+        return [raw.decode() for raw in self._call(self._redis.lrange, self.keys.alerts(), 0, count - 1)]
 
     def record_load(self, minute: int, usage: float) -> None:
         key = self.keys.load()

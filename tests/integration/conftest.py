@@ -49,7 +49,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def start_worker(
-    env: dict[str, str], module: str, queue: str, pool: str = "threads", concurrency: int = 1
+    env: dict[str, str],
+    module: str,
+    queue: str,
+    pool: str = "threads",
+    concurrency: int = 1,
+    extra: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """A real ``celery worker`` process in its own session (so a test can kill its group)."""
     return subprocess.Popen(
@@ -71,6 +76,7 @@ def start_worker(
             "--without-heartbeat",
             "-l",
             "warning",
+            *(extra or []),
         ],
         cwd=ROOT,
         env=env,

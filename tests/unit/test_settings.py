@@ -202,6 +202,11 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
         "importable",
     ),
     ({"semantic_cache": {"size": 10}}, "resilience_semantic_cache", "keys among"),
+    ({"alerts": {"throttled": {"threshold": 5}}}, "resilience_alerts", "rules among"),
+    ({"alerts": {"grace_usage": {"level": "loud"}}}, "resilience_alerts['grace_usage']['level']", "one of"),
+    ({"alerts": {"grace_usage": {"cooldown": -1}}}, "resilience_alerts['grace_usage']['cooldown']", ">= 0"),
+    ({"alert_interval": 0}, "resilience_alert_interval", "> 0"),
+    ({"sentry_dsn": "not a dsn"}, "resilience_sentry_dsn", "Sentry DSN"),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Where alerts and metrics go: Sentry (core), Prometheus (optional extra)."""
