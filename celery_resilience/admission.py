@@ -158,6 +158,7 @@ class Admission:
         self._store_lock = threading.Lock()
         self._monotonic = monotonic
         self._store_down_until = 0.0
+        self._unreported_outages = 0
         # Everything below is derived from immutable settings; caching it keeps the hot
         # path to one dictionary lookup per part instead of rebuilding it per publish.
         self._plans: dict[tuple[Severity, str, str, float], _Plan] = {}
@@ -232,6 +233,8 @@ class Admission:
         except StoreUnavailable as error:
             self._store_down_until = self._monotonic() + settings.store_retry_interval
             return self._store_failed(ctx, task_name, error)
+        if self._unreported_outages:
+            self._report_outages()
 
         if outcome.leased:
             self._take_lease(bucket_key, policy, outcome.leased)
@@ -346,8 +349,17 @@ class Admission:
         """Adaptive factor applied to the baseline rate, clamped per tier afterwards."""
         return self.load.multiplier(queue, breaker) if self.load is not None else 1.0
 
+    def _report_outages(self) -> None:
+        """The store is back: count the admissions it missed in the cluster's metrics."""
+        missed, self._unreported_outages = self._unreported_outages, 0
+        try:
+            self.store.count({"store_unavailable": missed})
+        except StoreUnavailable:
+            self._unreported_outages += missed
+
     def _store_failed(self, ctx: CallContext, task_name: str, error: StoreUnavailable | None) -> Verdict:
         self.stats["store_unavailable"] += 1
+        self._unreported_outages += 1
         if error is not None:
             logger.warning(
                 "resilience store unreachable (%s); admission fails %s for %.3gs",

@@ -37,6 +37,7 @@ class AlertMonitor:
         try:
             if not store.hold_lease(LEASE, self.owner, settings.monitor_lease):
                 return []
+            self._count_open_time(store)
             reader = MetricsReader(store)
             recent = reader.last(2, include_current=True)
             alerts = evaluate(
@@ -70,6 +71,17 @@ class AlertMonitor:
                 )
                 sent.append(alert)
         return sent
+
+    def _count_open_time(self, store: Any) -> None:
+        """Add this tick's interval to each breaker that is open (counted once, by the holder)."""
+        interval = self.resilience.settings.alert_interval
+        fields = {}
+        for name in self.resilience.breakers.policies:
+            state = self.resilience.breakers.read(name).state
+            if state.value in ("open", "forced_open"):
+                fields[f"breaker_open_seconds:{name}"] = interval
+        if fields:
+            store.count(fields)
 
     def _deliver(self, alert: Alert) -> None:
         log = logger.error if alert.level in ("error", "fatal") else logger.warning

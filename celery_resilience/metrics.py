@@ -34,10 +34,12 @@ class MinuteSummary:
     fallback_exhausted: float = 0.0
     breaker_trips: Mapping[str, float] = field(default_factory=dict)
     breaker_closes: Mapping[str, float] = field(default_factory=dict)
+    breaker_open_seconds: Mapping[str, float] = field(default_factory=dict)
     provider_calls: Mapping[str, float] = field(default_factory=dict)
     provider_429s: Mapping[str, float] = field(default_factory=dict)
     expired: float = 0.0
     ungated: float = 0.0
+    store_unavailable: float = 0.0
 
     @property
     def grace_share(self) -> float:
@@ -69,10 +71,12 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         fallback_exhausted=fields.get("fallback_exhausted", 0.0),
         breaker_trips=_prefixed(fields, "breaker_trip:"),
         breaker_closes=_prefixed(fields, "breaker_close:"),
+        breaker_open_seconds=_prefixed(fields, "breaker_open_seconds:"),
         provider_calls={k.split("@", 1)[1]: v for k, v in provider.items() if k.startswith("admitted@")},
         provider_429s=_prefixed(fields, "provider_429:"),
         expired=fields.get("expired", 0.0),
         ungated=fields.get("ungated", 0.0),
+        store_unavailable=fields.get("store_unavailable", 0.0),
     )
 
 

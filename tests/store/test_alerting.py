@@ -90,3 +90,21 @@ def test_a_breaker_trip_is_alerted_once_per_breaker(store: Store, clock: FakeClo
     store.count({"breaker_trip:openai": 1})
     monitor.tick()
     assert sorted(a.subject for a in sent) == ["anthropic", "openai"]
+
+
+def test_open_breakers_accumulate_open_time_once_per_tick(store: Store, clock: FakeClock) -> None:
+    """The lease holder adds its interval to each open breaker: time spent open, counted once."""
+    from celery_resilience import BreakerState
+    from celery_resilience.metrics import MetricsReader
+
+    resilience = app_with(store, clock, alert_interval=10, breakers={"openai": {}, "anthropic": {}})
+    resilience.breakers.force("openai", BreakerState.FORCED_OPEN)
+    first, second = (
+        AlertMonitor(resilience, "w1", lambda a: None),
+        AlertMonitor(resilience, "w2", lambda a: None),
+    )
+    for _ in range(3):
+        first.tick()
+        second.tick()
+    reader = MetricsReader(store)
+    assert reader.minute(reader.current_minute()).breaker_open_seconds == {"openai": 30}

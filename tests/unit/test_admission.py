@@ -260,3 +260,21 @@ def test_store_down_fails_closed_when_configured() -> None:
         adm.decide(adm.context("u", None, None, None), task_name="t")
     assert isinstance(caught.value, Throttled)
     assert caught.value.retry_after == s.store_retry_interval
+
+
+def test_admissions_missed_during_an_outage_reach_the_metrics_when_the_store_returns(
+    clock: FakeClock,
+) -> None:
+    """Fail-open decisions are counted locally, then reported as store_unavailable once it answers."""
+    s = ResilienceSettings.from_conf({"resilience_store_retry_interval": 1})
+    live = MemoryStore(KeySpace("t", 1), clock=clock)
+    current: list[object] = [DeadStore()]
+    mono = Monotonic()
+    adm = Admission(s, lambda: current[0], monotonic=mono)  # type: ignore[arg-type,return-value]
+    ctx = adm.context("u", None, None, None)
+    for _ in range(3):
+        adm.decide(ctx, task_name="t")
+    adm._store = live
+    mono.now += 2
+    adm.decide(ctx, task_name="t")
+    assert live.metrics()["store_unavailable"] == 3
