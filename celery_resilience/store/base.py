@@ -225,9 +225,16 @@ class MinuteClock:
     def __init__(self, local: Clock = time.time) -> None:
         self._local = local
         self._offset = 0.0
+        self._observed_at = -1e18
 
     def observe(self, store_now: float) -> None:
-        self._offset = store_now - self._local()
+        local = self._local()
+        self._offset = store_now - local
+        self._observed_at = local
+
+    def fresh(self, within: float) -> bool:
+        """Whether an answer of the store set the offset less than ``within`` seconds ago."""
+        return self._local() - self._observed_at < within
 
     def now(self) -> float:
         return self._local() + self._offset

@@ -46,6 +46,7 @@ logger = logging.getLogger("celery_resilience.store")
 
 _DECISIONS = {d.value.encode(): d for d in Decision}
 _STATES = {s.value: s for s in BreakerState}
+_CLOCK_FRESH_SECONDS = 5.0
 _WIRE_CACHE_SIZE = 4096
 
 
@@ -95,8 +96,12 @@ class RedisStore:
         return self._redis
 
     def now(self) -> float:
+        """The server's clock: from the offset the last answers carried when they are recent
+        (every script returns the server's time), else one ``TIME`` round trip."""
         if self._clock is not None:
             return self._clock()
+        if self._minutes.fresh(_CLOCK_FRESH_SECONDS):
+            return self._minutes.now()
         seconds, micros = self._call(self._redis.time)
         now = float(seconds) + float(micros) / 1_000_000
         self._minutes.observe(now)

@@ -84,3 +84,12 @@ def test_a_read_only_or_refusing_server_is_unavailable_too(live_store: RedisStor
 def test_redis_errors_are_redis_errors() -> None:
     """Sanity: the client library raises what the store translates."""
     assert issubclass(redis.TimeoutError, redis.RedisError)
+
+
+def test_the_server_clock_is_read_once_then_followed_locally(live_store: RedisStore, keys: KeySpace) -> None:
+    """After one TIME (or any reply carrying the server's time), now() costs no round trip for a while."""
+    stats_before = live_store.client.info("commandstats").get("cmdstat_time", {}).get("calls", 0)
+    readings = [live_store.now() for _ in range(20)]
+    stats_after = live_store.client.info("commandstats").get("cmdstat_time", {}).get("calls", 0)
+    assert stats_after - stats_before <= 1
+    assert readings == sorted(readings)
