@@ -155,33 +155,17 @@ def _force(ctx: click.Context, name: str, state: BreakerState) -> None:
     click.echo(f"breaker {name!r} is now {view.state.value} (generation {view.generation})")
 
 
-@resilience.command(name="open")
-@click.argument("name")
-@click.pass_context
-def open_breaker(ctx: click.Context, name: str) -> None:
-    """Force breaker NAME open until an operator closes it."""
-    _force(ctx, name, BreakerState.FORCED_OPEN)
+def _breaker_command(command: str, state: BreakerState, help_text: str) -> None:
+    @resilience.command(name=command, help=help_text)
+    @click.argument("name")
+    @click.pass_context
+    def act(ctx: click.Context, name: str) -> None:
+        _force(ctx, name, state)
 
 
-@resilience.command(name="close")
-@click.argument("name")
-@click.pass_context
-def close_breaker(ctx: click.Context, name: str) -> None:
-    """Close breaker NAME (its window and trip count start again)."""
-    _force(ctx, name, BreakerState.CLOSED)
-
-
-@resilience.command(name="reset")
-@click.argument("name")
-@click.pass_context
-def reset_breaker(ctx: click.Context, name: str) -> None:
-    """Reset breaker NAME to closed, forgetting its failures and trips."""
-    _force(ctx, name, BreakerState.CLOSED)
-
-
-@resilience.command(name="disable")
-@click.argument("name")
-@click.pass_context
-def disable_breaker(ctx: click.Context, name: str) -> None:
-    """Let every call through breaker NAME, recording nothing, until closed."""
-    _force(ctx, name, BreakerState.DISABLED)
+_breaker_command("open", BreakerState.FORCED_OPEN, "Force breaker NAME open until an operator closes it.")
+_breaker_command("close", BreakerState.CLOSED, "Close breaker NAME (its window and trip count start again).")
+_breaker_command(
+    "reset", BreakerState.CLOSED, "Reset breaker NAME to closed, forgetting its failures and trips."
+)
+_breaker_command("disable", BreakerState.DISABLED, "Let every call through breaker NAME, recording nothing.")

@@ -13,7 +13,7 @@ them, or aggregate with ``max``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
@@ -35,46 +35,29 @@ class ResilienceCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         ext = Resilience.of(self.app)
         minute = MetricsReader(ext.store).last(1)[0]
-        decisions = GaugeMetricFamily(
-            "resilience_admissions_last_minute",
-            "Admission decisions in the last completed minute",
-            labels=["outcome"],
+        decisions = {outcome: getattr(minute, outcome) for outcome in ("admitted", "graced", "throttled")}
+        yield _labelled(
+            "admissions_last_minute", "Admission decisions in the last completed minute", "outcome", decisions
         )
-        for outcome in ("admitted", "graced", "throttled"):
-            decisions.add_metric([outcome], getattr(minute, outcome))
-        yield decisions
-        strategies = GaugeMetricFamily(
-            "resilience_throttled_last_minute",
+        yield _labelled(
+            "throttled_last_minute",
             "Throttled requests by strategy, last minute",
-            labels=["strategy"],
+            "strategy",
+            minute.throttled_by_strategy,
         )
-        for strategy, count in minute.throttled_by_strategy.items():
-            strategies.add_metric([strategy], count)
-        yield strategies
-        tiers = GaugeMetricFamily(
-            "resilience_tier_requests_last_minute", "Decisions per tier", labels=["tier"]
+        yield _labelled("tier_requests_last_minute", "Decisions per tier, last minute", "tier", minute.tiers)
+        yield _labelled(
+            "fallbacks_last_minute", "Fallback answers by kind, last minute", "kind", minute.fallbacks
         )
-        for tier, count in minute.tiers.items():
-            tiers.add_metric([tier], count)
-        yield tiers
+        yield _labelled(
+            "provider_calls_last_minute", "Calls per provider, last minute", "provider", minute.provider_calls
+        )
         yield GaugeMetricFamily(
             "resilience_average_delay_seconds", "Average delay of paced requests", value=minute.average_delay
         )
         yield GaugeMetricFamily(
             "resilience_grace_usage", "Share of admissions that needed grace", value=minute.grace_share
         )
-        fallbacks = GaugeMetricFamily(
-            "resilience_fallbacks_last_minute", "Fallback answers by kind", labels=["kind"]
-        )
-        for kind, count in minute.fallbacks.items():
-            fallbacks.add_metric([kind], count)
-        yield fallbacks
-        providers = GaugeMetricFamily(
-            "resilience_provider_calls_last_minute", "Calls per provider", labels=["provider"]
-        )
-        for provider, count in minute.provider_calls.items():
-            providers.add_metric([provider], count)
-        yield providers
         states = GaugeMetricFamily(
             "resilience_breaker_state", "1 for the state each breaker is in", labels=["breaker", "state"]
         )
@@ -88,6 +71,13 @@ class ResilienceCollector(Collector):
             "Product of the adaptive multipliers",
             value=ext.load.factors().product,
         )
+
+
+def _labelled(name: str, documentation: str, label: str, values: Mapping[str, float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"resilience_{name}", documentation, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
 
 
 def register(app: Any, registry: CollectorRegistry = REGISTRY) -> ResilienceCollector:
