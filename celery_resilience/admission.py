@@ -123,6 +123,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_leases_in_child)
 
 
+def warn_if_evicting(store: Store) -> bool:
+    """Warn, once per store, when Redis may evict keys: limits and breakers would silently reset."""
+    check = getattr(store, "eviction_policy", None)
+    policy = check() if check is not None else None
+    if policy is None or policy == "noeviction":
+        return False
+    logger.warning(
+        "the resilience store's Redis has maxmemory-policy %r: under memory pressure it may evict "
+        "rate-limit buckets and breaker state (limits reset, breakers close). Give the store a "
+        "database with room, or 'noeviction'.",
+        policy,
+    )
+    return True
+
+
 def _flush_at_exit(ref: weakref.ref[Admission]) -> None:
     admission = ref()
     if admission is not None and admission._store is not None:
@@ -176,6 +191,7 @@ class Admission:
             with self._store_lock:
                 if self._store is None:
                     self._store = self._store_factory()
+                    warn_if_evicting(self._store)
                 store = self._store
         return store
 

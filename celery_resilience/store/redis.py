@@ -444,6 +444,14 @@ class RedisStore:
             deleted += int(self._call(self._redis.unlink, *batch))
         return deleted
 
+    def eviction_policy(self) -> str | None:
+        """Redis' ``maxmemory-policy``, or None where CONFIG is not allowed (managed services)."""
+        try:
+            policy = self._redis.config_get("maxmemory-policy").get("maxmemory-policy")
+        except redis.RedisError:
+            return None
+        return policy.decode() if isinstance(policy, bytes) else policy
+
     def close(self) -> None:
         self._redis.close()
 

@@ -93,3 +93,22 @@ def test_the_server_clock_is_read_once_then_followed_locally(live_store: RedisSt
     stats_after = live_store.client.info("commandstats").get("cmdstat_time", {}).get("calls", 0)
     assert stats_after - stats_before <= 1
     assert readings == sorted(readings)
+
+
+def test_an_evicting_redis_is_warned_about(live_store: RedisStore, caplog: pytest.LogCaptureFixture) -> None:
+    """With an eviction policy, buckets and breakers could vanish silently: say so at start-up."""
+    import logging
+
+    from celery_resilience.admission import warn_if_evicting
+
+    client = live_store.client
+    original = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        with caplog.at_level(logging.WARNING, "celery_resilience"):
+            assert warn_if_evicting(live_store)
+        assert "allkeys-lru" in caplog.text
+        client.config_set("maxmemory-policy", "noeviction")
+        assert not warn_if_evicting(live_store)
+    finally:
+        client.config_set("maxmemory-policy", original)
