@@ -138,6 +138,9 @@ class AITask(ResilientTask):
             resilience.cache.put(self.name, params, str(prompt), result)
         except StoreUnavailable:
             resilience.breakers.stats["cache_unavailable"] += 1
+        except (TypeError, ValueError):
+            # The answer is fine for the caller (any serializer) but not JSON: it is not cached.
+            resilience.breakers.stats["cache_unserializable"] += 1
 
     def _wait_for_quota(self, wait: float) -> None:
         """Run again once the budget has refilled: the same request under the same task id,

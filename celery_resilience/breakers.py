@@ -166,11 +166,11 @@ class Breakers:
 
     def record(self, call: Call, error: BaseException | None) -> None:
         """Report the call's outcome; a call that overran ``call_timeout`` counts as a timeout."""
+        classification = self.classifier(error) if error is not None else None
+        call.outcome = classification  # callers decide retries and fallbacks on it, disabled or not
         if not call.permit.recording:
             return
         policy = self.policy(call.name)
-        classification = self.classifier(error) if error is not None else None
-        call.outcome = classification
         if classification is not None and classification.category is Category.IGNORED:
             return  # Celery control flow says nothing about the dependency; a probe lease just expires
         weight = classification.weight if classification is not None else 0.0

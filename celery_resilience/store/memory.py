@@ -154,7 +154,9 @@ class MemoryStore:
         with self._lock:
             entries, used, index = self._caches.setdefault(namespace, ({}, {}, {}))
             now = self._clock()
-            entries[entry.id] = entry
+            # Held as Redis holds it: JSON. What JSON cannot hold is refused on both stores,
+            # and no caller shares a mutable answer with the cache.
+            entries[entry.id] = CacheEntry.from_json(entry.to_json())
             used[entry.id] = now
             for term in entry.terms:
                 index.setdefault(term, set()).add(entry.id)

@@ -70,3 +70,12 @@ def test_an_old_answer_is_not_trusted_however_often_it_is_used(store: Store, clo
     assert cache.lookup("ai.ask", PARAMS, question) is not None
     clock.advance(80)
     assert cache.lookup("ai.ask", PARAMS, question) is None
+
+
+def test_an_answer_that_is_not_json_is_refused_by_the_cache(store: Store) -> None:
+    """The cache stores JSON; other answers raise TypeError, which AITask treats as 'not cached'."""
+    import pytest
+
+    cache = SemanticCache(lambda: store)
+    with pytest.raises(TypeError):
+        cache.put("ai.ask", PARAMS, "how do I reset my password", object())

@@ -132,3 +132,14 @@ def test_guard_works_as_a_decorator_acquiring_per_call() -> None:
     assert store.breaker_read("ai", POLICY).state is BreakerState.OPEN
     with pytest.raises(CircuitOpen):
         flaky()
+
+
+def test_a_disabled_breaker_still_classifies_what_it_does_not_record() -> None:
+    """Disabling a breaker stops recording, not the caller's retries and fallbacks."""
+    breakers, store, _ = make()
+    store.breaker_force("ai", POLICY, BreakerState.DISABLED)
+    breakers._cache.clear()
+    call = breakers.acquire("ai")
+    breakers.record(call, TimeoutError("slow"))
+    assert call.outcome is not None and call.outcome.category.value == "timeout"
+    assert store.breaker_read("ai", POLICY).calls == 0
