@@ -59,6 +59,7 @@ class Resilience:
         severity: SeveritySource | None = None,
     ) -> None:
         self.app = app
+        self._routing: tuple[bool, str] | None = None
         self.settings = ResilienceSettings.from_conf(app.conf, broker_url=app.conf.broker_url)
         self.keys = KeySpace(self.settings.key_prefix, self.settings.key_shards)
 
@@ -115,6 +116,13 @@ class Resilience:
     @property
     def store(self) -> Store:
         return self.admission.store
+
+    def routing(self) -> tuple[bool, str]:
+        """Whether the app routes tasks, and its default queue: read once, on the first publish
+        (Celery's settings are slow to read, and final by the time anything is published)."""
+        if self._routing is None:
+            self._routing = (bool(self.app.conf.task_routes), str(self.app.conf.task_default_queue))
+        return self._routing
 
     def guard(self, breaker: str) -> AbstractContextManager[Call]:
         """Guard one call inside any task: ``with Resilience.of(app).guard("openai"): ...``.

@@ -67,6 +67,7 @@ class LoadMonitor:
         self._breaker_state = breaker_state
         self._monotonic = monotonic
         self._refreshed = -math.inf
+        self._multipliers: dict[tuple[object, ...], float] = {}
         self._load_minute = -1
         self._lock = threading.Lock()
 
@@ -96,7 +97,13 @@ class LoadMonitor:
         )
 
     def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float:
-        return round(self.factors(queue, breaker).product, 4)
+        """The product of the factors, kept until the next refresh or depth probe changes them."""
+        self._refresh()
+        key = (queue, breaker, self._queue_severity(queue), self._breaker_state(breaker) if breaker else None)
+        found = self._multipliers.get(key)
+        if found is None:
+            found = self._multipliers[key] = round(self.factors(queue, breaker).product, 4)
+        return found
 
     # -- refreshing --------------------------------------------------------------------------
 
@@ -115,6 +122,7 @@ class LoadMonitor:
             if self._monotonic() - self._refreshed < self.settings.adaptive_interval:
                 return
             self._refreshed = self._monotonic()
+            self._multipliers = {}
             try:
                 store = self._store()
                 now = store.now()

@@ -79,11 +79,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         explicit = _queue_name(options.get("queue")) or _queue_name(getattr(self, "queue", None))
         if explicit is not None:
             return explicit
-        app = self.app
-        if app.conf.task_routes:
-            routed = app.amqp.router.route(dict(options), self.name, args, kwargs)
+        routes, default_queue = Resilience.of(self.app).routing()
+        if routes:
+            routed = self.app.amqp.router.route(dict(options), self.name, args, kwargs)
             return _queue_name(routed.get("queue"))
-        return str(app.conf.task_default_queue)
+        return default_queue
 
     @property
     def resilience_context(self) -> dict[str, Any]:
