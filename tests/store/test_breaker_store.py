@@ -9,7 +9,6 @@ import pytest
 
 from celery_resilience.breaker import (
     BreakerData,
-    BreakerPolicy,
     BreakerState,
     Denied,
     Permit,
@@ -21,17 +20,7 @@ from celery_resilience.store import MemoryStore, Store
 from celery_resilience.store.base import BreakerOutcome
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
-
-POLICY = BreakerPolicy(
-    failure_threshold=5.0,
-    window=60,
-    minimum_calls=3,
-    recovery_timeout=30,
-    max_recovery_timeout=200,
-    jitter=0.0,
-    half_open_probes=2,
-    probe_lease=10,
-)
+from tests.unit.test_breaker import POLICY
 
 
 def trip(store: Store, name: str = "ai") -> None:
