@@ -263,3 +263,13 @@ def test_settings_are_immutable() -> None:
         s.default_tier = "enterprise"  # type: ignore[misc]
     with pytest.raises(TypeError):
         s.tiers["gold"] = s.tiers["free"]  # type: ignore[index]
+
+
+def test_every_setting_is_in_the_settings_reference() -> None:
+    """A setting users cannot look up is a setting they cannot trust: each has its heading."""
+    from pathlib import Path
+
+    from celery_resilience.settings import KNOWN_SETTINGS
+
+    reference = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    assert [name for name in sorted(KNOWN_SETTINGS) if f"### `{name}`" not in reference] == []
