@@ -6,8 +6,11 @@ popped before Celery sees them, or they would leak into message properties; the
 context travels to the worker in the ``resilience`` header.
 
 Publishes made by a worker on behalf of work already admitted pass the gate: retries
-(``self.retry`` sets ``retries``) and chain steps and callbacks (Celery sets
-``parent_id`` explicitly). Refusing those at publish time would lose the task. Celery's
+(``self.retry`` sets ``retries``), chain steps and callbacks (Celery sets ``parent_id``
+explicitly), and anything a running task publishes for its own user or for none (fan-out,
+a chord's body published by the result backend, which carries the caller's options),
+inheriting the running task's context. Refusing those at publish time would lose the
+task. A running task's publish for another user is admitted like any call. Celery's
 own ``celery.*`` tasks (chord unlocking, result clean-up) pass too: with
 ``ResilientTask`` as the app's default task class they inherit it, but they are
 machinery, not user work.
@@ -53,8 +56,13 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         request_type = options.pop("request_type", None)
         headers = dict(options.get("headers") or {})
 
+        inherited = _continued_context(self.app, user_id)
         if options.get("retries") or "parent_id" in options or self.name.startswith(_BUILTIN_PREFIX):
             headers.setdefault(HEADER, {"decision": "passed"})
+        elif inherited is not None:
+            # Published by a running task for its own user (fan-out, a chord's body): work
+            # already admitted; it passes, carrying the running task's context.
+            headers[HEADER] = {**inherited, "decision": "passed"}
         else:
             admission = Resilience.of(self.app).admission
             ctx = admission.context(user_id, tier, request_type, self.request_type)
@@ -90,6 +98,19 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         """On the worker: the caller's context and the admission decision, from the headers."""
         value = getattr(self.request, HEADER, None)
         return dict(value) if isinstance(value, dict) else {}
+
+
+def _continued_context(app: Any, user_id: object) -> dict[str, Any] | None:
+    """The running task's context when this publish continues its work: made from inside a
+    running task, for no user or for that task's own user. None otherwise."""
+    running = app.current_worker_task
+    if running is None or getattr(running.request, "id", None) is None:
+        return None
+    context = getattr(running.request, HEADER, None)
+    context = dict(context) if isinstance(context, dict) else {}
+    if user_id is not None and str(user_id) != context.get("user_id"):
+        return None  # work for another user is a new request: it is admitted
+    return context
 
 
 def _queue_name(queue: Any) -> str | None:

@@ -116,3 +116,35 @@ def test_send_task_publishes_are_counted_as_ungated(app_module: ModuleType) -> N
     app_module.app.send_task(app_module.whoami.name).get(timeout=30)
     app_module.ping.delay().get(timeout=30)
     assert metric(app_module, "ungated") == before + 1
+
+
+def test_work_a_running_task_spawns_passes_and_carries_its_context(app_module: ModuleType) -> None:
+    """Children published by an admitted task without a user of their own are not refused
+    (the user's bucket is empty by then) and carry the parent's user."""
+    from celery.result import AsyncResult
+
+    user = fresh_user()
+    ids = app_module.fan_out.apply_async((3,), user_id=user).get(timeout=60)
+    contexts = [AsyncResult(i, app=app_module.app).get(timeout=60)["context"] for i in ids]
+    assert [c["decision"] for c in contexts] == ["passed"] * 3
+    assert all(c["user_id"] == user for c in contexts)
+
+
+def test_work_a_running_task_publishes_for_another_user_is_admitted(app_module: ModuleType) -> None:
+    """A task enqueuing work for other users (a scheduler) does not bypass their limits."""
+    from celery.result import AsyncResult
+
+    other = fresh_user()
+    ids = app_module.fan_out.apply_async((2, other), user_id=fresh_user()).get(timeout=60)
+    decisions = [AsyncResult(i, app=app_module.app).get(timeout=60)["context"]["decision"] for i in ids]
+    assert decisions == ["allow", "delay"]
+
+
+def test_a_chord_body_published_by_the_backend_is_not_refused(app_module: ModuleType) -> None:
+    """The header is admitted; the body, published by the worker's result backend when the
+    header completes, passes even though the user's bucket (burst 1, reject) is empty."""
+    from celery import chord
+
+    user = fresh_user()
+    result = chord([app_module.add.s(1, 2)], app_module.total.s()).apply_async(user_id=user)
+    assert result.get(timeout=60) == 3

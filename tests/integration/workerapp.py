@@ -68,6 +68,17 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task(base=ResilientTask, request_type="batch")
+def fan_out(count: int, other_user: str | None = None) -> list[str]:
+    """Publishes ``count`` children (for no user, or for ``other_user``); returns their ids."""
+    return [whoami.apply_async(user_id=other_user).id for _ in range(count)]
+
+
+@app.task(base=ResilientTask, request_type="batch")
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
 @app.task
 def block(flag: str, seconds: float = 30.0) -> bool:
     """Occupies a worker slot until ``flag`` is set in the store's database (or the deadline)."""
