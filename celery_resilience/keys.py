@@ -73,10 +73,6 @@ class KeySpace:
         """Per-minute counters; ``scope`` keeps other families (provider calls) apart."""
         return f"{self._tag(shard)}:metrics{':' + scope if scope else ''}:{minute}"
 
-    def metrics_base(self, shard: int) -> str:
-        """The metrics key without its minute: scripts append the minute they compute."""
-        return f"{self._tag(shard)}:metrics:"
-
     def all_metrics(self, minute: int, scope: str = "") -> list[str]:
         return [self.metrics(shard, minute, scope) for shard in range(self.shards)]
 

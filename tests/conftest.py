@@ -15,6 +15,7 @@ from celery_resilience.keys import KeySpace
 from celery_resilience.store import MemoryStore, Store
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
+from tests.http_server import ScriptedServer
 
 REDIS_URL = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
 STORE_DB = 13
@@ -93,3 +94,11 @@ def silent_server() -> Iterator[int]:
     for conn in accepted:
         conn.close()
     server.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedServer]:
+    """A real HTTP server on loopback, answering what each test tells it to (one per module)."""
+    srv = ScriptedServer()
+    yield srv
+    srv.close()

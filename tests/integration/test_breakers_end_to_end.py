@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -19,13 +18,6 @@ from tests.integration.conftest import start_worker, stop_worker, wait_for
 pytestmark = pytest.mark.integration
 
 OK = {"ok": True}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,13 +20,6 @@ from celery_resilience.classify import Category, Classifier, classify
 from tests.http_server import ScriptedServer
 
 CHAT_OK = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
 
 
 def closed_port() -> int:
