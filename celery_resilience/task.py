@@ -56,20 +56,20 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         request_type = options.pop("request_type", None)
         headers = dict(options.get("headers") or {})
 
-        inherited = _continued_context(self.app, user_id)
         if options.get("retries") or "parent_id" in options or self.name.startswith(_BUILTIN_PREFIX):
             headers.setdefault(HEADER, {"decision": "passed"})
-        elif inherited is not None:
+        elif (inherited := _continued_context(self.app, user_id)) is not None:
             # Published by a running task for its own user (fan-out, a chord's body): work
             # already admitted; it passes, carrying the running task's context.
             headers[HEADER] = {**inherited, "decision": "passed"}
         else:
-            admission = Resilience.of(self.app).admission
+            resilience = Resilience.of(self.app)
+            admission = resilience.admission
             ctx = admission.context(user_id, tier, request_type, self.request_type)
             verdict = admission.decide(
                 ctx,
                 task_name=self.name,
-                queue=self._target_queue(args, kwargs, options),
+                queue=self._target_queue(resilience, args, kwargs, options),
                 breaker=getattr(self, "breaker", None),
             )
             headers[HEADER] = {**ctx.as_header(), "decision": verdict.label}
@@ -82,12 +82,14 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         """Publish the admitted call (a subclass may publish something else under its id)."""
         return super().apply_async(args, kwargs, **options)
 
-    def _target_queue(self, args: Any, kwargs: Any, options: dict[str, Any]) -> str | None:
+    def _target_queue(
+        self, resilience: Resilience, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> str | None:
         """The queue this publish lands in: the call's, the task's, the router's, the default."""
         explicit = _queue_name(options.get("queue")) or _queue_name(getattr(self, "queue", None))
         if explicit is not None:
             return explicit
-        routes, default_queue = Resilience.of(self.app).routing()
+        routes, default_queue = resilience.routing()
         if routes:
             routed = self.app.amqp.router.route(dict(options), self.name, args, kwargs)
             return _queue_name(routed.get("queue"))
