@@ -27,7 +27,7 @@ from .keys import ANONYMOUS, escape_part
 from .policy import Criticality, Severity, Strategy, StrategyKind
 from .settings import Limit, ResilienceSettings, TierPolicy
 from .store.base import AdmitPolicy, AdmitRequest, Store, delay_for
-from .store.metrics_fields import ADMITTED, outcome_field
+from .store.metrics_fields import ADMITTED, STORE_UNAVAILABLE, outcome_field
 
 __all__ = ["CallContext", "Verdict", "Admission", "SeveritySource", "RateMultiplier", "ConstantSeverity"]
 
@@ -359,7 +359,7 @@ class Admission:
             try:
                 self.store.count(fields, shard)
             except StoreUnavailable:
-                self.stats["store_unavailable"] += 1
+                self.stats[STORE_UNAVAILABLE] += 1
 
     def multiplier(self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None) -> float:
         """Adaptive factor applied to the baseline rate, clamped per tier afterwards."""
@@ -369,12 +369,12 @@ class Admission:
         """The store is back: count the admissions it missed in the cluster's metrics."""
         missed, self._unreported_outages = self._unreported_outages, 0
         try:
-            self.store.count({"store_unavailable": missed})
+            self.store.count({STORE_UNAVAILABLE: missed})
         except StoreUnavailable:
             self._unreported_outages += missed
 
     def _store_failed(self, ctx: CallContext, task_name: str, error: StoreUnavailable | None) -> Verdict:
-        self.stats["store_unavailable"] += 1
+        self.stats[STORE_UNAVAILABLE] += 1
         self._unreported_outages += 1
         if error is not None:
             logger.warning(

@@ -15,6 +15,16 @@ from dataclasses import dataclass, field
 from .quota import PROVIDER_METRICS
 from .store import Store
 from .store.base import SECONDS_PER_MINUTE
+from .store.metrics_fields import (
+    ADMITTED,
+    DELAY_TOTAL,
+    EXPIRED,
+    GRACED,
+    REQUESTS,
+    STORE_UNAVAILABLE,
+    THROTTLED,
+    UNGATED,
+)
 
 __all__ = ["MinuteSummary", "MetricsReader", "pearson", "summarise"]
 
@@ -54,15 +64,15 @@ def _prefixed(fields: Mapping[str, float], prefix: str) -> dict[str, float]:
 
 def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, float]) -> MinuteSummary:
     """One minute's counters (already derived) as named figures."""
-    admitted, graced = fields.get("admitted", 0.0), fields.get("graced", 0.0)
+    admitted, graced = fields.get(ADMITTED, 0.0), fields.get(GRACED, 0.0)
     paced = sum(v for k, v in _prefixed(fields, "throttled:").items() if k != "reject_with_backoff")
-    delay_total = fields.get("delay_total", 0.0)
+    delay_total = fields.get(DELAY_TOTAL, 0.0)
     return MinuteSummary(
         minute=minute,
-        requests=fields.get("requests", 0.0),
+        requests=fields.get(REQUESTS, 0.0),
         admitted=admitted,
         graced=graced,
-        throttled=fields.get("throttled", 0.0),
+        throttled=fields.get(THROTTLED, 0.0),
         throttled_by_strategy=_prefixed(fields, "throttled:"),
         delay_total=delay_total,
         average_delay=delay_total / paced if paced else 0.0,
@@ -74,9 +84,9 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         breaker_open_seconds=_prefixed(fields, "breaker_open_seconds:"),
         provider_calls={k.split("@", 1)[1]: v for k, v in provider.items() if k.startswith("admitted@")},
         provider_429s=_prefixed(fields, "provider_429:"),
-        expired=fields.get("expired", 0.0),
-        ungated=fields.get("ungated", 0.0),
-        store_unavailable=fields.get("store_unavailable", 0.0),
+        expired=fields.get(EXPIRED, 0.0),
+        ungated=fields.get(UNGATED, 0.0),
+        store_unavailable=fields.get(STORE_UNAVAILABLE, 0.0),
     )
 
 
@@ -116,5 +126,5 @@ class MetricsReader:
         span = list(range(end - minutes, end))
         load = self.store.load_series(span)
         known = [m for m in span if m in load]
-        throttled = [self.store.metrics(m).get("throttled", 0.0) for m in known]
+        throttled = [self.store.metrics(m).get(THROTTLED, 0.0) for m in known]
         return pearson(throttled, [load[m] for m in known])
