@@ -253,13 +253,19 @@ class Breakers:
 
     def state(self, name: str) -> BreakerState:
         """The breaker's state as this process knows it, asking the store when it knows nothing
-        (at most once per cache period: an open breaker is then known until its deadline)."""
+        (at most once per cache period: an open breaker is then known until its deadline).
+        An open breaker past its deadline is reported ``half_open``: what the next call finds."""
         now = self._monotonic()
         cached = self._cache.get(name)
         if cached is not None and now < cached.until:
             return cached.view.state
+        store = self._shared()
         try:
-            view = self._shared().breaker_read(name, self.policy(name))
+            view = store.breaker_read(name, self.policy(name))
+            if view.state is BreakerState.OPEN and view.open_until <= store.now():
+                # Its time is up: the next call is a probe. Reporting it open would send
+                # every publish to the fallbacks and no call would ever probe the breaker.
+                return BreakerState.HALF_OPEN
         except StoreUnavailable as error:
             self._store_failed(error)
             return self._local.breaker_read(name, self.policy(name)).state

@@ -143,3 +143,21 @@ def test_a_disabled_breaker_still_classifies_what_it_does_not_record() -> None:
     breakers.record(call, TimeoutError("slow"))
     assert call.outcome is not None and call.outcome.category.value == "timeout"
     assert store.breaker_read("ai", POLICY).calls == 0
+
+
+def test_an_open_breaker_past_its_deadline_reads_as_half_open_so_the_next_call_probes_it() -> None:
+    """Callers that route by ``state()`` (AITask's enqueue-time fallback) must not keep an
+    expired breaker open forever: nothing would ever call the dependency again."""
+    clock = FakeClock()
+    store = MemoryStore(KeySpace("t", 1), clock=clock)
+    breakers, _, mono = make(store)
+    succeed(breakers, 4)
+    with pytest.raises(TimeoutError), breakers.guard("ai"):
+        raise TimeoutError
+    assert breakers.state("ai") is BreakerState.OPEN
+    clock.advance(31)
+    mono.now += 31
+    assert breakers.state("ai") is BreakerState.HALF_OPEN
+    with breakers.guard("ai"):
+        pass  # the probe
+    assert store.breaker_read("ai", POLICY).state is BreakerState.CLOSED
