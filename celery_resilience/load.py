@@ -24,6 +24,7 @@ __all__ = [
     "cluster_health",
     "step_multiplier",
     "usage_severity",
+    "health_severity",
     "queue_severity",
     "queue_multiplier",
     "api_multiplier",
@@ -105,6 +106,12 @@ def step_multiplier(usage: float, steps: Sequence[tuple[float, float]] = DEFAULT
         if usage > threshold:
             return multiplier
     return 1.0
+
+
+def health_severity(health: ClusterHealth) -> Severity:
+    """The severity the workers' health says: the higher of their resource use and any
+    probe (a database pool at 95% is as critical as a CPU at 95%)."""
+    return usage_severity(max([health.usage, *health.probes.values()]))
 
 
 def usage_severity(usage: float, high: float = 0.8, critical: float = 0.9) -> Severity:

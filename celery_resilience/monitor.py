@@ -30,10 +30,10 @@ from .load import (
     LoadFactors,
     api_multiplier,
     cluster_health,
+    health_severity,
     queue_multiplier,
     queue_severity,
     step_multiplier,
-    usage_severity,
     worst,
 )
 from .load_settings import LoadSettings
@@ -75,7 +75,7 @@ class LoadMonitor:
 
     def severity(self, queue: str | None) -> Severity:
         self._refresh()
-        resources = usage_severity(self.health.usage) if self.health is not None else Severity.NORMAL
+        resources = health_severity(self.health) if self.health is not None else Severity.NORMAL
         return worst(resources, self._queue_severity(queue))
 
     def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
 from celery_resilience.bootsteps import take_snapshot
-from celery_resilience.load import cluster_health, step_multiplier
+from celery_resilience.load import cluster_health, health_severity, step_multiplier
 
 
 def broken() -> float:
@@ -31,3 +32,14 @@ def test_a_saturated_database_pool_lowers_the_probe_factor() -> None:
     health = cluster_health([snapshot], now=10.0, stale_after=15.0)
     assert health is not None
     assert step_multiplier(max(health.probes.values())) == 0.3
+
+
+@pytest.mark.parametrize(("pool", "expected"), [(0.5, "normal"), (0.85, "high"), (0.95, "critical")])
+def test_a_probe_raises_the_load_severity_like_a_resource(pool: float, expected: str) -> None:
+    """A database pool filling up makes the load high, then critical, while CPU and memory
+    are idle: the throttling strategy hardens with it."""
+    snapshot = take_snapshot("w1", at=10.0, active=0, probes={"db": lambda: pool})
+    snapshot = dataclasses.replace(snapshot, cpu=0.2, memory=0.3)  # the host is not the bottleneck
+    health = cluster_health([snapshot], now=10.0, stale_after=15.0)
+    assert health is not None
+    assert health_severity(health).value == expected
