@@ -11,6 +11,12 @@ On the worker, each run:
    retries retryable failures (timeouts, connection errors, rate limits, overload) after
    the provider's ``Retry-After`` or an exponential back-off, up to ``max_retries``.
 
+With a fallback chain, two waits end in the chain instead of going on: a request that
+admission queued with an expiry (``queue_with_timeout``) and that reaches a worker past
+it is answered by the chain (category ``expired``), and a request that has waited for the
+provider's budget longer than ``quota_wait_limit`` seconds since it was admitted is
+answered by the chain (category ``rate_limit``: another provider, a cached answer, rules).
+
 The task's retry policy is the one retry loop: turn the provider SDK's own retries off
 inside an ``AITask`` (``max_retries=0`` on the OpenAI and Anthropic clients), or every
 failure is retried by both and the breaker sees a fraction of them.
@@ -18,17 +24,20 @@ failure is retried by both and the breaker sees a fraction of them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from celery.exceptions import Ignore
 
+from .admission import Verdict
 from .breaker import BreakerState
 from .classify import Category
 from .errors import CircuitOpen, StoreUnavailable, Throttled
-from .extension import FALLBACK_TASK, Resilience
-from .fallback import CIRCUIT_OPEN, call_arguments
-from .task import ResilientTask
+from .extension import FALLBACK_TASK, HEADER, Resilience
+from .fallback import CIRCUIT_OPEN, FallbackExhausted, call_arguments
+from .store.metrics_fields import EXPIRED
+from .task import ResilientTask, _apply_countdown
 
 __all__ = ["AITask"]
 
@@ -49,6 +58,11 @@ class AITask(ResilientTask):
     fallbacks: Sequence[Any] = ()
     cache_prompt: str | None = None
     cache_match: Sequence[str] = ()
+    quota_wait_limit: float | None = None
+    # Expected outcomes, not bugs: Celery logs them without a traceback and error trackers
+    # (Sentry's Celery integration reads ``throws``) do not report each one. An open
+    # breaker or a spent budget is watched through the metrics and the alert rules.
+    throws: tuple[type[Exception], ...] = (Throttled, CircuitOpen)
 
     def _chain(self) -> tuple[Any, ...]:
         return Resilience.of(self.app).settings.fallbacks.chain_for(self.name, self.breaker, self.fallbacks)
@@ -72,6 +86,30 @@ class AITask(ResilientTask):
                 return runner.apply_async(payload, **options)
         return super()._publish(args, kwargs, options)
 
+    def _schedule(self, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]) -> None:
+        """With a fallback chain, the expiry travels in the header: a request that reaches a
+        worker past it is answered by the chain, not revoked. The admission time goes with
+        it, for ``quota_wait_limit``."""
+        if not self._chain():
+            super()._schedule(options, verdict, header)
+            return
+        now = time.time()
+        header["at"] = round(now, 3)
+        _apply_countdown(options, verdict.countdown)
+        if verdict.expires is not None:
+            header["expires_at"] = round(now + verdict.expires, 3)
+
+    def answer_from_fallbacks(self, reason: str, category: str = "other") -> Any:
+        """From inside the task: hand this request to its fallback chain now, under the same
+        task id, when the task knows its own path cannot answer (a saturated database, a
+        missing input the provider needs). ``category`` picks the steps that may run
+        (``resilience_fallback_policy``). Nothing is recorded against the breaker.
+        Called inline (as a fallback step itself), it raises ``FallbackExhausted``: the
+        chain running it moves on to its next step."""
+        if self.request.called_directly or not self._chain():
+            raise FallbackExhausted(self.name, reason, [])
+        return self._fall_back(self.request.args or (), self.request.kwargs or {}, reason, category)
+
     def _fall_back(self, args: Any, kwargs: Any, reason: str, category: str) -> Any:
         """Hand over to the fallback chain under this task's id (the caller's result gets its answer)."""
         runner = self.app.tasks[FALLBACK_TASK]
@@ -86,18 +124,22 @@ class AITask(ResilientTask):
         return super().apply_async(args, kwargs, *rest, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.call_guarded(*args, **kwargs)
+
+    def call_guarded(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's call behind its quota and breaker. Fallback chains call it for inline
+        steps: a step's failure is handled by the chain (tried, recorded, the next step
+        answers), so it must not reach error trackers that wrap ``__call__`` as a task
+        failure would."""
         if self.breaker is None:
             return super().__call__(*args, **kwargs)
         resilience = Resilience.of(self.app)
         provider = self.provider or (self.breaker if self.breaker in resilience.quota.providers else None)
         direct = self.request.called_directly  # run inline, as a fallback step: no republishing
         can_fall_back = not direct and bool(self._chain())
-        if provider is not None:
-            wait = resilience.quota.take(provider)
-            if wait > 0:
-                if direct:
-                    raise Throttled(wait, self.name, reason=f"the {provider!r} call budget is spent")
-                self._wait_for_quota(wait)
+        reason = self._cannot_call_yet(resilience, provider, direct, can_fall_back)
+        if reason is not None:
+            return self._fall_back(args, kwargs, *reason)
         try:
             call = resilience.breakers.acquire(self.breaker)
         except CircuitOpen as refused:
@@ -142,10 +184,46 @@ class AITask(ResilientTask):
             # The answer is fine for the caller (any serializer) but not JSON: it is not cached.
             resilience.breakers.stats["cache_unserializable"] += 1
 
-    def _wait_for_quota(self, wait: float) -> None:
+    def _cannot_call_yet(
+        self, resilience: Resilience, provider: str | None, direct: bool, can_fall_back: bool
+    ) -> tuple[str, str] | None:
+        """Before the call: the reason and category to fall back for, or None to go on.
+        A spent budget with time left re-runs the task later (``Ignore``); run inline,
+        ``Throttled``."""
+        context = self.resilience_context
+        if can_fall_back and _past(context.get("expires_at")):
+            resilience.record({EXPIRED: 1})
+            return "queued past its deadline", "expired"
+        if provider is None:
+            return None
+        wait = resilience.quota.take(provider)
+        if wait <= 0:
+            return None
+        reason = f"the {provider!r} call budget is spent"
+        if direct:
+            raise Throttled(wait, self.name, reason=reason)
+        if can_fall_back and self._waited_too_long(context, wait):
+            return reason, Category.RATE_LIMIT.value
+        self._wait_for_quota(wait, context)
+        return None  # not reached: _wait_for_quota raises
+
+    def _waited_too_long(self, context: dict[str, Any], wait: float) -> bool:
+        if self.quota_wait_limit is None:
+            return False
+        admitted = context.get("at")
+        waited = time.time() - float(admitted) if isinstance(admitted, int | float) else 0.0
+        return waited + wait > self.quota_wait_limit
+
+    def _wait_for_quota(self, wait: float, context: dict[str, Any]) -> None:
         """Run again once the budget has refilled: the same request under the same task id,
-        with its retry count unchanged (a spent budget is neither a failure nor a retry)."""
+        with its retry count unchanged (a spent budget is neither a failure nor a retry),
+        and its context (admission time, deadline) kept."""
         if self.request.is_eager:
             raise self.retry(countdown=wait, max_retries=self.request.retries + 1)
-        self.signature_from_request(countdown=wait).apply_async()
+        headers = {HEADER: context} if context else None
+        self.signature_from_request(countdown=wait, headers=headers).apply_async()
         raise Ignore()
+
+
+def _past(deadline: object) -> bool:
+    return isinstance(deadline, int | float) and time.time() > deadline

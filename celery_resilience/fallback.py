@@ -150,7 +150,8 @@ def run_chain(
             if breaker is not None and breaker == failed_breaker:
                 attempts.append({"step": name, "error": f"skipped: behind the failing breaker {breaker!r}"})
                 continue
-            value = step_task(*step_args, **step_kwargs)
+            call = getattr(step_task, "call_guarded", step_task)
+            value = call(*step_args, **step_kwargs)
             result_kind = FallbackKind.ALTERNATIVE_PROVIDER if kind == PROVIDER else FallbackKind.RULE_BASED
             confidence = float(getattr(step_task, "fallback_confidence", DEFAULT_CONFIDENCE[result_kind]))
             return answer(value, result_kind, confidence, step_task.name)

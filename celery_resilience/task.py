@@ -72,11 +72,19 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                 queue=self._target_queue(resilience, args, kwargs, options),
                 breaker=getattr(self, "breaker", None),
             )
-            headers[HEADER] = {**ctx.as_header(), "decision": verdict.label}
-            _apply_schedule(options, verdict)
+            header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
+            headers[HEADER] = header
+            self._schedule(options, verdict, header)
         options["headers"] = headers
         options.update(task_id=task_id, producer=producer, link=link, link_error=link_error, shadow=shadow)
         return self._publish(args, kwargs, options)
+
+    def _schedule(self, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]) -> None:
+        """Apply the verdict's countdown and expiry to the publish (a subclass may keep the
+        expiry in ``header`` instead, to act on it itself)."""
+        _apply_countdown(options, verdict.countdown)
+        if verdict.expires is not None:
+            _apply_expiry(options, verdict.expires)
 
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """Publish the admitted call (a subclass may publish something else under its id)."""
@@ -122,21 +130,25 @@ def _queue_name(queue: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _apply_schedule(options: dict[str, Any], verdict: Verdict) -> None:
-    """Merge the verdict's countdown and expiry with the caller's own, keeping the stricter."""
-    if verdict.countdown > 0:
-        eta = options.get("eta")
-        if eta is not None:
-            earliest = datetime.now(timezone.utc) + timedelta(seconds=verdict.countdown)
-            options["eta"] = max(_aware(eta), earliest)
-        else:
-            options["countdown"] = max(float(options.get("countdown") or 0), verdict.countdown)
-    if verdict.expires is not None:
-        deadline = datetime.now(timezone.utc) + timedelta(seconds=verdict.expires)
-        caller = options.get("expires")
-        if isinstance(caller, int | float):
-            caller = datetime.now(timezone.utc) + timedelta(seconds=caller)
-        options["expires"] = deadline if caller is None else min(_aware(caller), deadline)
+def _apply_countdown(options: dict[str, Any], countdown: float) -> None:
+    """Merge the verdict's countdown with the caller's own, keeping the later start."""
+    if countdown <= 0:
+        return
+    eta = options.get("eta")
+    if eta is not None:
+        earliest = datetime.now(timezone.utc) + timedelta(seconds=countdown)
+        options["eta"] = max(_aware(eta), earliest)
+    else:
+        options["countdown"] = max(float(options.get("countdown") or 0), countdown)
+
+
+def _apply_expiry(options: dict[str, Any], expires: float) -> None:
+    """Merge the verdict's expiry with the caller's own, keeping the earlier deadline."""
+    deadline = datetime.now(timezone.utc) + timedelta(seconds=expires)
+    caller = options.get("expires")
+    if isinstance(caller, int | float):
+        caller = datetime.now(timezone.utc) + timedelta(seconds=caller)
+    options["expires"] = deadline if caller is None else min(_aware(caller), deadline)
 
 
 def _aware(moment: datetime) -> datetime:
