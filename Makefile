@@ -1,5 +1,6 @@
-# Two commands do everything: `make demo` (the main job, embedded, nothing else needed)
-# and `make test` (lint, types, tests against a local Redis, started if none answers).
+# Two commands do everything: `make demo` (the main job: the reference's incidents replayed
+# before and after, embedded, nothing else needed) and `make test` (lint, types, tests
+# against a local Redis and RabbitMQ, started if none answers).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/celery-resilience demo
+	$(VENV)/bin/celery-resilience simulate all
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CHECKED)

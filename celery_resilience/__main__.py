@@ -1,11 +1,15 @@
-"""``celery-resilience``: the project's command line (``demo`` for now)."""
+"""``celery-resilience``: the project's command line."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-USAGE = "usage: celery-resilience demo [--per-user N]"
+USAGE = """usage: celery-resilience COMMAND [options]
+
+  simulate [surge|outage|db-spike|all]   replay the reference's incidents, before and after
+  fake-services [--host H] [--port P]     serve the fake providers, database and Sentry
+  demo [--per-user N]                     admission control on a burst from two tiers"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,6 +22,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(rest)
+    if command == "simulate":
+        from .simulation.cli import simulate_main
+
+        return simulate_main(rest)
+    if command == "fake-services":
+        from .simulation.cli import fake_services_main
+
+        return fake_services_main(rest)
     print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 
