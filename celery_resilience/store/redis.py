@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import threading
 import time
 import uuid
@@ -39,12 +40,16 @@ from .base import (
     TransitionListener,
 )
 from .metrics_fields import derive
+from .script_lane import ScriptLane
 
 __all__ = ["RedisStore", "load_script"]
 
 logger = logging.getLogger("celery_resilience.store")
 
-_DECISIONS = {d.value.encode(): d for d in Decision}
+# admit.lua's decision codes, and the layouts of its policy argument and its reply.
+_DECISIONS = (Decision.ALLOW, Decision.ALLOW_WITH_GRACE, Decision.THROTTLE)
+_ADMIT_POLICY = struct.Struct("<dddddBddd")
+_ADMIT_REPLY = struct.Struct("<BddBddd")
 _STATES = {s.value: s for s in BreakerState}
 _CLOCK_FRESH_SECONDS = 5.0
 _WIRE_CACHE_SIZE = 4096
@@ -67,7 +72,7 @@ class RedisStore:
     ) -> None:
         self.keys = keys
         self._clock = clock
-        self._metrics_ttl = str(metrics_ttl)
+        self._metrics_ttl = metrics_ttl
         self._url = url
         self._timeout = timeout
         self._redis: redis.Redis = client or redis.Redis.from_url(
@@ -78,7 +83,8 @@ class RedisStore:
             health_check_interval=30,
         )
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
-        self._admit: Script = self._redis.register_script(load_script("admit"))
+        # The admission script runs on its own lane: it is the one call on every publish.
+        self._admit = ScriptLane(self._redis, load_script("admit"))
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
         self._drain: Script = self._redis.register_script(load_script("drain"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
@@ -122,15 +128,15 @@ class RedisStore:
         reply = self._call(
             self._admit,
             keys=[request.bucket_key, metrics_key],
-            args=[now_arg, wire, request.lease, request.pending],
+            args=[now_arg, wire, str(request.lease), str(request.pending)],
         )
-        decision, remaining, retry_after, reserved, grace_used, leased, store_now = reply.split()
-        self._minutes.observe(float(store_now))
+        decision, remaining, retry_after, reserved, grace_used, leased, store_now = _ADMIT_REPLY.unpack(reply)
+        self._minutes.observe(store_now)
         return Outcome(
             _DECISIONS[decision],
-            float(remaining),
-            float(retry_after),
-            reserved == b"1",
+            remaining,
+            retry_after,
+            reserved == 1,
             int(grace_used),
             int(leased),
         )
@@ -144,21 +150,17 @@ class RedisStore:
     def _encode(self, policy: AdmitPolicy) -> bytes:
         """The policy as the script's ARGV[2]; cached because it is the same for every call."""
         spec = policy.spec
-        wire = " ".join(
-            (
-                repr(spec.capacity),
-                repr(spec.refill),
-                str(spec.grace_limit),
-                repr(spec.grace_period),
-                repr(spec.reserve),
-                "1" if spec.grace_allowed else "0",
-                repr(spec.horizon),
-                repr(policy.min_delay),
-                self._metrics_ttl,
-                policy.strategy,
-                policy.tier,
-            )
-        ).encode()
+        wire = _ADMIT_POLICY.pack(
+            spec.capacity,
+            spec.refill,
+            spec.grace_limit,
+            spec.grace_period,
+            spec.reserve,
+            1 if spec.grace_allowed else 0,
+            spec.horizon,
+            policy.min_delay,
+            self._metrics_ttl,
+        ) + b"%s\0%s\0" % (policy.strategy.encode(), policy.tier.encode())
         if len(self._wire) >= _WIRE_CACHE_SIZE:
             self._wire.clear()
         self._wire[policy] = wire
@@ -180,7 +182,7 @@ class RedisStore:
                 pipe.hincrby(key, name, int(amount))
             else:
                 pipe.hincrbyfloat(key, name, amount)
-        pipe.expire(key, int(self._metrics_ttl))
+        pipe.expire(key, self._metrics_ttl)
         self._call(pipe.execute)
 
     def metrics(self, minute: int | None = None, scope: str = "") -> dict[str, float]:

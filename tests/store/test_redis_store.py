@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -112,3 +113,60 @@ def test_an_evicting_redis_is_warned_about(live_store: RedisStore, caplog: pytes
         assert not warn_if_evicting(live_store)
     finally:
         client.config_set("maxmemory-policy", original)
+
+
+def test_a_connection_the_server_dropped_is_replaced_without_failing_the_call(
+    live_store: RedisStore, keys: KeySpace
+) -> None:
+    """Admission runs on its own lane of the pool: a pooled connection killed while idle
+    (a restart, a proxy's idle timeout) is replaced, and the call succeeds."""
+    live_store.admit(req(keys))
+    admin = redis.Redis.from_url(store_url())
+    try:
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        assert live_store.admit(req(keys)).decision is Decision.ALLOW
+    finally:
+        admin.close()
+
+
+def test_a_connection_dropped_just_before_the_command_is_retried_once(
+    live_store: RedisStore, keys: KeySpace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closes the connection after the pool has checked it (the narrow race a
+    restart can hit): the lane reconnects and runs the command once more."""
+    live_store.admit(req(keys))
+    admin = redis.Redis.from_url(store_url())
+    pool = live_store.client.connection_pool
+    checked_out = pool.get_connection
+
+    def checked_then_dropped(*args: Any, **kwargs: Any) -> Any:
+        connection = checked_out(*args, **kwargs)
+        port = connection._sock.getsockname()[1]
+        admin.client_kill(f"127.0.0.1:{port}")
+        return connection
+
+    monkeypatch.setattr(pool, "get_connection", checked_then_dropped)
+    try:
+        assert live_store.admit(req(keys)).decision is Decision.ALLOW
+    finally:
+        admin.close()
+
+
+def test_a_timed_out_call_never_hands_its_late_reply_to_the_next_call(
+    live_store: RedisStore, keys: KeySpace
+) -> None:
+    """The server is paused past the store's timeout: the call fails as unavailable, and
+    the next call on the lane reads its own reply, not the late one of the first."""
+    roomy_key, roomy_shard = keys.bucket("roomy")
+    roomy = AdmitRequest(roomy_key, roomy_shard, AdmitPolicy(BucketSpec(9, 1.0, 0, 60), "free", "delay"))
+    live_store.admit(req(keys))  # the lane now holds a connected connection
+    admin = redis.Redis.from_url(store_url(), socket_timeout=5)
+    try:
+        admin.execute_command("CLIENT", "PAUSE", 600, "ALL")
+        with pytest.raises(StoreUnavailable, match="did not answer"):
+            live_store.admit(roomy)
+        admin.ping()  # answered once the pause is over; the late reply has been sent by now
+        outcome = live_store.admit(req(keys, "other"))
+    finally:
+        admin.close()
+    assert outcome.remaining == pytest.approx(1.0, abs=0.01)  # capacity 2, one taken: not roomy's 8
