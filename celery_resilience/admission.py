@@ -176,7 +176,7 @@ class Admission:
         self._unreported_outages = 0
         # Everything below is derived from immutable settings; caching it keeps the hot
         # path to one dictionary lookup per part instead of rebuilding it per publish.
-        self._plans: dict[tuple[Severity, str, str, float], _Plan] = {}
+        self._plans: dict[tuple[Severity, str, str, float, bool], _Plan] = {}
         self._bucket_keys: dict[tuple[str | None, str, str | None], tuple[str, int]] = {}
         self._leases: dict[tuple[str, AdmitPolicy], _Lease] = {}
         self._lease_lock = threading.Lock()
@@ -218,16 +218,26 @@ class Admission:
         return CallContext(uid, tier, request_type, criticality)
 
     def decide(
-        self, ctx: CallContext, *, task_name: str, queue: str | None = None, breaker: str | None = None
+        self,
+        ctx: CallContext,
+        *,
+        task_name: str,
+        queue: str | None = None,
+        breaker: str | None = None,
+        refusable: bool = True,
     ) -> Verdict:
-        """One admission decision; raises ``Throttled`` when the policy says reject."""
+        """One admission decision; raises ``Throttled`` when the policy says reject.
+
+        ``refusable=False`` is for a publish that must go out (the rest of a group whose
+        first members are published): over the limit it is paced at its slot, however far.
+        """
         settings = self.settings
         tier = settings.tiers[ctx.tier]
         severity = self.severity.severity(queue)
         multiplier = self.multiplier(tier, queue, breaker)
-        plan = self._plans.get((severity, ctx.tier, ctx.request_type, multiplier))
+        plan = self._plans.get((severity, ctx.tier, ctx.request_type, multiplier, refusable))
         if plan is None:
-            plan = self._plan(severity, tier, ctx, multiplier)
+            plan = self._plan(severity, tier, ctx, multiplier, refusable)
         strategy, policy, limit, own_bucket = plan
         bucket_key, shard = self._bucket_key(ctx, own_bucket)
         pending = 0
@@ -301,25 +311,37 @@ class Admission:
         self._bucket_keys[cache_key] = found
         return found
 
-    def _plan(self, severity: Severity, tier: TierPolicy, ctx: CallContext, multiplier: float) -> _Plan:
+    def _plan(
+        self, severity: Severity, tier: TierPolicy, ctx: CallContext, multiplier: float, refusable: bool
+    ) -> _Plan:
         """Work out (once per severity, tier, request type and multiplier) what a decision needs."""
         settings = self.settings
         strategy = settings.strategies.choose(severity, ctx.tier, ctx.request_type, ctx.criticality)
+        horizon = settings.max_throttle_delay
+        if not refusable:
+            horizon = math.inf
+            if not strategy.kind.paces:
+                strategy = Strategy(StrategyKind.DELAY, 0.0)
         limit, own_bucket = tier.limit_for(ctx.request_type)
-        refill = limit.rate.per_second * multiplier
+        base = limit.rate.per_second
+        refill = base * multiplier
         if tier.minimum_guaranteed is not None:
             refill = max(refill, tier.minimum_guaranteed.per_second)
         if tier.maximum_burst is not None:
             refill = min(refill, tier.maximum_burst.per_second)
+        # The burst shrinks with the rate: under load a full bucket would otherwise let every
+        # user through a short spike untouched. Never below one call, so the tier still serves.
+        scale = min(1.0, refill / base) if base > 0 else 1.0
+        capacity = max(1.0, limit.burst * scale)
         spec = BucketSpec(
-            capacity=float(limit.burst),
+            capacity=capacity,
             refill=refill,
             grace_limit=limit.grace,
             grace_period=limit.grace_period,
             # Never more than a full bucket can spare: a full bucket admits every class.
-            reserve=min(settings.criticality_reserve[ctx.criticality] * limit.burst, limit.burst - 1.0),
+            reserve=min(settings.criticality_reserve[ctx.criticality] * capacity, capacity - 1.0),
             grace_allowed=not ctx.criticality.sheddable,
-            horizon=settings.max_throttle_delay if strategy.kind.paces else 0.0,
+            horizon=horizon if strategy.kind.paces else 0.0,
         )
         lease = min(settings.lease_max_tokens, math.floor(refill * settings.lease_window))
         policy = AdmitPolicy(
@@ -332,7 +354,7 @@ class Admission:
         plan = _Plan(strategy, policy, limit, own_bucket)
         if len(self._plans) >= _KEY_CACHE_SIZE:
             self._plans.clear()
-        self._plans[(severity, ctx.tier, ctx.request_type, multiplier)] = plan
+        self._plans[(severity, ctx.tier, ctx.request_type, multiplier, refusable)] = plan
         return plan
 
     def _take_lease(self, bucket_key: str, policy: AdmitPolicy, tokens: int) -> None:

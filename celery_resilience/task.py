@@ -5,6 +5,10 @@ or reschedule a publish. Our own keywords (``user_id``, ``tier``, ``request_type
 popped before Celery sees them, or they would leak into message properties; the
 context travels to the worker in the ``resilience`` header.
 
+A group (or a chord's header) is admitted member by member, in order, and refused only
+at its first member: a later member over the limit is paced at its slot instead, so a
+caller holds either the whole group's result or a ``Throttled`` with nothing published.
+
 Publishes made by a worker on behalf of work already admitted pass the gate: retries
 (``self.retry`` sets ``retries``), chain steps and callbacks (Celery sets ``parent_id``
 explicitly), and anything a running task publishes for its own user or for none (fan-out,
@@ -71,6 +75,9 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                 task_name=self.name,
                 queue=self._target_queue(resilience, args, kwargs, options),
                 breaker=getattr(self, "breaker", None),
+                # A group is refused at its first member or not at all: once that one is
+                # published, a refusal would leave the rest of the group half run.
+                refusable=not options.get("group_index"),
             )
             header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
             headers[HEADER] = header

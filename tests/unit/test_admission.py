@@ -193,6 +193,69 @@ def test_adapted_rate_is_clamped_to_minimum_guaranteed(clock: FakeClock) -> None
     assert caught.value.retry_after == pytest.approx(1 / 30)
 
 
+class Adapted(Admission):
+    """An admission whose adaptive factor the test sets."""
+
+    factor = 1.0
+
+    def multiplier(self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None) -> float:
+        return self.factor
+
+
+def immediate_admissions(adm: Admission, user: str) -> int:
+    """How many calls a fresh user gets through at one instant before the first refusal."""
+    count = 0
+    while True:
+        try:
+            admit(adm, user)
+        except Throttled:
+            return count
+        count += 1
+        assert count < 1000
+
+
+@pytest.mark.parametrize(
+    ("factor", "tier", "expected"),
+    [
+        (1.0, {"rate": "60/m", "burst": 10}, 10),
+        (0.3, {"rate": "60/m", "burst": 10}, 3),
+        (0.6, {"rate": "60/m", "burst": 10}, 6),
+        # minimum_guaranteed holds the rate at half, so the burst keeps half too
+        (0.1, {"rate": "60/m", "burst": 10, "minimum_guaranteed": "30/m"}, 5),
+        # never below one call
+        (0.01, {"rate": "60/m", "burst": 10}, 1),
+    ],
+)
+def test_the_burst_shrinks_with_the_adapted_rate(
+    clock: FakeClock, factor: float, tier: dict[str, Any], expected: int
+) -> None:
+    """Under load a user's burst shrinks in proportion to the rate: a full bucket would
+    otherwise carry every user through a short spike as if nothing were wrong."""
+    reject = [{"strategy": "reject_with_backoff", "seconds": 0}]
+    s = ResilienceSettings.from_conf(
+        {"resilience_tiers": {"t": tier}, "resilience_throttle_strategies": reject}
+    )
+    store = MemoryStore(KeySpace("t", 1), clock=clock)
+    adm = Adapted(s, lambda: store)
+    adm.factor = factor
+    assert immediate_admissions(adm, "u") == expected
+
+
+def test_a_bucket_emptied_under_load_refills_to_the_full_burst_once_load_passes(clock: FakeClock) -> None:
+    """The shrunken burst is a ceiling while the load lasts, not a loss: with the load gone,
+    the bucket refills at the tier's rate up to its full burst."""
+    reject = [{"strategy": "reject_with_backoff", "seconds": 0}]
+    tiers = {"t": {"rate": "60/m", "burst": 10}}
+    s = ResilienceSettings.from_conf({"resilience_tiers": tiers, "resilience_throttle_strategies": reject})
+    store = MemoryStore(KeySpace("t", 1), clock=clock)
+    adm = Adapted(s, lambda: store)
+    adm.factor = 0.3
+    assert immediate_admissions(adm, "u") == 3
+    adm.factor = 1.0
+    clock.advance(60)
+    assert immediate_admissions(adm, "u") == 10
+
+
 def test_sheddable_work_is_admitted_by_a_full_bucket_of_one(clock: FakeClock) -> None:
     """The reserve never exceeds what a full bucket can spare, so burst 1 still serves batch work."""
     adm = make(clock, tiers={"t": {"rate": "1/h", "burst": 1}}, default_tier="t")

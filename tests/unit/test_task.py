@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+from datetime import datetime
+from itertools import pairwise
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -110,3 +113,63 @@ def test_exceptions_survive_celerys_json_result_serialisation() -> None:
         rebuilt = backend.exception_to_python(backend.prepare_exception(error, "json"))
         assert type(rebuilt) is type(error)
         assert str(rebuilt) == str(error)
+
+
+class Published:
+    """Collects the resilience decision and ETA of every message published inside the block."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def __enter__(self) -> Published:
+        from celery import signals
+
+        signals.before_task_publish.connect(self._capture, weak=False, dispatch_uid="published-test")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from celery import signals
+
+        signals.before_task_publish.disconnect(dispatch_uid="published-test")
+
+    def _capture(self, headers: dict[str, Any] | None = None, **_: object) -> None:
+        assert headers is not None
+        self.sent.append({"decision": headers["resilience"]["decision"], "eta": headers.get("eta")})
+
+
+def test_a_group_over_the_limit_is_published_whole_with_its_later_members_paced() -> None:
+    """Once a group's first member is published, refusing a later one would leave half the
+    group running and the caller without its result: the rest is paced, never refused,
+    each at its own slot (1/h here: an hour apart)."""
+    from celery import group
+
+    app = make_app()
+
+    @app.task(base=ResilientTask, name="t.member")
+    def member(i: int) -> int:
+        return i
+
+    with Published() as published:
+        result = group(member.s(i) for i in range(4)).apply_async(user_id="u")
+    assert len(result.results) == 4
+    assert [m["decision"] for m in published.sent] == ["allow", "delay", "delay", "delay"]
+    assert published.sent[0]["eta"] is None
+    etas = [datetime.fromisoformat(str(m["eta"])) for m in published.sent[1:]]
+    gaps = [(later - earlier).total_seconds() for earlier, later in pairwise(etas)]
+    assert gaps == [pytest.approx(3600, abs=5)] * 2
+
+
+def test_a_group_refused_at_its_first_member_publishes_nothing() -> None:
+    """Refusing the first member refuses the whole group before any of it is published."""
+    from celery import group
+
+    app = make_app()
+
+    @app.task(base=ResilientTask, name="t.member")
+    def member(i: int) -> int:
+        return i
+
+    member.apply_async((0,), user_id="u")  # the user's only token
+    with Published() as published, pytest.raises(Throttled):
+        group(member.s(i) for i in range(3)).apply_async(user_id="u")
+    assert published.sent == []
