@@ -148,3 +148,14 @@ def test_a_chord_body_published_by_the_backend_is_not_refused(app_module: Module
     user = fresh_user()
     result = chord([app_module.add.s(1, 2)], app_module.total.s()).apply_async(user_id=user)
     assert result.get(timeout=60) == 3
+
+
+def test_a_group_over_the_limit_runs_whole_at_the_tiers_rate(app_module: ModuleType) -> None:
+    """Batch work over the limit is refused (reject_with_backoff), but a group only at its
+    first member: with a burst of 1, the other two run paced at the tier's 1/s and the
+    caller gets every result."""
+    from celery import group
+
+    user = fresh_user()
+    result = group(app_module.add.s(i, i) for i in range(3)).apply_async(user_id=user)
+    assert result.get(timeout=60) == [0, 2, 4]
