@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from celery import Celery
+
 __all__ = ["PipelineConfig"]
 
 
@@ -24,6 +26,17 @@ class PipelineConfig:
     provider_rpm: int = 1000
     db_connections: int = 200
     sentry_dsn: str | None = None
+
+    def new_app(self) -> Celery:
+        """A Celery app on this broker, backend and queue: both pipelines start from the
+        same one, so what differs between them is only what they add."""
+        app = Celery("pipeline", broker=self.broker_url, backend=self.result_backend, set_as_current=False)
+        app.conf.update(
+            task_default_queue=self.queue,
+            worker_hijack_root_logger=False,
+            broker_connection_retry_on_startup=True,
+        )
+        return app
 
     def seconds(self, simulated: float) -> float:
         """Wall-clock seconds for a duration stated in the pipeline's own time."""

@@ -21,12 +21,7 @@ __all__ = ["create_app", "app"]
 
 
 def create_app(config: PipelineConfig) -> Celery:
-    app = Celery("pipeline", broker=config.broker_url, backend=config.result_backend, set_as_current=False)
-    app.conf.update(
-        task_default_queue=config.queue,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-    )
+    app = config.new_app()
     providers = Providers(config.services_url, max_retries=2, timeout=config.seconds(60))
     database = Database(config.services_url)
     # Not shared: the protected pipeline's tasks have the same names.

@@ -35,12 +35,7 @@ def database_is_not_the_provider(error: BaseException) -> str | None:
 
 
 def create_app(config: PipelineConfig) -> Celery:
-    app = Celery("pipeline", broker=config.broker_url, backend=config.result_backend, set_as_current=False)
-    app.conf.update(
-        task_default_queue=config.queue,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-    )
+    app = config.new_app()
     seconds, per_minute = config.seconds, config.per_minute
     app.conf.resilience_store_url = config.store_url
     app.conf.resilience_key_prefix = config.key_prefix
