@@ -173,7 +173,9 @@ class Admission:
         self._store_lock = threading.Lock()
         self._monotonic = monotonic
         self._store_down_until = 0.0
-        self._unreported_outages = 0
+        # Counters the store could not take when they arose (admissions it missed, a lease's
+        # admissions whose report failed), counted with the first decision it answers again.
+        self._unreported: Counter[str] = Counter()
         # Everything below is derived from immutable settings; caching it keeps the hot
         # path to one dictionary lookup per part instead of rebuilding it per publish.
         self._plans: dict[tuple[Severity, str, str, float, bool], _Plan] = {}
@@ -253,14 +255,14 @@ class Admission:
                     del self._leases[(bucket_key, policy)]
         request = AdmitRequest(bucket_key, shard, policy, policy.lease, pending)
         if self._monotonic() < self._store_down_until:
-            return self._store_failed(ctx, task_name, None)
+            return self._store_failed(ctx, task_name, None, policy.tier, pending)
         try:
             outcome = self.store.admit(request)
         except StoreUnavailable as error:
             self._store_down_until = self._monotonic() + settings.store_retry_interval
-            return self._store_failed(ctx, task_name, error)
-        if self._unreported_outages:
-            self._report_outages()
+            return self._store_failed(ctx, task_name, error, policy.tier, pending)
+        if self._unreported:
+            self._report_unreported()
 
         if outcome.leased:
             self._take_lease(bucket_key, policy, outcome.leased)
@@ -382,22 +384,29 @@ class Admission:
                 self.store.count(fields, shard)
             except StoreUnavailable:
                 self.stats[STORE_UNAVAILABLE] += 1
+                self._unreported.update(fields)
 
     def multiplier(self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None) -> float:
         """Adaptive factor applied to the baseline rate, clamped per tier afterwards."""
         return self.load.multiplier(queue, breaker) if self.load is not None else 1.0
 
-    def _report_outages(self) -> None:
-        """The store is back: count the admissions it missed in the cluster's metrics."""
-        missed, self._unreported_outages = self._unreported_outages, 0
+    def _report_unreported(self) -> None:
+        """The store is back: count what it missed (its outage, leases' admissions) in the metrics."""
+        fields = dict(self._unreported)
+        self._unreported.clear()
         try:
-            self.store.count({STORE_UNAVAILABLE: missed})
+            self.store.count(fields)
         except StoreUnavailable:
-            self._unreported_outages += missed
+            self._unreported.update(fields)
 
-    def _store_failed(self, ctx: CallContext, task_name: str, error: StoreUnavailable | None) -> Verdict:
+    def _store_failed(
+        self, ctx: CallContext, task_name: str, error: StoreUnavailable | None, tier: str, pending: int
+    ) -> Verdict:
         self.stats[STORE_UNAVAILABLE] += 1
-        self._unreported_outages += 1
+        self._unreported[STORE_UNAVAILABLE] += 1
+        if pending:
+            # Admissions made from the lease just given up: their report rode on this call.
+            self._unreported[outcome_field(ADMITTED, tier)] += pending
         if error is not None:
             logger.warning(
                 "resilience store unreachable (%s); admission fails %s for %.3gs",

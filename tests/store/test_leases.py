@@ -10,7 +10,7 @@ import pytest
 
 from celery_resilience.admission import Admission
 from celery_resilience.bucket import Decision, Outcome
-from celery_resilience.errors import Throttled
+from celery_resilience.errors import StoreUnavailable, Throttled
 from celery_resilience.settings import ResilienceSettings
 from celery_resilience.store import Store
 from celery_resilience.store.base import AdmitRequest
@@ -23,12 +23,17 @@ class Counting:
         self.inner = inner
         self.keys = inner.keys
         self.requests: list[AdmitRequest] = []
+        self.down = False  # answer as a store that cannot be reached
 
     def admit(self, request: AdmitRequest) -> Outcome:
         self.requests.append(request)
+        if self.down:
+            raise StoreUnavailable("store did not answer: timed out")
         return self.inner.admit(request)
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
+        if self.down:
+            raise StoreUnavailable("store did not answer: timed out")
         self.inner.count(fields, shard)
 
     def metrics(self, minute: int | None = None) -> dict[str, float]:
@@ -86,6 +91,38 @@ def test_lease_admissions_reach_the_metrics(store: Store) -> None:
     metrics = store.metrics()
     assert metrics["admitted"] == 25
     assert metrics["tier:t"] == 25
+
+
+def test_lease_admissions_reach_the_metrics_after_a_store_outage(store: Store) -> None:
+    """A lease's admissions ride on the key's next round trip. When that one finds the
+    store down, they are counted with the first decision the store answers again."""
+    adm, counting, mono = make(store, "100/s", lease_window=0.1, store_retry_interval=1.0)
+    ctx = adm.context("hot", None, "interactive", None)
+    for _ in range(11):  # one round trip, then the ten leased tokens
+        adm.decide(ctx, task_name="t")
+    counting.down = True
+    mono.now += 0.11
+    assert not adm.decide(ctx, task_name="t").checked  # admitted unchecked (fail open)
+    counting.down = False
+    mono.now += 1.0
+    adm.decide(ctx, task_name="t")
+    metrics = store.metrics()
+    assert metrics["admitted"] == 1 + 10 + 1  # the unchecked one is counted as an outage
+    assert metrics["store_unavailable"] == 1
+
+
+def test_lease_admissions_flushed_during_an_outage_are_counted_later(store: Store) -> None:
+    """A flush (at exit, or when the lease table is full) that finds the store down keeps
+    its counts for the next decision the store answers."""
+    adm, counting, _ = make(store, "100/s", lease_window=10)
+    hot = adm.context("hot", None, "interactive", None)
+    for _ in range(5):
+        adm.decide(hot, task_name="t")
+    counting.down = True
+    adm.flush_leases()
+    counting.down = False
+    adm.decide(adm.context("other", None, "interactive", None), task_name="t")
+    assert store.metrics()["admitted"] == 5 + 1
 
 
 def test_an_expired_lease_is_not_spent(store: Store) -> None:
