@@ -40,6 +40,7 @@ __all__ = [
     "view",
     "acquire",
     "record",
+    "release",
     "force",
     "open_timeout",
 ]
@@ -189,6 +190,14 @@ def record(
             _trip(data, policy, now, retry_after, trip_now, jitter_draw)
     changed = (data.state, data.generation) != before
     return Recorded(data.state, data.generation, data.open_until, changed, False)
+
+
+def release(data: BreakerData, generation: int, lease: str) -> None:
+    """Give back a probe's half-open slot without an outcome: the call ended in Celery
+    control flow (``self.retry()``, ``Ignore``), which says nothing about the dependency.
+    Without this the slot stays taken until the lease expires."""
+    if data.state is BreakerState.HALF_OPEN and generation == data.generation:
+        data.probes.pop(lease, None)
 
 
 def force(data: BreakerData, state: BreakerState) -> None:

@@ -172,7 +172,11 @@ class Breakers:
             return
         policy = self.policy(call.name)
         if classification is not None and classification.category is Category.IGNORED:
-            return  # Celery control flow says nothing about the dependency; a probe lease just expires
+            # Celery control flow says nothing about the dependency; a probe gives its
+            # half-open slot back so that the next call can probe at once.
+            if call.permit.probe:
+                self._release(call, policy)
+            return
         weight = classification.weight if classification is not None else 0.0
         now = self._monotonic()
         if policy.call_timeout is not None and now - call.started > policy.call_timeout:
@@ -226,6 +230,12 @@ class Breakers:
                     )
                 except StoreUnavailable:
                     self.stats["store_unavailable"] += 1
+
+    def _release(self, call: Call, policy: BreakerPolicy) -> None:
+        try:
+            call.store.breaker_release(call.name, policy, call.permit.generation, call.permit.lease)
+        except StoreUnavailable as unavailable:
+            self._store_failed(unavailable)  # the lease expires on its own
 
     def _send(self, call: Call, policy: BreakerPolicy, outcome: BreakerOutcome) -> None:
         try:

@@ -148,6 +148,9 @@ class Store(Protocol):
     def breaker_record(self, name: str, policy: BreakerPolicy, outcome: BreakerOutcome) -> Recorded:
         """Record one call's outcome, atomically with any transition it causes."""
 
+    def breaker_release(self, name: str, policy: BreakerPolicy, generation: int, lease: str) -> None:
+        """A probe gives its half-open slot back without an outcome."""
+
     def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
         """Operator action: closed (reset), forced_open or disabled."""
 

@@ -18,6 +18,7 @@ from ..breaker import (
     acquire,
     force,
     record,
+    release,
     view,
 )
 from ..bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain
@@ -136,6 +137,10 @@ class MemoryStore:
             current = view(data, policy, now)
         self._announce(name, current, before)
         return result
+
+    def breaker_release(self, name: str, policy: BreakerPolicy, generation: int, lease: str) -> None:
+        with self._lock:
+            release(self._breakers.setdefault(name, BreakerData()), generation, lease)
 
     def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
         with self._lock:

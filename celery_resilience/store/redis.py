@@ -226,6 +226,9 @@ class RedisStore:
         )
         return Recorded(_STATES[parts[0]], int(parts[1]), float(parts[2]), parts[3] == "1", parts[4] == "1")
 
+    def breaker_release(self, name: str, policy: BreakerPolicy, generation: int, lease: str) -> None:
+        self._run_breaker("release", name, policy, generation, lease)
+
     def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
         if state not in (BreakerState.CLOSED, BreakerState.FORCED_OPEN, BreakerState.DISABLED):
             raise ValueError(f"an operator can set closed, forced_open or disabled, not {state.value}")

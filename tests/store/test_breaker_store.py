@@ -46,6 +46,22 @@ def test_trip_open_half_open_close(store: Store, clock: FakeClock) -> None:
     assert result.changed and result.state is BreakerState.CLOSED
 
 
+def test_a_released_probe_slot_serves_the_next_call_at_once(store: Store, clock: FakeClock) -> None:
+    """A probe that ended without an outcome gives its slot back; a release from an older
+    generation changes nothing."""
+    trip(store)
+    clock.advance(30)
+    first, _ = store.breaker_acquire("ai", POLICY, "p1")
+    store.breaker_acquire("ai", POLICY, "p2")
+    assert isinstance(first, Permit) and first.probe
+    assert isinstance(store.breaker_acquire("ai", POLICY, "p3")[0], Denied)
+    store.breaker_release("ai", POLICY, first.generation - 1, "p1")
+    assert isinstance(store.breaker_acquire("ai", POLICY, "p3")[0], Denied)
+    store.breaker_release("ai", POLICY, first.generation, "p1")
+    third, view = store.breaker_acquire("ai", POLICY, "p3")
+    assert isinstance(third, Permit) and third.probe and view.state is BreakerState.HALF_OPEN
+
+
 def test_read_shows_windowed_weight_and_probes(store: Store, clock: FakeClock) -> None:
     """Operators see calls and weight in the window and the probes held."""
     permit, _ = store.breaker_acquire("ai", POLICY, "x")
@@ -117,6 +133,11 @@ def test_memory_and_redis_breakers_agree(redis_store: RedisStore, keys: KeySpace
             assert actual == expected, step
             if isinstance(expected, Permit):
                 held[lease] = expected.generation
+        elif held and rng.random() < 0.2:
+            lease = rng.choice(sorted(held))
+            generation = held.pop(lease)
+            memory.breaker_release("ai", POLICY, generation, lease)
+            redis_store.breaker_release("ai", POLICY, generation, lease)
         elif held:
             lease = rng.choice(sorted(held))
             outcome = BreakerOutcome(

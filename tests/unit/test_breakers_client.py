@@ -161,3 +161,24 @@ def test_an_open_breaker_past_its_deadline_reads_as_half_open_so_the_next_call_p
     with breakers.guard("ai"):
         pass  # the probe
     assert store.breaker_read("ai", POLICY).state is BreakerState.CLOSED
+
+
+def test_a_probe_ending_in_celery_control_flow_frees_its_slot_for_the_next_call() -> None:
+    """A probe whose task called ``self.retry()`` says nothing about the dependency: its
+    half-open slot is given back at once instead of being held until the lease expires."""
+    from celery.exceptions import Retry
+
+    clock = FakeClock()
+    store = MemoryStore(KeySpace("t", 1), clock=clock)
+    breakers, _, mono = make(store)
+    succeed(breakers, 4)
+    with pytest.raises(TimeoutError), breakers.guard("ai"):
+        raise TimeoutError
+    clock.advance(31)
+    mono.now += 31
+    with pytest.raises(Retry), breakers.guard("ai") as probe:
+        raise Retry()
+    assert probe.permit.probe
+    with breakers.guard("ai"):
+        pass  # the next probe, admitted without waiting for the first one's lease
+    assert store.breaker_read("ai", POLICY).state is BreakerState.CLOSED

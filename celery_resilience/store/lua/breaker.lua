@@ -4,7 +4,7 @@
 -- KEYS[1]  state hash: state, gen, open_until, trips, successes
 -- KEYS[2]  window hash: slice index -> "calls weight"
 -- KEYS[3]  probes sorted set: lease id scored by its expiry
--- ARGV[1]  operation: acquire | record | force | read
+-- ARGV[1]  operation: acquire | record | release | force | read
 -- ARGV[2]  now in seconds, or "" to use the Redis server's TIME
 -- ARGV[3]  policy, space-separated: failure_threshold window minimum_calls
 --          recovery_timeout max_recovery_timeout backoff jitter half_open_probes
@@ -17,6 +17,8 @@
 --          ARGV[10] trip now (1/0), ARGV[11] jitter draw in [0, 1), ARGV[12] calls this
 --          report stands for (successes counted locally ride along; CLOSED only)
 --   -> "<state> <gen> <open_until> <changed 1/0> <ignored 1/0>"
+-- release: ARGV[6] generation, ARGV[7] lease: a probe gives its slot back, no outcome
+--   -> "<state>"
 -- force:   ARGV[6] closed | forced_open | disabled  -> "<state> <gen> <open_until>"
 -- read:    -> "<state> <gen> <open_until> <trips> <calls> <weight> <probes>"
 
@@ -160,6 +162,13 @@ if op == "record" then
   save()
   local changed = (state ~= before_state or gen ~= before_gen) and 1 or 0
   return string.format("%s %d %.17g %d 0", state, gen, open_until, changed)
+end
+
+if op == "release" then
+  if state == "half_open" and tonumber(ARGV[6]) == gen then
+    redis.call("ZREM", KEYS[3], ARGV[7])
+  end
+  return state
 end
 
 if op == "force" then
