@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -145,18 +146,28 @@ def test_a_disabled_breaker_still_classifies_what_it_does_not_record() -> None:
     assert store.breaker_read("ai", POLICY).calls == 0
 
 
-def test_an_open_breaker_past_its_deadline_reads_as_half_open_so_the_next_call_probes_it() -> None:
-    """Callers that route by ``state()`` (AITask's enqueue-time fallback) must not keep an
-    expired breaker open forever: nothing would ever call the dependency again."""
+def tripped() -> tuple[Breakers, MemoryStore, Callable[[float], None]]:
+    """A breaker tripped by a timeout (open for 30 s), and a way to move both clocks."""
     clock = FakeClock()
     store = MemoryStore(KeySpace("t", 1), clock=clock)
     breakers, _, mono = make(store)
     succeed(breakers, 4)
     with pytest.raises(TimeoutError), breakers.guard("ai"):
         raise TimeoutError
+
+    def advance(seconds: float) -> None:
+        clock.advance(seconds)
+        mono.now += seconds
+
+    return breakers, store, advance
+
+
+def test_an_open_breaker_past_its_deadline_reads_as_half_open_so_the_next_call_probes_it() -> None:
+    """Callers that route by ``state()`` (AITask's enqueue-time fallback) must not keep an
+    expired breaker open forever: nothing would ever call the dependency again."""
+    breakers, store, advance = tripped()
     assert breakers.state("ai") is BreakerState.OPEN
-    clock.advance(31)
-    mono.now += 31
+    advance(31)
     assert breakers.state("ai") is BreakerState.HALF_OPEN
     with breakers.guard("ai"):
         pass  # the probe
@@ -168,14 +179,8 @@ def test_a_probe_ending_in_celery_control_flow_frees_its_slot_for_the_next_call(
     half-open slot is given back at once instead of being held until the lease expires."""
     from celery.exceptions import Retry
 
-    clock = FakeClock()
-    store = MemoryStore(KeySpace("t", 1), clock=clock)
-    breakers, _, mono = make(store)
-    succeed(breakers, 4)
-    with pytest.raises(TimeoutError), breakers.guard("ai"):
-        raise TimeoutError
-    clock.advance(31)
-    mono.now += 31
+    breakers, store, advance = tripped()
+    advance(31)
     with pytest.raises(Retry), breakers.guard("ai") as probe:
         raise Retry()
     assert probe.permit.probe
