@@ -109,7 +109,8 @@ class _Lease:
 
 _LEASED = Verdict(Decision.ALLOW)
 
-# Leases must not survive a fork: parent and child would both spend the same tokens.
+# Leases must not survive a fork: parent and child would both spend the same tokens
+# (and count the same pending admissions).
 _all_admissions: weakref.WeakSet[Admission] = weakref.WeakSet()
 
 
@@ -117,6 +118,9 @@ def _forget_leases_in_child() -> None:
     for admission in list(_all_admissions):
         admission._leases.clear()
         admission._lease_lock = threading.Lock()
+        # The parent reports what it had not counted yet; the child would count it twice.
+        admission._unreported.clear()
+        admission._unreported_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -176,6 +180,7 @@ class Admission:
         # Counters the store could not take when they arose (admissions it missed, a lease's
         # admissions whose report failed), counted with the first decision it answers again.
         self._unreported: Counter[str] = Counter()
+        self._unreported_lock = threading.Lock()  # publishing threads add while one reports
         # Everything below is derived from immutable settings; caching it keeps the hot
         # path to one dictionary lookup per part instead of rebuilding it per publish.
         self._plans: dict[tuple[Severity, str, str, float, bool], _Plan] = {}
@@ -316,7 +321,8 @@ class Admission:
     def _plan(
         self, severity: Severity, tier: TierPolicy, ctx: CallContext, multiplier: float, refusable: bool
     ) -> _Plan:
-        """Work out (once per severity, tier, request type and multiplier) what a decision needs."""
+        """Work out (once per severity, tier, request type, multiplier and whether the publish
+        may be refused) what a decision needs."""
         settings = self.settings
         strategy = settings.strategies.choose(severity, ctx.tier, ctx.request_type, ctx.criticality)
         horizon = settings.max_throttle_delay
@@ -384,7 +390,8 @@ class Admission:
                 self.store.count(fields, shard)
             except StoreUnavailable:
                 self.stats[STORE_UNAVAILABLE] += 1
-                self._unreported.update(fields)
+                with self._unreported_lock:
+                    self._unreported.update(fields)
 
     def multiplier(self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None) -> float:
         """Adaptive factor applied to the baseline rate, clamped per tier afterwards."""
@@ -392,21 +399,26 @@ class Admission:
 
     def _report_unreported(self) -> None:
         """The store is back: count what it missed (its outage, leases' admissions) in the metrics."""
-        fields = dict(self._unreported)
-        self._unreported.clear()
+        with self._unreported_lock:
+            fields = dict(self._unreported)
+            self._unreported.clear()
+        if not fields:
+            return  # another thread reported them
         try:
             self.store.count(fields)
         except StoreUnavailable:
-            self._unreported.update(fields)
+            with self._unreported_lock:
+                self._unreported.update(fields)
 
     def _store_failed(
         self, ctx: CallContext, task_name: str, error: StoreUnavailable | None, tier: str, pending: int
     ) -> Verdict:
         self.stats[STORE_UNAVAILABLE] += 1
-        self._unreported[STORE_UNAVAILABLE] += 1
-        if pending:
-            # Admissions made from the lease just given up: their report rode on this call.
-            self._unreported[outcome_field(ADMITTED, tier)] += pending
+        with self._unreported_lock:
+            self._unreported[STORE_UNAVAILABLE] += 1
+            if pending:
+                # Admissions made from the lease just given up: their report rode on this call.
+                self._unreported[outcome_field(ADMITTED, tier)] += pending
         if error is not None:
             logger.warning(
                 "resilience store unreachable (%s); admission fails %s for %.3gs",

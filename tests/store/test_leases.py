@@ -161,13 +161,15 @@ def test_leases_never_exceed_the_bucket(store: Store) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_inherit_leases(store: Store) -> None:
-    """Parent and child must not spend the same leased tokens."""
+    """Parent and child must not spend the same leased tokens, nor both report the
+    admissions the parent has not counted yet."""
     adm, _, _ = make(store, "100/s", lease_window=10)
     adm.decide(adm.context("hot", None, "interactive", None), task_name="t")
+    adm._unreported["admitted@t"] += 3
     assert adm._leases
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
-        os._exit(0 if not adm._leases else 1)
+        os._exit(0 if not adm._leases and not adm._unreported else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert adm._leases
