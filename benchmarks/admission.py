@@ -171,6 +171,7 @@ def main() -> None:
         print(f"  ours ({mode}) / bare EVALSHA     {ours / bare:8.2f}   (target >= 0.8)")
     ours = 1 / decide["ours, round trip each"]
     print(f"  ours (round trip each) / bare EVALSHA on the same lane {ours / bare_lane:8.2f}   (the floor)")
+    print(f"  bare EVALSHA, same lane / through redis-py             {bare_lane / bare:8.2f}")
 
 
 if __name__ == "__main__":
