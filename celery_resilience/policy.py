@@ -120,10 +120,13 @@ DEFAULT_STRATEGY_RULES: Sequence[Mapping[str, object]] = (
     {"strategy": "delay", "seconds": 1},
 )
 
+# As in the SRE book, work that names no type is CRITICAL: it gets its tier's burst and
+# grace in full. Being sheddable is something a task or a call opts into.
 DEFAULT_REQUEST_TYPES: Mapping[str, str] = {
     "critical_business": "critical_plus",
     "interactive": "critical",
-    "default": "sheddable_plus",
+    "default": "critical",
+    "background": "sheddable_plus",
     "batch": "sheddable",
 }
 

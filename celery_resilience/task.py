@@ -33,6 +33,8 @@ from .extension import HEADER, Resilience
 __all__ = ["ResilientTask"]
 
 _BUILTIN_PREFIX = "celery."
+# What of the caller's context work published on its behalf carries onwards.
+_CALLER_KEYS = ("user_id", "tier", "request_type")
 
 
 class ResilientTask(Task):  # type: ignore[type-arg]
@@ -61,7 +63,10 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         headers = dict(options.get("headers") or {})
 
         if options.get("retries") or "parent_id" in options or self.name.startswith(_BUILTIN_PREFIX):
-            headers.setdefault(HEADER, {"decision": "passed"})
+            # Published by the worker for work already admitted (a retry, the next step of a
+            # chain, a link or an errback): it carries the running task's caller onwards.
+            if HEADER not in headers:
+                headers[HEADER] = {**_running_context(self.app), "decision": "passed"}
         elif (inherited := _continued_context(self.app, user_id)) is not None:
             # Published by a running task for its own user (fan-out, a chord's body): work
             # already admitted; it passes, carrying the running task's context.
@@ -117,14 +122,26 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         return dict(value) if isinstance(value, dict) else {}
 
 
+def _running_context(app: Any) -> dict[str, Any]:
+    """The caller's context (user, tier, request type) of the task this worker is running,
+    empty when there is none. Celery publishes a task's callbacks, errbacks and next chain
+    step while the task is still the current one."""
+    running = app.current_worker_task
+    if running is None or getattr(running.request, "id", None) is None:
+        return {}
+    context = getattr(running.request, HEADER, None)
+    if not isinstance(context, dict):
+        return {}
+    return {key: context[key] for key in _CALLER_KEYS if key in context}
+
+
 def _continued_context(app: Any, user_id: object) -> dict[str, Any] | None:
     """The running task's context when this publish continues its work: made from inside a
     running task, for no user or for that task's own user. None otherwise."""
     running = app.current_worker_task
     if running is None or getattr(running.request, "id", None) is None:
         return None
-    context = getattr(running.request, HEADER, None)
-    context = dict(context) if isinstance(context, dict) else {}
+    context = _running_context(app)
     if user_id is not None and str(user_id) != context.get("user_id"):
         return None  # work for another user is a new request: it is admitted
     return context

@@ -49,6 +49,41 @@ def test_context_reaches_the_worker_and_tiers_and_users_are_separate(app_module:
     assert free_seen[0]["tier"] == "free"
 
 
+def test_work_that_names_no_request_type_gets_burst_and_grace_in_full(
+    integration_env: dict[str, str],
+) -> None:
+    """With the default request types, a task naming none is critical: a tier of burst 10 and
+    grace 5 puts 15 messages in the broker before the 16th call is refused."""
+    from celery import Celery
+
+    from celery_resilience import ResilientTask
+    from tests.conftest import REDIS_URL, store_url
+
+    queue = f"{integration_env['RESILIENCE_TEST_QUEUE']}-defaults"
+    app = Celery("defaults", broker=f"{REDIS_URL}/11", set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        resilience_store_url=store_url(),
+        resilience_key_prefix=integration_env["RESILIENCE_TEST_PREFIX"],
+        resilience_tiers={"free": {"rate": "1/h", "burst": 10, "grace": 5}},
+        resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 30}],
+    )
+    Resilience(app)
+
+    @app.task(base=ResilientTask, name="defaults.ordinary")
+    def ordinary() -> None:
+        return None
+
+    user = fresh_user()
+    decisions = [ordinary.apply_async(user_id=user) for _ in range(15)]
+    with pytest.raises(Throttled):
+        ordinary.apply_async(user_id=user)
+    with app.connection_for_read() as connection:
+        queued = connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+        connection.default_channel.queue_purge(queue)
+    assert len(decisions) == 15 and queued == 15
+
+
 def test_a_delayed_task_runs_later(app_module: ModuleType) -> None:
     """DELAY publishes with a countdown: the worker receives an ETA and does not run the task before it."""
     user = fresh_user()
@@ -108,6 +143,43 @@ def test_chain_steps_published_by_the_worker_pass_the_gate(app_module: ModuleTyp
     assert result.get(timeout=30) == 10
     with pytest.raises(Throttled):
         app_module.add.apply_async((0, 0), user_id=user)
+
+
+def test_every_chain_step_link_and_errback_carries_the_caller(app_module: ModuleType) -> None:
+    """The caller's user, tier and request type reach the second step of a chain, a link
+    callback and an errback, all published by the worker; each passes the gate."""
+    import json
+
+    user, key = fresh_user(), f"{app_module.PREFIX}:errback:{uuid.uuid4().hex}"
+    caller = {"user_id": user, "tier": "pro", "request_type": "interactive"}
+    steps = chain(app_module.context_of.s(), app_module.context_of.s())
+    second = steps.apply_async(user_id=user, tier="pro", request_type="interactive").get(timeout=30)
+    assert second["user_id"] == user and second["context"] == {**caller, "decision": "passed"}
+
+    linked = app_module.whoami.apply_async(
+        user_id=user, tier="pro", request_type="interactive", link=app_module.context_of.s()
+    )
+    linked.get(timeout=30)
+    wait_for(lambda: bool(linked.children) or bool(_children(app_module, linked.id)))
+    callback = _children(app_module, linked.id)[0].get(timeout=30)
+    assert callback["context"] == {**caller, "decision": "passed"}
+
+    failing = app_module.fail.apply_async(
+        user_id=user, tier="pro", request_type="interactive", link_error=app_module.remember_context.si(
+            "", key
+        )
+    )
+    with pytest.raises(ValueError, match="always fails"):
+        failing.get(timeout=30)
+    wait_for(lambda: app_module._signals.get(key) is not None)
+    assert json.loads(app_module._signals.get(key)) == {**caller, "decision": "passed"}
+
+
+def _children(module: ModuleType, task_id: str) -> list[Any]:
+    """The results of the tasks a finished task published (from its stored result)."""
+    from celery.result import AsyncResult
+
+    return list(AsyncResult(task_id, app=module.app).children or [])
 
 
 def test_send_task_publishes_are_counted_as_ungated(app_module: ModuleType) -> None:

@@ -6,6 +6,7 @@ prefix on the local Redis (broker db 11, results db 12, store db 13).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -53,6 +54,23 @@ _signals = redis.Redis.from_url(f"{REDIS}/13")
 def whoami(self: ResilientTask) -> dict[str, Any]:
     """Reports what the worker saw: the caller's context, and when it ran versus its ETA."""
     return {"context": self.resilience_context, "eta": self.request.eta, "ran_at": time.time()}
+
+
+@app.task(base=ResilientTask, bind=True)
+def context_of(self: ResilientTask, *previous: Any) -> dict[str, Any]:
+    """A chain step, callback or errback reporting the caller it ran for."""
+    return {"user_id": self.resilience_context["user_id"], "context": self.resilience_context}
+
+
+@app.task(base=ResilientTask, bind=True)
+def remember_context(self: ResilientTask, failed_id: str, key: str) -> None:
+    """An errback (called with the failed task's id): records the caller it ran for."""
+    _signals.set(key, json.dumps(self.resilience_context), ex=60)
+
+
+@app.task(base=ResilientTask)
+def fail() -> None:
+    raise ValueError("this task always fails")
 
 
 @app.task(base=ResilientTask, bind=True, request_type="batch", max_retries=3)
