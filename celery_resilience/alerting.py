@@ -1,8 +1,15 @@
-"""The alert monitor: one per cluster, by a lease in the store.
+"""Alerts leave the cluster once: the sender, and the monitor that evaluates the rules.
 
-Every worker runs a monitor on a timer; only the one holding the lease evaluates the
-rules, and when it dies its lease lapses and another worker takes over. Cool-downs live
-in the store too, so a change of monitor does not send the same alert again.
+``AlertSender.deliver`` is the one way an alert is sent: it takes the rule's cool-down
+claim in the store (per rule and subject), and only the caller that gets the claim sends
+it and keeps it for the status command. Two paths use it:
+- the process whose outcome tripped a breaker sends the trip at once, not a monitor
+  tick later;
+- the alert monitor, one per cluster by a lease in the store: every worker runs it on a
+  timer, only the lease holder evaluates the rules, and when it dies its lease lapses
+  and another worker takes over.
+Both use the same claims, so a trip sent at once is not sent again by the monitor, and a
+change of monitor does not repeat an alert.
 """
 
 from __future__ import annotations
@@ -15,19 +22,66 @@ from typing import Any
 from .alerts import Alert, evaluate
 from .errors import StoreUnavailable
 from .metrics import MetricsReader
+from .store import Store
 
-__all__ = ["AlertMonitor", "LEASE"]
+__all__ = ["AlertMonitor", "AlertSender", "LEASE"]
 
 logger = logging.getLogger("celery_resilience.alerts")
 
 LEASE = "alert-monitor"
 
 
+class AlertSender:
+    """Sends alerts through ``send`` (Sentry by default), once per rule, subject and cool-down."""
+
+    def __init__(self, resilience: Any, send: Callable[[Alert], Any]) -> None:
+        self.resilience = resilience
+        self._send = send
+
+    def deliver(self, alert: Alert) -> bool:
+        """Send ``alert`` if its rule is on and this caller gets its cool-down claim."""
+        rule = self.resilience.settings.alerts.get(alert.rule)
+        if rule is None or not rule.enabled:
+            return False
+        store: Store = self.resilience.store
+        try:
+            if not store.claim(f"{alert.rule}:{alert.subject}", rule.cooldown):
+                return False
+        except StoreUnavailable as error:
+            logger.warning(
+                "alert %s/%s not sent, its cool-down is unknown: %s", alert.rule, alert.subject, error
+            )
+            return False
+        self.emit(alert)
+        record = {
+            "rule": alert.rule,
+            "subject": alert.subject,
+            "level": alert.level,
+            "message": alert.message,
+            "at": store.now(),
+        }
+        try:
+            store.push_alert(json.dumps(record))
+        except StoreUnavailable as error:
+            logger.warning("sent alert %s not kept for the status command: %s", alert.rule, error)
+        return True
+
+    def emit(self, alert: Alert) -> None:
+        """Log and send, with no claim: for alerts about the store itself, which keeps no claims
+        while it is down."""
+        log = logger.error if alert.level in ("error", "fatal") else logger.warning
+        log("%s [%s/%s]", alert.message, alert.rule, alert.subject)
+        try:
+            self._send(alert)
+        except Exception as error:  # an unreachable Sentry must not stop the caller
+            logger.warning("could not send alert %s: %s", alert.rule, error)
+
+
 class AlertMonitor:
-    def __init__(self, resilience: Any, owner: str, send: Callable[[Alert], Any]) -> None:
+    def __init__(self, resilience: Any, owner: str, send: Callable[[Alert], Any] | None = None) -> None:
         self.resilience = resilience
         self.owner = owner
-        self._send = send
+        self.sender: AlertSender = resilience.alerts if send is None else AlertSender(resilience, send)
         self._store_down_alerted = False
 
     def tick(self) -> list[Alert]:
@@ -51,26 +105,9 @@ class AlertMonitor:
             self._store_down_alerted = True
             alerts = evaluate(settings.alerts, [], None, None, store_down=True)
             for alert in alerts:
-                self._deliver(alert)
+                self.sender.emit(alert)
             return alerts
-        sent = []
-        for alert in alerts:
-            rule = settings.alerts[alert.rule]
-            if store.claim(f"{alert.rule}:{alert.subject}", rule.cooldown):
-                self._deliver(alert)
-                store.push_alert(
-                    json.dumps(
-                        {
-                            "rule": alert.rule,
-                            "subject": alert.subject,
-                            "level": alert.level,
-                            "message": alert.message,
-                            "at": store.now(),
-                        }
-                    )
-                )
-                sent.append(alert)
-        return sent
+        return [alert for alert in alerts if self.sender.deliver(alert)]
 
     def _count_open_time(self, store: Any) -> None:
         """Add this tick's interval to each breaker that is open (counted once, by the holder)."""
@@ -82,11 +119,3 @@ class AlertMonitor:
                 fields[f"breaker_open_seconds:{name}"] = interval
         if fields:
             store.count(fields)
-
-    def _deliver(self, alert: Alert) -> None:
-        log = logger.error if alert.level in ("error", "fatal") else logger.warning
-        log("%s [%s/%s]", alert.message, alert.rule, alert.subject)
-        try:
-            self._send(alert)
-        except Exception as error:  # an unreachable Sentry must not stop the monitor
-            logger.warning("could not send alert %s: %s", alert.rule, error)

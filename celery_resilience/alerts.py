@@ -17,7 +17,15 @@ from .errors import ConfigurationError
 from .metrics import MinuteSummary
 from .prediction import Prediction
 
-__all__ = ["AlertRule", "Alert", "DEFAULT_RULES", "evaluate", "parse_alert_rules", "LEVELS"]
+__all__ = [
+    "AlertRule",
+    "Alert",
+    "DEFAULT_RULES",
+    "evaluate",
+    "parse_alert_rules",
+    "breaker_trip_alert",
+    "LEVELS",
+]
 
 LEVELS = ("debug", "info", "warning", "error", "fatal")
 
@@ -161,16 +169,7 @@ def evaluate(
             for name, count in minute.breaker_trips.items():
                 trips[name] = trips.get(name, 0.0) + count
         for name, count in sorted(trips.items()):
-            alerts.append(
-                Alert(
-                    r.name,
-                    name,
-                    r.level,
-                    f"Circuit breaker {name!r} tripped ({count:g} times)",
-                    {"rule": r.name, "breaker": name},
-                    {"trips": count},
-                )
-            )
+            alerts.append(breaker_trip_alert(r, name, f"{count:g} times", {"trips": count}))
     if (r := rule("predicted_spike")) and upcoming is not None and upcoming.acts():
         alerts.append(
             Alert(
@@ -184,3 +183,16 @@ def evaluate(
             )
         )
     return alerts
+
+
+def breaker_trip_alert(rule: AlertRule, breaker: str, how: str, figures: Mapping[str, Any]) -> Alert:
+    """The alert for a breaker that tripped: sent at once by the process whose outcome tripped
+    it, and by the monitor from the trip counters (the shared cool-down lets one through)."""
+    return Alert(
+        rule.name,
+        breaker,
+        rule.level,
+        f"Circuit breaker {breaker!r} tripped ({how})",
+        {"rule": rule.name, "breaker": breaker},
+        figures,
+    )

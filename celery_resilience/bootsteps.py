@@ -102,24 +102,14 @@ class AlertMonitorStep(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         from .alerting import AlertMonitor
         from .extension import Resilience
-        from .integrations.sentry import ensure_sentry, flush, send_alert
 
         resilience = Resilience.of(worker.app)
-        settings = resilience.settings
-        if ensure_sentry(settings.sentry_dsn):
-
-            def send(alert: Any) -> None:
-                send_alert(alert)
-                flush()
-
-        else:
+        if not resilience.sentry.ready():
             logger.info("no Sentry client and no resilience_sentry_dsn: alerts are logged only")
-
-            def send(alert: Any) -> None:
-                return None
-
-        self.monitor = AlertMonitor(resilience, f"{worker.hostname}:{os.getpid()}", send)
-        self.timer_ref = worker.timer.call_repeatedly(settings.alert_interval, self.monitor.tick, priority=10)
+        self.monitor = AlertMonitor(resilience, f"{worker.hostname}:{os.getpid()}")
+        self.timer_ref = worker.timer.call_repeatedly(
+            resilience.settings.alert_interval, self.monitor.tick, priority=10
+        )
 
     def stop(self, worker: Any) -> None:
         if self.timer_ref is not None:

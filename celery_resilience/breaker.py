@@ -43,6 +43,7 @@ __all__ = [
     "release",
     "force",
     "open_timeout",
+    "effective_state",
 ]
 
 
@@ -263,3 +264,11 @@ def view(data: BreakerData, policy: BreakerPolicy, now: float) -> BreakerView:
         sum(w for _, w in live),
         len(data.probes),
     )
+
+
+def effective_state(state: BreakerState, open_until: float, now: float) -> BreakerState:
+    """What the next call finds: an open breaker whose time is up reads as half-open (its next
+    call is a probe), though the store moves it only when that call arrives."""
+    if state is BreakerState.OPEN and open_until <= now:
+        return BreakerState.HALF_OPEN
+    return state

@@ -31,16 +31,26 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit
+from .breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded, effective_state
 from .classify import Category, Classification, Classifier
 from .errors import CircuitOpen, StoreUnavailable
 from .keys import KeySpace
 from .store import MemoryStore, Store
 from .store.base import BreakerOutcome
 
-__all__ = ["Breakers", "Call"]
+__all__ = ["Breakers", "Call", "BREAKER_TRIP", "BREAKER_CLOSE", "BREAKER_FORCED", "breaker_field"]
 
 logger = logging.getLogger("celery_resilience.breakers")
+
+# Metric counters of breaker transitions, counted by the process whose outcome (or whose
+# operator command) caused them: ``breaker_trip:<name>`` and so on.
+BREAKER_TRIP = "breaker_trip"
+BREAKER_CLOSE = "breaker_close"
+BREAKER_FORCED = "breaker_forced"
+
+
+def breaker_field(event: str, name: str) -> str:
+    return f"{event}:{name}"
 
 
 def _flush_at_exit(ref: weakref.ref[Breakers]) -> None:
@@ -101,6 +111,7 @@ class Breakers:
         classifier: Classifier,
         *,
         count: Callable[[dict[str, float]], None] | None = None,
+        on_trip: Callable[[str, Recorded], None] | None = None,
         closed_cache_seconds: float = 2.0,
         success_flush_seconds: float = 0.25,
         retry_interval: float = 2.0,
@@ -112,6 +123,7 @@ class Breakers:
         self.stats: Counter[str] = Counter()
         self._store = store
         self._count = count or (lambda fields: None)
+        self._on_trip = on_trip
         self._closed_cache_seconds = closed_cache_seconds
         self._success_flush_seconds = success_flush_seconds
         self._pending: dict[str, _Pending] = {}
@@ -248,6 +260,17 @@ class Breakers:
             self._remember(
                 call.name, BreakerView(recorded.state, recorded.generation, recorded.open_until), None
             )
+            self._transitioned(call.name, recorded)
+
+    def _transitioned(self, name: str, recorded: Recorded) -> None:
+        """This process's outcome moved the shared breaker: count it where it happened, and
+        report a trip at once (the store made exactly one process see this transition)."""
+        if recorded.state is BreakerState.OPEN:
+            self._count({breaker_field(BREAKER_TRIP, name): 1})
+            if self._on_trip is not None:
+                self._on_trip(name, recorded)
+        elif recorded.state is BreakerState.CLOSED:
+            self._count({breaker_field(BREAKER_CLOSE, name): 1})
 
     @contextmanager
     def guard(self, name: str) -> Iterator[Call]:
@@ -272,10 +295,11 @@ class Breakers:
         store = self._shared()
         try:
             view = store.breaker_read(name, self.policy(name))
-            if view.state is BreakerState.OPEN and view.open_until <= store.now():
+            state = effective_state(view.state, view.open_until, store.now())
+            if state is not view.state:
                 # Its time is up: the next call is a probe. Reporting it open would send
                 # every publish to the fallbacks and no call would ever probe the breaker.
-                return BreakerState.HALF_OPEN
+                return state
         except StoreUnavailable as error:
             self._store_failed(error)
             return self._local.breaker_read(name, self.policy(name)).state
@@ -292,7 +316,7 @@ class Breakers:
     def force(self, name: str, state: BreakerState) -> BreakerView:
         view = self._shared().breaker_force(name, self.policy(name), state)
         self._remember(name, view, None)
-        self._count({f"breaker_forced:{name}": 1})
+        self._count({breaker_field(BREAKER_FORCED, name): 1})
         return view
 
     def read(self, name: str) -> BreakerView:

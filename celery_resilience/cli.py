@@ -15,31 +15,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from .breaker import BreakerState
+from .breaker import BreakerState, effective_state
+from .errors import StoreUnavailable
 from .extension import Resilience
-from .load import queue_severity
-from .metrics import MetricsReader
+from .load import queue_severity, severity_rank
+from .metrics import MetricsReader, MinuteSummary
+from .policy import Severity
+from .store import masked_url
 
 __all__ = ["resilience", "status_report"]
 
+_T = TypeVar("_T")
+
 
 def status_report(app: Any) -> dict[str, Any]:
-    """Everything the status command shows, as one JSON-ready object."""
+    """Everything the status command shows, as one JSON-ready object; raises
+    ``StoreUnavailable`` when the store does not answer."""
     ext = Resilience.of(app)
     store = ext.store
     now = store.now()
     breakers = {}
     for name in sorted(ext.breakers.policies):
         view = ext.breakers.read(name)
+        state = effective_state(view.state, view.open_until, now)
         breakers[name] = {
-            "state": view.state.value,
+            "state": state.value,
             "generation": view.generation,
             "open_until": view.open_until or None,
-            "open_for": max(0.0, view.open_until - now) if view.state is BreakerState.OPEN else None,
+            "open_for": max(0.0, view.open_until - now) if state is BreakerState.OPEN else None,
             "trips": view.trips,
             "calls_in_window": view.calls,
             "weight_in_window": view.weight,
@@ -47,15 +55,23 @@ def status_report(app: Any) -> dict[str, Any]:
             "probes_held": view.probes,
         }
     queues = {}
+    levels: dict[str, Severity] = {}
     for queue, thresholds in sorted(ext.settings.load.queue_thresholds.items()):
         depth = ext.depths.depth(queue) if ext.depths is not None else None
+        levels[queue] = queue_severity(depth, thresholds)
         queues[queue] = {
             "depth": depth,
             "high": thresholds.high,
             "critical": thresholds.critical,
-            "severity": queue_severity(depth, thresholds).value,
+            "severity": levels[queue].value,
+            "factor": ext.load.factors(queue).product,
         }
-    factors = ext.load.factors()
+    # The headline is the worst the cluster is in: its workers' health or its fullest queue.
+    worst_queue = max(levels, key=lambda q: severity_rank(levels[q]), default=None)
+    if worst_queue is not None and levels[worst_queue] is Severity.NORMAL:
+        worst_queue = None
+    severity = ext.load.severity(worst_queue)
+    factors = ext.load.factors(worst_queue)
     multiplier = factors.product
     tiers = {}
     for name, tier in sorted(ext.settings.tiers.items()):
@@ -71,26 +87,36 @@ def status_report(app: Any) -> dict[str, Any]:
             "effective_per_minute": round(effective * 60, 3),
         }
     reader = MetricsReader(store)
-    last_minute = reader.last(1)[0]
+    this_minute, last_minute = (
+        reader.minute(reader.current_minute()),
+        reader.minute(reader.current_minute() - 1),
+    )
     health = ext.load.health
     return {
         "breakers": breakers,
         "queues": queues,
         "tiers": tiers,
-        "severity": ext.load.severity(None).value,
+        "severity": severity.value,
+        "severity_queue": worst_queue,
         "factors": {**dataclasses.asdict(factors), "product": multiplier},
         "workers": None if health is None else dataclasses.asdict(health),
         "prediction": None if ext.load.upcoming is None else dataclasses.asdict(ext.load.upcoming),
-        "last_minute": {**dataclasses.asdict(last_minute), "grace_usage": last_minute.grace_share},
+        "this_minute": _minute(this_minute),
+        "last_minute": _minute(last_minute),
         "recent_alerts": [json.loads(raw) for raw in store.recent_alerts(10)],
         "load_correlation": reader.load_correlation(),
         "at": now,
     }
 
 
+def _minute(summary: MinuteSummary) -> dict[str, Any]:
+    return {**dataclasses.asdict(summary), "grace_usage": summary.grace_share}
+
+
 def _print_status(report: dict[str, Any]) -> None:
+    where = f" (queue {report['severity_queue']})" if report["severity_queue"] else ""
     click.echo(
-        f"severity {report['severity']}   adaptive factor {report['factors']['product']:.2f}   "
+        f"severity {report['severity']}{where}   adaptive factor {report['factors']['product']:.2f}   "
         f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(report['at']))} UTC"
     )
     click.echo("\nbreakers")
@@ -110,14 +136,22 @@ def _print_status(report: dict[str, Any]) -> None:
         click.echo("\nqueues")
         for name, q in report["queues"].items():
             limits = f"(high {q['high']}, critical {q['critical']})"
-            click.echo(f"  {name:<20} depth {q['depth']}   {q['severity']} {limits}")
+            click.echo(
+                f"  {name:<20} depth {q['depth']}   {q['severity']} {limits}   factor {q['factor']:.2f}"
+            )
     factors = ", ".join(f"{k} {v:.2f}" for k, v in report["factors"].items() if k != "product")
     click.echo(f"\nfactors   {factors}")
-    m = report["last_minute"]
-    click.echo(
-        f"last minute   {m['requests']:g} requests: {m['admitted']:g} admitted, {m['graced']:g} graced, "
-        f"{m['throttled']:g} throttled; fallbacks {dict(m['fallbacks']) or 'none'}"
-    )
+    for label, key in (("this minute", "this_minute"), ("last minute", "last_minute")):
+        m = report[key]
+        click.echo(
+            f"{label:<13} {m['requests']:g} requests: {m['admitted']:g} admitted, {m['graced']:g} graced, "
+            f"{m['throttled']:g} throttled; fallbacks {_counts(m['fallbacks'])}; "
+            f"trips {_counts(m['breaker_trips'])}; closes {_counts(m['breaker_closes'])}"
+        )
+
+
+def _counts(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {count:g}" for name, count in sorted(values.items())) or "none"
 
 
 def _app(ctx: click.Context) -> Any:
@@ -132,6 +166,17 @@ def _breaker(ctx: click.Context, name: str) -> None:
         )
 
 
+def _answered(ctx: click.Context, action: Callable[[], _T]) -> _T:
+    """Run ``action`` against the store; an unreachable store is one clear line and exit 1."""
+    try:
+        return action()
+    except StoreUnavailable as error:
+        url = masked_url(Resilience.of(_app(ctx)).settings.store_url)
+        click.echo(f"error: the resilience store at {url} is unreachable: {error}", err=True)
+        ctx.exit(1)
+    raise AssertionError("not reached")  # ctx.exit raises
+
+
 @click.group(name="resilience")
 def resilience() -> None:
     """Admission, breakers, backpressure and fallbacks of this app."""
@@ -142,7 +187,7 @@ def resilience() -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Breakers, tiers and their effective rates, queue depths, severity, adaptive factors."""
-    report = status_report(_app(ctx))
+    report = _answered(ctx, lambda: status_report(_app(ctx)))
     if as_json:
         click.echo(json.dumps(report, default=str, sort_keys=True))
     else:
@@ -151,7 +196,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 def _force(ctx: click.Context, name: str, state: BreakerState) -> None:
     _breaker(ctx, name)
-    view = Resilience.of(_app(ctx)).breakers.force(name, state)
+    view = _answered(ctx, lambda: Resilience.of(_app(ctx)).breakers.force(name, state))
     click.echo(f"breaker {name!r} is now {view.state.value} (generation {view.generation})")
 
 

@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, signals
 
 from .admission import Admission, SeveritySource
+from .alerting import AlertSender
+from .alerts import breaker_trip_alert
 from .backpressure import QueueDepths
 from .bootsteps import AlertMonitorStep, HealthHeartbeat
+from .breaker import Recorded
 from .breakers import Breakers, Call
+from .integrations.sentry import SentrySink
 from .keys import KeySpace
 from .monitor import LoadMonitor
 from .quota import ProviderQuota
@@ -75,12 +79,15 @@ class Resilience:
             )
 
         self.admission = Admission(self.settings, factory, severity)
+        self.sentry = SentrySink(self.settings.sentry_dsn)
+        self.alerts = AlertSender(self, self.sentry)
         self.breakers = Breakers(
             self.settings.breakers,
             lambda: self.admission.store,
             self.settings.classifier,
             retry_interval=self.settings.store_retry_interval,
             count=self.record,
+            on_trip=self._breaker_tripped,
         )
         self.quota = ProviderQuota(self.settings.providers, lambda: self.admission.store)
         load = self.settings.load
@@ -136,6 +143,22 @@ class Resilience:
         except Exception as error:  # the store's own errors and anything a custom store raises
             self.admission.stats[STORE_UNAVAILABLE] += 1
             logger.debug("could not record %s: %s", fields, error)
+
+    def _breaker_tripped(self, name: str, recorded: Recorded) -> None:
+        """A trip is urgent: the process whose outcome caused it alerts at once, not a monitor
+        tick later (the monitor's claim on the same cool-down stops a second alert)."""
+        rule = self.settings.alerts["breaker_tripped"]
+        try:
+            open_for = max(0.0, recorded.open_until - self.store.now())
+            alert = breaker_trip_alert(
+                rule,
+                name,
+                f"calls refused for {open_for:.0f}s",
+                {"open_for": round(open_for, 3), "generation": recorded.generation},
+            )
+            self.alerts.deliver(alert)
+        except Exception as error:  # the call that tripped the breaker must not fail for its alert
+            logger.warning("could not alert that breaker %r tripped: %s", name, error)
 
     def _connect_signals(self) -> None:
         app = self.app

@@ -33,6 +33,9 @@ __all__ = [
     "run_chain",
     "call_arguments",
     "format_template",
+    "FALLBACK",
+    "FALLBACK_EXHAUSTED",
+    "fallback_field",
 ]
 
 CACHED_SIMILAR = "cached_similar"
@@ -40,6 +43,16 @@ TEMPLATE = "template"
 PROVIDER = "provider"
 STEP_KINDS = (PROVIDER, CACHED_SIMILAR, FallbackKind.RULE_BASED, TEMPLATE)
 CIRCUIT_OPEN = "circuit_open"
+
+# Metric counters, counted by the runner where the chain ends: ``fallback:<kind>`` per
+# answer, ``fallback_exhausted`` when no step answered.
+FALLBACK = "fallback"
+FALLBACK_EXHAUSTED = "fallback_exhausted"
+
+
+def fallback_field(kind: str) -> str:
+    return f"{FALLBACK}:{kind}"
+
 
 _EVERYTHING = STEP_KINDS
 _NO_PROVIDER = (CACHED_SIMILAR, FallbackKind.RULE_BASED, TEMPLATE)
@@ -116,10 +129,13 @@ def run_chain(
 
     def answer(value: Any, kind: str, confidence: float, source: str) -> FallbackResult:
         if isinstance(value, FallbackResult):  # a step may state its own kind and confidence
-            return FallbackResult(
+            result = FallbackResult(
                 value.value, value.kind, value.confidence, value.source or source, reason, attempts
             )
-        return FallbackResult(value, kind, confidence, source, reason, attempts)
+        else:
+            result = FallbackResult(value, kind, confidence, source, reason, attempts)
+        resilience.record({fallback_field(result.kind): 1})
+        return result
 
     for step in steps:
         name = step if isinstance(step, str) else str(step.get("task", step))
@@ -157,7 +173,7 @@ def run_chain(
             return answer(value, result_kind, confidence, step_task.name)
         except Exception as error:  # every failure is recorded and the next step tried
             attempts.append({"step": name, "error": f"{type(error).__name__}: {error}"})
-    resilience.record({"fallback_exhausted": 1})
+    resilience.record({FALLBACK_EXHAUSTED: 1})
     raise FallbackExhausted(task_name, reason, attempts)
 
 

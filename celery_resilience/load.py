@@ -29,6 +29,7 @@ __all__ = [
     "queue_multiplier",
     "api_multiplier",
     "worst",
+    "severity_rank",
 ]
 
 # The reference's table: usage above 0.9 -> 0.3, above 0.8 -> 0.6, above 0.7 -> 0.8.
@@ -150,5 +151,9 @@ def api_multiplier(states: Iterable[BreakerState]) -> float:
     return factor
 
 
+def severity_rank(severity: Severity) -> int:
+    return _SEVERITY_ORDER[severity]
+
+
 def worst(*severities: Severity) -> Severity:
-    return max(severities, key=_SEVERITY_ORDER.__getitem__)
+    return max(severities, key=severity_rank)

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .breakers import BREAKER_CLOSE, BREAKER_FORCED, BREAKER_TRIP
+from .fallback import FALLBACK, FALLBACK_EXHAUSTED
 from .quota import PROVIDER_METRICS
 from .store import Store
 from .store.base import SECONDS_PER_MINUTE
@@ -44,6 +46,7 @@ class MinuteSummary:
     fallback_exhausted: float = 0.0
     breaker_trips: Mapping[str, float] = field(default_factory=dict)
     breaker_closes: Mapping[str, float] = field(default_factory=dict)
+    breakers_forced: Mapping[str, float] = field(default_factory=dict)
     breaker_open_seconds: Mapping[str, float] = field(default_factory=dict)
     provider_calls: Mapping[str, float] = field(default_factory=dict)
     provider_429s: Mapping[str, float] = field(default_factory=dict)
@@ -77,10 +80,11 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         delay_total=delay_total,
         average_delay=delay_total / paced if paced else 0.0,
         tiers=_prefixed(fields, "tier:"),
-        fallbacks=_prefixed(fields, "fallback:"),
-        fallback_exhausted=fields.get("fallback_exhausted", 0.0),
-        breaker_trips=_prefixed(fields, "breaker_trip:"),
-        breaker_closes=_prefixed(fields, "breaker_close:"),
+        fallbacks=_prefixed(fields, f"{FALLBACK}:"),
+        fallback_exhausted=fields.get(FALLBACK_EXHAUSTED, 0.0),
+        breaker_trips=_prefixed(fields, f"{BREAKER_TRIP}:"),
+        breaker_closes=_prefixed(fields, f"{BREAKER_CLOSE}:"),
+        breakers_forced=_prefixed(fields, f"{BREAKER_FORCED}:"),
         breaker_open_seconds=_prefixed(fields, "breaker_open_seconds:"),
         provider_calls={k.split("@", 1)[1]: v for k, v in provider.items() if k.startswith("admitted@")},
         provider_429s=_prefixed(fields, "provider_429:"),

@@ -27,6 +27,7 @@ class ScriptedServer:
         self.requests = 0
         self.arrivals: list[float] = []
         self.bodies: list[tuple[str, bytes]] = []
+        self.received: list[tuple[float, str, bytes]] = []  # (arrival, path, body), appended at once
         self.arrived = threading.Event()
         server = self
 
@@ -37,6 +38,7 @@ class ScriptedServer:
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
                 server.bodies.append((self.path, body))
+                server.received.append((time.time(), self.path, body))
                 server.requests += 1
                 server.arrivals.append(time.time())
                 server.arrived.set()
@@ -75,3 +77,17 @@ class ScriptedServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def sentry_events(sentry: ScriptedServer) -> list[tuple[float, dict[str, Any]]]:
+    """The events in the envelopes a Sentry SDK posted, with their arrival times
+    (an envelope is a header line, then item headers each followed by its payload)."""
+    found = []
+    for arrived, path, body in list(sentry.received):
+        if not path.endswith("/envelope/"):
+            continue
+        lines = body.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if json.loads(header).get("type") == "event":
+                found.append((arrived, json.loads(payload)))
+    return found

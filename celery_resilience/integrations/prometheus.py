@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..breaker import BreakerState
+from ..breaker import BreakerState, effective_state
 from ..extension import Resilience
 from ..metrics import MetricsReader
 
@@ -50,6 +50,15 @@ class ResilienceCollector(Collector):
             "fallbacks_last_minute", "Fallback answers by kind, last minute", "kind", minute.fallbacks
         )
         yield _labelled(
+            "breaker_trips_last_minute", "Breaker trips, last minute", "breaker", minute.breaker_trips
+        )
+        yield _labelled(
+            "breaker_closes_last_minute",
+            "Breakers closed again, last minute",
+            "breaker",
+            minute.breaker_closes,
+        )
+        yield _labelled(
             "provider_calls_last_minute", "Calls per provider, last minute", "provider", minute.provider_calls
         )
         yield GaugeMetricFamily(
@@ -61,8 +70,10 @@ class ResilienceCollector(Collector):
         states = GaugeMetricFamily(
             "resilience_breaker_state", "1 for the state each breaker is in", labels=["breaker", "state"]
         )
+        now = ext.store.now()
         for name in sorted(ext.breakers.policies):
-            current = ext.breakers.read(name).state.value
+            view = ext.breakers.read(name)
+            current = effective_state(view.state, view.open_until, now).value
             for state in _STATES:
                 states.add_metric([name, state], 1.0 if state == current else 0.0)
         yield states

@@ -2,15 +2,22 @@
 
 Each alert is one message event: its level, a fingerprint per rule and subject (so Sentry
 groups repeats into one issue), tags (rule, breaker, ...) and the figures as context.
+Sending does not wait for Sentry: the SDK's transport thread posts the event, so a task
+whose outcome tripped a breaker is not held up by it.
 """
 
 from __future__ import annotations
+
+import atexit
+import threading
 
 import sentry_sdk
 
 from ..alerts import Alert
 
-__all__ = ["ensure_sentry", "send_alert", "flush"]
+__all__ = ["SentrySink", "ensure_sentry", "send_alert"]
+
+_started_here = threading.Lock()
 
 
 def ensure_sentry(dsn: str | None) -> bool:
@@ -19,7 +26,12 @@ def ensure_sentry(dsn: str | None) -> bool:
         return True
     if not dsn:
         return False
-    sentry_sdk.init(dsn=dsn, default_integrations=False, auto_enabling_integrations=False)
+    with _started_here:
+        if not sentry_sdk.get_client().is_active():
+            sentry_sdk.init(dsn=dsn, default_integrations=False, auto_enabling_integrations=False)
+            # Without the SDK's default integrations there is no at-exit flush: an alert
+            # sent just before the process ends would be lost.
+            atexit.register(sentry_sdk.flush, 2.0)
     return True
 
 
@@ -32,5 +44,15 @@ def send_alert(alert: Alert) -> str | None:
         return sentry_sdk.capture_message(alert.message, level=alert.level)  # type: ignore[arg-type]
 
 
-def flush(timeout: float = 2.0) -> None:
-    sentry_sdk.flush(timeout=timeout)
+class SentrySink:
+    """Where ``AlertSender`` sends: the app's Sentry client, or one started from
+    ``resilience_sentry_dsn`` on first use (in the process that sends, forked or not)."""
+
+    def __init__(self, dsn: str | None) -> None:
+        self.dsn = dsn
+
+    def ready(self) -> bool:
+        return ensure_sentry(self.dsn)
+
+    def __call__(self, alert: Alert) -> str | None:
+        return send_alert(alert) if self.ready() else None

@@ -6,7 +6,7 @@ import os
 
 from celery import Celery
 
-from celery_resilience import Resilience
+from celery_resilience import Resilience, ResilientTask
 
 REDIS = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
 PREFIX = os.environ.get("RESILIENCE_TEST_MONITOR_PREFIX", "crtest-monitor")
@@ -22,5 +22,12 @@ app.conf.update(
     resilience_monitor_lease=1.5,
     resilience_sentry_dsn=os.environ.get("RESILIENCE_TEST_SENTRY_DSN"),
     resilience_alerts={"throttled_per_minute": {"threshold": 3, "cooldown": 600}},
+    resilience_tiers={"standard": {"rate": "1/h", "burst": 1}},
+    resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 30}],
 )
 Resilience(app)
+
+
+@app.task(base=ResilientTask, name="monitor.work")
+def work() -> None:
+    return None

@@ -165,9 +165,10 @@ def test_every_chain_step_link_and_errback_carries_the_caller(app_module: Module
     assert callback["context"] == {**caller, "decision": "passed"}
 
     failing = app_module.fail.apply_async(
-        user_id=user, tier="pro", request_type="interactive", link_error=app_module.remember_context.si(
-            "", key
-        )
+        user_id=user,
+        tier="pro",
+        request_type="interactive",
+        link_error=app_module.remember_context.si("", key),
     )
     with pytest.raises(ValueError, match="always fails"):
         failing.get(timeout=30)

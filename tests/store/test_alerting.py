@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from typing import Any
 
+import pytest
 from celery import Celery
 
-from celery_resilience import Resilience
-from celery_resilience.alerting import LEASE, AlertMonitor
-from celery_resilience.alerts import Alert, evaluate, parse_alert_rules
-from celery_resilience.metrics import MinuteSummary
+from celery_resilience import BreakerState, Resilience, Throttled
+from celery_resilience.alerting import LEASE, AlertMonitor, AlertSender
+from celery_resilience.alerts import Alert, AlertRule, evaluate, parse_alert_rules
+from celery_resilience.breaker import effective_state
+from celery_resilience.metrics import MetricsReader, MinuteSummary
 from celery_resilience.prediction import Prediction
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
@@ -49,17 +53,52 @@ def test_rules_are_configuration() -> None:
     assert [(a.rule, a.level) for a in alerts] == [("throttled_per_minute", "error")]
 
 
+class ProviderDown(Exception):
+    """What an HTTP client raises for a 500: the classifier reads ``status_code``."""
+
+    status_code = 500
+
+
+def refuse(resilience: Resilience, times: int) -> None:
+    """Admission refuses ``times`` calls of one user (after the one its bucket allows)."""
+    ctx = resilience.admission.context(f"user-{uuid.uuid4().hex}", None, None, None)
+    resilience.admission.decide(ctx, task_name="t")
+    for _ in range(times):
+        with pytest.raises(Throttled):
+            resilience.admission.decide(ctx, task_name="t")
+
+
+def trip(resilience: Resilience, breaker: str) -> None:
+    """Failing calls (500s) until the breaker opens."""
+    while effective_state(*_state(resilience, breaker)) is not BreakerState.OPEN:
+        with pytest.raises(ProviderDown), resilience.guard(breaker):
+            raise ProviderDown
+
+
+def _state(resilience: Resilience, breaker: str) -> tuple[BreakerState, float, float]:
+    view = resilience.breakers.read(breaker)
+    return view.state, view.open_until, resilience.store.now()
+
+
+_STRICT = {
+    "tiers": {"standard": {"rate": "1/h", "burst": 1}},
+    "throttle_strategies": [{"strategy": "reject_with_backoff"}],
+}
+
+
 def test_one_monitor_sends_one_alert_per_rule_and_cool_down(store: Store, clock: FakeClock) -> None:
     """Two workers' monitors: only the lease holder sends, and a cool-down stops repeats."""
-    resilience = app_with(store, clock, alerts={"throttled_per_minute": {"threshold": 5, "cooldown": 600}})
+    resilience = app_with(
+        store, clock, alerts={"throttled_per_minute": {"threshold": 5, "cooldown": 600}}, **_STRICT
+    )
     sent: list[Alert] = []
     first, second = AlertMonitor(resilience, "w1", sent.append), AlertMonitor(resilience, "w2", sent.append)
-    store.count({"throttled@standard": 9})
+    refuse(resilience, 9)
     assert [a.rule for a in first.tick()] == ["throttled_per_minute"]
     assert second.tick() == [] and first.tick() == []
     assert store.lease_holder(LEASE) == "w1"
     clock.advance(601)
-    store.count({"throttled@standard": 9})
+    refuse(resilience, 9)
     assert [a.rule for a in first.tick()] == ["throttled_per_minute"]
     assert len(sent) == 2 and len(store.recent_alerts()) == 2
 
@@ -80,23 +119,52 @@ def test_the_lease_passes_to_another_monitor_when_its_holder_stops(store: Store,
     assert store.lease_holder(LEASE) == "w2"
 
 
-def test_a_breaker_trip_is_alerted_once_per_breaker(store: Store, clock: FakeClock) -> None:
-    """Trips counted by any process become one alert per breaker."""
-    resilience = app_with(store, clock)
+def test_a_breaker_trip_is_alerted_at_once_and_once(store: Store, clock: FakeClock) -> None:
+    """The call that trips a breaker sends its alert at once; the monitor, which sees the trip
+    in the counters, does not send it again, nor a second trip within the cool-down."""
+    immediate: list[Alert] = []
+    resilience = app_with(
+        store, clock, breakers={"openai": {"minimum_calls": 1, "recovery_timeout": 1, "jitter": 0}}
+    )
+    resilience.alerts = AlertSender(resilience, immediate.append)
+    from_monitor: list[Alert] = []
+    monitor = AlertMonitor(resilience, "w1", from_monitor.append)
+    trip(resilience, "openai")
+    assert [(a.rule, a.subject) for a in immediate] == [("breaker_tripped", "openai")]
+    assert immediate[0].figures["open_for"] == pytest.approx(1.0)
+    monitor.tick()
+    clock.advance(1)
+    trip(resilience, "openai")
+    monitor.tick()
+    assert len(immediate) == 1 and from_monitor == []
+    assert MetricsReader(store).minute(MetricsReader(store).current_minute()).breaker_trips == {"openai": 2}
+
+
+def test_the_monitor_alerts_a_trip_its_process_could_not_send(store: Store, clock: FakeClock) -> None:
+    """When the tripping process has no way to send (its Sentry call fails before the claim),
+    the monitor sends the trip from the counters, one alert per breaker."""
+    resilience = app_with(
+        store, clock, breakers={"openai": {"minimum_calls": 1}, "anthropic": {"minimum_calls": 1}}
+    )
+    resilience.alerts = AlertSender(resilience, lambda alert: None)
+    resilience.settings = dataclasses.replace(
+        resilience.settings,
+        alerts={
+            **resilience.settings.alerts,
+            "breaker_tripped": AlertRule("breaker_tripped", "error", enabled=False),
+        },
+    )
+    trip(resilience, "openai")
+    trip(resilience, "anthropic")
+    resilience.settings = dataclasses.replace(resilience.settings, alerts=parse_alert_rules(None))
     sent: list[Alert] = []
-    monitor = AlertMonitor(resilience, "w1", sent.append)
-    store.count({"breaker_trip:openai": 1, "breaker_trip:anthropic": 1})
-    monitor.tick()
-    store.count({"breaker_trip:openai": 1})
-    monitor.tick()
+    AlertMonitor(resilience, "w1", sent.append).tick()
     assert sorted(a.subject for a in sent) == ["anthropic", "openai"]
+    assert all("times" in a.message for a in sent)
 
 
 def test_open_breakers_accumulate_open_time_once_per_tick(store: Store, clock: FakeClock) -> None:
     """The lease holder adds its interval to each open breaker: time spent open, counted once."""
-    from celery_resilience import BreakerState
-    from celery_resilience.metrics import MetricsReader
-
     resilience = app_with(store, clock, alert_interval=10, breakers={"openai": {}, "anthropic": {}})
     resilience.breakers.force("openai", BreakerState.FORCED_OPEN)
     first, second = (

@@ -112,7 +112,19 @@ def test_the_finished_hour_is_added_to_the_history(store: Store, clock: FakeCloc
     """When the hour turns, the previous hour's requests become one entry of the demand history."""
     mono = Monotonic()
     load = monitor(store, mono)
-    store.count({"admitted@free": 7, "throttled@free": 3})
+    settings = ResilienceSettings.from_conf(
+        {
+            "resilience_tiers": {"free": {"rate": "1/h", "burst": 7}},
+            "resilience_throttle_strategies": [{"strategy": "reject_with_backoff"}],
+        }
+    )
+    admission = Admission(settings, lambda: store)
+    ctx = admission.context("u", None, None, None)
+    for _ in range(7):
+        admission.decide(ctx, task_name="t")
+    for _ in range(3):
+        with pytest.raises(Throttled):
+            admission.decide(ctx, task_name="t")
     previous = hour_index(clock())
     clock.advance(3600)
     load.factors()

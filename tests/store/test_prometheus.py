@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import pytest
 from celery import Celery
 from prometheus_client import CollectorRegistry, generate_latest
 
-from celery_resilience import BreakerState, Resilience
+from celery_resilience import BreakerState, Resilience, ResilientTask
+from celery_resilience.fallback import run_chain
 from celery_resilience.integrations.prometheus import register
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
 
 
+class ProviderDown(Exception):
+    status_code = 500
+
+
 def test_scrape_shows_last_minute_figures_and_breaker_states(store: Store, clock: FakeClock) -> None:
-    """What was counted in the last completed minute, and a one-hot breaker state."""
+    """What happened in the last completed minute (publishes, a trip, a fallback answer), and
+    a one-hot breaker state; an open breaker past its deadline reads as half-open."""
     app = Celery("prom", broker="memory://localhost/", set_as_current=False)
-    app.conf.resilience_breakers = {"openai": {}}
+    app.conf.update(
+        resilience_tiers={"free": {"rate": "1/h", "burst": 5}},
+        resilience_throttle_strategies=[{"strategy": "delay", "seconds": 1}],
+        resilience_max_throttle_delay=7200,
+        resilience_breakers={
+            "openai": {"minimum_calls": 1, "recovery_timeout": 300, "jitter": 0},
+            "other": {},
+        },
+        resilience_templates={"p.ask": "later"},
+    )
     resilience = Resilience(app, store=store, clock=clock)
-    store.count({"admitted@free": 5, "throttled@free": 2, "throttled:delay": 2, "fallback:template": 1})
-    resilience.breakers.force("openai", BreakerState.FORCED_OPEN)
+
+    @app.task(base=ResilientTask, name="p.ask", fallbacks=["template"], shared=False)
+    def ask(prompt: str) -> str:
+        return prompt
+
+    for _ in range(7):
+        ask.apply_async(("hi",), user_id="u")
+    for _ in range(2):
+        with pytest.raises(ProviderDown), resilience.guard("openai"):
+            raise ProviderDown
+    run_chain(app, "p.ask", ["hi"], {}, "down", "server_error", None)
+    resilience.breakers.force("other", BreakerState.FORCED_OPEN)
     clock.advance(60)
     registry = CollectorRegistry()
     register(app, registry)
@@ -25,5 +51,10 @@ def test_scrape_shows_last_minute_figures_and_breaker_states(store: Store, clock
     assert 'resilience_admissions_last_minute{outcome="admitted"} 5.0' in text
     assert 'resilience_throttled_last_minute{strategy="delay"} 2.0' in text
     assert 'resilience_fallbacks_last_minute{kind="template"} 1.0' in text
-    assert 'resilience_breaker_state{breaker="openai",state="forced_open"} 1.0' in text
-    assert 'resilience_breaker_state{breaker="openai",state="closed"} 0.0' in text
+    assert 'resilience_breaker_trips_last_minute{breaker="openai"} 1.0' in text
+    assert 'resilience_breaker_state{breaker="other",state="forced_open"} 1.0' in text
+    assert 'resilience_breaker_state{breaker="openai",state="open"} 1.0' in text
+    clock.advance(300)
+    text = generate_latest(registry).decode()
+    assert 'resilience_breaker_state{breaker="openai",state="half_open"} 1.0' in text
+    assert 'resilience_breaker_state{breaker="openai",state="open"} 0.0' in text
