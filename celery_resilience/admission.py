@@ -18,7 +18,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from .bucket import BucketSpec, Decision
@@ -27,7 +27,7 @@ from .keys import ANONYMOUS, escape_part
 from .policy import Criticality, Severity, Strategy, StrategyKind
 from .settings import Limit, ResilienceSettings, TierPolicy
 from .store.base import AdmitPolicy, AdmitRequest, Store, delay_for
-from .store.metrics_fields import ADMITTED, STORE_UNAVAILABLE, outcome_field
+from .store.metrics_fields import ADMITTED, PUBLISH_FAILED, STORE_UNAVAILABLE, outcome_field
 
 __all__ = ["CallContext", "Verdict", "Admission", "SeveritySource", "RateMultiplier", "ConstantSeverity"]
 
@@ -69,6 +69,13 @@ class CallContext:
         return {"user_id": self.user_id, "tier": self.tier, "request_type": self.request_type}
 
 
+class _Taken(NamedTuple):
+    bucket_key: str
+    shard: int
+    policy: AdmitPolicy
+    leased: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What to do with one publish. ``countdown``/``expires`` are seconds from now."""
@@ -79,6 +86,8 @@ class Verdict:
     expires: float | None = None
     remaining: float = 0.0
     checked: bool = True
+    taken: _Taken | None = field(default=None, compare=False, repr=False)
+    """Where the admission took its token from, to give it back if the publish fails."""
 
     @property
     def label(self) -> str:
@@ -106,8 +115,6 @@ class _Lease:
     deadline: float
     used: int = 0
 
-
-_LEASED = Verdict(Decision.ALLOW)
 
 # Leases must not survive a fork: parent and child would both spend the same tokens
 # (and count the same pending admissions).
@@ -255,7 +262,7 @@ class Admission:
                     if lease.remaining > 0 and self._monotonic() < lease.deadline:
                         lease.remaining -= 1
                         lease.used += 1
-                        return _LEASED
+                        return Verdict(Decision.ALLOW, taken=_Taken(bucket_key, shard, policy, True))
                     pending = lease.used
                     del self._leases[(bucket_key, policy)]
         request = AdmitRequest(bucket_key, shard, policy, policy.lease, pending)
@@ -271,8 +278,9 @@ class Admission:
 
         if outcome.leased:
             self._take_lease(bucket_key, policy, outcome.leased)
+        taken = _Taken(bucket_key, shard, policy, False)
         if outcome.decision is not Decision.THROTTLE:
-            return Verdict(outcome.decision, remaining=outcome.remaining)
+            return Verdict(outcome.decision, remaining=outcome.remaining, taken=taken)
         if not outcome.reserved:
             retry_after = outcome.retry_after
             if strategy.kind is StrategyKind.REJECT_WITH_BACKOFF:
@@ -296,6 +304,7 @@ class Admission:
                 strategy,
                 countdown=delay_for(outcome, strategy.seconds),
                 remaining=outcome.remaining,
+                taken=taken,
             )
         return Verdict(
             Decision.THROTTLE,
@@ -303,7 +312,33 @@ class Admission:
             countdown=outcome.retry_after,
             expires=outcome.retry_after + strategy.seconds,
             remaining=outcome.remaining,
+            taken=taken,
         )
+
+    def give_back(self, verdict: Verdict) -> None:
+        """The publish this verdict admitted failed: return its token (to the lease it came from,
+        else to the bucket) or its grace, and count the failure, so that a broken broker does
+        not spend the user's allowance."""
+        taken = verdict.taken
+        if taken is None:
+            return
+        to_store = True
+        if taken.leased:
+            with self._lease_lock:
+                lease = self._leases.get((taken.bucket_key, taken.policy))
+                if lease is not None and lease.used > 0:
+                    lease.used -= 1  # never reported as admitted
+                    lease.remaining += 1
+                    to_store = False
+        try:
+            if to_store:
+                grace = verdict.decision is Decision.ALLOW_WITH_GRACE
+                self.store.refund(taken.bucket_key, taken.policy.spec, grace)
+            self.store.count({PUBLISH_FAILED: 1}, taken.shard)
+        except StoreUnavailable:
+            self.stats[STORE_UNAVAILABLE] += 1
+            with self._unreported_lock:
+                self._unreported[PUBLISH_FAILED] += 1
 
     def _bucket_key(self, ctx: CallContext, own_bucket: bool) -> tuple[str, int]:
         cache_key = (ctx.user_id, ctx.tier, ctx.request_type if own_bucket else None)

@@ -27,7 +27,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-__all__ = ["Decision", "BucketSpec", "BucketState", "Outcome", "decide", "drain", "bucket_ttl"]
+__all__ = ["Decision", "BucketSpec", "BucketState", "Outcome", "decide", "drain", "refund", "bucket_ttl"]
 
 
 class Decision(enum.Enum):
@@ -102,6 +102,23 @@ def drain(state: BucketState | None, spec: BucketSpec, now: float, seconds: floa
         state = BucketState(tokens=spec.capacity, stamp=now)
     tokens = min(spec.capacity, state.tokens + max(0.0, now - state.stamp) * spec.refill)
     tokens = min(tokens, 1.0 - spec.refill * seconds)
+    return BucketState(tokens, max(now, state.stamp), state.grace_window, state.grace_used)
+
+
+def refund(state: BucketState | None, spec: BucketSpec, now: float, grace: bool) -> BucketState | None:
+    """Give back what an admission took when its publish failed: its grace (in the same
+    window), or its token (never past a full bucket). A missing bucket is already full."""
+    if state is None:
+        return None
+    window = math.floor(now / spec.grace_period)
+    if grace:
+        used = (
+            state.grace_used - 1
+            if state.grace_window == window and state.grace_used > 0
+            else state.grace_used
+        )
+        return BucketState(state.tokens, state.stamp, state.grace_window, used)
+    tokens = min(spec.capacity, state.tokens + max(0.0, now - state.stamp) * spec.refill + 1.0)
     return BucketState(tokens, max(now, state.stamp), state.grace_window, state.grace_used)
 
 

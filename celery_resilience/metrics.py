@@ -22,6 +22,7 @@ from .store.metrics_fields import (
     DELAY_TOTAL,
     EXPIRED,
     GRACED,
+    PUBLISH_FAILED,
     REQUESTS,
     STORE_UNAVAILABLE,
     THROTTLED,
@@ -53,6 +54,7 @@ class MinuteSummary:
     expired: float = 0.0
     ungated: float = 0.0
     store_unavailable: float = 0.0
+    publish_failed: float = 0.0
 
     @property
     def grace_share(self) -> float:
@@ -91,6 +93,7 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         expired=fields.get(EXPIRED, 0.0),
         ungated=fields.get(UNGATED, 0.0),
         store_unavailable=fields.get(STORE_UNAVAILABLE, 0.0),
+        publish_failed=fields.get(PUBLISH_FAILED, 0.0),
     )
 
 

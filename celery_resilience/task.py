@@ -61,6 +61,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         tier = options.pop("tier", None)
         request_type = options.pop("request_type", None)
         headers = dict(options.get("headers") or {})
+        admitted: Verdict | None = None
 
         if options.get("retries") or "parent_id" in options or self.name.startswith(_BUILTIN_PREFIX):
             # Published by the worker for work already admitted (a retry, the next step of a
@@ -87,9 +88,15 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
             headers[HEADER] = header
             self._schedule(options, verdict, header)
+            admitted = verdict
         options["headers"] = headers
         options.update(task_id=task_id, producer=producer, link=link, link_error=link_error, shadow=shadow)
-        return self._publish(args, kwargs, options)
+        try:
+            return self._publish(args, kwargs, options)
+        except Exception:
+            if admitted is not None:  # nothing was published: the caller keeps their allowance
+                Resilience.of(self.app).admission.give_back(admitted)
+            raise
 
     def _schedule(self, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]) -> None:
         """Apply the verdict's countdown and expiry to the publish (a subclass may keep the

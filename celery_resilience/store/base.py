@@ -140,6 +140,9 @@ class Store(Protocol):
     def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
         """Empty a bucket so that its next token is due in ``seconds``."""
 
+    def refund(self, bucket_key: str, spec: BucketSpec, grace: bool) -> None:
+        """Give back the grace or the token an admission took (its publish failed)."""
+
     def breaker_acquire(
         self, name: str, policy: BreakerPolicy, lease: str
     ) -> tuple[Permit | Denied, BreakerView]:

@@ -21,7 +21,7 @@ from ..breaker import (
     release,
     view,
 )
-from ..bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain
+from ..bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain, refund
 from ..keys import KeySpace
 from ..load import HealthSnapshot
 from .base import (
@@ -94,6 +94,16 @@ class MemoryStore:
             stored = self._buckets.get(bucket_key)
             state = drain(stored[0] if stored is not None and stored[1] > now else None, spec, now, seconds)
             self._buckets[bucket_key] = (state, now + bucket_ttl(state, spec))
+
+    def refund(self, bucket_key: str, spec: BucketSpec, grace: bool) -> None:
+        with self._lock:
+            now = self._clock()
+            stored = self._buckets.get(bucket_key)
+            if stored is None or stored[1] <= now:
+                return
+            state = refund(stored[0], spec, now, grace)
+            if state is not None:
+                self._buckets[bucket_key] = (state, stored[1])
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         with self._lock:

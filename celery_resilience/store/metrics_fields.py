@@ -20,6 +20,7 @@ __all__ = [
     "EXPIRED",
     "UNGATED",
     "STORE_UNAVAILABLE",
+    "PUBLISH_FAILED",
     "admission_fields",
     "derive",
     "outcome_field",
@@ -35,6 +36,8 @@ DELAY_TOTAL = "delay_total"
 EXPIRED = "expired"
 UNGATED = "ungated"
 STORE_UNAVAILABLE = "store_unavailable"
+# Admissions whose publish then failed (the broker refused it): their token was given back.
+PUBLISH_FAILED = "publish_failed"
 REJECTED = "reject_with_backoff"
 _OUTCOMES = (ADMITTED, GRACED, THROTTLED)
 

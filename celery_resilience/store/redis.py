@@ -87,6 +87,7 @@ class RedisStore:
         self._admit = ScriptLane(self._redis, load_script("admit"))
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
         self._drain: Script = self._redis.register_script(load_script("drain"))
+        self._refund: Script = self._redis.register_script(load_script("refund"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
         self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
@@ -172,6 +173,20 @@ class RedisStore:
             self._drain,
             keys=[bucket_key],
             args=[now_arg, repr(seconds), repr(spec.capacity), repr(spec.refill)],
+        )
+
+    def refund(self, bucket_key: str, spec: BucketSpec, grace: bool) -> None:
+        now_arg = "" if self._clock is None else repr(self._clock())
+        self._call(
+            self._refund,
+            keys=[bucket_key],
+            args=[
+                now_arg,
+                repr(spec.capacity),
+                repr(spec.refill),
+                repr(spec.grace_period),
+                "1" if grace else "0",
+            ],
         )
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:

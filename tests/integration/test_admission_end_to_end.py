@@ -84,6 +84,51 @@ def test_work_that_names_no_request_type_gets_burst_and_grace_in_full(
     assert len(decisions) == 15 and queued == 15
 
 
+def test_a_publish_the_broker_refuses_gives_the_token_back(integration_env: dict[str, str]) -> None:
+    """A user with a burst of 1 publishes through a broker that is down: the caller sees the
+    broker's error, the token comes back (the same user's next publish, through a broker that
+    works, is admitted) and the failure is counted."""
+    from celery import Celery
+    from kombu.exceptions import OperationalError
+
+    from celery_resilience import ResilientTask
+    from celery_resilience.metrics import MetricsReader
+    from tests.conftest import REDIS_URL, store_url
+
+    def app_on(broker: str) -> tuple[Celery, Any]:
+        app = Celery("refund", broker=broker, set_as_current=False)
+        app.conf.update(
+            task_default_queue=f"{integration_env['RESILIENCE_TEST_QUEUE']}-refund",
+            task_publish_retry=False,
+            broker_transport_options={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
+            resilience_store_url=store_url(),
+            resilience_key_prefix=integration_env["RESILIENCE_TEST_PREFIX"],
+            resilience_tiers={"free": {"rate": "1/h", "burst": 1}},
+            resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 30}],
+        )
+        Resilience(app)
+
+        @app.task(base=ResilientTask, name="refund.work", shared=False)
+        def work() -> None:
+            return None
+
+        return app, work
+
+    user = fresh_user()
+    broken_app, broken = app_on("amqp://guest:guest@127.0.0.1:1//")
+    working_app, working = app_on(f"{REDIS_URL}/11")
+    with pytest.raises(OperationalError):
+        broken.apply_async(user_id=user)
+    working.apply_async(user_id=user)  # the token given back
+    with pytest.raises(Throttled):
+        working.apply_async(user_id=user)
+    reader = MetricsReader(Resilience.of(working_app).store)
+    minute = reader.current_minute()
+    assert sum(reader.minute(m).publish_failed for m in (minute - 1, minute)) >= 1
+    with working_app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(working.app.conf.task_default_queue)
+
+
 def test_a_delayed_task_runs_later(app_module: ModuleType) -> None:
     """DELAY publishes with a countdown: the worker receives an ETA and does not run the task before it."""
     user = fresh_user()

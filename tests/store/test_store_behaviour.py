@@ -35,6 +35,25 @@ def test_burst_grace_then_paced_reservations(store: Store, keys: KeySpace) -> No
     assert [o.retry_after for o in outcomes[3:8]] == pytest.approx([1, 2, 3, 4, 5])
 
 
+def test_a_refund_gives_back_a_token_or_grace_never_more(store: Store, keys: KeySpace) -> None:
+    """A failed publish returns what it took: a token (not past a full bucket) or its grace."""
+    req = request(keys, spec=BucketSpec(capacity=2, refill=0.001, grace_limit=1, grace_period=60))
+    assert [store.admit(req).decision for _ in range(3)] == [
+        Decision.ALLOW,
+        Decision.ALLOW,
+        Decision.ALLOW_WITH_GRACE,
+    ]
+    store.refund(req.bucket_key, req.policy.spec, grace=True)
+    assert store.admit(req).decision is Decision.ALLOW_WITH_GRACE
+    for _ in range(3):
+        store.refund(req.bucket_key, req.policy.spec, grace=False)
+    assert [store.admit(req).decision for _ in range(3)] == [
+        Decision.ALLOW,
+        Decision.ALLOW,
+        Decision.THROTTLE,
+    ]
+
+
 def test_refill_follows_the_store_clock(store: Store, keys: KeySpace, clock: FakeClock) -> None:
     """Tokens come back at the rate as the store's clock moves."""
     spec = BucketSpec(capacity=1, refill=0.5, grace_limit=0, grace_period=60)
@@ -136,6 +155,10 @@ def test_memory_and_redis_agree_on_a_random_workload(
         # (the fake clock) is then indistinguishable from a fresh bucket in both.
         user = rng.randrange(3)
         req = request(keys, ["u1", "u2", "u:3"][user], specs[user])
+        if rng.random() < 0.15:  # a publish failed: its token or grace comes back
+            grace = rng.random() < 0.5
+            memory.refund(req.bucket_key, req.policy.spec, grace)
+            redis_store.refund(req.bucket_key, req.policy.spec, grace)
         expected, actual = memory.admit(req), redis_store.admit(req)
         assert actual.decision is expected.decision
         assert actual.reserved == expected.reserved

@@ -1,0 +1,113 @@
+"""``pip install celery-resilience`` (the built wheel, no extras) into a fresh virtualenv runs
+the README's quick start: a real worker on the Redis broker and one on RabbitMQ, each
+answering one admitted task, and the operator command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import REDIS_URL
+
+pytestmark = [pytest.mark.integration, pytest.mark.install]
+
+ROOT = Path(__file__).resolve().parents[2]
+RABBITMQ_URL = os.environ.get("RESILIENCE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv holding the wheel built from this checkout and what it requires, nothing else."""
+    built = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(built), str(ROOT)],
+        check=True,
+        timeout=600,
+    )
+    wheel = next(built.glob("celery_resilience-*.whl"))
+    home = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(home)], check=True, timeout=120)
+    subprocess.run(
+        [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)], check=True, timeout=900
+    )
+    return home
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's project directory: the quick start, and nothing of this repository."""
+    where = tmp_path_factory.mktemp("project")
+    shutil.copy(Path(__file__).with_name("quickapp.py"), where / "quickapp.py")
+    return where
+
+
+def environment(broker: str, queue: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {
+        **env,
+        "QUICKAPP_BROKER": broker,
+        "QUICKAPP_BACKEND": f"{REDIS_URL}/12",
+        "QUICKAPP_STORE": f"{REDIS_URL}/13",
+        "QUICKAPP_QUEUE": queue,
+    }
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    queue = f"crtest-install-{request.param}-{uuid.uuid4().hex[:8]}"
+    yield (f"{REDIS_URL}/11" if request.param == "redis" else RABBITMQ_URL), queue
+    store = redis.Redis.from_url(f"{REDIS_URL}/13")
+    for key in store.scan_iter(match=f"{queue}:*"):
+        store.delete(key)
+
+
+def test_a_plain_install_runs_a_worker_and_admits_a_task(
+    venv: Path, project: Path, broker: tuple[str, str]
+) -> None:
+    """The worker starts from the plain install, the admitted task's answer carries the caller,
+    and ``celery resilience status`` works."""
+    url, queue = broker
+    env = environment(url, queue)
+    bin_dir = venv / "bin"
+    worker = subprocess.Popen(
+        [str(bin_dir / "celery"), "-A", "quickapp", "worker", "-P", "solo", "-Q", queue, "-l", "warning",
+         "--without-mingle", "--without-gossip"],
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        sent = subprocess.run(
+            [str(bin_dir / "python"), "-c",
+             "import json, quickapp\n"
+             "result = quickapp.ask.apply_async(('hi',), user_id='u1', tier='free')\n"
+             "print(json.dumps(result.get(timeout=60)))"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        answer = json.loads(sent.stdout)
+        assert answer["context"] == {
+            "user_id": "u1",
+            "tier": "free",
+            "request_type": "interactive",
+            "decision": "allow",
+        }
+        status = subprocess.run(
+            [str(bin_dir / "celery"), "-A", "quickapp", "resilience", "status", "--json"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["tiers"]["free"]["rate"] == "60/m"
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
