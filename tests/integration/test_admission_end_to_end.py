@@ -115,7 +115,7 @@ def test_a_publish_the_broker_refuses_gives_the_token_back(integration_env: dict
         return app, work
 
     user = fresh_user()
-    broken_app, broken = app_on("amqp://guest:guest@127.0.0.1:1//")
+    _, broken = app_on("amqp://guest:guest@127.0.0.1:1//")
     working_app, working = app_on(f"{REDIS_URL}/11")
     with pytest.raises(OperationalError):
         broken.apply_async(user_id=user)
