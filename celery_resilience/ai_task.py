@@ -131,26 +131,31 @@ class AITask(ResilientTask):
         steps: a step's failure is handled by the chain (tried, recorded, the next step
         answers), so it must not reach error trackers that wrap ``__call__`` as a task
         failure would."""
-        if self.breaker is None:
-            return super().__call__(*args, **kwargs)
         resilience = Resilience.of(self.app)
-        provider = self.provider or (self.breaker if self.breaker in resilience.quota.providers else None)
+        provider = self._provider(resilience)
+        if self.breaker is None and provider is None:
+            return super().__call__(*args, **kwargs)
         direct = self.request.called_directly  # run inline, as a fallback step: no republishing
         can_fall_back = not direct and bool(self._chain())
         reason = self._cannot_call_yet(resilience, provider, direct, can_fall_back)
         if reason is not None:
             return self._fall_back(args, kwargs, *reason)
-        try:
-            call = resilience.breakers.acquire(self.breaker)
-        except CircuitOpen as refused:
-            if can_fall_back:
-                return self._fall_back(args, kwargs, str(refused), CIRCUIT_OPEN)
-            raise
+        call = None
+        if self.breaker is not None:
+            try:
+                call = resilience.breakers.acquire(self.breaker)
+            except CircuitOpen as refused:
+                if can_fall_back:
+                    return self._fall_back(args, kwargs, str(refused), CIRCUIT_OPEN)
+                raise
         try:
             result = super().__call__(*args, **kwargs)
         except BaseException as error:
-            resilience.breakers.record(call, error)
-            outcome = call.outcome
+            if call is not None:
+                resilience.breakers.record(call, error)
+                outcome = call.outcome
+            else:
+                outcome = resilience.breakers.classifier(error)
             if outcome is None or outcome.category is Category.IGNORED:
                 raise
             if provider is not None and outcome.category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
@@ -165,10 +170,18 @@ class AITask(ResilientTask):
                     args, kwargs, f"{type(error).__name__}: {error}", outcome.category.value
                 )
             raise
-        resilience.breakers.record(call, None)
+        if call is not None:
+            resilience.breakers.record(call, None)
         if self.cache_prompt is not None:
             self._remember_answer(resilience, args, kwargs, result)
         return result
+
+    def _provider(self, resilience: Resilience) -> str | None:
+        """The budget this task's calls draw from: its ``provider``, else its breaker's name
+        when a budget of that name is configured."""
+        if self.provider is not None:
+            return self.provider
+        return self.breaker if self.breaker in resilience.quota.providers else None
 
     def _remember_answer(self, resilience: Resilience, args: Any, kwargs: Any, result: Any) -> None:
         arguments = call_arguments(self.run, args, kwargs)

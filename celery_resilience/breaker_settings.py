@@ -14,7 +14,8 @@ from .breaker import BreakerPolicy
 from .classify import DEFAULT_WEIGHTS, Category, Classifier, Rule
 from .config_helpers import NAME_FORM, NAME_RE, import_dotted
 from .errors import ConfigurationError
-from .rates import Rate, RateSyntaxError, parse_rate
+from .quota import ProviderBudget, default_burst
+from .rates import RateSyntaxError, parse_rate
 
 __all__ = ["parse_breakers", "parse_classifier", "parse_providers"]
 
@@ -116,20 +117,33 @@ def _rules(value: object) -> list[Rule]:
     return rules
 
 
-def parse_providers(value: object) -> Mapping[str, Rate]:
+def parse_providers(value: object) -> Mapping[str, ProviderBudget]:
     setting = f"{PREFIX}providers"
-    providers: dict[str, Rate] = {}
+    providers: dict[str, ProviderBudget] = {}
     for name, spec in _names(setting, value if value is not None else {}).items():
         where = f"{setting}[{name!r}]"
-        if not isinstance(spec, Mapping) or set(spec) - {"rate"} or "rate" not in spec:
-            raise ConfigurationError(where, "a mapping like {'rate': '1000/m'}", spec)
+        if not isinstance(spec, Mapping) or set(spec) - {"rate", "burst"} or "rate" not in spec:
+            raise ConfigurationError(
+                where, "a mapping like {'rate': '1000/m'} (and optionally 'burst')", spec
+            )
         try:
             rate = parse_rate(spec["rate"])
         except RateSyntaxError as error:
             raise ConfigurationError(
                 f"{where}['rate']", str(error).removeprefix("expected "), has_value=False
             ) from None
-        if rate.count < 1:
-            raise ConfigurationError(f"{where}['rate']", "at least one call per period", spec["rate"])
-        providers[name] = rate
+        if rate.count < 1 or rate.count != int(rate.count):
+            raise ConfigurationError(
+                f"{where}['rate']", "a whole number of calls per period, at least one", spec["rate"]
+            )
+        burst = spec.get("burst", default_burst(rate.count))
+        most = max(1, int(rate.count) - 1)
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= most:
+            raise ConfigurationError(
+                f"{where}['burst']",
+                f"a whole number of calls from 1 to {most} (less than the rate's count, so that no "
+                "window of the period sees more than the count)",
+                burst,
+            )
+        providers[name] = ProviderBudget(rate, burst)
     return providers

@@ -5,6 +5,15 @@ each call by every worker on every host. A spent budget names the wait; the call
 retries then, without calling the provider and without counting a failure. When the
 provider answers 429 anyway (another client shares the key, its window differs), the
 budget is drained for the wait the provider named, or for the rest of the period.
+
+Providers count calls in their own sliding window, so the budget must keep *every*
+window of the period within the count, not just the average. A bucket holding the whole
+period's count lets twice the count through in the first period (the full bucket, then
+its refill). So the budget is a bucket of a small ``burst`` (a tenth of the count by
+default) refilled at ``(count - burst)`` per period: over any window of the period at
+most ``burst + (count - burst) = count`` calls go out. The period is stretched by
+``WINDOW_MARGIN`` so that calls admitted at the edges of a window and arriving a little
+late or early (network, scheduling) still fall inside the provider's count.
 """
 
 from __future__ import annotations
@@ -13,36 +22,62 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 
+import math
+from dataclasses import dataclass
+
 from .bucket import BucketSpec, Decision
 from .errors import StoreUnavailable
 from .rates import Rate
 from .store import Store
 from .store.base import AdmitPolicy, AdmitRequest
 
-__all__ = ["ProviderQuota", "PROVIDER_METRICS"]
+__all__ = ["ProviderQuota", "ProviderBudget", "PROVIDER_METRICS", "WINDOW_MARGIN", "default_burst"]
 
 logger = logging.getLogger("celery_resilience.quota")
 
 PROVIDER_METRICS = "provider"
+# Share by which the budget's period is stretched, for calls that reach the provider a
+# little later or earlier than they were admitted.
+WINDOW_MARGIN = 0.02
+
+
+def default_burst(count: float) -> int:
+    """A tenth of the period's count, at least one call, and always less than the count
+    (a burst of the whole count would leave nothing to refill within the window)."""
+    if count <= 1:
+        return 1
+    return max(1, min(int(count) - 1, math.ceil(count / 10)))
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderBudget:
+    """``rate`` calls per period, of which ``burst`` may go out at once."""
+
+    rate: Rate
+    burst: int
+
+    def spec(self) -> BucketSpec:
+        period = self.rate.period * (1.0 + WINDOW_MARGIN)
+        # One call per period: the next is due a full (stretched) period after it.
+        refill = (self.rate.count - self.burst if self.rate.count > self.burst else self.rate.count) / period
+        return BucketSpec(
+            capacity=self.burst,
+            refill=refill,
+            grace_limit=0,
+            grace_period=self.rate.period,
+            grace_allowed=False,
+        )
 
 
 class ProviderQuota:
-    def __init__(self, providers: Mapping[str, Rate], store: Callable[[], Store]) -> None:
+    def __init__(self, providers: Mapping[str, ProviderBudget], store: Callable[[], Store]) -> None:
         self.providers = dict(providers)
         self.stats: Counter[str] = Counter()
         self._store = store
-        self._policies = {name: self._policy(name, rate) for name, rate in self.providers.items()}
-
-    @staticmethod
-    def _policy(name: str, rate: Rate) -> AdmitPolicy:
-        spec = BucketSpec(
-            capacity=rate.count,
-            refill=rate.per_second,
-            grace_limit=0,
-            grace_period=rate.period,
-            grace_allowed=False,
-        )
-        return AdmitPolicy(spec, tier=name, strategy="reject_with_backoff")
+        self._policies = {
+            name: AdmitPolicy(budget.spec(), tier=name, strategy="reject_with_backoff")
+            for name, budget in self.providers.items()
+        }
 
     def take(self, provider: str) -> float:
         """One call's worth of the provider's budget: 0.0 when granted, else seconds to wait.
@@ -66,7 +101,7 @@ class ProviderQuota:
         policy = self._policies[provider]
         store = self._store()
         key, _ = store.keys.provider(provider)
-        wait = seconds if seconds is not None and seconds > 0 else self.providers[provider].period
+        wait = seconds if seconds is not None and seconds > 0 else self.providers[provider].rate.period
         try:
             store.drain(key, policy.spec, wait)
             store.count({f"provider_429:{provider}": 1}, store.keys.provider(provider)[1])

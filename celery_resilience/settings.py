@@ -34,6 +34,7 @@ from .policy import (
     StrategyRule,
     StrategyTable,
 )
+from .quota import ProviderBudget
 from .rates import Rate, RateSyntaxError, parse_rate
 
 __all__ = ["ResilienceSettings", "TierPolicy", "Limit", "TierResolver", "PREFIX"]
@@ -89,7 +90,7 @@ class ResilienceSettings:
     lease_max_tokens: int
     breakers: Mapping[str, BreakerPolicy]
     classifier: Classifier
-    providers: Mapping[str, Rate]
+    providers: Mapping[str, ProviderBudget]
     load: LoadSettings
     fallbacks: FallbackSettings
     alerts: Mapping[str, AlertRule]

@@ -60,7 +60,7 @@ app.conf.update(
         "secondary": {"failure_threshold": 100, "minimum_calls": 1, "recovery_timeout": 60},
     },
     resilience_templates={"ai.ask_primary": "Sorry, we cannot answer {prompt!r} right now."},
-    resilience_providers={"quota": {"rate": "10/s"}},
+    resilience_providers={"quota": {"rate": "10/s"}, "windowed": {"rate": "20/3s", "burst": 2}},
     # Worker health: fast heartbeats, and a tier whose admitted rate the tests can read
     # exactly (no leases, refusals name the wait for the next token).
     resilience_heartbeat_interval=0.5,
@@ -105,6 +105,16 @@ def call_quota(self: AITask, url: str) -> Any:
 @app.task(base=AITask, breaker="slow", name="ai.slow", max_retries=0)
 def call_slow(url: str) -> Any:
     return _post(url)
+
+
+@app.task(base=AITask, provider="windowed", name="ai.windowed", max_retries=0)
+def call_windowed(url: str) -> int:
+    """A provider budget without a breaker: the budget alone holds the calls."""
+    response = httpx.post(
+        url, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}, timeout=30
+    )
+    response.raise_for_status()
+    return response.status_code
 
 
 _flags = redis.Redis.from_url(f"{REDIS}/13")

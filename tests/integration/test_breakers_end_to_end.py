@@ -12,6 +12,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from celery_resilience import BreakerState, CircuitOpen, Resilience
 from celery_resilience.breakers import Breakers
+from celery_resilience.simulation.fake_provider import ProviderSwitches
+from celery_resilience.simulation.fake_server import FakeServices
 from tests.http_server import ScriptedServer
 from tests.integration.conftest import start_worker, stop_worker, wait_for
 
@@ -168,3 +170,19 @@ def test_the_quota_guard_keeps_calls_under_the_budget_across_processes(
         allowed = 10 + 10 * (moment - start + 0.05) + 1
         assert index + 1 <= allowed, f"call {index + 1} arrived {moment - start:.2f}s in: over budget"
     assert arrivals[-1] - start >= 2.5  # 30 calls beyond the bucket need 3 s at 10/s
+
+
+def test_a_provider_counting_in_a_sliding_window_never_sees_more_than_the_budget(ai: ModuleType) -> None:
+    """Budget 20 per 3 s, on a task with a provider and no breaker: 50 calls from four
+    processes reach a fake provider that refuses (429) any call beyond 20 in a sliding 3 s
+    window. Every call is answered: none was refused, so no window saw more than 20."""
+    services = FakeServices(
+        {"windowed": ProviderSwitches(rpm=20, minute=3.0, latency_median=0.002, latency_p99=0.01)}
+    ).start()
+    try:
+        url = f"{services.url}/windowed/v1/chat/completions"
+        results = [ai.call_windowed.delay(url) for _ in range(50)]
+        assert [r.get(timeout=120) for r in results] == [200] * 50
+        assert services.providers["windowed"].stats()["statuses"] == {"200": 50}
+    finally:
+        services.close()
