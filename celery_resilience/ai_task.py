@@ -32,7 +32,7 @@ from celery.exceptions import Ignore
 
 from .admission import Verdict
 from .breaker import BreakerState
-from .classify import Category
+from .classify import Category, Classification
 from .errors import CircuitOpen, StoreUnavailable, Throttled
 from .extension import FALLBACK_TASK, HEADER, Resilience
 from .fallback import CIRCUIT_OPEN, FallbackExhausted, call_arguments
@@ -153,28 +153,38 @@ class AITask(ResilientTask):
         except BaseException as error:
             if call is not None:
                 resilience.breakers.record(call, error)
-                outcome = call.outcome
-            else:
-                outcome = resilience.breakers.classifier(error)
-            if outcome is None or outcome.category is Category.IGNORED:
+            outcome = call.outcome if call is not None else resilience.breakers.classifier(error)
+            if outcome is None or outcome.category is Category.IGNORED or not isinstance(error, Exception):
                 raise
-            if provider is not None and outcome.category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
-                resilience.quota.drain(provider, outcome.retry_after)
-            retries_left = self.max_retries is None or self.request.retries < self.max_retries
-            if outcome.retryable and isinstance(error, Exception) and not direct and retries_left:
-                backoff = min(self.retry_backoff_max, self.retry_backoff ** (self.request.retries + 1))
-                countdown = outcome.retry_after if outcome.retry_after is not None else backoff
-                raise self.retry(exc=error, countdown=countdown) from error
-            if can_fall_back and isinstance(error, Exception):
-                return self._fall_back(
-                    args, kwargs, f"{type(error).__name__}: {error}", outcome.category.value
-                )
-            raise
+            return self._after_failure(resilience, provider, outcome, error, args, kwargs, can_fall_back)
         if call is not None:
             resilience.breakers.record(call, None)
         if self.cache_prompt is not None:
             self._remember_answer(resilience, args, kwargs, result)
         return result
+
+    def _after_failure(
+        self,
+        resilience: Resilience,
+        provider: str | None,
+        outcome: Classification,
+        error: Exception,
+        args: Any,
+        kwargs: Any,
+        can_fall_back: bool,
+    ) -> Any:
+        """A failed call: spend the budget on a 429, retry what can succeed later, else hand
+        the request to the fallbacks; raises ``error`` when none of these applies."""
+        if provider is not None and outcome.category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
+            resilience.quota.drain(provider, outcome.retry_after)
+        retries_left = self.max_retries is None or self.request.retries < self.max_retries
+        if outcome.retryable and not self.request.called_directly and retries_left:
+            backoff = min(self.retry_backoff_max, self.retry_backoff ** (self.request.retries + 1))
+            countdown = outcome.retry_after if outcome.retry_after is not None else backoff
+            raise self.retry(exc=error, countdown=countdown) from error
+        if can_fall_back:
+            return self._fall_back(args, kwargs, f"{type(error).__name__}: {error}", outcome.category.value)
+        raise error
 
     def _provider(self, resilience: Resilience) -> str | None:
         """The budget this task's calls draw from: its ``provider``, else its breaker's name

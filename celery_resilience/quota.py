@@ -19,10 +19,9 @@ late or early (network, scheduling) still fall inside the provider's count.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
-
-import math
 from dataclasses import dataclass
 
 from .bucket import BucketSpec, Decision
