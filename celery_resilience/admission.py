@@ -10,6 +10,7 @@ store twice in a row.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import math
 import os
@@ -17,14 +18,16 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from .bucket import BucketSpec, Decision
 from .errors import AdmissionUnavailable, StoreUnavailable, Throttled
 from .keys import ANONYMOUS, escape_part
+from .load import LoadFactors
 from .policy import Criticality, Severity, Strategy, StrategyKind
+from .rates import Rate
 from .settings import Limit, ResilienceSettings, TierPolicy
 from .store.base import AdmitPolicy, AdmitRequest, Store, delay_for
 from .store.metrics_fields import ADMITTED, PUBLISH_FAILED, STORE_UNAVAILABLE, outcome_field
@@ -46,6 +49,9 @@ class RateMultiplier(Protocol):
     """Scales admitted rates to the system's condition (the load monitor is one)."""
 
     def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float: ...
+
+    def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
+        """Each factor of the multiplier on its own, to tell a refused caller why."""
 
 
 class ConstantSeverity:
@@ -285,6 +291,8 @@ class Admission:
             retry_after = outcome.retry_after
             if strategy.kind is StrategyKind.REJECT_WITH_BACKOFF:
                 retry_after = max(retry_after, strategy.seconds)
+            shrunk = self._shrinking_factors(queue, breaker) if multiplier < 1.0 else {}
+            limit_text = _limit_text(limit, policy, shrunk)
             raise Throttled(
                 retry_after,
                 task_name=task_name,
@@ -292,11 +300,11 @@ class Admission:
                 tier=ctx.tier,
                 request_type=ctx.request_type,
                 reason=(
-                    f"rate limit {limit.rate} exceeded, policy {strategy}"
+                    f"{limit_text} exceeded, policy {strategy}"
                     if strategy.kind is StrategyKind.REJECT_WITH_BACKOFF
-                    else f"rate limit {limit.rate} exceeded beyond the "
-                    f"{settings.max_throttle_delay:g}s pacing horizon"
+                    else f"{limit_text} exceeded beyond the {settings.max_throttle_delay:g}s pacing horizon"
                 ),
+                factors=shrunk,
             )
         if strategy.kind is StrategyKind.DELAY:
             return Verdict(
@@ -428,6 +436,13 @@ class Admission:
                 with self._unreported_lock:
                     self._unreported.update(fields)
 
+    def _shrinking_factors(self, queue: str | None, breaker: str | None) -> dict[str, float]:
+        """The adaptive factors below 1 that apply to this publish (asked only on a refusal)."""
+        if self.load is None:
+            return {}
+        factors = dataclasses.asdict(self.load.factors(queue, breaker))
+        return {name: round(value, 4) for name, value in factors.items() if value < 1.0}
+
     def multiplier(self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None) -> float:
         """Adaptive factor applied to the baseline rate, clamped per tier afterwards."""
         return self.load.multiplier(queue, breaker) if self.load is not None else 1.0
@@ -471,3 +486,12 @@ class Admission:
             request_type=ctx.request_type,
             reason="the resilience store is unreachable and admission fails closed",
         )
+
+
+def _limit_text(limit: Limit, policy: AdmitPolicy, shrunk: Mapping[str, float]) -> str:
+    """The limit a refused caller hit: as configured, or as the adaptive factors made it."""
+    if not shrunk:
+        return f"rate limit {limit.rate}"
+    now = Rate(round(policy.spec.refill * limit.rate.period, 2), limit.rate.period)
+    why = ", ".join(f"{name} x{value:.2f}" for name, value in sorted(shrunk.items()))
+    return f"rate limit {limit.rate} (now {now}, burst {policy.spec.capacity:g}: adapted by {why})"

@@ -1,15 +1,18 @@
-"""Worker bootsteps: the health heartbeat.
+"""Worker bootsteps: the health heartbeat and the alert monitor.
 
-Each worker publishes its host's CPU, memory and load, its active task count and the
-user's probes to the store on a timer, so that callers on other machines decide with
-the workers' health, not their own.
+Each worker publishes its own CPU and memory use, its active task count and the user's
+probes to the store on a timer, so that callers on other machines decide with the
+workers' health, not their own. What a heartbeat measures is the worker itself (its
+process and its pool's processes), not the host it runs on: another job on the same
+machine, or a web process publishing beside it, does not change anybody's limits.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psutil
@@ -18,13 +21,64 @@ from celery import bootsteps
 from .load import HealthSnapshot
 from .load_settings import Probe
 
-__all__ = ["HealthHeartbeat", "AlertMonitorStep", "take_snapshot"]
+__all__ = ["HealthHeartbeat", "AlertMonitorStep", "WorkerUsage", "take_snapshot"]
 
 logger = logging.getLogger("celery_resilience.health")
 
 
-def take_snapshot(worker: str, at: float, active: int, probes: Mapping[str, Probe]) -> HealthSnapshot:
-    """Read the host's resources now; a probe that fails or answers out of range is left out."""
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity), else the machine's count."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return max(1, len(affinity(0)))
+    return psutil.cpu_count() or 1
+
+
+class WorkerUsage:
+    """The CPU and memory a worker uses: its own process and its pool's, over the time
+    between two readings, as a share of the CPUs it can use (``parallelism`` of them at
+    most: one for a thread pool under the GIL, the concurrency for prefork)."""
+
+    def __init__(self, parallelism: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+        self._process = psutil.Process()
+        self._cores = max(1, min(available_cores(), parallelism))
+        self._clock = clock
+        self._last: tuple[float, float] | None = None
+
+    def _cpu_seconds(self) -> float:
+        own = self._process.cpu_times()
+        # Reaped children (recycled pool processes) count in children_*; live ones apart.
+        total = own.user + own.system + own.children_user + own.children_system
+        for child in self._process.children(recursive=True):
+            try:
+                times = child.cpu_times()
+            except psutil.Error:  # it ended between the listing and the reading
+                continue
+            total += times.user + times.system
+        return total
+
+    def memory(self) -> float:
+        rss = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                rss += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return min(1.0, rss / psutil.virtual_memory().total)
+
+    def cpu(self) -> float | None:
+        """CPU share since the previous reading; None for the first (it only sets the start)."""
+        now, used = self._clock(), self._cpu_seconds()
+        last, self._last = self._last, (now, used)
+        if last is None or now <= last[0]:
+            return None
+        return min(1.0, max(0.0, used - last[1]) / ((now - last[0]) * self._cores))
+
+
+def take_snapshot(
+    worker: str, at: float, active: int, probes: Mapping[str, Probe], cpu: float, memory: float
+) -> HealthSnapshot:
+    """The worker's heartbeat; a probe that fails or answers out of range is left out."""
     readings: dict[str, float] = {}
     for name, probe in probes.items():
         try:
@@ -38,13 +92,7 @@ def take_snapshot(worker: str, at: float, active: int, probes: Mapping[str, Prob
             logger.warning("health probe %r answered %r, outside [0, 1]", name, value)
     load = os.getloadavg()[0] / (psutil.cpu_count() or 1) if hasattr(os, "getloadavg") else 0.0
     return HealthSnapshot(
-        worker=worker,
-        at=at,
-        cpu=psutil.cpu_percent(interval=None) / 100.0,
-        memory=psutil.virtual_memory().percent / 100.0,
-        load=load,
-        active=active,
-        probes=readings,
+        worker=worker, at=at, cpu=cpu, memory=memory, load=load, active=active, probes=readings
     )
 
 
@@ -55,12 +103,16 @@ class HealthHeartbeat(bootsteps.StartStopStep):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         self.timer_ref: Any = None
+        self.usage = WorkerUsage()
 
     def start(self, worker: Any) -> None:
         from .extension import Resilience
 
         resilience = Resilience.of(worker.app)
-        psutil.cpu_percent(interval=None)  # the first reading only sets the baseline
+        prefork = "prefork" in type(getattr(worker, "pool", None)).__module__
+        self.usage = WorkerUsage(int(getattr(worker, "concurrency", 1) or 1) if prefork else 1)
+        # The first reading only sets the start: it would measure the worker's own boot.
+        self.usage.cpu()
         self.timer_ref = worker.timer.call_repeatedly(
             resilience.settings.load.heartbeat_interval, self.beat, (worker,), priority=10
         )
@@ -78,12 +130,17 @@ class HealthHeartbeat(bootsteps.StartStopStep):
 
         resilience = Resilience.of(worker.app)
         store = resilience.store
+        cpu = self.usage.cpu()
+        if cpu is None:
+            return
         try:
             snapshot = take_snapshot(
                 worker.hostname,
                 store.now(),
                 len(state.active_requests),
                 resilience.settings.load.health_probes,
+                cpu,
+                self.usage.memory(),
             )
             store.publish_health(snapshot)
         except StoreUnavailable as error:

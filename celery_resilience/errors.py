@@ -53,14 +53,18 @@ class Throttled(ResilienceError):
         tier: str = "",
         request_type: str = "",
         reason: str = "rate limit exceeded",
+        factors: dict[str, float] | None = None,
     ):
-        super().__init__(retry_after, task_name, user_id, tier, request_type, reason)
+        super().__init__(retry_after, task_name, user_id, tier, request_type, reason, factors)
         self.retry_after = retry_after
         self.task_name = task_name
         self.user_id = user_id
         self.tier = tier
         self.request_type = request_type
         self.reason = reason
+        self.factors: dict[str, float] = dict(factors or {})
+        """The adaptive factors that shrank the tier's limit (``{"resources": 0.3}``): empty
+        when the caller was over the limit as configured."""
 
     def __str__(self) -> str:
         who = f"user {self.user_id!r}" if self.user_id is not None else "anonymous caller"

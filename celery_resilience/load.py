@@ -21,6 +21,7 @@ __all__ = [
     "QueueThresholds",
     "LoadFactors",
     "DEFAULT_RESOURCE_STEPS",
+    "DEFAULT_SEVERITY_THRESHOLDS",
     "cluster_health",
     "step_multiplier",
     "usage_severity",
@@ -34,6 +35,8 @@ __all__ = [
 
 # The reference's table: usage above 0.9 -> 0.3, above 0.8 -> 0.6, above 0.7 -> 0.8.
 DEFAULT_RESOURCE_STEPS: Sequence[tuple[float, float]] = ((0.9, 0.3), (0.8, 0.6), (0.7, 0.8))
+# The reference's cut-offs: resource use above 0.8 is HIGH severity, above 0.9 CRITICAL.
+DEFAULT_SEVERITY_THRESHOLDS: tuple[float, float] = (0.8, 0.9)
 _SEVERITY_ORDER = {Severity.NORMAL: 0, Severity.HIGH: 1, Severity.CRITICAL: 2}
 
 
@@ -109,10 +112,14 @@ def step_multiplier(usage: float, steps: Sequence[tuple[float, float]] = DEFAULT
     return 1.0
 
 
-def health_severity(health: ClusterHealth) -> Severity:
+def health_severity(
+    health: ClusterHealth, thresholds: tuple[float, float] | None = DEFAULT_SEVERITY_THRESHOLDS
+) -> Severity:
     """The severity the workers' health says: the higher of their resource use and any
-    probe (a database pool at 95% is as critical as a CPU at 95%)."""
-    return usage_severity(max([health.usage, *health.probes.values()]))
+    probe (a database pool at 95% is as critical as a CPU at 95%). No thresholds: none."""
+    if thresholds is None:
+        return Severity.NORMAL
+    return usage_severity(max([health.usage, *health.probes.values()]), *thresholds)
 
 
 def usage_severity(usage: float, high: float = 0.8, critical: float = 0.9) -> Severity:

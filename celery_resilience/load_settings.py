@@ -10,7 +10,7 @@ from typing import Any
 
 from .config_helpers import NAME_FORM, NAME_RE, import_dotted
 from .errors import ConfigurationError
-from .load import DEFAULT_RESOURCE_STEPS, QueueThresholds
+from .load import DEFAULT_RESOURCE_STEPS, DEFAULT_SEVERITY_THRESHOLDS, QueueThresholds
 
 __all__ = ["LoadSettings", "parse_load_settings", "LOAD_SETTINGS"]
 
@@ -21,6 +21,7 @@ LOAD_SETTINGS = (
     "heartbeat_interval",
     "health_stale_after",
     "resource_thresholds",
+    "severity_thresholds",
     "health_probes",
     "adaptive_interval",
     "prediction",
@@ -35,6 +36,7 @@ class LoadSettings:
     heartbeat_interval: float
     health_stale_after: float
     resource_steps: tuple[tuple[float, float], ...]
+    severity_thresholds: tuple[float, float] | None  # (high, critical) usage, None: off
     health_probes: Mapping[str, Probe]
     adaptive_interval: float
     prediction_enabled: bool
@@ -81,8 +83,11 @@ def _steps(value: object) -> tuple[tuple[float, float], ...]:
     setting = f"{PREFIX}resource_thresholds"
     if value is None:
         return tuple(DEFAULT_RESOURCE_STEPS)
-    expected = "a list of [usage above, multiplier] pairs in (0, 1], like [[0.9, 0.3], [0.8, 0.6]]"
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+    expected = (
+        "a list of [usage above, multiplier] pairs in (0, 1], like [[0.9, 0.3], [0.8, 0.6]] "
+        "([] to leave rates alone whatever the workers' resource use)"
+    )
+    if isinstance(value, str) or not isinstance(value, Sequence):
         raise ConfigurationError(setting, expected, value)
     steps: list[tuple[float, float]] = []
     for pair in value:
@@ -95,6 +100,24 @@ def _steps(value: object) -> tuple[tuple[float, float], ...]:
             raise ConfigurationError(setting, expected, pair)
         steps.append((float(pair[0]), float(pair[1])))
     return tuple(sorted(steps, reverse=True))
+
+
+def _severity(value: object) -> tuple[float, float] | None:
+    setting = f"{PREFIX}severity_thresholds"
+    if value is None:
+        return DEFAULT_SEVERITY_THRESHOLDS
+    expected = "{'high': <use>, 'critical': <use>} with 0 < high < critical <= 1, or {} for none"
+    if not isinstance(value, Mapping) or (value and set(value) != {"high", "critical"}):
+        raise ConfigurationError(setting, expected, value)
+    if not value:
+        return None
+    high, critical = value["high"], value["critical"]
+    for key, number in (("high", high), ("critical", critical)):
+        if isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number <= 1:
+            raise ConfigurationError(f"{setting}[{key!r}]", "a use in (0, 1]", number)
+    if critical <= high:
+        raise ConfigurationError(f"{setting}['critical']", f"more than high ({high})", critical)
+    return float(high), float(critical)
 
 
 def _probes(value: object) -> Mapping[str, Probe]:
@@ -140,6 +163,7 @@ def parse_load_settings(get: Callable[[str], Any]) -> LoadSettings:
         heartbeat_interval=heartbeat,
         health_stale_after=_seconds("health_stale_after", get(f"{PREFIX}health_stale_after"), 3 * heartbeat),
         resource_steps=_steps(get(f"{PREFIX}resource_thresholds")),
+        severity_thresholds=_severity(get(f"{PREFIX}severity_thresholds")),
         health_probes=_probes(get(f"{PREFIX}health_probes")),
         adaptive_interval=_seconds("adaptive_interval", get(f"{PREFIX}adaptive_interval"), 1.0),
         prediction_enabled=enabled,

@@ -75,7 +75,9 @@ class LoadMonitor:
 
     def severity(self, queue: str | None) -> Severity:
         self._refresh()
-        resources = health_severity(self.health) if self.health is not None else Severity.NORMAL
+        health = self.health
+        thresholds = self.settings.severity_thresholds
+        resources = health_severity(health, thresholds) if health is not None else Severity.NORMAL
         return worst(resources, self._queue_severity(queue))
 
     def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 import time
 import uuid
 from types import ModuleType
 from typing import Any
 
+import psutil
 import pytest
 
 from celery_resilience import Resilience, Throttled
@@ -22,16 +26,22 @@ def ai(ai_worker: Any) -> ModuleType:
     return aiapp
 
 
-def next_token_wait(ai: ModuleType) -> tuple[float, float]:
-    """A fresh user of the 60/s 'probe' tier: how long after one call the next is admitted,
-    and the time the two calls took (the bucket refilled for that long in between)."""
+def refusal(ai: ModuleType) -> tuple[Throttled, float]:
+    """A fresh user of the 60/s 'probe' tier calls twice: the refusal of the second call, and
+    the time the two calls took (the bucket refilled for that long in between)."""
     admission = Resilience.of(ai.app).admission
     ctx = admission.context(uuid.uuid4().hex, "probe", "interactive", None)
     started = time.monotonic()
     admission.decide(ctx, task_name="t")
     with pytest.raises(Throttled) as caught:
         admission.decide(ctx, task_name="t")
-    return caught.value.retry_after, time.monotonic() - started
+    return caught.value, time.monotonic() - started
+
+
+def next_token_wait(ai: ModuleType) -> tuple[float, float]:
+    """How long after one call the next is admitted, and the time the two calls took."""
+    refused, elapsed = refusal(ai)
+    return refused.retry_after, elapsed
 
 
 def refill_wait_at(factor: float, wait: float, elapsed: float) -> bool:
@@ -64,8 +74,43 @@ def test_a_worker_under_cpu_load_lowers_the_admitted_rate(ai: ModuleType) -> Non
         wait, elapsed = min((next_token_wait(ai) for _ in range(5)), key=lambda pair: pair[1])
         assert any(refill_wait_at(factor, wait, elapsed) for factor in (0.6, 0.3)), (wait, elapsed)
         assert wait > 1 / 60 + 0.001, wait
+        # The refusal says which factor shrank the limit, and by how much.
+        refused, _ = refusal(ai)
+        assert refused.factors.get("resources") in (0.6, 0.3), refused.factors
+        assert f"resources x{refused.factors['resources']:.2f}" in str(refused)
+        assert "rate limit 60/s (now " in str(refused)
     finally:
         ai._flags.set(flag, 1, ex=120)
         for burner in burners:
             burner.get(timeout=60)
     wait_for(lambda: refill_wait_at(1.0, *next_token_wait(ai)), timeout=30)
+
+
+def test_another_job_on_the_workers_host_does_not_change_anyones_limits(ai: ModuleType) -> None:
+    """Two processes that are not the worker's (another job on the host, a publisher beside it)
+    keep both cores busy: the worker's heartbeats report its own idle CPU, the resources factor
+    stays 1 and the tier admits at its configured rate."""
+    load = Resilience.of(ai.app).load
+    store = Resilience.of(ai.app).store
+    flag = f"{ai.PREFIX}:burn:{uuid.uuid4().hex}"
+    burn = (
+        "import redis, time\n"
+        f"flags = redis.Redis.from_url({ai.REDIS + '/13'!r})\n"
+        "deadline = time.monotonic() + 60\n"
+        f"while time.monotonic() < deadline and not flags.exists({flag!r}):\n"
+        "    sum(range(200_000))\n"
+    )
+    # Started through a shell that exits at once: the burners belong to no worker.
+    subprocess.run(
+        ["sh", "-c", f"for i in 1 2; do {sys.executable} -c {shlex.quote(burn)} & done"], check=True
+    )
+    try:
+        since = store.now()
+        wait_for(lambda: sum(1 for s in store.read_health() if s.at > since + 1.0) >= 1, timeout=20)
+        assert psutil.cpu_percent(interval=0.5) > 80  # the host is busy
+        fresh = [s for s in store.read_health() if s.at > since + 1.0]
+        assert fresh and all(s.cpu < 0.5 for s in fresh), fresh
+        assert load.factors().resources == 1.0
+        assert refill_wait_at(1.0, *next_token_wait(ai))
+    finally:
+        ai._flags.set(flag, 1, ex=120)

@@ -181,6 +181,23 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"depth_interval": 0}, "resilience_depth_interval", "> 0"),
     ({"heartbeat_interval": "5s"}, "resilience_heartbeat_interval", "seconds"),
     ({"resource_thresholds": [[0.9, 3]]}, "resilience_resource_thresholds", "pairs in (0, 1]"),
+    (
+        {"severity_thresholds": {"high": 0.9, "critical": 0.8}},
+        "resilience_severity_thresholds['critical']",
+        "more than high",
+    ),
+    ({"severity_thresholds": {"high": 0.8}}, "resilience_severity_thresholds", "'critical'"),
+    (
+        {"severity_thresholds": {"high": 0, "critical": 0.9}},
+        "resilience_severity_thresholds['high']",
+        "(0, 1]",
+    ),
+    (
+        {"providers": {"openai": {"rate": "10/m", "burst": 10}}},
+        "resilience_providers['openai']['burst']",
+        "from 1 to 9",
+    ),
+    ({"providers": {"openai": {"rate": "10.5/m"}}}, "resilience_providers['openai']['rate']", "whole number"),
     ({"health_probes": {"db": "no.such.probe"}}, "resilience_health_probes['db']", "importable"),
     ({"prediction": {"spike": 0.5}}, "resilience_prediction['spike']", "> 1"),
     ({"prediction": {"enabled": "yes"}}, "resilience_prediction['enabled']", "True or False"),
@@ -273,3 +290,10 @@ def test_every_setting_is_in_the_settings_reference() -> None:
 
     reference = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
     assert [name for name in sorted(KNOWN_SETTINGS) if f"### `{name}`" not in reference] == []
+
+
+def test_resource_adaptation_can_be_turned_off() -> None:
+    """No resource steps leave rates alone; no severity thresholds leave severity to the queues."""
+    s = settings(resource_thresholds=[], severity_thresholds={})
+    assert s.load.resource_steps == () and s.load.severity_thresholds is None
+    assert settings().load.severity_thresholds == (0.8, 0.9)
