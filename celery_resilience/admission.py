@@ -223,6 +223,10 @@ class Admission:
         if user_id is not None and not isinstance(user_id, str | int):
             raise TypeError(f"user_id must be a string or an integer, got {type(user_id).__name__}")
         uid = None if user_id is None else str(user_id)
+        for keyword, given in (("tier", tier), ("request_type", request_type)):
+            if given is not None and (not isinstance(given, str) or not given):
+                # An empty name is a bug in the caller (an unset field), not "the default".
+                raise ValueError(f"{keyword} must be a non-empty name or None, got {given!r}")
         if tier is None and uid is not None and settings.tier_resolver is not None:
             tier = settings.tier_resolver(uid)
         tier = tier or settings.default_tier

@@ -24,6 +24,7 @@ failure is retried by both and the breaker sees a fraction of them.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,9 +34,12 @@ from celery.exceptions import Ignore
 from .admission import Verdict
 from .breaker import BreakerState
 from .classify import Category, Classification
-from .errors import CircuitOpen, StoreUnavailable, Throttled
+from .config_helpers import did_you_mean
+from .errors import CircuitOpen, ConfigurationError, StoreUnavailable, Throttled
 from .extension import FALLBACK_TASK, HEADER, Resilience
 from .fallback import CIRCUIT_OPEN, FallbackExhausted, call_arguments
+from .fallback_settings import check_steps
+from .settings import ResilienceSettings
 from .store.metrics_fields import EXPIRED
 from .task import ResilientTask, _apply_countdown
 
@@ -63,6 +67,35 @@ class AITask(ResilientTask):
     # (Sentry's Celery integration reads ``throws``) do not report each one. An open
     # breaker or a spent budget is watched through the metrics and the alert rules.
     throws: tuple[type[Exception], ...] = (Throttled, CircuitOpen)
+
+    @classmethod
+    def check_configuration(cls, settings: ResilienceSettings) -> None:
+        super().check_configuration(settings)
+        if cls.breaker is not None and cls.breaker not in settings.breakers:
+            raise ConfigurationError(
+                f"{cls.name}.breaker",
+                f"a breaker configured in resilience_breakers {sorted(settings.breakers)}"
+                + did_you_mean(cls.breaker, settings.breakers),
+                cls.breaker,
+            )
+        if cls.provider is not None and cls.provider not in settings.providers:
+            raise ConfigurationError(
+                f"{cls.name}.provider",
+                f"a provider budget configured in resilience_providers {sorted(settings.providers)}"
+                + did_you_mean(cls.provider, settings.providers),
+                cls.provider,
+            )
+        check_steps(f"{cls.name}.fallbacks", list(cls.fallbacks))
+        parameters = inspect.signature(cls.run).parameters
+        for attribute, names in (
+            ("cache_prompt", [cls.cache_prompt]),
+            ("cache_match", list(cls.cache_match)),
+        ):
+            for name in names:
+                if name is not None and name not in parameters:
+                    raise ConfigurationError(
+                        f"{cls.name}.{attribute}", f"parameters of the task {list(parameters)}", name
+                    )
 
     def _chain(self) -> tuple[Any, ...]:
         return Resilience.of(self.app).settings.fallbacks.chain_for(self.name, self.breaker, self.fallbacks)

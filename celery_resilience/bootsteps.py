@@ -21,7 +21,7 @@ from celery import bootsteps
 from .load import HealthSnapshot
 from .load_settings import Probe
 
-__all__ = ["HealthHeartbeat", "AlertMonitorStep", "WorkerUsage", "take_snapshot"]
+__all__ = ["HealthHeartbeat", "AlertMonitorStep", "ConfigurationCheck", "WorkerUsage", "take_snapshot"]
 
 logger = logging.getLogger("celery_resilience.health")
 
@@ -172,3 +172,13 @@ class AlertMonitorStep(bootsteps.StartStopStep):
         if self.timer_ref is not None:
             self.timer_ref.cancel()
             self.timer_ref = None
+
+
+class ConfigurationCheck(bootsteps.StartStopStep):
+    """Stops a worker at start-up when a fallback chain names a task no module registered:
+    the worker is the one process that imports every task."""
+
+    def start(self, worker: Any) -> None:
+        from .extension import Resilience
+
+        Resilience.of(worker.app).check_chains()

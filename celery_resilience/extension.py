@@ -18,16 +18,19 @@ from .admission import Admission, SeveritySource
 from .alerting import AlertSender
 from .alerts import breaker_trip_alert
 from .backpressure import QueueDepths
-from .bootsteps import AlertMonitorStep, HealthHeartbeat
+from .bootsteps import AlertMonitorStep, ConfigurationCheck, HealthHeartbeat
 from .breaker import Recorded
 from .breakers import Breakers, Call
+from .config_helpers import did_you_mean
+from .errors import ConfigurationError
+from .fallback_settings import BUILT_IN_STEPS
 from .integrations.sentry import SentrySink
 from .keys import KeySpace
 from .monitor import LoadMonitor
 from .quota import ProviderQuota
 from .semantic_cache import SemanticCache
 from .settings import ResilienceSettings
-from .store import Store, open_store
+from .store import Store, masked_url, open_store
 from .store.base import Clock
 from .store.metrics_fields import EXPIRED, STORE_UNAVAILABLE, UNGATED
 
@@ -64,7 +67,9 @@ class Resilience:
     ) -> None:
         self.app = app
         self._routing: tuple[bool, str] | None = None
-        self.settings = ResilienceSettings.from_conf(app.conf, broker_url=app.conf.broker_url)
+        self.settings = ResilienceSettings.from_conf(
+            app.conf, broker_url=app.conf.broker_url, namespace=getattr(app, "namespace", None)
+        )
         self.keys = KeySpace(self.settings.key_prefix, self.settings.key_shards)
 
         def factory() -> Store:
@@ -105,14 +110,27 @@ class Resilience:
             max_age=fallbacks.cache_max_age,
             max_entries=fallbacks.cache_max_entries,
         )
+        if store is None:
+            self._check_store()
         with _registry_lock:
             previous = _registry.get(app)
             _registry[app] = self
+        if getattr(app, "finalized", False):  # tasks bound before the plugin was: check them now
+            for task in list(app.tasks.values()):
+                check = getattr(type(task), "check_configuration", None)
+                if check is not None:
+                    check(self.settings)
         if previous is None:
             self._connect_signals()
             app.steps["worker"].add(HealthHeartbeat)
             app.steps["worker"].add(AlertMonitorStep)
+            app.steps["worker"].add(ConfigurationCheck)
             app.task(name=FALLBACK_TASK, bind=True, shared=False)(_run_fallbacks)
+
+    @classmethod
+    def registered(cls, app: Celery) -> Resilience | None:
+        """The app's extension if ``Resilience(app)`` was called, else None."""
+        return _registry.get(app)
 
     @classmethod
     def of(cls, app: Celery) -> Resilience:
@@ -143,6 +161,52 @@ class Resilience:
         except Exception as error:  # the store's own errors and anything a custom store raises
             self.admission.stats[STORE_UNAVAILABLE] += 1
             logger.debug("could not record %s: %s", fields, error)
+
+    def _check_store(self) -> None:
+        """At start-up, say once and clearly that the store does not answer, and what happens
+        meanwhile; the application starts all the same (the store may come up later)."""
+        url = self.settings.store_url
+        if url.startswith("memory://"):
+            return
+        from .store.redis import unreachable  # redis-py is imported only for a Redis store
+
+        problem = unreachable(url, self.settings.store_timeout)
+        if problem is not None:
+            policy = (
+                "open: calls are published unchecked"
+                if self.settings.fail_open
+                else ("closed: calls are refused with AdmissionUnavailable")
+            )
+            logger.error(
+                "the resilience store at %s is unreachable (%s). Until it answers, admission fails %s "
+                "(resilience_admission_on_store_failure) and breakers run on each process's own state; "
+                "what was counted meanwhile reaches the metrics once it answers.",
+                masked_url(url),
+                problem,
+                policy,
+            )
+
+    def check_chains(self) -> None:
+        """In a worker, where every task module is imported: each fallback step names a
+        registered task or a built-in step (a producer may not import the fallback tasks)."""
+        registered = set(self.app.tasks)
+        chains: list[tuple[str, Any]] = [
+            (f"resilience_fallbacks[{owner!r}]", steps)
+            for owner, steps in self.settings.fallbacks.chains.items()
+        ]
+        chains += [
+            (f"{name}.fallbacks", getattr(task, "fallbacks", ())) for name, task in self.app.tasks.items()
+        ]
+        for where, steps in chains:
+            for step in steps:
+                name = step if isinstance(step, str) else step.get("task")
+                if name not in registered and name not in BUILT_IN_STEPS:
+                    raise ConfigurationError(
+                        where,
+                        "registered task names or the built-in steps "
+                        f"{list(BUILT_IN_STEPS)}{did_you_mean(name, registered | set(BUILT_IN_STEPS))}",
+                        name,
+                    )
 
     def _breaker_tripped(self, name: str, recorded: Recorded) -> None:
         """A trip is urgent: the process whose outcome caused it alerts at once, not a monitor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -9,10 +10,16 @@ from typing import Any
 
 from .config_helpers import import_dotted
 from .errors import ConfigurationError
-from .fallback import DEFAULT_FALLBACK_POLICY, STEP_KINDS
+from .fallback import CACHED_SIMILAR, DEFAULT_FALLBACK_POLICY, STEP_KINDS, TEMPLATE
 from .similarity import Embedder
 
-__all__ = ["FallbackSettings", "parse_fallback_settings", "FALLBACK_SETTINGS"]
+__all__ = [
+    "FallbackSettings",
+    "parse_fallback_settings",
+    "FALLBACK_SETTINGS",
+    "check_steps",
+    "BUILT_IN_STEPS",
+]
 
 PREFIX = "resilience_"
 FALLBACK_SETTINGS = ("fallbacks", "templates", "fallback_policy", "semantic_cache")
@@ -47,7 +54,13 @@ class FallbackSettings:
         return tuple(default or ())
 
 
-def _steps(where: str, value: object) -> tuple[Any, ...]:
+BUILT_IN_STEPS = (CACHED_SIMILAR, TEMPLATE)
+
+
+def check_steps(where: str, value: object) -> tuple[Any, ...]:
+    """A chain's steps: task names, signatures (mappings with a ``task``) or the built-in
+    steps. A bare word close to a built-in step (``"cache_similar"``) is a typo, not a
+    task: it would never answer."""
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise ConfigurationError(
             where, "a list of steps: task names, signatures, 'cached_similar', 'template'", value
@@ -57,6 +70,14 @@ def _steps(where: str, value: object) -> tuple[Any, ...]:
             raise ConfigurationError(
                 where, "steps that are task names, signatures or built-in step names", step
             )
+        if isinstance(step, str) and step not in BUILT_IN_STEPS:
+            close = difflib.get_close_matches(step.lower(), BUILT_IN_STEPS, n=1, cutoff=0.7)
+            if close:
+                raise ConfigurationError(
+                    where,
+                    f"task names or the built-in steps {list(BUILT_IN_STEPS)} (did you mean {close[0]!r}?)",
+                    step,
+                )
     return tuple(value)
 
 
@@ -66,7 +87,7 @@ def parse_fallback_settings(get: Callable[[str], Any]) -> FallbackSettings:
         raise ConfigurationError(
             f"{PREFIX}fallbacks", "a mapping of task or breaker name to a list of steps", chains_raw
         )
-    chains = {str(k): _steps(f"{PREFIX}fallbacks[{k!r}]", v) for k, v in chains_raw.items()}
+    chains = {str(k): check_steps(f"{PREFIX}fallbacks[{k!r}]", v) for k, v in chains_raw.items()}
 
     templates = get(f"{PREFIX}templates") or {}
     if not isinstance(templates, Mapping) or not all(isinstance(t, str) for t in templates.values()):

@@ -99,12 +99,16 @@ class ResilienceSettings:
     sentry_dsn: str | None
 
     @classmethod
-    def from_conf(cls, conf: Mapping[str, Any], *, broker_url: str | None = None) -> ResilienceSettings:
-        """Validate every ``resilience_*`` key; raise ``ConfigurationError`` on the first wrong one."""
-        _reject_unknown(conf)
+    def from_conf(
+        cls, conf: Mapping[str, Any], *, broker_url: str | None = None, namespace: str | None = None
+    ) -> ResilienceSettings:
+        """Validate every ``resilience_*`` key; raise ``ConfigurationError`` on the first wrong one.
+        ``namespace`` is the app's configuration namespace (Django's ``CELERY``), under which
+        settings are spelled ``CELERY_RESILIENCE_TIERS``."""
+        _reject_unknown(conf, namespace)
         get = conf.get
-        tiers = _tiers(get(f"{PREFIX}tiers"))
         request_types = _request_types(get(f"{PREFIX}request_types"))
+        tiers = _tiers(get(f"{PREFIX}tiers"), request_types)
         return cls(
             store_url=_store_url(get(f"{PREFIX}store_url"), broker_url),
             key_prefix=_key_prefix(get(f"{PREFIX}key_prefix", "resilience")),
@@ -196,11 +200,27 @@ def _dsn(value: object) -> str | None:
     return value
 
 
-def _reject_unknown(conf: Mapping[str, Any]) -> None:
+def _reject_unknown(conf: Mapping[str, Any], namespace: str | None) -> None:
+    """A typo in a setting is a limit silently not applied: refuse keys that look like ours
+    and are not, in any spelling Celery reads (``resilience_x``, or ``CELERY_RESILIENCE_X``
+    under Django's namespace)."""
+    prefixes = (PREFIX, f"{namespace.lower()}_{PREFIX}") if namespace else (PREFIX,)
     for key in list(conf):
-        if isinstance(key, str) and key.startswith(PREFIX) and key not in KNOWN_SETTINGS:
-            close = difflib.get_close_matches(key, sorted(KNOWN_SETTINGS), n=1)
-            hint = f"did you mean {close[0]}?" if close else "see docs/settings.md"
+        if not isinstance(key, str):
+            continue
+        lowered = key.lower()
+        for prefix in prefixes:
+            if not lowered.startswith(prefix):
+                continue
+            name = PREFIX + lowered[len(prefix) :]
+            if name in KNOWN_SETTINGS:
+                break
+            close = difflib.get_close_matches(name, sorted(KNOWN_SETTINGS), n=1)
+            if not close:
+                hint = "see docs/settings.md"
+            else:  # in the spelling the key was written in
+                suggestion = key[: len(prefix) - len(PREFIX)] + close[0]
+                hint = f"did you mean {suggestion.upper() if key.isupper() else suggestion}?"
             raise ConfigurationError(key, f"a known resilience_* setting ({hint})", has_value=False)
 
 
@@ -289,7 +309,7 @@ def _limit(name: str, spec: Mapping[str, Any], allowed: frozenset[str]) -> Limit
     return Limit(rate, burst, grace, grace_period)
 
 
-def _tiers(value: object) -> Mapping[str, TierPolicy]:
+def _tiers(value: object, request_types: Mapping[str, Criticality]) -> Mapping[str, TierPolicy]:
     name = f"{PREFIX}tiers"
     raw = _mapping(name, DEFAULT_TIERS if value is None else value, names=True)
     if not raw:
@@ -310,6 +330,14 @@ def _tiers(value: object) -> Mapping[str, TierPolicy]:
                 f"{tier_name}['maximum_burst']", f"at least the rate {limit.rate}", str(high)
             )
         per_type_raw = _mapping(f"{tier_name}['request_types']", spec.get("request_types", {}))
+        for request_type in per_type_raw:
+            if request_type not in request_types:
+                # A limit for a request type that does not exist can never apply.
+                raise ConfigurationError(
+                    f"{tier_name}['request_types']",
+                    f"request types named in resilience_request_types {sorted(request_types)}",
+                    request_type,
+                )
         per_type = {
             request_type: _limit(
                 f"{tier_name}['request_types'][{request_type!r}]",

@@ -28,7 +28,10 @@ from typing import Any
 from celery import Task
 
 from .admission import Verdict
+from .config_helpers import did_you_mean as _did_you_mean
+from .errors import ConfigurationError
 from .extension import HEADER, Resilience
+from .settings import ResilienceSettings
 
 __all__ = ["ResilientTask"]
 
@@ -45,6 +48,27 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     """
 
     request_type: str | None = None
+
+    @classmethod
+    def bind(cls, app: Any) -> Any:
+        """Bound to its app (when defined, or when the app is finalized): a wrong attribute
+        fails here, naming the task, not at its first publish."""
+        bound = super().bind(app)
+        resilience = Resilience.registered(app)
+        if resilience is not None and getattr(cls, "name", None):
+            cls.check_configuration(resilience.settings)
+        return bound
+
+    @classmethod
+    def check_configuration(cls, settings: ResilienceSettings) -> None:
+        """Raise ``ConfigurationError`` naming the task's attribute that the settings contradict."""
+        if cls.request_type is not None and cls.request_type not in settings.request_types:
+            raise ConfigurationError(
+                f"{cls.name}.request_type",
+                f"a request type named in resilience_request_types {sorted(settings.request_types)}"
+                + _did_you_mean(cls.request_type, settings.request_types),
+                cls.request_type,
+            )
 
     def apply_async(
         self,

@@ -42,7 +42,7 @@ from .base import (
 from .metrics_fields import derive
 from .script_lane import ScriptLane
 
-__all__ = ["RedisStore", "load_script"]
+__all__ = ["RedisStore", "load_script", "unreachable"]
 
 logger = logging.getLogger("celery_resilience.store")
 
@@ -57,6 +57,19 @@ _WIRE_CACHE_SIZE = 4096
 
 def load_script(name: str) -> str:
     return (resources.files("celery_resilience.store") / "lua" / f"{name}.lua").read_text()
+
+
+def unreachable(url: str, timeout: float) -> str | None:
+    """Why the Redis at ``url`` does not answer a PING now, or None when it does (a connection
+    of its own, closed at once: nothing is shared with a process forked later)."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        return str(error) or type(error).__name__
+    finally:
+        client.close()
+    return None
 
 
 class RedisStore:

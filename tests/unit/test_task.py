@@ -29,7 +29,7 @@ def test_default_task_class_gates_plain_decorated_tasks() -> None:
     """With task_cls=ResilientTask, an ordinary @app.task is admitted like any resilient task."""
     app = make_app(task_cls=ResilientTask)
 
-    @app.task(name="t.work")
+    @app.task(name="t.work", shared=False)
     def work() -> None:
         return None
 
@@ -52,7 +52,7 @@ def test_plain_tasks_are_untouched_without_the_base() -> None:
     """A task that does not use ResilientTask is never admitted, counted or refused."""
     app = make_app()
 
-    @app.task(name="t.plain")
+    @app.task(name="t.plain", shared=False)
     def plain() -> None:
         return None
 
@@ -66,7 +66,7 @@ def test_our_keywords_do_not_leak_into_message_properties() -> None:
     app = make_app()
     sent: list[dict[str, object]] = []
 
-    @app.task(base=ResilientTask, name="t.gated")
+    @app.task(base=ResilientTask, name="t.gated", shared=False)
     def gated() -> None:
         return None
 
@@ -145,7 +145,7 @@ def test_a_group_over_the_limit_is_published_whole_with_its_later_members_paced(
 
     app = make_app()
 
-    @app.task(base=ResilientTask, name="t.member")
+    @app.task(base=ResilientTask, name="t.member", shared=False)
     def member(i: int) -> int:
         return i
 
@@ -165,7 +165,7 @@ def test_a_group_refused_at_its_first_member_publishes_nothing() -> None:
 
     app = make_app()
 
-    @app.task(base=ResilientTask, name="t.member")
+    @app.task(base=ResilientTask, name="t.member", shared=False)
     def member(i: int) -> int:
         return i
 
