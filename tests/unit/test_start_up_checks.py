@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -71,21 +72,22 @@ def test_a_task_defined_after_finalize_is_checked_as_it_is_defined(
 def test_a_misspelt_setting_under_djangos_namespace_is_refused() -> None:
     """``CELERY_RESILIENCE_TEIRS`` (read through ``namespace="CELERY"``) is a typo, not ignored."""
 
-    class DjangoSettings:
-        CELERY_BROKER_URL = "memory://"
-        CELERY_RESILIENCE_TIERS = {"free": {"rate": "60/m"}}
-        CELERY_RESILIENCE_TEIRS = {"free": {"rate": "6/m"}}
+    django_settings = SimpleNamespace(
+        CELERY_BROKER_URL="memory://",
+        CELERY_RESILIENCE_TIERS={"free": {"rate": "60/m"}},
+        CELERY_RESILIENCE_TEIRS={"free": {"rate": "6/m"}},
+    )
 
     app = Celery("django", set_as_current=False)
-    app.config_from_object(DjangoSettings, namespace="CELERY")
+    app.config_from_object(django_settings, namespace="CELERY")
     with pytest.raises(ConfigurationError) as caught:
         Resilience(app)
     assert caught.value.setting == "CELERY_RESILIENCE_TEIRS"
     assert "did you mean CELERY_RESILIENCE_TIERS?" in str(caught.value)
 
-    del DjangoSettings.CELERY_RESILIENCE_TEIRS
+    del django_settings.CELERY_RESILIENCE_TEIRS
     app = Celery("django", set_as_current=False)
-    app.config_from_object(DjangoSettings, namespace="CELERY")
+    app.config_from_object(django_settings, namespace="CELERY")
     assert str(Resilience(app).settings.tiers["free"].limit.rate) == "60/m"
 
 
