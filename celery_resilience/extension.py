@@ -117,9 +117,9 @@ class Resilience:
             _registry[app] = self
         if getattr(app, "finalized", False):  # tasks bound before the plugin was: check them now
             for task in list(app.tasks.values()):
-                check = getattr(type(task), "check_configuration", None)
+                check = getattr(type(task), "check_for", None)
                 if check is not None:
-                    check(self.settings)
+                    check(self)
         if previous is None:
             self._connect_signals()
             app.steps["worker"].add(HealthHeartbeat)
@@ -131,6 +131,11 @@ class Resilience:
     def registered(cls, app: Celery) -> Resilience | None:
         """The app's extension if ``Resilience(app)`` was called, else None."""
         return _registry.get(app)
+
+    @classmethod
+    def all_registered(cls) -> list[Resilience]:
+        """Every app's extension in this process."""
+        return list(_registry.values())
 
     @classmethod
     def of(cls, app: Celery) -> Resilience:

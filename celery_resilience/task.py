@@ -55,9 +55,26 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         fails here, naming the task, not at its first publish."""
         bound = super().bind(app)
         resilience = Resilience.registered(app)
-        if resilience is not None and getattr(cls, "name", None):
+        if resilience is None or not getattr(cls, "name", None):
+            return bound
+        try:
             cls.check_configuration(resilience.settings)
+        except ConfigurationError:
+            # Celery adds every shared task to every app of the process: one declared for
+            # another app, whose settings it fits, is not this app's mistake.
+            if not any(
+                cls._fits(other.settings) for other in Resilience.all_registered() if other is not resilience
+            ):
+                raise
         return bound
+
+    @classmethod
+    def _fits(cls, settings: ResilienceSettings) -> bool:
+        try:
+            cls.check_configuration(settings)
+        except ConfigurationError:
+            return False
+        return True
 
     @classmethod
     def check_configuration(cls, settings: ResilienceSettings) -> None:

@@ -47,10 +47,10 @@ def test_a_task_naming_an_unknown_breaker_fails_when_the_app_is_finalized() -> N
 @pytest.mark.parametrize(
     ("attributes", "setting", "expected"),
     [
-        ({"provider": "opneai"}, "ai.late.provider", "resilience_providers"),
-        ({"fallbacks": ["templat"]}, "ai.late.fallbacks", "did you mean 'template'?"),
-        ({"cache_prompt": "question"}, "ai.late.cache_prompt", "parameters of the task ['prompt']"),
-        ({"request_type": "bacth"}, "ai.late.request_type", "did you mean 'batch'?"),
+        ({"provider": "opneai"}, "checks.late.provider", "resilience_providers"),
+        ({"fallbacks": ["templat"]}, "checks.late.fallbacks", "did you mean 'template'?"),
+        ({"cache_prompt": "question"}, "checks.late.cache_prompt", "parameters of the task ['prompt']"),
+        ({"request_type": "bacth"}, "checks.late.request_type", "did you mean 'batch'?"),
     ],
 )
 def test_a_task_defined_after_finalize_is_checked_as_it_is_defined(
@@ -62,7 +62,7 @@ def test_a_task_defined_after_finalize_is_checked_as_it_is_defined(
     app.finalize()
     with pytest.raises(ConfigurationError) as caught:
 
-        @app.task(base=AITask, name="ai.late", shared=False, **attributes)
+        @app.task(base=AITask, name="checks.late", shared=False, **attributes)
         def late(prompt: str) -> str:
             return prompt
 
