@@ -6,6 +6,7 @@ apps in one process (tests, multi-tenant workers) never see each other's state.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import weakref
@@ -238,9 +239,10 @@ class Resilience:
                 return
             if sender is not None and _is_plain_task(app, sender):
                 return
-            # A publish that skipped the gate (send_task by name, a raw producer): count it.
+            # A publish that skipped the gate (send_task by name, a raw producer): count it,
+            # once, though every app of the process hears the signal.
             ext = _registry.get(app)
-            if ext is not None:
+            if ext is not None and _first_to_count(headers.get("id")):
                 ext.record({UNGATED: 1})
 
         def on_revoked(
@@ -271,6 +273,23 @@ def _run_fallbacks(
     from .fallback import run_chain
 
     return run_chain(task.app, task_name, args, kwargs, reason, category, failed_breaker)
+
+
+_counted: collections.OrderedDict[str, None] = collections.OrderedDict()
+_counted_lock = threading.Lock()
+
+
+def _first_to_count(message_id: object) -> bool:
+    """Whether this process has not counted the message yet (the latest 1024 are kept)."""
+    if not isinstance(message_id, str):
+        return True
+    with _counted_lock:
+        if message_id in _counted:
+            return False
+        _counted[message_id] = None
+        if len(_counted) > 1024:
+            _counted.popitem(last=False)
+        return True
 
 
 def _is_plain_task(app: Celery, name: str) -> bool:
