@@ -6,7 +6,6 @@ apps in one process (tests, multi-tenant workers) never see each other's state.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import weakref
@@ -123,6 +122,7 @@ class Resilience:
                     check(self)
         if previous is None:
             self._connect_signals()
+            self._count_ungated_publishes()
             app.steps["worker"].add(HealthHeartbeat)
             app.steps["worker"].add(AlertMonitorStep)
             app.steps["worker"].add(ConfigurationCheck)
@@ -230,20 +230,26 @@ class Resilience:
         except Exception as error:  # the call that tripped the breaker must not fail for its alert
             logger.warning("could not alert that breaker %r tripped: %s", name, error)
 
+    def _count_ungated_publishes(self) -> None:
+        """``app.send_task`` by name skips ``apply_async`` and its gate: count such publishes of
+        resilient (or unknown) tasks as ``ungated``. Wrapping this app's own ``send_task``
+        attributes each publish to its app, which a process-wide signal cannot."""
+        app = self.app
+        send_task = app.send_task
+
+        def counted_send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            headers = options.get("headers") or {}
+            if HEADER not in headers and not _is_plain_task(app, name):
+                registered = _registry.get(app)
+                if registered is not None:
+                    registered.record({UNGATED: 1})
+            return send_task(name, args, kwargs, **options)
+
+        app.send_task = counted_send_task  # type: ignore[method-assign,assignment]
+
     def _connect_signals(self) -> None:
         app = self.app
         uid = f"celery_resilience:{id(app)}"
-
-        def on_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
-            if headers is None or HEADER in headers:
-                return
-            if sender is not None and _is_plain_task(app, sender):
-                return
-            # A publish that skipped the gate (send_task by name, a raw producer): count it,
-            # once, though every app of the process hears the signal.
-            ext = _registry.get(app)
-            if ext is not None and _first_to_count(headers.get("id")):
-                ext.record({UNGATED: 1})
 
         def on_revoked(
             sender: Task[Any, Any] | None = None, request: Any = None, expired: bool = False, **_: Any
@@ -256,7 +262,6 @@ class Resilience:
             if ext is not None:
                 ext.record({EXPIRED: 1})
 
-        signals.before_task_publish.connect(on_publish, weak=False, dispatch_uid=f"{uid}:publish")
         signals.task_revoked.connect(on_revoked, weak=False, dispatch_uid=f"{uid}:revoked")
 
 
@@ -273,23 +278,6 @@ def _run_fallbacks(
     from .fallback import run_chain
 
     return run_chain(task.app, task_name, args, kwargs, reason, category, failed_breaker)
-
-
-_counted: collections.OrderedDict[str, None] = collections.OrderedDict()
-_counted_lock = threading.Lock()
-
-
-def _first_to_count(message_id: object) -> bool:
-    """Whether this process has not counted the message yet (the latest 1024 are kept)."""
-    if not isinstance(message_id, str):
-        return True
-    with _counted_lock:
-        if message_id in _counted:
-            return False
-        _counted[message_id] = None
-        if len(_counted) > 1024:
-            _counted.popitem(last=False)
-        return True
 
 
 def _is_plain_task(app: Celery, name: str) -> bool:
