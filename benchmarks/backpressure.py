@@ -21,7 +21,7 @@ from celery import Celery
 from timing import measure
 
 from celery_resilience import Resilience, ResilientTask
-from celery_resilience.backpressure import QueueDepths
+from celery_resilience.load.queue_depth import QueueDepths
 
 REDIS = "redis://127.0.0.1:6379"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"

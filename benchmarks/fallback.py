@@ -23,8 +23,8 @@ from celery import Celery
 from timing import measure
 
 from celery_resilience import AITask, BreakerState, Resilience
-from celery_resilience.keys import KeySpace
-from celery_resilience.semantic_cache import SemanticCache
+from celery_resilience.fallbacks.cache import SemanticCache
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 
 REDIS = "redis://127.0.0.1:6379"

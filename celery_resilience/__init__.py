@@ -1,55 +1,50 @@
 """celery-resilience: admission control, backpressure, circuit breakers and fallbacks for Celery.
 
-Adopt it in three steps: subclass ``ResilientTask``, set ``resilience_*`` policies in
-``app.conf``, and call ``Resilience(app)`` once where the app is created.
+Adopt it in three steps: subclass ``ResilientTask`` (or ``AITask`` for tasks that call an
+AI provider), set ``resilience_*`` policies in ``app.conf``, and call ``Resilience(app)``
+once where the app is created. Everything else is reachable from its capability package:
+``admission``, ``breakers``, ``fallbacks``, ``load``, ``monitoring`` and ``store``.
 """
 
 from __future__ import annotations
 
-from .admission import CallContext, Verdict
+from importlib.metadata import PackageNotFoundError, version
+
 from .ai_task import AITask
-from .breaker import BreakerState
-from .bucket import Decision
-from .classify import Category, Classification, classify
+from .breakers.classification import Category, classify
+from .breakers.machine import BreakerState
 from .errors import (
     AdmissionUnavailable,
     CircuitOpen,
     ConfigurationError,
+    FallbackExhausted,
     ResilienceError,
     StoreUnavailable,
     Throttled,
 )
 from .extension import Resilience
-from .fallback import FallbackExhausted
-from .fallback_result import FallbackResult
-from .policy import Criticality, Severity, StrategyKind
-from .rates import Rate, parse_rate
+from .fallbacks.result import FallbackResult
 from .task import ResilientTask
 
 __all__ = [
     "Resilience",
     "ResilientTask",
     "AITask",
-    "Throttled",
-    "CircuitOpen",
     "FallbackResult",
-    "FallbackExhausted",
     "classify",
     "Category",
-    "Classification",
     "BreakerState",
-    "AdmissionUnavailable",
-    "ConfigurationError",
     "ResilienceError",
+    "ConfigurationError",
+    "Throttled",
+    "AdmissionUnavailable",
+    "CircuitOpen",
+    "FallbackExhausted",
     "StoreUnavailable",
-    "CallContext",
-    "Verdict",
-    "Decision",
-    "Severity",
-    "Criticality",
-    "StrategyKind",
-    "Rate",
-    "parse_rate",
+    "__version__",
 ]
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("celery-resilience")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

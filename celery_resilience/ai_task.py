@@ -25,25 +25,27 @@ failure is retried by both and the breaker sees a fraction of them.
 from __future__ import annotations
 
 import inspect
-import time
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from celery.exceptions import Ignore
 
-from .admission import Verdict
-from .breaker import BreakerState
-from .classify import Category, Classification
-from .config_helpers import did_you_mean
-from .errors import CircuitOpen, ConfigurationError, StoreUnavailable, Throttled
+from .admission.gate import Verdict
+from .breakers.classification import Category, Classification
+from .breakers.machine import BreakerState
+from .errors import CircuitOpen, ConfigurationError, FallbackExhausted, StoreUnavailable, Throttled
 from .extension import FALLBACK_TASK, HEADER, Resilience
-from .fallback import CIRCUIT_OPEN, FallbackExhausted, call_arguments
-from .fallback_settings import check_steps
+from .fallbacks.chain import call_arguments
+from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, check_steps
+from .monitoring.counters import count_expired
 from .settings import ResilienceSettings
-from .store.metrics_fields import EXPIRED
-from .task import ResilientTask, _apply_countdown
+from .task import ResilientTask, apply_countdown
+from .validation import did_you_mean
 
 __all__ = ["AITask"]
+
+logger = logging.getLogger("celery_resilience.ai_task")
 
 
 class AITask(ResilientTask):
@@ -71,18 +73,19 @@ class AITask(ResilientTask):
     @classmethod
     def check_configuration(cls, settings: ResilienceSettings) -> None:
         super().check_configuration(settings)
-        if cls.breaker is not None and cls.breaker not in settings.breakers:
+        breakers, providers = settings.breakers.policies, settings.breakers.providers
+        if cls.breaker is not None and cls.breaker not in breakers:
             raise ConfigurationError(
                 f"{cls.name}.breaker",
-                f"a breaker configured in resilience_breakers {sorted(settings.breakers)}"
-                + did_you_mean(cls.breaker, settings.breakers),
+                f"a breaker configured in resilience_breakers {sorted(breakers)}"
+                + did_you_mean(cls.breaker, breakers),
                 cls.breaker,
             )
-        if cls.provider is not None and cls.provider not in settings.providers:
+        if cls.provider is not None and cls.provider not in providers:
             raise ConfigurationError(
                 f"{cls.name}.provider",
-                f"a provider budget configured in resilience_providers {sorted(settings.providers)}"
-                + did_you_mean(cls.provider, settings.providers),
+                f"a provider budget configured in resilience_providers {sorted(providers)}"
+                + did_you_mean(cls.provider, providers),
                 cls.provider,
             )
         check_steps(f"{cls.name}.fallbacks", list(cls.fallbacks))
@@ -98,7 +101,7 @@ class AITask(ResilientTask):
                     )
 
     def _chain(self) -> tuple[Any, ...]:
-        return Resilience.of(self.app).settings.fallbacks.chain_for(self.name, self.breaker, self.fallbacks)
+        return Resilience.of(self.app).fallbacks.chain(self)
 
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """With the breaker already open, publish the fallback chain instead, under the same id."""
@@ -119,16 +122,18 @@ class AITask(ResilientTask):
                 return runner.apply_async(payload, **options)
         return super()._publish(args, kwargs, options)
 
-    def _schedule(self, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]) -> None:
+    def _schedule(
+        self, resilience: Resilience, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]
+    ) -> None:
         """With a fallback chain, the expiry travels in the header: a request that reaches a
         worker past it is answered by the chain, not revoked. The admission time goes with
         it, for ``quota_wait_limit``."""
         if not self._chain():
-            super()._schedule(options, verdict, header)
+            super()._schedule(resilience, options, verdict, header)
             return
-        now = time.time()
+        now = resilience.clock.now()
         header["at"] = round(now, 3)
-        _apply_countdown(options, verdict.countdown)
+        apply_countdown(options, verdict.countdown, now)
         if verdict.expires is not None:
             header["expires_at"] = round(now + verdict.expires, 3)
 
@@ -150,7 +155,7 @@ class AITask(ResilientTask):
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         if self.breaker is not None and self.soft_time_limit is None and "soft_time_limit" not in options:
-            policy = Resilience.of(self.app).breakers.policies.get(self.breaker)
+            policy = Resilience.of(self.app).settings.breakers.policies.get(self.breaker)
             if policy is not None and policy.call_timeout is not None:
                 # Enforced by pools that support time limits; every pool counts overruns.
                 options["soft_time_limit"] = policy.call_timeout
@@ -234,11 +239,11 @@ class AITask(ResilientTask):
         params = {name: arguments.get(name) for name in self.cache_match}
         try:
             resilience.cache.put(self.name, params, str(prompt), result)
-        except StoreUnavailable:
-            resilience.breakers.stats["cache_unavailable"] += 1
-        except (TypeError, ValueError):
+        except StoreUnavailable as error:
+            logger.debug("answer of %s not cached: %s", self.name, error)
+        except (TypeError, ValueError) as error:
             # The answer is fine for the caller (any serializer) but not JSON: it is not cached.
-            resilience.breakers.stats["cache_unserializable"] += 1
+            logger.debug("answer of %s not cached, JSON cannot hold it: %s", self.name, error)
 
     def _cannot_call_yet(
         self, resilience: Resilience, provider: str | None, direct: bool, can_fall_back: bool
@@ -247,9 +252,11 @@ class AITask(ResilientTask):
         A spent budget with time left re-runs the task later (``Ignore``); run inline,
         ``Throttled``."""
         context = self.resilience_context
-        if can_fall_back and _past(context.get("expires_at")):
-            resilience.record({EXPIRED: 1})
-            return "queued past its deadline", "expired"
+        now = resilience.clock.now()
+        deadline = context.get("expires_at")
+        if can_fall_back and isinstance(deadline, int | float) and now > deadline:
+            count_expired(resilience.record)
+            return "queued past its deadline", EXPIRED
         if provider is None:
             return None
         wait = resilience.quota.take(provider)
@@ -258,16 +265,16 @@ class AITask(ResilientTask):
         reason = f"the {provider!r} call budget is spent"
         if direct:
             raise Throttled(wait, self.name, reason=reason)
-        if can_fall_back and self._waited_too_long(context, wait):
+        if can_fall_back and self._waited_too_long(context, wait, now):
             return reason, Category.RATE_LIMIT.value
         self._wait_for_quota(wait, context)
         return None  # not reached: _wait_for_quota raises
 
-    def _waited_too_long(self, context: dict[str, Any], wait: float) -> bool:
+    def _waited_too_long(self, context: dict[str, Any], wait: float, now: float) -> bool:
         if self.quota_wait_limit is None:
             return False
         admitted = context.get("at")
-        waited = time.time() - float(admitted) if isinstance(admitted, int | float) else 0.0
+        waited = now - float(admitted) if isinstance(admitted, int | float) else 0.0
         return waited + wait > self.quota_wait_limit
 
     def _wait_for_quota(self, wait: float, context: dict[str, Any]) -> None:
@@ -279,7 +286,3 @@ class AITask(ResilientTask):
         headers = {HEADER: context} if context else None
         self.signature_from_request(countdown=wait, headers=headers).apply_async()
         raise Ignore()
-
-
-def _past(deadline: object) -> bool:
-    return isinstance(deadline, int | float) and time.time() > deadline

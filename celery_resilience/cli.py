@@ -20,12 +20,11 @@ from typing import Any, TypeVar
 
 import click
 
-from .breaker import BreakerState, effective_state
+from .breakers.machine import BreakerState, effective_state
 from .errors import StoreUnavailable
 from .extension import Resilience
-from .load import queue_severity, severity_rank
-from .metrics import MetricsReader, MinuteSummary
-from .policy import Severity
+from .load.signals import Severity, queue_severity, severity_rank
+from .monitoring.summary import MetricsReader, MinuteSummary
 from .store import masked_url
 
 __all__ = ["resilience", "status_report"]
@@ -39,8 +38,36 @@ def status_report(app: Any) -> dict[str, Any]:
     ext = Resilience.of(app)
     store = ext.store
     now = store.now()
+    queues, levels = _queues(ext)
+    # The headline is the worst the cluster is in: its workers' health or its fullest queue.
+    worst_queue = max(levels, key=lambda q: severity_rank(levels[q]), default=None)
+    if worst_queue is not None and levels[worst_queue] is Severity.NORMAL:
+        worst_queue = None
+    factors = ext.load.factors(worst_queue)
+    reader = MetricsReader(store)
+    current = reader.current_minute()
+    health, upcoming = ext.load.health, ext.load.upcoming
+    return {
+        "breakers": _breakers(ext, now),
+        "queues": queues,
+        "tiers": _tiers(ext, factors.product),
+        "severity": ext.load.severity(worst_queue).value,
+        "severity_queue": worst_queue,
+        "factors": {**dataclasses.asdict(factors), "product": factors.product},
+        "workers": None if health is None else dataclasses.asdict(health),
+        "prediction": None if upcoming is None else dataclasses.asdict(upcoming),
+        "this_minute": _minute(reader.minute(current)),
+        "last_minute": _minute(reader.minute(current - 1)),
+        "recent_alerts": [json.loads(raw) for raw in store.recent_alerts(10)],
+        "load_correlation": reader.load_correlation(),
+        "at": now,
+    }
+
+
+def _breakers(ext: Resilience, now: float) -> dict[str, Any]:
+    """Each breaker as the next call finds it (an open one whose time is up: half-open)."""
     breakers = {}
-    for name in sorted(ext.breakers.policies):
+    for name, policy in sorted(ext.settings.breakers.policies.items()):
         view = ext.breakers.read(name)
         state = effective_state(view.state, view.open_until, now)
         breakers[name] = {
@@ -51,11 +78,15 @@ def status_report(app: Any) -> dict[str, Any]:
             "trips": view.trips,
             "calls_in_window": view.calls,
             "weight_in_window": view.weight,
-            "failure_threshold": ext.breakers.policies[name].failure_threshold,
+            "failure_threshold": policy.failure_threshold,
             "probes_held": view.probes,
         }
-    queues = {}
-    levels: dict[str, Severity] = {}
+    return breakers
+
+
+def _queues(ext: Resilience) -> tuple[dict[str, Any], dict[str, Severity]]:
+    """Each queue with thresholds: its depth, severity and the factor for publishes to it."""
+    queues, levels = {}, {}
     for queue, thresholds in sorted(ext.settings.load.queue_thresholds.items()):
         depth = ext.depths.depth(queue) if ext.depths is not None else None
         levels[queue] = queue_severity(depth, thresholds)
@@ -66,15 +97,13 @@ def status_report(app: Any) -> dict[str, Any]:
             "severity": levels[queue].value,
             "factor": ext.load.factors(queue).product,
         }
-    # The headline is the worst the cluster is in: its workers' health or its fullest queue.
-    worst_queue = max(levels, key=lambda q: severity_rank(levels[q]), default=None)
-    if worst_queue is not None and levels[worst_queue] is Severity.NORMAL:
-        worst_queue = None
-    severity = ext.load.severity(worst_queue)
-    factors = ext.load.factors(worst_queue)
-    multiplier = factors.product
+    return queues, levels
+
+
+def _tiers(ext: Resilience, multiplier: float) -> dict[str, Any]:
+    """Each tier's limits as configured, and its rate now (the factors, then the clamp)."""
     tiers = {}
-    for name, tier in sorted(ext.settings.tiers.items()):
+    for name, tier in sorted(ext.settings.admission.tiers.items()):
         effective = tier.limit.rate.per_second * multiplier
         if tier.minimum_guaranteed is not None:
             effective = max(effective, tier.minimum_guaranteed.per_second)
@@ -86,27 +115,7 @@ def status_report(app: Any) -> dict[str, Any]:
             "grace": tier.limit.grace,
             "effective_per_minute": round(effective * 60, 3),
         }
-    reader = MetricsReader(store)
-    this_minute, last_minute = (
-        reader.minute(reader.current_minute()),
-        reader.minute(reader.current_minute() - 1),
-    )
-    health = ext.load.health
-    return {
-        "breakers": breakers,
-        "queues": queues,
-        "tiers": tiers,
-        "severity": severity.value,
-        "severity_queue": worst_queue,
-        "factors": {**dataclasses.asdict(factors), "product": multiplier},
-        "workers": None if health is None else dataclasses.asdict(health),
-        "prediction": None if ext.load.upcoming is None else dataclasses.asdict(ext.load.upcoming),
-        "this_minute": _minute(this_minute),
-        "last_minute": _minute(last_minute),
-        "recent_alerts": [json.loads(raw) for raw in store.recent_alerts(10)],
-        "load_correlation": reader.load_correlation(),
-        "at": now,
-    }
+    return tiers
 
 
 def _minute(summary: MinuteSummary) -> dict[str, Any]:
@@ -159,7 +168,7 @@ def _app(ctx: click.Context) -> Any:
 
 
 def _breaker(ctx: click.Context, name: str) -> None:
-    known = Resilience.of(_app(ctx)).breakers.policies
+    known = Resilience.of(_app(ctx)).settings.breakers.policies
     if name not in known:
         raise click.BadParameter(
             f"no breaker named {name!r}; configured: {', '.join(sorted(known)) or 'none'}"

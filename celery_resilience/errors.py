@@ -7,6 +7,7 @@
      ├── Throttled                              admission refused; retry after .retry_after
      │    └── AdmissionUnavailable              the store is down and admission fails closed
      ├── CircuitOpen                            a breaker refused the call
+     ├── FallbackExhausted                      no step of a fallback chain answered
      └── StoreUnavailable                       the shared store cannot be reached
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "AdmissionUnavailable",
     "StoreUnavailable",
     "CircuitOpen",
+    "FallbackExhausted",
 ]
 
 
@@ -95,6 +97,20 @@ class CircuitOpen(ResilienceError):
             else f"retry after {self.retry_after:.3g}s"
         )
         return f"breaker {self.breaker!r} is {self.state}: {when}"
+
+
+class FallbackExhausted(ResilienceError):
+    """Every step of a fallback chain failed or was skipped; ``attempts`` says each and why."""
+
+    def __init__(self, task: str, reason: str, attempts: list[dict[str, str]]):
+        super().__init__(task, reason, attempts)
+        self.task = task
+        self.reason = reason
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        steps = "; ".join(f"{a['step']}: {a['error']}" for a in self.attempts) or "no steps configured"
+        return f"{self.task} failed ({self.reason}) and no fallback answered: {steps}"
 
 
 class StoreUnavailable(ResilienceError):

@@ -1,6 +1,11 @@
-"""``Resilience(app)``: validate the settings once, open the store lazily, connect signals.
+"""``Resilience(app)``: the one composition root.
 
-One extension object per app, kept in a weak registry rather than on the app so two
+It validates the settings once, owns the store (opened on first use, so that forked
+workers never share a connection) and the clock, builds each capability with the
+collaborators it needs, and connects the plugin to Celery: the worker's bootsteps, the
+fallback runner task, the counting of publishes that skip the gate and of expired tasks.
+
+One extension object per app, kept in a weak registry rather than on the app, so two
 apps in one process (tests, multi-tenant workers) never see each other's state.
 """
 
@@ -9,35 +14,32 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 
-from .admission import Admission, SeveritySource
-from .alerting import AlertSender
-from .alerts import breaker_trip_alert
-from .backpressure import QueueDepths
-from .bootsteps import AlertMonitorStep, ConfigurationCheck, HealthHeartbeat
-from .breaker import Recorded
-from .breakers import Breakers, Call
-from .config_helpers import did_you_mean
-from .errors import ConfigurationError
-from .fallback_settings import BUILT_IN_STEPS
-from .integrations.sentry import SentrySink
-from .keys import KeySpace
-from .monitor import LoadMonitor
-from .quota import ProviderQuota
-from .semantic_cache import SemanticCache
+from .admission.gate import Admission, SeveritySource, warn_if_evicting
+from .breakers.budget import ProviderQuota
+from .breakers.client import Breakers, Call
+from .breakers.machine import Recorded
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigurationError, StoreUnavailable
+from .fallbacks.cache import SemanticCache
+from .fallbacks.chain import FallbackRunner
+from .fallbacks.settings import BUILT_IN_STEPS
+from .load.monitor import LoadMonitor
+from .load.queue_depth import QueueDepths
+from .monitoring.alerting import AlertMonitor, AlertSender
+from .monitoring.counters import count_expired, count_ungated
+from .monitoring.rules import breaker_trip_alert
+from .monitoring.sentry import SentrySink
 from .settings import ResilienceSettings
-from .store import Store, masked_url, open_store
-from .store.base import Clock
-from .store.metrics_fields import EXPIRED, STORE_UNAVAILABLE, UNGATED
+from .store import KeySpace, Store, masked_url, open_store, store_problem
+from .validation import did_you_mean
 
-if TYPE_CHECKING:
-    from celery import Task
-
-__all__ = ["Resilience", "HEADER"]
+__all__ = ["Resilience", "HEADER", "FALLBACK_TASK"]
 
 logger = logging.getLogger("celery_resilience")
 
@@ -45,6 +47,12 @@ logger = logging.getLogger("celery_resilience")
 HEADER = "resilience"
 # The built-in task that runs a fallback chain under the caller's task id.
 FALLBACK_TASK = "celery_resilience.fallback"
+# The worker's bootsteps, by name (Celery resolves them when the worker starts).
+_BOOTSTEPS = (
+    "celery_resilience.bootsteps:HealthHeartbeat",
+    "celery_resilience.bootsteps:AlertMonitorStep",
+    "celery_resilience.bootsteps:ConfigurationCheck",
+)
 
 _registry: weakref.WeakKeyDictionary[Celery, Resilience] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
@@ -53,8 +61,9 @@ _registry_lock = threading.Lock()
 class Resilience:
     """The plugin, bound to one Celery app.
 
-    ``store`` and ``clock`` replace the configured store or its clock (tests, demos);
-    ``severity`` plugs in a load-severity source.
+    ``store`` replaces the configured store (tests, demos); ``clock`` is the one clock every
+    part reads (``testing.FakeClock`` moves all of them); ``severity`` plugs in a
+    load-severity source instead of the load monitor.
     """
 
     def __init__(
@@ -66,43 +75,62 @@ class Resilience:
         severity: SeveritySource | None = None,
     ) -> None:
         self.app = app
-        self._routing: tuple[bool, str] | None = None
+        self.clock: Clock = clock or SYSTEM_CLOCK
         self.settings = ResilienceSettings.from_conf(
-            app.conf, broker_url=app.conf.broker_url, namespace=getattr(app, "namespace", None)
+            app.conf,
+            broker_url=app.conf.broker_url,
+            namespace=getattr(app, "namespace", None),
+            clock=self.clock,
         )
-        self.keys = KeySpace(self.settings.key_prefix, self.settings.key_shards)
+        self._given_store = store
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._routing: tuple[bool, str] | None = None
+        # Only an injected clock reaches the store: a Redis store otherwise keeps the server's.
+        self._store_clock = clock
+        self._build(severity)
+        if store is None:
+            self._check_store()
+        with _registry_lock:
+            previous = _registry.get(app)
+            _registry[app] = self
+        self._check_bound_tasks()
+        if previous is None:
+            self._connect()
 
-        def factory() -> Store:
-            if store is not None:
-                return store
-            return open_store(
-                self.settings.store_url,
-                self.keys,
-                timeout=self.settings.store_timeout,
-                clock=clock,
-                metrics_ttl=self.settings.metrics_ttl,
-            )
-
-        self.admission = Admission(self.settings, factory, severity)
-        self.sentry = SentrySink(self.settings.sentry_dsn)
-        self.alerts = AlertSender(self, self.sentry)
+    def _build(self, severity: SeveritySource | None) -> None:
+        """Each capability, with the collaborators it needs and nothing else."""
+        settings, clock = self.settings, self.clock
+        self.sentry = SentrySink(settings.monitoring.sentry_dsn)
+        self.alerts = AlertSender(settings.monitoring.alerts, lambda: self.store, self.sentry)
         self.breakers = Breakers(
-            self.settings.breakers,
-            lambda: self.admission.store,
-            self.settings.classifier,
-            retry_interval=self.settings.store_retry_interval,
+            settings.breakers.policies,
+            lambda: self.store,
+            settings.breakers.classifier,
+            retry_interval=settings.store_retry_interval,
             count=self.record,
             on_trip=self._breaker_tripped,
+            clock=clock,
         )
-        self.quota = ProviderQuota(self.settings.providers, lambda: self.admission.store)
-        load = self.settings.load
-        self.depths = QueueDepths(app, load.depth_interval) if load.queue_thresholds else None
-        self.load = LoadMonitor(load, lambda: self.admission.store, self.depths, self.breakers.cached_state)
-        self.admission.severity = severity if severity is not None else self.load
-        self.admission.load = self.load
-        fallbacks = self.settings.fallbacks
+        self.quota = ProviderQuota(settings.breakers.providers, lambda: self.store)
+        load = settings.load
+        self.depths = (
+            QueueDepths(self.app, load.depth_interval, clock=clock) if load.queue_thresholds else None
+        )
+        self.load = LoadMonitor(
+            load, lambda: self.store, self.depths, self.breakers.cached_state, clock=clock
+        )
+        self.admission = Admission(
+            settings.admission,
+            lambda: self.store,
+            retry_interval=settings.store_retry_interval,
+            severity=severity if severity is not None else self.load,
+            load=self.load,
+            clock=clock,
+        )
+        fallbacks = settings.fallbacks
         self.cache = SemanticCache(
-            lambda: self.admission.store,
+            lambda: self.store,
             fallbacks.embedder,
             similarity=fallbacks.cache_similarity,
             min_quality=fallbacks.cache_quality,
@@ -110,23 +138,11 @@ class Resilience:
             max_age=fallbacks.cache_max_age,
             max_entries=fallbacks.cache_max_entries,
         )
-        if store is None:
-            self._check_store()
-        with _registry_lock:
-            previous = _registry.get(app)
-            _registry[app] = self
-        if getattr(app, "finalized", False):  # tasks bound before the plugin was: check them now
-            for task in list(app.tasks.values()):
-                check = getattr(type(task), "check_for", None)
-                if check is not None:
-                    check(self)
-        if previous is None:
-            self._connect_signals()
-            self._count_ungated_publishes()
-            app.steps["worker"].add(HealthHeartbeat)
-            app.steps["worker"].add(AlertMonitorStep)
-            app.steps["worker"].add(ConfigurationCheck)
-            app.task(name=FALLBACK_TASK, bind=True, shared=False)(_run_fallbacks)
+        # Tasks are looked up when a chain runs: reading ``app.tasks`` now would finalize the app.
+        self.fallbacks = FallbackRunner(fallbacks, self._task, self.cache, self.record)
+
+    def _task(self, name: str) -> Any:
+        return self.app.tasks.get(name)
 
     @classmethod
     def registered(cls, app: Celery) -> Resilience | None:
@@ -146,7 +162,21 @@ class Resilience:
 
     @property
     def store(self) -> Store:
-        return self.admission.store
+        """The store, opened on first use so that forked workers never share a connection."""
+        store = self._store
+        if store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = self._given_store or open_store(
+                        self.settings.store_url,
+                        KeySpace(self.settings.key_prefix, self.settings.key_shards),
+                        timeout=self.settings.store_timeout,
+                        clock=self._store_clock,
+                        metrics_ttl=self.settings.monitoring.metrics_ttl,
+                    )
+                    warn_if_evicting(self._store)
+                store = self._store
+        return store
 
     def routing(self) -> tuple[bool, str]:
         """Whether the app routes tasks, and its default queue: read once, on the first publish
@@ -160,37 +190,32 @@ class Resilience:
         Raises ``CircuitOpen`` when the breaker refuses; records the outcome either way."""
         return self.breakers.guard(breaker)
 
-    def record(self, fields: dict[str, float]) -> None:
-        """Count into the store's metrics; a store outage is counted locally, never raised."""
+    def record(self, fields: Mapping[str, float]) -> None:
+        """Count into the store's metrics; a store outage is logged, never raised."""
         try:
             self.store.count(fields)
-        except Exception as error:  # the store's own errors and anything a custom store raises
-            self.admission.stats[STORE_UNAVAILABLE] += 1
-            logger.debug("could not record %s: %s", fields, error)
+        except StoreUnavailable as error:
+            logger.debug("could not record %s: %s", dict(fields), error)
 
-    def _check_store(self) -> None:
-        """At start-up, say once and clearly that the store does not answer, and what happens
-        meanwhile; the application starts all the same (the store may come up later)."""
-        url = self.settings.store_url
-        if url.startswith("memory://"):
-            return
-        from .store.redis import unreachable  # redis-py is imported only for a Redis store
+    def alert_monitor(self, owner: str) -> AlertMonitor:
+        """The cluster's alert monitor as run by one worker (``owner``)."""
+        breakers = self.breakers
 
-        problem = unreachable(url, self.settings.store_timeout)
-        if problem is not None:
-            policy = (
-                "open: calls are published unchecked"
-                if self.settings.fail_open
-                else ("closed: calls are refused with AdmissionUnavailable")
-            )
-            logger.error(
-                "the resilience store at %s is unreachable (%s). Until it answers, admission fails %s "
-                "(resilience_admission_on_store_failure) and breakers run on each process's own state; "
-                "what was counted meanwhile reaches the metrics once it answers.",
-                masked_url(url),
-                problem,
-                policy,
-            )
+        def open_breakers() -> list[str]:
+            return [
+                name
+                for name in breakers.policies
+                if breakers.read(name).state.value in ("open", "forced_open")
+            ]
+
+        return AlertMonitor(
+            self.settings.monitoring,
+            self.alerts,
+            lambda: self.store,
+            owner,
+            open_breakers=open_breakers,
+            upcoming=lambda: self.load.upcoming,
+        )
 
     def check_chains(self) -> None:
         """In a worker, where every task module is imported: each fallback step names a
@@ -214,10 +239,40 @@ class Resilience:
                         name,
                     )
 
+    def _check_store(self) -> None:
+        """At start-up, say once and clearly that the store does not answer, and what happens
+        meanwhile; the application starts all the same (the store may come up later)."""
+        url = self.settings.store_url
+        problem = store_problem(url, self.settings.store_timeout)
+        if problem is None:
+            return
+        policy = (
+            "open: calls are published unchecked"
+            if self.settings.admission.fail_open
+            else "closed: calls are refused with AdmissionUnavailable"
+        )
+        logger.error(
+            "the resilience store at %s is unreachable (%s). Until it answers, admission fails %s "
+            "(resilience_admission_on_store_failure) and breakers run on each process's own state; "
+            "what was counted meanwhile reaches the metrics once it answers.",
+            masked_url(url),
+            problem,
+            policy,
+        )
+
+    def _check_bound_tasks(self) -> None:
+        """Tasks bound before the plugin was (the app was finalized first): check them now."""
+        if not getattr(self.app, "finalized", False):
+            return
+        for task in list(self.app.tasks.values()):
+            check = getattr(type(task), "check_for", None)
+            if check is not None:
+                check(self)
+
     def _breaker_tripped(self, name: str, recorded: Recorded) -> None:
         """A trip is urgent: the process whose outcome caused it alerts at once, not a monitor
         tick later (the monitor's claim on the same cool-down stops a second alert)."""
-        rule = self.settings.alerts["breaker_tripped"]
+        rule = self.settings.monitoring.alerts["breaker_tripped"]
         try:
             open_for = max(0.0, recorded.open_until - self.store.now())
             alert = breaker_trip_alert(
@@ -230,39 +285,40 @@ class Resilience:
         except Exception as error:  # the call that tripped the breaker must not fail for its alert
             logger.warning("could not alert that breaker %r tripped: %s", name, error)
 
-    def _count_ungated_publishes(self) -> None:
-        """``app.send_task`` by name skips ``apply_async`` and its gate: count such publishes of
-        resilient (or unknown) tasks as ``ungated``. Wrapping this app's own ``send_task``
-        attributes each publish to its app, which a process-wide signal cannot."""
+    def _connect(self) -> None:
+        """Once per app: bootsteps, the fallback runner task, and the counting of publishes that
+        skip the gate and of queued tasks that expired."""
         app = self.app
+        for step in _BOOTSTEPS:
+            app.steps["worker"].add(step)
+        app.task(name=FALLBACK_TASK, bind=True, shared=False)(_run_fallbacks)
         send_task = app.send_task
 
         def counted_send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            # ``send_task`` by name skips ``apply_async`` and its gate: count such publishes of
+            # resilient (or unknown) tasks. Wrapping this app's own ``send_task`` attributes each
+            # publish to its app, which a process-wide signal cannot.
             headers = options.get("headers") or {}
             if HEADER not in headers and not _is_plain_task(app, name):
                 registered = _registry.get(app)
                 if registered is not None:
-                    registered.record({UNGATED: 1})
+                    count_ungated(registered.record)
             return send_task(name, args, kwargs, **options)
 
         app.send_task = counted_send_task  # type: ignore[method-assign,assignment]
-
-    def _connect_signals(self) -> None:
-        app = self.app
-        uid = f"celery_resilience:{id(app)}"
 
         def on_revoked(
             sender: Task[Any, Any] | None = None, request: Any = None, expired: bool = False, **_: Any
         ) -> None:
             if not expired or sender is None or getattr(sender, "app", None) is not app:
                 return
-            if getattr(request, HEADER, None) is None:
-                return
-            ext = _registry.get(app)
-            if ext is not None:
-                ext.record({EXPIRED: 1})
+            registered = _registry.get(app)
+            if registered is not None and getattr(request, HEADER, None) is not None:
+                count_expired(registered.record)
 
-        signals.task_revoked.connect(on_revoked, weak=False, dispatch_uid=f"{uid}:revoked")
+        signals.task_revoked.connect(
+            on_revoked, weak=False, dispatch_uid=f"celery_resilience:{id(app)}:revoked"
+        )
 
 
 def _run_fallbacks(
@@ -275,13 +331,10 @@ def _run_fallbacks(
     failed_breaker: str | None,
 ) -> Any:
     """Run ``task_name``'s fallback chain; its answer lands on the caller's task id."""
-    from .fallback import run_chain
-
-    return run_chain(task.app, task_name, args, kwargs, reason, category, failed_breaker)
+    return Resilience.of(task.app).fallbacks.run(task_name, args, kwargs, reason, category, failed_breaker)
 
 
 def _is_plain_task(app: Celery, name: str) -> bool:
-    from .task import ResilientTask
-
+    """A registered task that is not gated (a plain ``@app.task``, Celery's own)."""
     task = app.tasks.get(name)
-    return task is not None and not isinstance(task, ResilientTask)
+    return task is not None and not getattr(task, "resilience_gated", False)

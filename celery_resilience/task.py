@@ -22,16 +22,16 @@ machinery, not user work.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import Task
 
-from .admission import Verdict
-from .config_helpers import did_you_mean as _did_you_mean
+from .admission.gate import Verdict
 from .errors import ConfigurationError
 from .extension import HEADER, Resilience
 from .settings import ResilienceSettings
+from .validation import did_you_mean as _did_you_mean
 
 __all__ = ["ResilientTask"]
 
@@ -48,6 +48,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     """
 
     request_type: str | None = None
+    # Marks tasks whose publishes go through the gate (a publish by name of one is counted).
+    resilience_gated = True
 
     @classmethod
     def bind(cls, app: Any) -> Any:
@@ -79,11 +81,12 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     @classmethod
     def check_configuration(cls, settings: ResilienceSettings) -> None:
         """Raise ``ConfigurationError`` naming the task's attribute that the settings contradict."""
-        if cls.request_type is not None and cls.request_type not in settings.request_types:
+        request_types = settings.admission.request_types
+        if cls.request_type is not None and cls.request_type not in request_types:
             raise ConfigurationError(
                 f"{cls.name}.request_type",
-                f"a request type named in resilience_request_types {sorted(settings.request_types)}"
-                + _did_you_mean(cls.request_type, settings.request_types),
+                f"a request type named in resilience_request_types {sorted(request_types)}"
+                + _did_you_mean(cls.request_type, request_types),
                 cls.request_type,
             )
 
@@ -128,7 +131,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             )
             header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
             headers[HEADER] = header
-            self._schedule(options, verdict, header)
+            self._schedule(resilience, options, verdict, header)
             admitted = verdict
         options["headers"] = headers
         options.update(task_id=task_id, producer=producer, link=link, link_error=link_error, shadow=shadow)
@@ -139,12 +142,15 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                 Resilience.of(self.app).admission.give_back(admitted)
             raise
 
-    def _schedule(self, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]) -> None:
+    def _schedule(
+        self, resilience: Resilience, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]
+    ) -> None:
         """Apply the verdict's countdown and expiry to the publish (a subclass may keep the
         expiry in ``header`` instead, to act on it itself)."""
-        _apply_countdown(options, verdict.countdown)
+        now = resilience.clock.now()
+        apply_countdown(options, verdict.countdown, now)
         if verdict.expires is not None:
-            _apply_expiry(options, verdict.expires)
+            apply_expiry(options, verdict.expires, now)
 
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """Publish the admitted call (a subclass may publish something else under its id)."""
@@ -202,25 +208,29 @@ def _queue_name(queue: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _apply_countdown(options: dict[str, Any], countdown: float) -> None:
+def apply_countdown(options: dict[str, Any], countdown: float, now: float) -> None:
     """Merge the verdict's countdown with the caller's own, keeping the later start."""
     if countdown <= 0:
         return
     eta = options.get("eta")
     if eta is not None:
-        earliest = datetime.now(timezone.utc) + timedelta(seconds=countdown)
+        earliest = _moment(now + countdown)
         options["eta"] = max(_aware(eta), earliest)
     else:
         options["countdown"] = max(float(options.get("countdown") or 0), countdown)
 
 
-def _apply_expiry(options: dict[str, Any], expires: float) -> None:
+def apply_expiry(options: dict[str, Any], expires: float, now: float) -> None:
     """Merge the verdict's expiry with the caller's own, keeping the earlier deadline."""
-    deadline = datetime.now(timezone.utc) + timedelta(seconds=expires)
+    deadline = _moment(now + expires)
     caller = options.get("expires")
     if isinstance(caller, int | float):
-        caller = datetime.now(timezone.utc) + timedelta(seconds=caller)
+        caller = _moment(now + caller)
     options["expires"] = deadline if caller is None else min(_aware(caller), deadline)
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
 
 
 def _aware(moment: datetime) -> datetime:

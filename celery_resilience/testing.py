@@ -8,15 +8,25 @@ __all__ = ["FakeClock"]
 
 
 class FakeClock:
-    """A clock that only moves when told; pass it as ``clock=`` to a store or ``Resilience``."""
+    """A clock that only moves when told; pass it as ``clock=`` to ``Resilience`` (or a store).
+
+    It answers both the wall clock (``now()``, or calling it) and the monotonic one from the
+    same value, so every deadline, cache and lease of the plugin moves with ``advance``.
+    """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._lock = threading.Lock()
 
-    def __call__(self) -> float:
+    def now(self) -> float:
         with self._lock:
             return self._now
+
+    def monotonic(self) -> float:
+        return self.now()
+
+    def __call__(self) -> float:
+        return self.now()
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from celery_resilience.keys import KeySpace
 from celery_resilience.store import MemoryStore, Store
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
 from tests.http_server import ScriptedServer
@@ -23,6 +23,30 @@ STORE_DB = 13
 
 def store_url() -> str:
     return f"{REDIS_URL}/{STORE_DB}"
+
+
+class Monotonic:
+    """A monotonic clock a test moves by hand, apart from the wall clock."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SplitClock:
+    """A ``Clock`` whose wall time (``FakeClock``) and monotonic time move apart: for tests of a
+    process-local interval (a lease, a cache, a retry wait) that must not refill a bucket."""
+
+    def __init__(self, wall: FakeClock, monotonic: Monotonic) -> None:
+        self.wall, self.mono = wall, monotonic
+
+    def now(self) -> float:
+        return self.wall()
+
+    def monotonic(self) -> float:
+        return self.mono()
 
 
 @pytest.fixture(scope="session")

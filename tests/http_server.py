@@ -24,6 +24,9 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.answer = Answer()
+        self.window: tuple[int, float] | None = None  # (count, seconds): a provider's sliding limit
+        self._accepted: list[float] = []
+        self._window_lock = threading.Lock()
         self.requests = 0
         self.arrivals: list[float] = []
         self.bodies: list[tuple[str, bytes]] = []
@@ -42,7 +45,7 @@ class ScriptedServer:
                 server.requests += 1
                 server.arrivals.append(time.time())
                 server.arrived.set()
-                answer = server.answer
+                answer = server.within_limit() or server.answer
                 if answer.delay:
                     time.sleep(answer.delay)
                 payload = json.dumps(answer.body).encode()
@@ -68,6 +71,26 @@ class ScriptedServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
+
+    def limit(self, count: int, seconds: float) -> None:
+        """Answer 429 to any request beyond ``count`` in a sliding window of ``seconds``, as a
+        provider counting in its own window does."""
+        self.window = (count, seconds)
+
+    def within_limit(self) -> Answer | None:
+        """A 429 when the sliding window is full, else None (the request counts in it)."""
+        if self.window is None:
+            return None
+        count, seconds = self.window
+        with self._window_lock:
+            now = time.time()
+            self._accepted = [moment for moment in self._accepted if moment > now - seconds]
+            if len(self._accepted) >= count:
+                return Answer(
+                    429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}
+                )
+            self._accepted.append(now)
+        return None
 
     def respond(
         self, status: int, body: Any = None, headers: dict[str, str] | None = None, delay: float = 0.0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from ..keys import KeySpace
-from .base import AdmitRequest, Clock, Store
+from ..clock import Clock
+from .base import Store
+from .keys import KeySpace
 from .memory import MemoryStore
+from .redis import RedisStore, unreachable
 
-__all__ = ["Store", "AdmitRequest", "MemoryStore", "open_store", "masked_url"]
+__all__ = ["Store", "KeySpace", "MemoryStore", "RedisStore", "open_store", "masked_url", "store_problem"]
 
 
 def open_store(
@@ -19,14 +21,18 @@ def open_store(
     clock: Clock | None = None,
     metrics_ttl: int = 7200,
 ) -> Store:
-    """``memory://`` gives a ``MemoryStore``; ``redis://``, ``rediss://`` and ``unix://`` a ``RedisStore``."""
+    """``memory://`` gives a ``MemoryStore``; ``redis://``, ``rediss://`` and ``unix://`` a
+    ``RedisStore`` (on the server's clock unless one is given)."""
     if url.startswith("memory://"):
         if clock is None:
             return MemoryStore(keys, metrics_ttl=metrics_ttl)
         return MemoryStore(keys, clock=clock, metrics_ttl=metrics_ttl)
-    from .redis import RedisStore  # redis is imported only when a Redis store is asked for
-
     return RedisStore(url, keys, timeout=timeout, clock=clock, metrics_ttl=metrics_ttl)
+
+
+def store_problem(url: str, timeout: float) -> str | None:
+    """Why the store at ``url`` does not answer now, or None when it does (or is in memory)."""
+    return None if url.startswith("memory://") else unreachable(url, timeout)
 
 
 def masked_url(url: str) -> str:

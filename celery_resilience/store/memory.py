@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping
 
-from ..breaker import (
-    BreakerData,
-    BreakerPolicy,
-    BreakerState,
-    BreakerView,
-    Denied,
-    Permit,
-    Recorded,
-    acquire,
-    force,
-    record,
-    release,
-    view,
-)
-from ..bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain, refund
-from ..keys import KeySpace
-from ..load import HealthSnapshot
-from .base import (
-    CANDIDATE_BUDGET,
-    DEMAND_HISTORY_HOURS,
-    LOAD_HISTORY_MINUTES,
-    RAREST_TERMS,
-    SECONDS_PER_MINUTE,
-    AdmitRequest,
-    BreakerOutcome,
-    CacheEntry,
-    Clock,
-    TransitionListener,
-    delay_for,
-)
-from .metrics_fields import REQUESTS, admission_fields, derive
+from ..admission.bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain, refund
+from ..admission.port import AdmitRequest, delay_for
+from ..breakers.local import LocalBreakers
+from ..breakers.machine import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
+from ..breakers.port import BreakerOutcome, TransitionListener
+from ..clock import SYSTEM_CLOCK, Clock
+from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
+from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
+from ..load.signals import HealthSnapshot
+from ..monitoring.counters import REQUESTS, admission_fields, derive
+from ..monitoring.port import SECONDS_PER_MINUTE
+from .keys import KeySpace
 
 __all__ = ["MemoryStore"]
 
@@ -47,15 +27,15 @@ _PRUNE_EVERY = 4096
 class MemoryStore:
     """State in dictionaries under one lock; expired buckets are pruned as Redis would expire them."""
 
-    def __init__(self, keys: KeySpace, *, clock: Clock = time.time, metrics_ttl: int = 7200) -> None:
+    def __init__(self, keys: KeySpace, *, clock: Clock = SYSTEM_CLOCK, metrics_ttl: int = 7200) -> None:
         self.keys = keys
-        self._clock = clock
+        self._clock = clock.now
         self._metrics_ttl = metrics_ttl
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[BucketState, float]] = {}
         self._metrics: dict[tuple[str, int], Counter[str]] = {}
         self._operations = 0
-        self._breakers: dict[str, BreakerData] = {}
+        self._breakers = LocalBreakers(self._clock)
         self._health: dict[str, HealthSnapshot] = {}
         # namespace -> (entries by id, last use by id, ids by term)
         self._caches: dict[str, tuple[dict[str, CacheEntry], dict[str, float], dict[str, set[str]]]] = {}
@@ -64,10 +44,15 @@ class MemoryStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._claims: dict[str, float] = {}
         self._alerts: list[str] = []
-        self._listeners: list[TransitionListener] = []
 
     def now(self) -> float:
         return self._clock()
+
+    def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
+        return self.keys.user_bucket(user_id, tier, request_type)
+
+    def provider_bucket(self, provider: str) -> tuple[str, int]:
+        return self.keys.provider(provider)
 
     def admit(self, request: AdmitRequest) -> Outcome:
         with self._lock:
@@ -80,7 +65,14 @@ class MemoryStore:
             delay = delay_for(outcome, request.policy.min_delay) if outcome.reserved else 0.0
             self._add(
                 now,
-                admission_fields(outcome.decision, outcome.reserved, request, delay),
+                admission_fields(
+                    outcome.decision.value,
+                    outcome.reserved,
+                    request.policy.tier,
+                    request.policy.strategy,
+                    request.pending,
+                    delay,
+                ),
                 request.metrics_scope,
             )
             self._operations += 1
@@ -118,52 +110,19 @@ class MemoryStore:
     def breaker_acquire(
         self, name: str, policy: BreakerPolicy, lease: str
     ) -> tuple[Permit | Denied, BreakerView]:
-        with self._lock:
-            data = self._breakers.setdefault(name, BreakerData())
-            before = (data.state, data.generation)
-            now = self._clock()
-            result = acquire(data, policy, now, lease)
-            current = view(data, policy, now)
-        self._announce(name, current, before)
-        return result, current
+        return self._breakers.breaker_acquire(name, policy, lease)
 
     def breaker_record(self, name: str, policy: BreakerPolicy, outcome: BreakerOutcome) -> Recorded:
-        with self._lock:
-            data = self._breakers.setdefault(name, BreakerData())
-            before = (data.state, data.generation)
-            now = self._clock()
-            result = record(
-                data,
-                policy,
-                now,
-                outcome.generation,
-                outcome.lease,
-                outcome.weight,
-                outcome.retry_after,
-                outcome.trip_now,
-                outcome.jitter_draw,
-                outcome.calls,
-            )
-            current = view(data, policy, now)
-        self._announce(name, current, before)
-        return result
+        return self._breakers.breaker_record(name, policy, outcome)
 
     def breaker_release(self, name: str, policy: BreakerPolicy, generation: int, lease: str) -> None:
-        with self._lock:
-            release(self._breakers.setdefault(name, BreakerData()), generation, lease)
+        self._breakers.breaker_release(name, policy, generation, lease)
 
     def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
-        with self._lock:
-            data = self._breakers.setdefault(name, BreakerData())
-            before = (data.state, data.generation)
-            force(data, state)
-            current = view(data, policy, self._clock())
-        self._announce(name, current, before)
-        return current
+        return self._breakers.breaker_force(name, policy, state)
 
     def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
-        with self._lock:
-            return view(self._breakers.setdefault(name, BreakerData()), policy, self._clock())
+        return self._breakers.breaker_read(name, policy)
 
     def cache_put(self, namespace: str, entry: CacheEntry, max_entries: int, ttl: float) -> int:
         with self._lock:
@@ -268,21 +227,13 @@ class MemoryStore:
             return dict(self._demand)
 
     def subscribe(self, listener: TransitionListener) -> None:
-        with self._lock:
-            if listener not in self._listeners:
-                self._listeners.append(listener)
-
-    def _announce(self, name: str, current: BreakerView, before: tuple[BreakerState, int]) -> None:
-        if (current.state, current.generation) != before:
-            for listener in list(self._listeners):
-                listener(name, current)
+        self._breakers.subscribe(listener)
 
     def purge(self) -> int:
         with self._lock:
-            deleted = len(self._buckets) + len(self._metrics) + len(self._breakers) + len(self._health)
+            deleted = len(self._buckets) + len(self._metrics) + self._breakers.clear() + len(self._health)
             self._buckets.clear()
             self._metrics.clear()
-            self._breakers.clear()
             self._health.clear()
             self._caches.clear()
             self._demand.clear()

@@ -21,25 +21,18 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from ..breaker import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
-from ..bucket import BucketSpec, Decision, Outcome
+from ..admission.bucket import BucketSpec, Decision, Outcome
+from ..admission.port import AdmitPolicy, AdmitRequest
+from ..breakers.machine import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
+from ..breakers.port import BreakerOutcome, TransitionListener
+from ..clock import Clock
 from ..errors import StoreUnavailable
-from ..keys import KeySpace
-from ..load import HealthSnapshot
-from .base import (
-    CANDIDATE_BUDGET,
-    DEMAND_HISTORY_HOURS,
-    LOAD_HISTORY_MINUTES,
-    RAREST_TERMS,
-    AdmitPolicy,
-    AdmitRequest,
-    BreakerOutcome,
-    CacheEntry,
-    Clock,
-    MinuteClock,
-    TransitionListener,
-)
-from .metrics_fields import derive
+from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
+from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
+from ..load.signals import HealthSnapshot
+from ..monitoring.counters import REQUESTS, derive
+from .base import MinuteClock
+from .keys import KeySpace
 from .script_lane import ScriptLane
 
 __all__ = ["RedisStore", "load_script", "unreachable"]
@@ -84,7 +77,8 @@ class RedisStore:
         client: redis.Redis | None = None,
     ) -> None:
         self.keys = keys
-        self._clock = clock
+        # An injected clock (tests) replaces the server's TIME in every script.
+        self._clock = clock.now if clock is not None else None
         self._metrics_ttl = metrics_ttl
         self._url = url
         self._timeout = timeout
@@ -110,6 +104,12 @@ class RedisStore:
         self._listener_lock = threading.Lock()
         self._wire: dict[AdmitPolicy, bytes] = {}
         self._metrics_keys: dict[tuple[int, int], str] = {}
+
+    def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
+        return self.keys.user_bucket(user_id, tier, request_type)
+
+    def provider_bucket(self, provider: str) -> tuple[str, int]:
+        return self.keys.provider(provider)
 
     @property
     def client(self) -> redis.Redis:
@@ -409,7 +409,7 @@ class RedisStore:
         total = 0.0
         for fields in self._call(pipe.execute):
             total += derive({name.decode(): float(value) for name, value in fields.items()}).get(
-                "requests", 0.0
+                REQUESTS, 0.0
             )
         return total
 

@@ -92,7 +92,7 @@ def test_a_publish_the_broker_refuses_gives_the_token_back(integration_env: dict
     from kombu.exceptions import OperationalError
 
     from celery_resilience import ResilientTask
-    from celery_resilience.metrics import MetricsReader
+    from celery_resilience.monitoring.summary import MetricsReader
     from tests.conftest import REDIS_URL, store_url
 
     def app_on(broker: str) -> tuple[Celery, Any]:

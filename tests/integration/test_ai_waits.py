@@ -13,15 +13,14 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from celery_resilience import AITask, FallbackExhausted, FallbackResult, Resilience
-from celery_resilience.simulation.results_backend import URL as RESULTS
-from celery_resilience.store.metrics_fields import EXPIRED
+from celery_resilience.monitoring.counters import EXPIRED
 from tests.integration.conftest import wait_for
 
 GATE = threading.Event()
 
 
 def build(**conf: Any) -> tuple[Celery, Any]:
-    app = Celery("waits", broker="memory://localhost/", backend=RESULTS, set_as_current=False)
+    app = Celery("waits", broker="memory://localhost/", backend="cache+memory://", set_as_current=False)
     app.conf.update(
         resilience_store_url="memory://",
         resilience_tiers={"only": {"rate": "60/m", "burst": 1, "grace": 0}},

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from celery_resilience import Throttled
-from celery_resilience.alerting import LEASE
-from celery_resilience.keys import KeySpace
+from celery_resilience.monitoring.alerting import LEASE
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from tests.conftest import store_url
 from tests.http_server import ScriptedServer, sentry_events

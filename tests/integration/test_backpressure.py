@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from celery_resilience import Resilience, ResilientTask, Throttled
-from celery_resilience.backpressure import QueueDepths
+from celery_resilience.load.queue_depth import QueueDepths
 from tests.conftest import REDIS_URL, store_url
 from tests.integration.conftest import wait_for
 

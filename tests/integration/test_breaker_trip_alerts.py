@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from celery_resilience import FallbackResult, Resilience
-from celery_resilience.integrations.prometheus import register
-from celery_resilience.metrics import MetricsReader
+from celery_resilience.monitoring.summary import MetricsReader
+from celery_resilience.prometheus import register
 from tests.http_server import ScriptedServer, sentry_events
 from tests.integration.conftest import ROOT, start_worker, stop_worker, wait_for
 

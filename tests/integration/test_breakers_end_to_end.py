@@ -11,9 +11,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from celery_resilience import BreakerState, CircuitOpen, Resilience
-from celery_resilience.breakers import Breakers
-from celery_resilience.simulation.fake_provider import ProviderSwitches
-from celery_resilience.simulation.fake_server import FakeServices
+from celery_resilience.breakers.client import Breakers
 from tests.http_server import ScriptedServer
 from tests.integration.conftest import start_worker, stop_worker, wait_for
 
@@ -174,15 +172,14 @@ def test_the_quota_guard_keeps_calls_under_the_budget_across_processes(
 
 def test_a_provider_counting_in_a_sliding_window_never_sees_more_than_the_budget(ai: ModuleType) -> None:
     """Budget 20 per 3 s, on a task with a provider and no breaker: 50 calls from four
-    processes reach a fake provider that refuses (429) any call beyond 20 in a sliding 3 s
+    processes reach a provider that refuses (429) any call beyond 20 in a sliding 3 s
     window. Every call is answered: none was refused, so no window saw more than 20."""
-    services = FakeServices(
-        {"windowed": ProviderSwitches(rpm=20, minute=3.0, latency_median=0.002, latency_p99=0.01)}
-    ).start()
+    provider = ScriptedServer()
+    provider.respond(200, {"answer": "ok"})
+    provider.limit(20, 3.0)
     try:
-        url = f"{services.url}/windowed/v1/chat/completions"
-        results = [ai.call_windowed.delay(url) for _ in range(50)]
+        results = [ai.call_windowed.delay(f"{provider.url}/v1/chat/completions") for _ in range(50)]
         assert [r.get(timeout=120) for r in results] == [200] * 50
-        assert services.providers["windowed"].stats()["statuses"] == {"200": 50}
+        assert provider.requests == 50
     finally:
-        services.close()
+        provider.close()

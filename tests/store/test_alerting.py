@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 from celery import Celery
 
 from celery_resilience import BreakerState, Resilience, Throttled
-from celery_resilience.alerting import LEASE, AlertMonitor, AlertSender
-from celery_resilience.alerts import Alert, AlertRule, evaluate, parse_alert_rules
-from celery_resilience.breaker import effective_state
-from celery_resilience.metrics import MetricsReader, MinuteSummary
-from celery_resilience.prediction import Prediction
+from celery_resilience.breakers.machine import effective_state
+from celery_resilience.load.prediction import Prediction
+from celery_resilience.monitoring.alerting import LEASE, AlertMonitor, AlertSender
+from celery_resilience.monitoring.rules import Alert, AlertRule, evaluate
+from celery_resilience.monitoring.settings import read_monitoring_settings
+from celery_resilience.monitoring.summary import MetricsReader, MinuteSummary
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
+from celery_resilience.validation import SettingsReader
 
 
 def app_with(store: Store, clock: FakeClock, **conf: Any) -> Resilience:
@@ -25,9 +27,26 @@ def app_with(store: Store, clock: FakeClock, **conf: Any) -> Resilience:
     return Resilience(app, store=store, clock=clock)
 
 
+def rules_of(**conf: Any) -> Mapping[str, AlertRule]:
+    """The alert rules ``resilience_alerts`` makes."""
+    return read_monitoring_settings(SettingsReader({"resilience_alerts": conf})).alerts
+
+
+def sender(resilience: Resilience, send: Callable[[Alert], Any]) -> AlertSender:
+    """The app's alert sender, sending to ``send`` instead of Sentry."""
+    return AlertSender(resilience.settings.monitoring.alerts, lambda: resilience.store, send)
+
+
+def monitor(resilience: Resilience, owner: str, send: Callable[[Alert], Any]) -> AlertMonitor:
+    """A worker's alert monitor for the app, sending to ``send``."""
+    found = resilience.alert_monitor(owner)
+    found.sender = sender(resilience, send)
+    return found
+
+
 def test_default_rules_fire_on_the_reference_thresholds() -> None:
     """> 100 throttled a minute, grace usage > 0.8, correlation < 0.3, a trip, a predicted spike."""
-    rules = parse_alert_rules(None)
+    rules = rules_of()
     busy = MinuteSummary(1, throttled=150, admitted=10, graced=50, breaker_trips={"openai": 2})
     spike = Prediction(hour=10, expected=500, spike=5.0, confidence=0.95, weeks=4)
     alerts = {(a.rule, a.subject): a for a in evaluate(rules, [busy], 0.1, spike)}
@@ -46,8 +65,8 @@ def test_default_rules_fire_on_the_reference_thresholds() -> None:
 
 def test_rules_are_configuration() -> None:
     """Thresholds, levels, cool-downs and switches come from resilience_alerts."""
-    rules = parse_alert_rules(
-        {"throttled_per_minute": {"threshold": 5, "level": "error"}, "load_correlation": {"enabled": False}}
+    rules = rules_of(
+        **{"throttled_per_minute": {"threshold": 5, "level": "error"}, "load_correlation": {"enabled": False}}
     )
     alerts = evaluate(rules, [MinuteSummary(1, throttled=6)], 0.0, None)
     assert [(a.rule, a.level) for a in alerts] == [("throttled_per_minute", "error")]
@@ -92,7 +111,7 @@ def test_one_monitor_sends_one_alert_per_rule_and_cool_down(store: Store, clock:
         store, clock, alerts={"throttled_per_minute": {"threshold": 5, "cooldown": 600}}, **_STRICT
     )
     sent: list[Alert] = []
-    first, second = AlertMonitor(resilience, "w1", sent.append), AlertMonitor(resilience, "w2", sent.append)
+    first, second = monitor(resilience, "w1", sent.append), monitor(resilience, "w2", sent.append)
     refuse(resilience, 9)
     assert [a.rule for a in first.tick()] == ["throttled_per_minute"]
     assert second.tick() == [] and first.tick() == []
@@ -107,8 +126,8 @@ def test_the_lease_passes_to_another_monitor_when_its_holder_stops(store: Store,
     """A dead holder stops renewing; after the lease time another worker's monitor takes over."""
     resilience = app_with(store, clock, alert_interval=10, monitor_lease=30)
     first, second = (
-        AlertMonitor(resilience, "w1", lambda a: None),
-        AlertMonitor(resilience, "w2", lambda a: None),
+        monitor(resilience, "w1", lambda a: None),
+        monitor(resilience, "w2", lambda a: None),
     )
     first.tick()
     clock.advance(20)
@@ -126,16 +145,16 @@ def test_a_breaker_trip_is_alerted_at_once_and_once(store: Store, clock: FakeClo
     resilience = app_with(
         store, clock, breakers={"openai": {"minimum_calls": 1, "recovery_timeout": 1, "jitter": 0}}
     )
-    resilience.alerts = AlertSender(resilience, immediate.append)
+    resilience.alerts = sender(resilience, immediate.append)
     from_monitor: list[Alert] = []
-    monitor = AlertMonitor(resilience, "w1", from_monitor.append)
+    watcher = monitor(resilience, "w1", from_monitor.append)
     trip(resilience, "openai")
     assert [(a.rule, a.subject) for a in immediate] == [("breaker_tripped", "openai")]
     assert immediate[0].figures["open_for"] == pytest.approx(1.0)
-    monitor.tick()
+    watcher.tick()
     clock.advance(1)
     trip(resilience, "openai")
-    monitor.tick()
+    watcher.tick()
     assert len(immediate) == 1 and from_monitor == []
     assert MetricsReader(store).minute(MetricsReader(store).current_minute()).breaker_trips == {"openai": 2}
 
@@ -146,19 +165,15 @@ def test_the_monitor_alerts_a_trip_its_process_could_not_send(store: Store, cloc
     resilience = app_with(
         store, clock, breakers={"openai": {"minimum_calls": 1}, "anthropic": {"minimum_calls": 1}}
     )
-    resilience.alerts = AlertSender(resilience, lambda alert: None)
-    resilience.settings = dataclasses.replace(
-        resilience.settings,
-        alerts={
-            **resilience.settings.alerts,
-            "breaker_tripped": AlertRule("breaker_tripped", "error", enabled=False),
-        },
-    )
+    silent = {
+        **resilience.settings.monitoring.alerts,
+        "breaker_tripped": AlertRule("breaker_tripped", "error", enabled=False),
+    }
+    resilience.alerts = AlertSender(silent, lambda: resilience.store, lambda alert: None)
     trip(resilience, "openai")
     trip(resilience, "anthropic")
-    resilience.settings = dataclasses.replace(resilience.settings, alerts=parse_alert_rules(None))
     sent: list[Alert] = []
-    AlertMonitor(resilience, "w1", sent.append).tick()
+    monitor(resilience, "w1", sent.append).tick()
     assert sorted(a.subject for a in sent) == ["anthropic", "openai"]
     assert all("times" in a.message for a in sent)
 
@@ -168,8 +183,8 @@ def test_open_breakers_accumulate_open_time_once_per_tick(store: Store, clock: F
     resilience = app_with(store, clock, alert_interval=10, breakers={"openai": {}, "anthropic": {}})
     resilience.breakers.force("openai", BreakerState.FORCED_OPEN)
     first, second = (
-        AlertMonitor(resilience, "w1", lambda a: None),
-        AlertMonitor(resilience, "w2", lambda a: None),
+        monitor(resilience, "w1", lambda a: None),
+        monitor(resilience, "w2", lambda a: None),
     )
     for _ in range(3):
         first.tick()

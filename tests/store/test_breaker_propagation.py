@@ -6,11 +6,11 @@ import multiprocessing
 import time
 from typing import Any
 
-from celery_resilience.breaker import BreakerPolicy, BreakerState
-from celery_resilience.breakers import Breakers
-from celery_resilience.classify import Classifier
+from celery_resilience.breakers.classification import Classifier
+from celery_resilience.breakers.client import Breakers
+from celery_resilience.breakers.machine import BreakerPolicy, BreakerState
 from celery_resilience.errors import CircuitOpen
-from celery_resilience.keys import KeySpace
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from tests.conftest import store_url
 

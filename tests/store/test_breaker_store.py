@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from celery_resilience.breaker import (
+from celery_resilience.breakers.machine import (
     BreakerData,
     BreakerState,
     Denied,
@@ -15,9 +15,9 @@ from celery_resilience.breaker import (
     acquire,
     record,
 )
-from celery_resilience.keys import KeySpace
+from celery_resilience.breakers.port import BreakerOutcome
 from celery_resilience.store import MemoryStore, Store
-from celery_resilience.store.base import BreakerOutcome
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
 from tests.unit.test_breaker import POLICY

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from celery_resilience.admission import Admission
-from celery_resilience.bucket import BucketSpec, Decision
+from celery_resilience.admission.bucket import BucketSpec, Decision
+from celery_resilience.admission.gate import Admission
+from celery_resilience.admission.port import AdmitPolicy, AdmitRequest
 from celery_resilience.errors import Throttled
-from celery_resilience.keys import KeySpace
 from celery_resilience.settings import ResilienceSettings
-from celery_resilience.store.base import AdmitPolicy, AdmitRequest
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from tests.conftest import store_url
 
@@ -49,7 +49,7 @@ def _admit_function(prefix: str, leases: bool) -> tuple[RedisStore, Any]:
             "resilience_lease_window": LEASE_WINDOW,
         }
     )
-    admission = Admission(settings, lambda: store)
+    admission = Admission(settings.admission, lambda: store)
     ctx = admission.context("shared-user", None, "interactive", None)
 
     def admit() -> bool:

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
-from celery_resilience.admission import Admission
-from celery_resilience.bucket import Decision, Outcome
+from celery_resilience.admission.bucket import BucketSpec, Decision, Outcome
+from celery_resilience.admission.gate import Admission
+from celery_resilience.admission.port import AdmitRequest
 from celery_resilience.errors import StoreUnavailable, Throttled
 from celery_resilience.settings import ResilienceSettings
 from celery_resilience.store import Store
-from celery_resilience.store.base import AdmitRequest
+from celery_resilience.testing import FakeClock
+from tests.conftest import Monotonic, SplitClock
 
 
 class Counting:
@@ -24,6 +26,12 @@ class Counting:
         self.keys = inner.keys
         self.requests: list[AdmitRequest] = []
         self.down = False  # answer as a store that cannot be reached
+
+    def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
+        return self.inner.user_bucket(user_id, tier, request_type)
+
+    def refund(self, bucket_key: str, spec: BucketSpec, grace: bool) -> None:
+        self.inner.refund(bucket_key, spec, grace)
 
     def admit(self, request: AdmitRequest) -> Outcome:
         self.requests.append(request)
@@ -49,14 +57,6 @@ class Counting:
         self.inner.close()
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make(store: Store, rate: str, **conf: Any) -> tuple[Admission, Counting, Monotonic]:
     settings = ResilienceSettings.from_conf(
         {
@@ -65,8 +65,12 @@ def make(store: Store, rate: str, **conf: Any) -> tuple[Admission, Counting, Mon
             **{f"resilience_{k}": v for k, v in conf.items()},
         }
     )
-    counting, mono = Counting(store), Monotonic()
-    return Admission(settings, lambda: counting, monotonic=mono), counting, mono
+    counting, mono = Counting(store), Monotonic(1000.0)
+    clock = SplitClock(FakeClock(), mono)
+    adm = Admission(
+        settings.admission, lambda: counting, retry_interval=settings.store_retry_interval, clock=clock
+    )
+    return adm, counting, mono
 
 
 def test_a_hot_key_admits_from_its_lease_without_a_round_trip(store: Store) -> None:
@@ -165,11 +169,11 @@ def test_a_forked_child_does_not_inherit_leases(store: Store) -> None:
     admissions the parent has not counted yet."""
     adm, _, _ = make(store, "100/s", lease_window=10)
     adm.decide(adm.context("hot", None, "interactive", None), task_name="t")
-    adm._unreported["admitted@t"] += 3
-    assert adm._leases
+    adm._unreported["admitted@t"] = 3
+    assert adm.leases._leases
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
-        os._exit(0 if not adm._leases and not adm._unreported else 1)
+        os._exit(0 if not adm.leases._leases and not adm._unreported else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert adm._leases
+    assert adm.leases._leases

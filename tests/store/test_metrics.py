@@ -9,12 +9,12 @@ import pytest
 from celery import Celery
 
 from celery_resilience import BreakerState, Resilience, ResilientTask, Throttled
-from celery_resilience.fallback import run_chain
-from celery_resilience.load import HealthSnapshot
-from celery_resilience.metrics import MetricsReader, pearson
-from celery_resilience.monitor import LoadMonitor
+from celery_resilience.load.monitor import LoadMonitor
+from celery_resilience.load.signals import HealthSnapshot
+from celery_resilience.monitoring.summary import MetricsReader, pearson
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
+from tests.conftest import Monotonic, SplitClock
 
 
 class ProviderDown(Exception):
@@ -78,7 +78,7 @@ def test_the_minute_summary_names_what_happened(store: Store, clock: FakeClock) 
             raise ProviderDown
     resilience.breakers.force("openai", BreakerState.CLOSED)
     for prompt in ("a", "b"):
-        run_chain(app, "m.ask", [prompt], {}, "the provider is down", "server_error", None)
+        resilience.fallbacks.run("m.ask", [prompt], {}, "the provider is down", "server_error", None)
     resilience.quota.take("openai")
     resilience.quota.drain("openai", 1.0)
     app.send_task("m.ask", ("sent by name",))
@@ -125,9 +125,10 @@ def test_load_correlation_follows_throttling_and_the_workers_heartbeats(
         throttle_strategies=[{"strategy": "reject_with_backoff"}],
         prediction={"enabled": False},
     )
-    admission, reader, monotonic = resilience.admission, MetricsReader(store), [0.0]
+    admission, reader = resilience.admission, MetricsReader(store)
+    mono = Monotonic(0.0)
     load = LoadMonitor(
-        resilience.settings.load, lambda: store, None, lambda name: None, monotonic=lambda: monotonic[0]
+        resilience.settings.load, lambda: store, None, lambda name: None, clock=SplitClock(clock, mono)
     )
     throttled, usages = [1, 2, 3, 4, 5], [0.2, 0.4, 0.5, 0.4, 0.5]
     for minute, (refusals, usage) in enumerate(zip(throttled, usages, strict=True)):
@@ -137,7 +138,7 @@ def test_load_correlation_follows_throttling_and_the_workers_heartbeats(
             with pytest.raises(Throttled):
                 admission.decide(ctx, task_name="t")
         store.publish_health(HealthSnapshot("worker", clock(), usage, 0.1, 0.1, 1))
-        monotonic[0] += 60
+        mono.now += 60
         load.severity(None)  # a refresh: it records the minute's use
         clock.advance(60)
     assert reader.load_correlation(minutes=5) == pytest.approx(6 / (10 * 6) ** 0.5)

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from celery_resilience.admission import Admission
+from celery_resilience.admission.gate import Admission
 from celery_resilience.errors import Throttled
-from celery_resilience.load import HealthSnapshot
-from celery_resilience.load_settings import parse_load_settings
-from celery_resilience.monitor import LoadMonitor
-from celery_resilience.policy import Severity
-from celery_resilience.prediction import HOURS_PER_WEEK, hour_index, hour_of_week
+from celery_resilience.load.monitor import LoadMonitor
+from celery_resilience.load.prediction import HOURS_PER_WEEK, hour_index, hour_of_week
+from celery_resilience.load.settings import read_load_settings
+from celery_resilience.load.signals import HealthSnapshot, Severity
 from celery_resilience.settings import ResilienceSettings
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
-
-
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from celery_resilience.validation import SettingsReader
+from tests.conftest import Monotonic, SplitClock
 
 
 def monitor(store: Store, mono: Monotonic, **conf: object) -> LoadMonitor:
-    settings = parse_load_settings({f"resilience_{k}": v for k, v in conf.items()}.get)
-    return LoadMonitor(settings, lambda: store, None, lambda name: None, monotonic=mono)
+    settings = read_load_settings(SettingsReader({f"resilience_{k}": v for k, v in conf.items()}))
+    return LoadMonitor(settings, lambda: store, None, lambda name: None, clock=SplitClock(FakeClock(), mono))
 
 
 def beat(store: Store, worker: str, cpu: float, at: float) -> None:
@@ -36,7 +29,7 @@ def beat(store: Store, worker: str, cpu: float, at: float) -> None:
 def test_a_loaded_cluster_lowers_the_multiplier_and_raises_severity(store: Store, clock: FakeClock) -> None:
     """Two workers at 95 % CPU: resources factor 0.3 and CRITICAL severity; the reading is
     cached for the interval."""
-    mono = Monotonic()
+    mono = Monotonic(0.0)
     load = monitor(store, mono, heartbeat_interval=5, adaptive_interval=1.0, prediction={"enabled": False})
     assert load.factors().resources == 1.0
     beat(store, "w1", 0.95, clock())
@@ -49,7 +42,7 @@ def test_a_loaded_cluster_lowers_the_multiplier_and_raises_severity(store: Store
 
 def test_a_stale_heartbeat_stops_counting(store: Store, clock: FakeClock) -> None:
     """A worker that stopped reporting 15 s ago (3 heartbeats) no longer weighs on the decision."""
-    mono = Monotonic()
+    mono = Monotonic(0.0)
     load = monitor(store, mono, heartbeat_interval=5, prediction={"enabled": False})
     beat(store, "dead", 0.99, clock())
     assert load.factors().resources == 0.3
@@ -69,9 +62,8 @@ def test_the_clamp_holds_under_load(store: Store, clock: FakeClock) -> None:
             "resilience_lease_window": 0,
         }
     )
-    admission = Admission(settings, lambda: store)
     load = LoadMonitor(settings.load, lambda: store, None, lambda name: None)
-    admission.load = load
+    admission = Admission(settings.admission, lambda: store, load=load)
     beat(store, "w", 0.95, clock())
     ctx = admission.context("u", None, "interactive", None)
     admission.decide(ctx, task_name="t")
@@ -92,7 +84,7 @@ def test_a_predicted_monday_surge_is_announced_an_hour_ahead_then_shrinks_limits
     for hour in range(monday_9 - 4 * HOURS_PER_WEEK, monday_9 - 1):
         store.record_demand(hour, 500.0 if hour_of_week(hour) == 9 else 100.0 + hour % 5)
     clock.advance((monday_9 - 1 - now_hour) * 3600)
-    mono = Monotonic()
+    mono = Monotonic(0.0)
     load = monitor(store, mono)
     assert load.factors().predicted == 1.0
     assert load.upcoming is not None and load.upcoming.acts()
@@ -110,7 +102,7 @@ def test_a_predicted_monday_surge_is_announced_an_hour_ahead_then_shrinks_limits
 
 def test_the_finished_hour_is_added_to_the_history(store: Store, clock: FakeClock) -> None:
     """When the hour turns, the previous hour's requests become one entry of the demand history."""
-    mono = Monotonic()
+    mono = Monotonic(0.0)
     load = monitor(store, mono)
     settings = ResilienceSettings.from_conf(
         {
@@ -118,7 +110,7 @@ def test_the_finished_hour_is_added_to_the_history(store: Store, clock: FakeCloc
             "resilience_throttle_strategies": [{"strategy": "reject_with_backoff"}],
         }
     )
-    admission = Admission(settings, lambda: store)
+    admission = Admission(settings.admission, lambda: store)
     ctx = admission.context("u", None, None, None)
     for _ in range(7):
         admission.decide(ctx, task_name="t")

@@ -7,8 +7,7 @@ from celery import Celery
 from prometheus_client import CollectorRegistry, generate_latest
 
 from celery_resilience import BreakerState, Resilience, ResilientTask
-from celery_resilience.fallback import run_chain
-from celery_resilience.integrations.prometheus import register
+from celery_resilience.prometheus import register
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
 
@@ -42,7 +41,7 @@ def test_scrape_shows_last_minute_figures_and_breaker_states(store: Store, clock
     for _ in range(2):
         with pytest.raises(ProviderDown), resilience.guard("openai"):
             raise ProviderDown
-    run_chain(app, "p.ask", ["hi"], {}, "down", "server_error", None)
+    resilience.fallbacks.run("p.ask", ["hi"], {}, "down", "server_error", None)
     resilience.breakers.force("other", BreakerState.FORCED_OPEN)
     clock.advance(60)
     registry = CollectorRegistry()

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from celery_resilience.keys import KeySpace
-from celery_resilience.quota import PROVIDER_METRICS, WINDOW_MARGIN, ProviderBudget, ProviderQuota
+from celery_resilience.breakers.budget import WINDOW_MARGIN, ProviderBudget, ProviderQuota
+from celery_resilience.monitoring.counters import PROVIDER_SCOPE
 from celery_resilience.rates import Rate, parse_rate
 from celery_resilience.store import MemoryStore, Store
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.testing import FakeClock
 
 
@@ -33,7 +34,7 @@ def test_budget_is_spent_then_names_the_wait(store: Store, clock: FakeClock) -> 
     assert quota.take("openai") == pytest.approx(1 / refill)
     clock.advance(1 / refill)
     assert quota.take("openai") == 0.0
-    provider = store.metrics(scope=PROVIDER_METRICS)
+    provider = store.metrics(scope=PROVIDER_SCOPE)
     assert provider["admitted@openai"] == 3 and provider["throttled@openai"] == 1
     assert "admitted" not in store.metrics()  # user admission metrics are untouched
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import redis
 
-from celery_resilience.bucket import BucketSpec, Decision
+from celery_resilience.admission.bucket import BucketSpec, Decision
+from celery_resilience.admission.port import AdmitPolicy, AdmitRequest
 from celery_resilience.errors import StoreUnavailable
-from celery_resilience.keys import KeySpace, escape_part
-from celery_resilience.store.base import AdmitPolicy, AdmitRequest
+from celery_resilience.store.keys import KeySpace, escape_part
 from celery_resilience.store.redis import RedisStore
 from tests.conftest import store_url
 
@@ -100,7 +100,7 @@ def test_an_evicting_redis_is_warned_about(live_store: RedisStore, caplog: pytes
     """With an eviction policy, buckets and breakers could vanish silently: say so at start-up."""
     import logging
 
-    from celery_resilience.admission import warn_if_evicting
+    from celery_resilience.admission.gate import warn_if_evicting
 
     client = live_store.client
     original = client.config_get("maxmemory-policy")["maxmemory-policy"]

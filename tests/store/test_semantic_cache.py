@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery_resilience.semantic_cache import SemanticCache
+from celery_resilience.fallbacks.cache import SemanticCache
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
 

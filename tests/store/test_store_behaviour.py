@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from celery_resilience.admission import Admission
-from celery_resilience.bucket import BucketSpec, Decision
-from celery_resilience.keys import KeySpace, escape_part
+from celery_resilience.admission.bucket import BucketSpec, Decision
+from celery_resilience.admission.gate import Admission
+from celery_resilience.admission.port import AdmitPolicy, AdmitRequest
 from celery_resilience.settings import ResilienceSettings
 from celery_resilience.store import MemoryStore, Store
-from celery_resilience.store.base import AdmitPolicy, AdmitRequest
+from celery_resilience.store.keys import KeySpace, escape_part
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
 
@@ -103,7 +103,7 @@ def test_hostile_user_ids_get_separate_buckets(store: Store, keys: KeySpace, clo
             "resilience_throttle_strategies": [{"strategy": "reject_with_backoff"}],
         }
     )
-    adm = Admission(settings, lambda: store)
+    adm = Admission(settings.admission, lambda: store)
     hostile = [
         "a:b",
         "a",

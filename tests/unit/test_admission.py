@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 
 from celery_resilience import AdmissionUnavailable, Throttled
-from celery_resilience.admission import Admission, ConstantSeverity
-from celery_resilience.bucket import Decision, Outcome
+from celery_resilience.admission.bucket import Decision, Outcome
+from celery_resilience.admission.gate import Admission, ConstantSeverity
+from celery_resilience.admission.port import AdmitRequest
 from celery_resilience.errors import StoreUnavailable
-from celery_resilience.keys import KeySpace
-from celery_resilience.policy import Severity
-from celery_resilience.settings import ResilienceSettings, TierPolicy
+from celery_resilience.load.signals import LoadFactors, Severity
+from celery_resilience.settings import ResilienceSettings
 from celery_resilience.store import MemoryStore
-from celery_resilience.store.base import AdmitRequest
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.testing import FakeClock
+from tests.conftest import Monotonic, SplitClock
 
 TIERS = {
     "free": {"rate": "60/m", "burst": 2, "grace": 1},
@@ -35,7 +36,7 @@ def make(clock: FakeClock, severity: Severity = Severity.NORMAL, **conf: Any) ->
     conf.setdefault("default_tier", "free")
     s = ResilienceSettings.from_conf({f"resilience_{k}": v for k, v in conf.items()})
     store = MemoryStore(KeySpace("t", 4), clock=clock)
-    return Admission(s, lambda: store, ConstantSeverity(severity))
+    return Admission(s.admission, lambda: store, severity=ConstantSeverity(severity))
 
 
 def admit(
@@ -176,30 +177,29 @@ def test_sheddable_work_is_refused_first(clock: FakeClock) -> None:
 def test_adapted_rate_is_clamped_to_minimum_guaranteed(clock: FakeClock) -> None:
     """However low the adaptive factor, a tier keeps its minimum_guaranteed rate."""
 
-    class Starved(Admission):
-        def multiplier(
-            self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None
-        ) -> float:
-            return 0.0001
-
     tiers = {"t": {"rate": "60/s", "burst": 1, "minimum_guaranteed": "30/s"}}
     reject = [{"strategy": "reject_with_backoff", "seconds": 0}]
     s = ResilienceSettings.from_conf({"resilience_tiers": tiers, "resilience_throttle_strategies": reject})
     store = MemoryStore(KeySpace("t", 1), clock=clock)
-    adm = Starved(s, lambda: store)
+    starved = FixedFactor()
+    starved.factor = 0.0001
+    adm = Admission(s.admission, lambda: store, load=starved)
     admit(adm, "u")
     with pytest.raises(Throttled) as caught:
         admit(adm, "u")
     assert caught.value.retry_after == pytest.approx(1 / 30)
 
 
-class Adapted(Admission):
-    """An admission whose adaptive factor the test sets."""
+class FixedFactor:
+    """An adaptive factor the test sets (the load monitor's place)."""
 
     factor = 1.0
 
-    def multiplier(self, policy: TierPolicy, queue: str | None = None, breaker: str | None = None) -> float:
+    def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float:
         return self.factor
+
+    def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
+        return LoadFactors(resources=self.factor)
 
 
 def immediate_admissions(adm: Admission, user: str) -> int:
@@ -236,8 +236,9 @@ def test_the_burst_shrinks_with_the_adapted_rate(
         {"resilience_tiers": {"t": tier}, "resilience_throttle_strategies": reject}
     )
     store = MemoryStore(KeySpace("t", 1), clock=clock)
-    adm = Adapted(s, lambda: store)
-    adm.factor = factor
+    load = FixedFactor()
+    adm = Admission(s.admission, lambda: store, load=load)
+    load.factor = factor
     assert immediate_admissions(adm, "u") == expected
 
 
@@ -248,10 +249,11 @@ def test_a_bucket_emptied_under_load_refills_to_the_full_burst_once_load_passes(
     tiers = {"t": {"rate": "60/m", "burst": 10}}
     s = ResilienceSettings.from_conf({"resilience_tiers": tiers, "resilience_throttle_strategies": reject})
     store = MemoryStore(KeySpace("t", 1), clock=clock)
-    adm = Adapted(s, lambda: store)
-    adm.factor = 0.3
+    load = FixedFactor()
+    adm = Admission(s.admission, lambda: store, load=load)
+    load.factor = 0.3
     assert immediate_admissions(adm, "u") == 3
-    adm.factor = 1.0
+    load.factor = 1.0
     clock.advance(60)
     assert immediate_admissions(adm, "u") == 10
 
@@ -269,9 +271,15 @@ class DeadStore:
         self.calls = 0
         self.keys = KeySpace("dead", 1)
 
+    def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
+        return self.keys.user_bucket(user_id, tier, request_type)
+
     def admit(self, request: AdmitRequest) -> Outcome:
         self.calls += 1
         raise StoreUnavailable("store did not answer: timed out")
+
+    def refund(self, bucket_key: str, spec: object, grace: bool) -> None:
+        raise StoreUnavailable("down")
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         raise StoreUnavailable("down")
@@ -289,20 +297,14 @@ class DeadStore:
         return None
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_store_down_fails_open_warns_counts_and_backs_off(caplog: pytest.LogCaptureFixture) -> None:
     """Fail open: the call is allowed unchecked, a warning is logged, the outage counted, and the
     dead store is not asked again until the retry interval has passed."""
     s = ResilienceSettings.from_conf({"resilience_store_retry_interval": 5})
     dead, mono = DeadStore(), Monotonic()
-    adm = Admission(s, lambda: dead, monotonic=mono)
+    adm = Admission(
+        s.admission, lambda: dead, retry_interval=s.store_retry_interval, clock=SplitClock(FakeClock(), mono)
+    )  # type: ignore[arg-type,return-value]
     ctx = adm.context("u", None, None, None)
     with caplog.at_level(logging.WARNING, "celery_resilience"):
         verdicts = [adm.decide(ctx, task_name="t") for _ in range(3)]
@@ -318,7 +320,7 @@ def test_store_down_fails_open_warns_counts_and_backs_off(caplog: pytest.LogCapt
 def test_store_down_fails_closed_when_configured() -> None:
     """Fail closed: the caller gets AdmissionUnavailable, a Throttled it can retry after the interval."""
     s = ResilienceSettings.from_conf({"resilience_admission_on_store_failure": "closed"})
-    adm = Admission(s, DeadStore)
+    adm = Admission(s.admission, DeadStore, retry_interval=s.store_retry_interval)  # type: ignore[arg-type]
     with pytest.raises(AdmissionUnavailable) as caught:
         adm.decide(adm.context("u", None, None, None), task_name="t")
     assert isinstance(caught.value, Throttled)
@@ -333,11 +335,16 @@ def test_admissions_missed_during_an_outage_reach_the_metrics_when_the_store_ret
     live = MemoryStore(KeySpace("t", 1), clock=clock)
     current: list[object] = [DeadStore()]
     mono = Monotonic()
-    adm = Admission(s, lambda: current[0], monotonic=mono)  # type: ignore[arg-type,return-value]
+    adm = Admission(
+        s.admission,
+        lambda: current[0],  # type: ignore[arg-type,return-value]
+        retry_interval=s.store_retry_interval,
+        clock=SplitClock(clock, mono),
+    )
     ctx = adm.context("u", None, None, None)
     for _ in range(3):
         adm.decide(ctx, task_name="t")
-    adm._store = live
+    current[0] = live
     mono.now += 2
     adm.decide(ctx, task_name="t")
     assert live.metrics()["store_unavailable"] == 3

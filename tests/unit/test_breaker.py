@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_resilience.breaker import (
+from celery_resilience.breakers.machine import (
     BreakerData,
     BreakerPolicy,
     BreakerState,

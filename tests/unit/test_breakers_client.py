@@ -7,29 +7,27 @@ from collections.abc import Callable
 
 import pytest
 
-from celery_resilience.breaker import BreakerPolicy, BreakerState
-from celery_resilience.breakers import Breakers
-from celery_resilience.classify import Classifier
+from celery_resilience.breakers.classification import Classifier
+from celery_resilience.breakers.client import Breakers
+from celery_resilience.breakers.machine import BreakerPolicy, BreakerState
 from celery_resilience.errors import CircuitOpen, StoreUnavailable
-from celery_resilience.keys import KeySpace
 from celery_resilience.store import MemoryStore
+from celery_resilience.store.keys import KeySpace
 from celery_resilience.testing import FakeClock
+from tests.conftest import Monotonic, SplitClock
 
 POLICY = BreakerPolicy(failure_threshold=2.0, minimum_calls=5, recovery_timeout=30, jitter=0)
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(store: MemoryStore | None = None) -> tuple[Breakers, MemoryStore, Monotonic]:
-    shared = store or MemoryStore(KeySpace("t", 1), clock=FakeClock())
-    mono = Monotonic()
-    return Breakers({"ai": POLICY}, lambda: shared, Classifier.default(), monotonic=mono), shared, mono
+def make(
+    wall: FakeClock | None = None, store: MemoryStore | None = None
+) -> tuple[Breakers, MemoryStore, Monotonic]:
+    """Breakers over a memory store on ``wall``, with a monotonic clock of their own."""
+    wall = wall or FakeClock()
+    shared = store or MemoryStore(KeySpace("t", 1), clock=wall)
+    mono = Monotonic(50.0)
+    clock = SplitClock(wall, mono)
+    return Breakers({"ai": POLICY}, lambda: shared, Classifier.default(), clock=clock), shared, mono
 
 
 def succeed(breakers: Breakers, times: int) -> None:
@@ -89,7 +87,7 @@ def test_store_down_falls_back_to_a_local_breaker_and_rejoins(caplog: pytest.Log
     """With the store gone, the process runs its own breaker (same policy): it still trips.
     After the retry interval it asks the shared store again."""
     down = FailingStore(KeySpace("t", 1), clock=FakeClock())
-    breakers, _, mono = make(down)
+    breakers, _, mono = make(store=down)
     with caplog.at_level(logging.WARNING, "celery_resilience"):
         for _ in range(5):
             with pytest.raises(TimeoutError), breakers.guard("ai"):
@@ -107,9 +105,12 @@ def test_store_down_falls_back_to_a_local_breaker_and_rejoins(caplog: pytest.Log
 def test_a_call_overrunning_call_timeout_counts_as_a_timeout_in_any_pool() -> None:
     """Without a soft time limit (threads, solo), a successful call that overran still weighs 2.0."""
     slow_policy = BreakerPolicy(failure_threshold=4.0, minimum_calls=1, call_timeout=1.0, jitter=0)
-    store = MemoryStore(KeySpace("t", 1), clock=FakeClock())
-    mono = Monotonic()
-    breakers = Breakers({"ai": slow_policy}, lambda: store, Classifier.default(), monotonic=mono)
+    wall = FakeClock()
+    store = MemoryStore(KeySpace("t", 1), clock=wall)
+    mono = Monotonic(50.0)
+    breakers = Breakers(
+        {"ai": slow_policy}, lambda: store, Classifier.default(), clock=SplitClock(wall, mono)
+    )
     for _ in range(2):
         call = breakers.acquire("ai")
         mono.now += 1.5
@@ -149,8 +150,7 @@ def test_a_disabled_breaker_still_classifies_what_it_does_not_record() -> None:
 def tripped() -> tuple[Breakers, MemoryStore, Callable[[float], None]]:
     """A breaker tripped by a timeout (open for 30 s), and a way to move both clocks."""
     clock = FakeClock()
-    store = MemoryStore(KeySpace("t", 1), clock=clock)
-    breakers, _, mono = make(store)
+    breakers, store, mono = make(clock)
     succeed(breakers, 4)
     with pytest.raises(TimeoutError), breakers.guard("ai"):
         raise TimeoutError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_resilience.bucket import BucketSpec, BucketState, Decision, Outcome, bucket_ttl, decide
+from celery_resilience.admission.bucket import BucketSpec, BucketState, Decision, Outcome, bucket_ttl, decide
 
 SPEC = BucketSpec(capacity=3, refill=1.0, grace_limit=2, grace_period=60)
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
-from celery_resilience.classify import Category, Classifier, classify
+from celery_resilience.breakers.classification import Category, Classifier, classify
 from tests.http_server import ScriptedServer
 
 CHAT_OK = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}

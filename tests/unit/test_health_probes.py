@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
-from celery_resilience.bootsteps import WorkerUsage, take_snapshot
-from celery_resilience.load import cluster_health, health_severity, step_multiplier
+from celery_resilience.load.heartbeat import WorkerUsage, take_snapshot
+from celery_resilience.load.signals import cluster_health, health_severity, step_multiplier
 
 
 def broken() -> float:
@@ -18,7 +19,7 @@ def test_snapshot_reads_the_worker_and_the_users_probes(caplog: pytest.LogCaptur
     """CPU and memory come from the worker's own processes; a failing or out-of-range probe is
     dropped with a warning."""
     probes = {"db": lambda: 0.95, "broken": broken, "silly": lambda: 7.0}
-    usage = WorkerUsage()
+    usage = WorkerUsage(1, time.monotonic)
     assert usage.cpu() is None  # the first reading only sets the start
     sum(range(200_000))
     with caplog.at_level(logging.WARNING, "celery_resilience"):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from celery_resilience.breaker import BreakerState
-from celery_resilience.load import (
+from celery_resilience.breakers.machine import BreakerState
+from celery_resilience.load.prediction import HOURS_PER_WEEK, hour_of_week, predict
+from celery_resilience.load.signals import (
     HealthSnapshot,
     LoadFactors,
     QueueThresholds,
+    Severity,
     api_multiplier,
     cluster_health,
     queue_multiplier,
@@ -17,8 +19,6 @@ from celery_resilience.load import (
     usage_severity,
     worst,
 )
-from celery_resilience.policy import Severity
-from celery_resilience.prediction import HOURS_PER_WEEK, hour_of_week, predict
 
 MONDAY_9 = 9  # hour of week
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from celery_resilience.keys import ANONYMOUS, KeySpace, escape_part
 from celery_resilience.rates import Rate, RateSyntaxError, parse_rate
+from celery_resilience.store.keys import ANONYMOUS, KeySpace, escape_part
 
 
 @pytest.mark.parametrize(

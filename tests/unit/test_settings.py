@@ -8,7 +8,8 @@ import pytest
 from celery import Celery
 
 from celery_resilience import ConfigurationError, Resilience
-from celery_resilience.policy import Criticality, Severity, StrategyKind
+from celery_resilience.admission.strategies import Criticality, StrategyKind
+from celery_resilience.load.signals import Severity
 from celery_resilience.settings import ResilienceSettings
 
 TIERS = {
@@ -25,18 +26,18 @@ def test_defaults_need_no_configuration() -> None:
     """With nothing set, the embedded store and one standard tier apply."""
     s = settings()
     assert s.store_url == "memory://"
-    assert s.default_tier == "standard"
-    assert s.tiers["standard"].limit.rate.per_second == 10
-    assert s.fail_open
-    assert s.request_types["batch"] is Criticality.SHEDDABLE
+    assert s.admission.default_tier == "standard"
+    assert s.admission.tiers["standard"].limit.rate.per_second == 10
+    assert s.admission.fail_open
+    assert s.admission.request_types["batch"] is Criticality.SHEDDABLE
 
 
 def test_the_design_example_configuration_is_accepted() -> None:
     """The configuration users copy from the design document validates."""
     s = settings(tiers=TIERS, default_tier="free", store_url="redis://localhost:6379/1")
-    assert s.tiers["enterprise"].minimum_guaranteed is not None
-    assert s.tiers["free"].limit.burst == 10
-    assert s.tiers["free"].limit.grace_period == 60
+    assert s.admission.tiers["enterprise"].minimum_guaranteed is not None
+    assert s.admission.tiers["free"].limit.burst == 10
+    assert s.admission.tiers["free"].limit.grace_period == 60
 
 
 def test_store_defaults_to_a_redis_broker() -> None:
@@ -48,7 +49,7 @@ def test_store_defaults_to_a_redis_broker() -> None:
 def test_default_strategy_table_is_the_reference_policy() -> None:
     """CRITICAL: enterprise delay 5 s, others reject 30 s; HIGH: critical_business delay 2 s,
     others queue 10 s; NORMAL: delay 1 s; and sheddable work is refused first under load."""
-    table = settings(tiers=TIERS, default_tier="free").strategies
+    table = settings(tiers=TIERS, default_tier="free").admission.strategies
     c = Criticality.SHEDDABLE_PLUS
     assert str(table.choose(Severity.CRITICAL, "enterprise", "default", c)) == "delay(5s)"
     assert str(table.choose(Severity.CRITICAL, "free", "default", c)) == "reject_with_backoff(30s)"
@@ -197,7 +198,7 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
         "resilience_providers['openai']['burst']",
         "from 1 to 9",
     ),
-    ({"providers": {"openai": {"rate": "10.5/m"}}}, "resilience_providers['openai']['rate']", "whole number"),
+    ({"providers": {"openai": {"rate": "0.5/m"}}}, "resilience_providers['openai']['rate']", "at least one"),
     ({"health_probes": {"db": "no.such.probe"}}, "resilience_health_probes['db']", "importable"),
     ({"prediction": {"spike": 0.5}}, "resilience_prediction['spike']", "> 1"),
     ({"prediction": {"enabled": "yes"}}, "resilience_prediction['enabled']", "True or False"),
@@ -248,9 +249,12 @@ def test_resilience_app_raises_at_start_up() -> None:
 def test_breaker_settings_fill_in_defaults() -> None:
     """A breaker needs only its name; the probe lease outlives the call timeout."""
     s = settings(breakers={"openai": {}, "slow": {"call_timeout": 40}}, error_weights={"other": 0.0})
-    assert s.breakers["openai"].failure_threshold == 5.0 and s.breakers["openai"].probe_lease == 60.0
-    assert s.breakers["slow"].probe_lease == 80.0
-    assert s.classifier(ValueError()).weight == 0.0
+    assert (
+        s.breakers.policies["openai"].failure_threshold == 5.0
+        and s.breakers.policies["openai"].probe_lease == 60.0
+    )
+    assert s.breakers.policies["slow"].probe_lease == 80.0
+    assert s.breakers.classifier(ValueError()).weight == 0.0
 
 
 def test_fallback_chains_by_task_then_breaker_then_the_tasks_own() -> None:
@@ -270,26 +274,26 @@ def test_fallback_chains_by_task_then_breaker_then_the_tasks_own() -> None:
 def test_tier_resolver_accepts_a_dotted_path() -> None:
     """A resolver named by dotted path is imported once at start-up."""
     s = settings(tier_resolver="os.path.basename")
-    assert s.tier_resolver is not None and s.tier_resolver("a/free") == "free"
+    assert s.admission.tier_resolver is not None and s.admission.tier_resolver("a/free") == "free"
 
 
 def test_settings_are_immutable() -> None:
     """One frozen object per app: nothing can change a limit behind the validator's back."""
     s = settings(tiers=TIERS, default_tier="free")
     with pytest.raises(AttributeError):
-        s.default_tier = "enterprise"  # type: ignore[misc]
+        s.admission.default_tier = "enterprise"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        s.tiers["gold"] = s.tiers["free"]  # type: ignore[index]
+        s.admission.tiers["gold"] = s.admission.tiers["free"]  # type: ignore[index]
 
 
 def test_every_setting_is_in_the_settings_reference() -> None:
     """A setting users cannot look up is a setting they cannot trust: each has its heading."""
     from pathlib import Path
 
-    from celery_resilience.settings import KNOWN_SETTINGS
+    from celery_resilience.settings import known_settings
 
     reference = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
-    assert [name for name in sorted(KNOWN_SETTINGS) if f"### `{name}`" not in reference] == []
+    assert [name for name in sorted(known_settings()) if f"### `{name}`" not in reference] == []
 
 
 def test_resource_adaptation_can_be_turned_off() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from kombu.utils.json import dumps, loads
 
-from celery_resilience.fallback_result import FallbackResult
-from celery_resilience.similarity import HashingEmbedder, cosine, quality
+from celery_resilience.fallbacks.result import FallbackResult
+from celery_resilience.fallbacks.similarity import HashingEmbedder, cosine, quality
 
 EMBED = HashingEmbedder()
 
@@ -73,7 +73,7 @@ def test_fallback_results_survive_kombus_json() -> None:
 
 def test_templates_fill_known_arguments_and_keep_unknown_ones() -> None:
     """A template never fails on a placeholder the call did not provide."""
-    from celery_resilience.fallback import format_template
+    from celery_resilience.fallbacks.chain import format_template
 
     assert format_template("Sorry, {prompt!r} in {lang}: {missing}", {"prompt": "hi", "lang": "en"}) == (
         "Sorry, 'hi' in en: {missing}"

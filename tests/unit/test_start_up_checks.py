@@ -88,7 +88,7 @@ def test_a_misspelt_setting_under_djangos_namespace_is_refused() -> None:
     del django_settings.CELERY_RESILIENCE_TEIRS
     app = Celery("django", set_as_current=False)
     app.config_from_object(django_settings, namespace="CELERY")
-    assert str(Resilience(app).settings.tiers["free"].limit.rate) == "60/m"
+    assert str(Resilience(app).settings.admission.tiers["free"].limit.rate) == "60/m"
 
 
 def test_a_per_request_type_limit_for_a_request_type_that_does_not_exist_is_refused() -> None:

@@ -1,0 +1,387 @@
+"""Admission at enqueue time: who is calling, what limit applies, and what to do when over it.
+
+Celery-free: the task layer turns a ``Verdict`` into publish options. One store round
+trip per admission (none for a key holding a lease); when the store cannot be reached
+the caller keeps working (fail open, the default) or gets an ``AdmissionUnavailable`` at
+once (fail closed), and the store is left alone for ``store_retry_interval`` so that no
+publish waits on a dead store twice in a row.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import AdmissionUnavailable, StoreUnavailable, Throttled
+from ..load.signals import LoadFactors, Severity
+from ..monitoring.counters import ADMITTED, STORE_UNAVAILABLE, count_publish_failed, outcome_field
+from .bucket import Decision, Outcome
+from .leases import Leases
+from .plan import CallContext, Plan, limit_text, make_plan
+from .port import AdmissionStore, AdmitPolicy, AdmitRequest, delay_for
+from .settings import AdmissionSettings
+from .strategies import Strategy, StrategyKind
+
+__all__ = ["Verdict", "Admission", "SeveritySource", "RateMultiplier", "ConstantSeverity"]
+
+logger = logging.getLogger("celery_resilience.admission")
+
+_CACHE_SIZE = 65536
+
+
+class SeveritySource(Protocol):
+    """Tells how loaded the system is; backpressure and worker health plug in here."""
+
+    def severity(self, queue: str | None) -> Severity: ...
+
+
+class RateMultiplier(Protocol):
+    """Scales admitted rates to the system's condition (the load monitor is one)."""
+
+    def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float: ...
+
+    def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
+        """Each factor of the multiplier on its own, to tell a refused caller why."""
+
+
+class ConstantSeverity:
+    def __init__(self, severity: Severity = Severity.NORMAL) -> None:
+        self.value = severity
+
+    def severity(self, queue: str | None) -> Severity:
+        return self.value
+
+
+class _Taken(NamedTuple):
+    """Where an admission took its token from, to give it back if its publish fails."""
+
+    bucket_key: str
+    shard: int
+    policy: AdmitPolicy
+    leased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with one publish. ``countdown``/``expires`` are seconds from now."""
+
+    decision: Decision
+    strategy: Strategy | None = None
+    countdown: float = 0.0
+    expires: float | None = None
+    remaining: float = 0.0
+    checked: bool = True
+    taken: _Taken | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        if not self.checked:
+            return "unchecked"
+        if self.decision is Decision.THROTTLE and self.strategy is not None:
+            return self.strategy.kind.value
+        return self.decision.value
+
+
+def warn_if_evicting(store: object) -> bool:
+    """Warn, once per store, when Redis may evict keys: limits and breakers would silently reset."""
+    check = getattr(store, "eviction_policy", None)
+    policy = check() if check is not None else None
+    if policy is None or policy == "noeviction":
+        return False
+    logger.warning(
+        "the resilience store's Redis has maxmemory-policy %r: under memory pressure it may evict "
+        "rate-limit buckets and breaker state (limits reset, breakers close). Give the store a "
+        "database with room, or 'noeviction'.",
+        policy,
+    )
+    return True
+
+
+class Admission:
+    """Admission decisions for one app; ``stats`` counts what only this process sees."""
+
+    def __init__(
+        self,
+        settings: AdmissionSettings,
+        store: Callable[[], AdmissionStore],
+        *,
+        retry_interval: float = 2.0,
+        severity: SeveritySource | None = None,
+        load: RateMultiplier | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.settings = settings
+        self.severity: SeveritySource = severity or ConstantSeverity()
+        self.load = load
+        self.stats: Counter[str] = Counter()
+        self._store = store
+        self._retry_interval = retry_interval
+        self._monotonic = clock.monotonic
+        self._store_down_until = 0.0
+        self.leases = Leases(settings.lease_window, clock.monotonic)
+        # Counters the store could not take when they arose (admissions it missed, a lease's
+        # admissions whose report failed), counted with the first decision it answers again.
+        self._unreported: dict[str, float] = {}
+        self._unreported_lock = threading.Lock()  # publishing threads add while one reports
+        # Derived from immutable settings and cached: the hot path is a lookup per part.
+        self._plans: dict[tuple[Severity, str, str, float, bool], Plan] = {}
+        self._bucket_keys: dict[tuple[str | None, str, str | None], tuple[str, int]] = {}
+        _all_admissions.add(self)
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def context(
+        self, user_id: object, tier: str | None, request_type: str | None, task_default: str | None
+    ) -> CallContext:
+        """Resolve the call's context; a wrong tier or request type is the caller's error, raised now."""
+        settings = self.settings
+        if user_id is not None and not isinstance(user_id, str | int):
+            raise TypeError(f"user_id must be a string or an integer, got {type(user_id).__name__}")
+        uid = None if user_id is None else str(user_id)
+        for keyword, given in (("tier", tier), ("request_type", request_type)):
+            if given is not None and (not isinstance(given, str) or not given):
+                # An empty name is a bug in the caller (an unset field), not "the default".
+                raise ValueError(f"{keyword} must be a non-empty name or None, got {given!r}")
+        if tier is None and uid is not None and settings.tier_resolver is not None:
+            tier = settings.tier_resolver(uid)
+        tier = tier or settings.default_tier
+        if tier not in settings.tiers:
+            raise ValueError(f"unknown tier {tier!r}; configured tiers: {sorted(settings.tiers)}")
+        request_type = request_type or task_default or settings.default_request_type
+        criticality = settings.request_types.get(request_type)
+        if criticality is None:
+            raise ValueError(
+                f"unknown request_type {request_type!r}; configured in resilience_request_types: "
+                f"{sorted(settings.request_types)}"
+            )
+        return CallContext(uid, tier, request_type, criticality)
+
+    def decide(
+        self,
+        ctx: CallContext,
+        *,
+        task_name: str,
+        queue: str | None = None,
+        breaker: str | None = None,
+        refusable: bool = True,
+    ) -> Verdict:
+        """One admission decision; raises ``Throttled`` when the policy says reject.
+        ``refusable=False``: the publish must go out (see ``make_plan``)."""
+        multiplier = self.load.multiplier(queue, breaker) if self.load is not None else 1.0
+        plan = self._plan(self.severity.severity(queue), ctx, multiplier, refusable)
+        policy = plan.policy
+        bucket_key, shard = self._bucket_key(ctx, plan.own_bucket)
+        pending = 0
+        if policy.lease:
+            leased, pending = self.leases.use(bucket_key, policy)
+            if leased:
+                return Verdict(Decision.ALLOW, taken=_Taken(bucket_key, shard, policy, True))
+        if self._monotonic() < self._store_down_until:
+            return self._store_failed(ctx, task_name, None, policy.tier, pending)
+        try:
+            outcome = self._store().admit(AdmitRequest(bucket_key, shard, policy, policy.lease, pending))
+        except StoreUnavailable as error:
+            self._store_down_until = self._monotonic() + self._retry_interval
+            return self._store_failed(ctx, task_name, error, policy.tier, pending)
+        if self._unreported:
+            self._report_unreported()
+        if outcome.leased:
+            self._report(self.leases.take(bucket_key, shard, policy, outcome.leased))
+        return self._verdict(
+            outcome, plan, _Taken(bucket_key, shard, policy, False), ctx, task_name, queue, breaker
+        )
+
+    def _verdict(
+        self,
+        outcome: Outcome,
+        plan: Plan,
+        taken: _Taken,
+        ctx: CallContext,
+        task_name: str,
+        queue: str | None,
+        breaker: str | None,
+    ) -> Verdict:
+        """The store's answer as what to do with the publish: go, wait for a slot, or refuse."""
+        if outcome.decision is not Decision.THROTTLE:
+            return Verdict(outcome.decision, remaining=outcome.remaining, taken=taken)
+        strategy = plan.strategy
+        if not outcome.reserved:
+            raise self._refusal(outcome, plan, ctx, task_name, queue, breaker)
+        if strategy.kind is StrategyKind.DELAY:
+            countdown, expires = delay_for(outcome, strategy.seconds), None
+        else:
+            countdown, expires = outcome.retry_after, outcome.retry_after + strategy.seconds
+        return Verdict(
+            Decision.THROTTLE, strategy, countdown, expires, remaining=outcome.remaining, taken=taken
+        )
+
+    def _refusal(
+        self,
+        outcome: Outcome,
+        plan: Plan,
+        ctx: CallContext,
+        task_name: str,
+        queue: str | None,
+        breaker: str | None,
+    ) -> Throttled:
+        """The ``Throttled`` a refused caller gets: when to come back, and which limit (as the
+        adaptive factors made it, if they shrank it) was exceeded."""
+        strategy = plan.strategy
+        retry_after = outcome.retry_after
+        rejected = strategy.kind is StrategyKind.REJECT_WITH_BACKOFF
+        if rejected:
+            retry_after = max(retry_after, strategy.seconds)
+        shrunk = self._shrinking_factors(queue, breaker)
+        limit = limit_text(plan.limit, plan.policy, shrunk)
+        return Throttled(
+            retry_after,
+            task_name=task_name,
+            user_id=ctx.user_id,
+            tier=ctx.tier,
+            request_type=ctx.request_type,
+            reason=(
+                f"{limit} exceeded, policy {strategy}"
+                if rejected
+                else f"{limit} exceeded beyond the {self.settings.max_throttle_delay:g}s pacing horizon"
+            ),
+            factors=shrunk,
+        )
+
+    def give_back(self, verdict: Verdict) -> None:
+        """The publish this verdict admitted failed: return its token (to the lease it came from,
+        else to the bucket) or its grace, and count the failure, so that a broken broker does
+        not spend the user's allowance."""
+        taken = verdict.taken
+        if taken is None:
+            return
+        to_store = not (taken.leased and self.leases.give_back(taken.bucket_key, taken.policy))
+        try:
+            store = self._store()
+            if to_store:
+                grace = verdict.decision is Decision.ALLOW_WITH_GRACE
+                store.refund(taken.bucket_key, taken.policy.spec, grace)
+            count_publish_failed(lambda fields: store.count(fields, taken.shard))
+        except StoreUnavailable:
+            self.stats[STORE_UNAVAILABLE] += 1
+            count_publish_failed(self._keep_unreported)
+
+    def flush_leases(self) -> None:
+        """Report admissions made from leases to the metrics and drop every lease."""
+        self._report(self.leases.drain())
+
+    def _plan(self, severity: Severity, ctx: CallContext, multiplier: float, refusable: bool) -> Plan:
+        key = (severity, ctx.tier, ctx.request_type, multiplier, refusable)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = make_plan(
+                self.settings, severity, self.settings.tiers[ctx.tier], ctx, multiplier, refusable
+            )
+            if len(self._plans) >= _CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _bucket_key(self, ctx: CallContext, own_bucket: bool) -> tuple[str, int]:
+        cache_key = (ctx.user_id, ctx.tier, ctx.request_type if own_bucket else None)
+        found = self._bucket_keys.get(cache_key)
+        if found is None:
+            found = self._store().user_bucket(*cache_key)
+            if len(self._bucket_keys) >= _CACHE_SIZE:
+                self._bucket_keys.clear()
+            self._bucket_keys[cache_key] = found
+        return found
+
+    def _shrinking_factors(self, queue: str | None, breaker: str | None) -> dict[str, float]:
+        """The adaptive factors below 1 that apply to this publish (asked only on a refusal)."""
+        if self.load is None:
+            return {}
+        factors = dataclasses.asdict(self.load.factors(queue, breaker))
+        return {name: round(value, 4) for name, value in factors.items() if value < 1.0}
+
+    def _report(self, spent: dict[tuple[int, str], int]) -> None:
+        """Count admissions made from leases, per shard; kept for later if the store is down."""
+        per_shard: dict[int, dict[str, float]] = {}
+        for (shard, tier), used in spent.items():
+            fields = per_shard.setdefault(shard, {})
+            fields[outcome_field(ADMITTED, tier)] = fields.get(outcome_field(ADMITTED, tier), 0) + used
+        for shard, fields in per_shard.items():
+            try:
+                self._store().count(fields, shard)
+            except StoreUnavailable:
+                self.stats[STORE_UNAVAILABLE] += 1
+                self._keep_unreported(fields)
+
+    def _keep_unreported(self, fields: Mapping[str, float]) -> None:
+        with self._unreported_lock:
+            for name, amount in fields.items():
+                self._unreported[name] = self._unreported.get(name, 0.0) + amount
+
+    def _report_unreported(self) -> None:
+        """The store is back: count what it missed (its outage, leases' admissions) in the metrics."""
+        with self._unreported_lock:
+            fields = dict(self._unreported)
+            self._unreported.clear()
+        if not fields:
+            return  # another thread reported them
+        try:
+            self._store().count(fields)
+        except StoreUnavailable:
+            self._keep_unreported(fields)
+
+    def _store_failed(
+        self, ctx: CallContext, task_name: str, error: StoreUnavailable | None, tier: str, pending: int
+    ) -> Verdict:
+        self.stats[STORE_UNAVAILABLE] += 1
+        missed: dict[str, float] = {STORE_UNAVAILABLE: 1}
+        if pending:
+            # Admissions made from the lease just given up: their report rode on this call.
+            missed[outcome_field(ADMITTED, tier)] = pending
+        self._keep_unreported(missed)
+        if error is not None:
+            logger.warning(
+                "resilience store unreachable (%s); admission fails %s for %.3gs",
+                error,
+                "open" if self.settings.fail_open else "closed",
+                self._retry_interval,
+            )
+        if self.settings.fail_open:
+            return Verdict(Decision.ALLOW, checked=False)
+        raise AdmissionUnavailable(
+            self._retry_interval,
+            task_name=task_name,
+            user_id=ctx.user_id,
+            tier=ctx.tier,
+            request_type=ctx.request_type,
+            reason="the resilience store is unreachable and admission fails closed",
+        )
+
+
+# What this process had not reported must not be reported twice by a forked child.
+_all_admissions: weakref.WeakSet[Admission] = weakref.WeakSet()
+
+
+def _forget_unreported_in_child() -> None:
+    for admission in list(_all_admissions):
+        admission._unreported.clear()
+        admission._unreported_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_unreported_in_child)
+
+
+def _flush_at_exit(ref: weakref.ref[Admission]) -> None:
+    admission = ref()
+    if admission is not None:
+        try:
+            admission.flush_leases()
+        except Exception as error:  # at exit, a store that cannot be opened any more
+            logger.debug("leases not reported at exit: %s", error)

@@ -1,0 +1,69 @@
+"""What breakers and the provider budget need of the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..admission.bucket import BucketSpec, Outcome
+from ..admission.port import AdmitRequest
+from .machine import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
+
+__all__ = ["BreakerStore", "BudgetStore", "BreakerOutcome", "TransitionListener"]
+
+TransitionListener = Callable[["str | None", "BreakerView | None"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerOutcome:
+    """One call's result for ``breaker_record``; ``jitter_draw`` in [0, 1) is drawn by the caller."""
+
+    generation: int
+    lease: str
+    weight: float
+    retry_after: float | None = None
+    trip_now: bool = False
+    jitter_draw: float = 0.0
+    calls: int = 1
+
+
+class BreakerStore(Protocol):
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch."""
+
+    def breaker_acquire(
+        self, name: str, policy: BreakerPolicy, lease: str
+    ) -> tuple[Permit | Denied, BreakerView]:
+        """Ask to make a call through breaker ``name``; also returns the breaker's state."""
+
+    def breaker_record(self, name: str, policy: BreakerPolicy, outcome: BreakerOutcome) -> Recorded:
+        """Record one call's outcome, atomically with any transition it causes."""
+
+    def breaker_release(self, name: str, policy: BreakerPolicy, generation: int, lease: str) -> None:
+        """A probe gives its half-open slot back without an outcome."""
+
+    def breaker_force(self, name: str, policy: BreakerPolicy, state: BreakerState) -> BreakerView:
+        """Operator action: closed (reset), forced_open or disabled."""
+
+    def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
+        """The breaker's state, windowed calls and weight, probes held."""
+
+    def subscribe(self, listener: TransitionListener) -> None:
+        """Call ``listener(name, view)`` on every breaker transition made by any process
+        sharing this store, as soon as it happens. ``listener(None, None)`` means the
+        feed was interrupted: anything cached from it may be stale."""
+
+
+class BudgetStore(Protocol):
+    def provider_bucket(self, provider: str) -> tuple[str, int]:
+        """The key and shard of a provider's budget."""
+
+    def admit(self, request: AdmitRequest) -> Outcome:
+        """Take from the budget like an admission, counted in the request's metrics scope."""
+
+    def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
+        """Empty a bucket so that its next token is due in ``seconds``."""
+
+    def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
+        """Add to the current minute's metric counters."""

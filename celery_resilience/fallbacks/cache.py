@@ -1,0 +1,113 @@
+"""The semantic cache: answers of successful AI calls, found again for similar questions.
+
+Filled by ``AITask``s that name their prompt argument (``cache_prompt``), read by the
+``"cached_similar"`` fallback step. Parameters that must match exactly
+(``cache_match``: the model, the language) are part of the namespace, so an answer
+is never served across them. Lookup:
+1. candidates sharing content words with the question, from the store's inverted index;
+2. cosine similarity >= ``similarity`` (a similarity in [0, 1], default 0.7);
+3. the independent quality score > ``min_quality`` (default 0.6), which refuses
+   opposite questions, other numbers and names, flipped negations and stale answers.
+
+Entries expire ``ttl`` seconds after their last use (a hit refreshes them), and each
+namespace keeps at most ``max_entries``, the least recently used going first. Apart
+from that, an answer loses quality with its own age and is never served once it is
+``max_age`` old: a much-used answer stays cached, but not forever trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .port import CacheEntry, CacheStore
+from .similarity import Embedder, HashingEmbedder, content_words, cosine, quality
+
+__all__ = ["SemanticCache", "CacheHit"]
+
+_MAX_TERMS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    answer: Any
+    question: str
+    similarity: float
+    quality: float
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        store: Callable[[], CacheStore],
+        embedder: Embedder | None = None,
+        *,
+        similarity: float = 0.7,
+        min_quality: float = 0.6,
+        ttl: float = 86_400.0,
+        max_age: float = 7 * 86_400.0,
+        max_entries: int = 10_000,
+        candidates: int = 50,
+    ) -> None:
+        self._store = store
+        self.embedder: Embedder = embedder or HashingEmbedder()
+        self.similarity = similarity
+        self.min_quality = min_quality
+        self.ttl = ttl
+        self.max_age = max_age
+        self.max_entries = max_entries
+        self.candidates = candidates
+
+    @staticmethod
+    def namespace(task: str, params: Mapping[str, Any]) -> str:
+        """One namespace per task and set of exact-match parameters."""
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return f"{task}:{digest}"
+
+    @staticmethod
+    def terms(question: str) -> list[str]:
+        return sorted(content_words(question))[:_MAX_TERMS]
+
+    def put(self, task: str, params: Mapping[str, Any], question: str, answer: Any) -> None:
+        store = self._store()
+        entry = CacheEntry(
+            id=hashlib.sha256(question.encode()).hexdigest()[:24],
+            question=question,
+            answer=answer,
+            vector=_sparse(self.embedder(question)),
+            terms=self.terms(question),
+            at=store.now(),
+        )
+        store.cache_put(self.namespace(task, params), entry, self.max_entries, self.ttl)
+
+    def lookup(self, task: str, params: Mapping[str, Any], question: str) -> CacheHit | None:
+        """The best cached answer that is similar enough and passes the quality gate."""
+        terms = self.terms(question)
+        if not terms:
+            return None
+        store = self._store()
+        namespace = self.namespace(task, params)
+        vector = _sparse(self.embedder(question))
+        now = store.now()
+        best: tuple[float, float, CacheEntry] | None = None
+        for entry in store.cache_candidates(namespace, terms, self.candidates, self.ttl):
+            similar = cosine(vector, entry.vector)
+            if similar < self.similarity:
+                continue
+            score = quality(question, entry.question, age=max(0.0, now - entry.at), max_age=self.max_age)
+            if score > self.min_quality and (best is None or (score, similar) > best[:2]):
+                best = (score, similar, entry)
+        if best is None:
+            return None
+        score, similar, entry = best
+        store.cache_touch(namespace, entry.id)
+        return CacheHit(entry.answer, entry.question, similar, score)
+
+
+def _sparse(vector: Mapping[int, float] | Sequence[float]) -> dict[int, float]:
+    if isinstance(vector, Mapping):
+        return {int(k): float(v) for k, v in vector.items()}
+    return {i: float(v) for i, v in enumerate(vector) if v}

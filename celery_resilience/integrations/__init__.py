@@ -1,1 +1,0 @@
-"""Where alerts and metrics go: Sentry (core), Prometheus (optional extra)."""

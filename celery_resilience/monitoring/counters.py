@@ -1,0 +1,161 @@
+"""Every per-minute metric counter: its name, and the function that writes it.
+
+The code that does a thing counts it, in the store's per-minute hashes, by calling one of
+the ``count_*`` functions here with its ``Count`` (a callable taking the fields). Names
+are never spelled anywhere else: ``summary`` reads these constants, and a test checks
+that every name read is written by a function here or by ``store/lua/admit.lua``.
+
+Admission counts each decision once, as ``<outcome>@<tier>`` (``admitted@free``), in the
+same round trip as the decision (the Lua script, or ``admission_fields`` for the memory
+store). Totals per outcome, per tier and overall are derived when the counters are read
+(``derive``), which is rare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+__all__ = [
+    "Count",
+    "REQUESTS",
+    "ADMITTED",
+    "GRACED",
+    "THROTTLED",
+    "THROTTLED_BY",
+    "REJECTED",
+    "DELAY_TOTAL",
+    "TIER",
+    "EXPIRED",
+    "UNGATED",
+    "STORE_UNAVAILABLE",
+    "PUBLISH_FAILED",
+    "BREAKER_TRIP",
+    "BREAKER_CLOSE",
+    "BREAKER_FORCED",
+    "BREAKER_OPEN_SECONDS",
+    "FALLBACK",
+    "FALLBACK_EXHAUSTED",
+    "PROVIDER_429",
+    "PROVIDER_SCOPE",
+    "admission_fields",
+    "derive",
+    "outcome_field",
+    "count_expired",
+    "count_ungated",
+    "count_publish_failed",
+    "count_breaker",
+    "count_open_seconds",
+    "count_fallback",
+    "count_fallback_exhausted",
+    "count_provider_429",
+]
+
+Count = Callable[[Mapping[str, float]], None]
+"""Adds fields to the current minute's counters (``Store.count``, or a wrapper of it)."""
+
+# Admission, counted by the admission script (store/lua/admit.lua) or admission_fields.
+ADMITTED = "admitted"
+GRACED = "graced"
+THROTTLED = "throttled"
+THROTTLED_BY = "throttled:"  # + strategy: delay, queue_with_timeout, reject_with_backoff
+REJECTED = "reject_with_backoff"
+DELAY_TOTAL = "delay_total"
+# Derived on reading: the totals per outcome above, per tier and overall.
+TIER = "tier:"
+REQUESTS = "requests"
+_OUTCOMES = (ADMITTED, GRACED, THROTTLED)
+
+EXPIRED = "expired"
+UNGATED = "ungated"
+# Decisions admission made without the store, kept by the process and counted once the
+# store answers again (admission writes it with the rest of what it could not report).
+STORE_UNAVAILABLE = "store_unavailable"
+PUBLISH_FAILED = "publish_failed"
+BREAKER_TRIP = "breaker_trip:"
+BREAKER_CLOSE = "breaker_close:"
+BREAKER_FORCED = "breaker_forced:"
+BREAKER_OPEN_SECONDS = "breaker_open_seconds:"
+FALLBACK = "fallback:"
+FALLBACK_EXHAUSTED = "fallback_exhausted"
+PROVIDER_429 = "provider_429:"
+# Provider calls are admissions into the provider's budget, counted apart from users'.
+PROVIDER_SCOPE = "provider"
+
+
+def outcome_field(outcome: str, tier: str) -> str:
+    return f"{outcome}@{tier}"
+
+
+def admission_fields(
+    decision: str, reserved: bool, tier: str, strategy: str, pending: int, delay: float
+) -> dict[str, float]:
+    """What one admission counts (``decision`` is ``allow``, ``allow_with_grace`` or
+    ``throttle``; ``pending`` admissions from a lease ride along): admit.lua's counters."""
+    fields: dict[str, float] = {}
+    if pending:
+        fields[outcome_field(ADMITTED, tier)] = pending
+    if decision == "allow":
+        key = outcome_field(ADMITTED, tier)
+        fields[key] = fields.get(key, 0) + 1
+    elif decision == "allow_with_grace":
+        fields[outcome_field(GRACED, tier)] = 1
+    else:
+        fields[outcome_field(THROTTLED, tier)] = 1
+        fields[THROTTLED_BY + (strategy if reserved else REJECTED)] = 1
+        if reserved:
+            fields[DELAY_TOTAL] = delay
+    return fields
+
+
+def derive(stored: Mapping[str, float]) -> dict[str, float]:
+    """Stored counters plus the totals per outcome (``admitted``), per tier (``tier:free``)
+    and overall (``requests``)."""
+    derived = dict(stored)
+    for name, value in stored.items():
+        outcome, at, tier = name.partition("@")
+        if at and outcome in _OUTCOMES:
+            derived[outcome] = derived.get(outcome, 0.0) + value
+            derived[TIER + tier] = derived.get(TIER + tier, 0.0) + value
+            derived[REQUESTS] = derived.get(REQUESTS, 0.0) + value
+    return derived
+
+
+def count_expired(count: Count) -> None:
+    """A request queued with an expiry reached a worker past it."""
+    count({EXPIRED: 1})
+
+
+def count_ungated(count: Count) -> None:
+    """A resilient task was published without the gate (``send_task`` by name)."""
+    count({UNGATED: 1})
+
+
+def count_publish_failed(count: Count) -> None:
+    """An admitted publish the broker then refused (its token was given back)."""
+    count({PUBLISH_FAILED: 1})
+
+
+def count_breaker(count: Count, event: str, breaker: str) -> None:
+    """A breaker transition (``BREAKER_TRIP``, ``BREAKER_CLOSE``, ``BREAKER_FORCED``)."""
+    count({event + breaker: 1})
+
+
+def count_open_seconds(count: Count, seconds: Mapping[str, float]) -> None:
+    """Time each open breaker spent open (the alert monitor adds its tick)."""
+    if seconds:
+        count({BREAKER_OPEN_SECONDS + name: value for name, value in seconds.items()})
+
+
+def count_fallback(count: Count, kind: str) -> None:
+    """A fallback step of ``kind`` answered."""
+    count({FALLBACK + kind: 1})
+
+
+def count_fallback_exhausted(count: Count) -> None:
+    """No fallback step answered."""
+    count({FALLBACK_EXHAUSTED: 1})
+
+
+def count_provider_429(count: Count, provider: str) -> None:
+    """A provider answered 429 despite its budget."""
+    count({PROVIDER_429 + provider: 1})

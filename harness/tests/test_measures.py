@@ -1,0 +1,68 @@
+"""The report's definitions on hand-made runs: downtime, recovery, percentiles, accounting."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from celery_resilience_harness.simulation.load import LoadRun, Request, outcome_of
+from celery_resilience_harness.simulation.measures import percentile, summarise
+from celery_resilience_harness.simulation.runner import RunData
+from celery_resilience_harness.simulation.scenarios import scenario
+from celery_resilience_harness.simulation.traffic import Arrival
+
+from celery_resilience.fallbacks.result import FallbackResult
+
+
+def request(at: float, outcome: str, latency: float = 0.1) -> Request:
+    made = Request(Arrival(at, "free-0001", "classify", "text", 0), at + 10)
+    made.outcome, made.ended_at = outcome, at + latency
+    return made
+
+
+def run(requests: list[Request], marks: dict[str, float], states: dict[str, str | None]) -> RunData:
+    load = LoadRun(requests, states, Counter(), duration=6.0)
+    services = {"providers": {"primary": {"requests": 9, "statuses": {"200": 6, "429": 3}}}, "sentry": {}}
+    return RunData(scenario("outage"), "after", load, 1, services, [], marks, {})
+
+
+def test_downtime_counts_seconds_where_fewer_than_half_got_an_answer_and_recovery_waits_for_the_primary() -> (
+    None
+):
+    requests = [
+        request(0.1, "primary"),
+        request(1.2, "timeout"),
+        request(1.5, "error"),
+        request(1.7, "primary"),  # second 1: 1 of 3 answered -> down
+        request(2.1, "fallback:rule_based"),  # second 2: answered, by a fallback
+        request(3.3, "primary"),
+        request(3.6, "fallback:cached_similar"),  # second 3: half by the primary
+        request(4.2, "primary", latency=0.5),  # second 4: the primary again
+    ]
+    summary = summarise(run(requests, {"recovery": 2.0}, {"a": "SUCCESS", "b": "FAILURE", "c": None}))
+    assert summary.downtime == 1.0
+    assert summary.recovery == 2.0  # from t=2.0 to the window at t=4, answered 90%+ by the primary
+    assert summary.answered == 6 and summary.failed == 2
+    assert summary.outcomes["fallback:rule_based"] == 1
+    assert summary.provider_429s == 3
+    # Published 3, final 2, one still in the broker: none lost.
+    assert (summary.tasks_published, summary.tasks_final, summary.tasks_in_broker, summary.tasks_lost) == (
+        3,
+        2,
+        1,
+        0,
+    )
+    assert summary.latency_p99 == 0.5
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([float(n) for n in range(1, 101)], 0.99) == 99.0
+
+
+def test_outcomes_name_the_answer_s_source() -> None:
+    fallback = FallbackResult({"label": "bug"}, "rule_based", 0.4, "pipeline.rules", "circuit open", [])
+    assert outcome_of("SUCCESS", fallback) == ("fallback:rule_based", "pipeline.rules")
+    assert outcome_of("SUCCESS", {"label": "bug", "provider": "primary"}) == ("primary", "")
+    assert outcome_of("REVOKED", None)[0] == "error"
+    assert outcome_of("FAILURE", ValueError("boom")) == ("error", "ValueError: boom")
