@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CHECKED)
 	$(VENV)/bin/ruff format --check $(CHECKED)
 	$(VENV)/bin/mypy
+	$(PY) scripts/check-test-docstrings
 
 test: lint
 	scripts/ensure-services

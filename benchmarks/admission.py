@@ -99,9 +99,10 @@ def publish_benchmark(calls: int, rounds: int) -> dict[str, float]:
 
 def decision_benchmark(calls: int, rounds: int) -> dict[str, float]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    admission = Resilience(resilient_app("bench-decide", "memory://localhost/", 0.0)).admission
-    leasing = Resilience(resilient_app("bench-decide-lease", "memory://localhost/", 0.2)).admission
-    store = admission.store
+    plain = Resilience(resilient_app("bench-decide", "memory://localhost/", 0.0))
+    leased = Resilience(resilient_app("bench-decide-lease", "memory://localhost/", 0.2))
+    admission, leasing = plain.admission, leased.admission
+    store = plain.store
     assert isinstance(store, RedisStore)
     ctx = admission.context("user-1", None, "interactive", None)
     users = [leasing.context(f"user-{i}", None, "interactive", None) for i in range(100)]
@@ -132,7 +133,7 @@ def decision_benchmark(calls: int, rounds: int) -> dict[str, float]:
     finally:
         store.purge()
         leasing.flush_leases()
-        leasing.store.purge()
+        leased.store.purge()
         limits_storage.reset()
         client.close()
 

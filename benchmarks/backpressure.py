@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from typing import Any
 
 import redis
 from celery import Celery
@@ -79,7 +80,7 @@ def probe_benchmark(calls: int, rounds: int) -> dict[str, float]:
     redis_depths = QueueDepths(redis_app, interval=0)
     amqp_depths = QueueDepths(amqp_app, interval=0)
     with amqp_app.connection_for_write() as connection:
-        connection.default_channel.queue_declare(queue=queue, auto_delete=False)
+        channel_of(connection).queue_declare(queue=queue, auto_delete=False)
     client = redis.Redis.from_url(f"{REDIS}/11")
     try:
         return measure(
@@ -93,7 +94,7 @@ def probe_benchmark(calls: int, rounds: int) -> dict[str, float]:
         )
     finally:
         with amqp_app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(queue)
+            channel_of(connection).queue_delete(queue)
         redis_depths.close()
         amqp_depths.close()
 
@@ -119,3 +120,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def channel_of(connection: Any) -> Any:
+    """The connection's default channel, whose queue methods kombu's types do not declare."""
+    return connection.default_channel

@@ -105,34 +105,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         tier = options.pop("tier", None)
         request_type = options.pop("request_type", None)
         headers = dict(options.get("headers") or {})
-        admitted: Verdict | None = None
-
-        if options.get("retries") or "parent_id" in options or self.name.startswith(_BUILTIN_PREFIX):
-            # Published by the worker for work already admitted (a retry, the next step of a
-            # chain, a link or an errback): it carries the running task's caller onwards.
-            if HEADER not in headers:
-                headers[HEADER] = {**_running_context(self.app), "decision": "passed"}
-        elif (inherited := _continued_context(self.app, user_id)) is not None:
-            # Published by a running task for its own user (fan-out, a chord's body): work
-            # already admitted; it passes, carrying the running task's context.
-            headers[HEADER] = {**inherited, "decision": "passed"}
-        else:
-            resilience = Resilience.of(self.app)
-            admission = resilience.admission
-            ctx = admission.context(user_id, tier, request_type, self.request_type)
-            verdict = admission.decide(
-                ctx,
-                task_name=self.name,
-                queue=self._target_queue(resilience, args, kwargs, options),
-                breaker=getattr(self, "breaker", None),
-                # A group is refused at its first member or not at all: once that one is
-                # published, a refusal would leave the rest of the group half run.
-                refusable=not options.get("group_index"),
-            )
-            header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
-            headers[HEADER] = header
-            self._schedule(resilience, options, verdict, header)
-            admitted = verdict
+        admitted = self._gate(args, kwargs, options, headers, user_id, tier, request_type)
         options["headers"] = headers
         options.update(task_id=task_id, producer=producer, link=link, link_error=link_error, shadow=shadow)
         try:
@@ -141,6 +114,47 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             if admitted is not None:  # nothing was published: the caller keeps their allowance
                 Resilience.of(self.app).admission.give_back(admitted)
             raise
+
+    def _gate(
+        self,
+        args: Any,
+        kwargs: Any,
+        options: dict[str, Any],
+        headers: dict[str, Any],
+        user_id: object,
+        tier: str | None,
+        request_type: str | None,
+    ) -> Verdict | None:
+        """Pass the publish (work already admitted) or admit it: the context and decision go into
+        ``headers``, the schedule into ``options``. Returns the verdict of an admission."""
+        if options.get("retries") or "parent_id" in options or self.name.startswith(_BUILTIN_PREFIX):
+            # Published by the worker for work already admitted (a retry, the next step of a
+            # chain, a link or an errback): it carries the running task's caller onwards.
+            if HEADER not in headers:
+                headers[HEADER] = {**_running_context(self.app), "decision": "passed"}
+            return None
+        inherited = _continued_context(self.app, user_id)
+        if inherited is not None:
+            # Published by a running task for its own user (fan-out, a chord's body): work
+            # already admitted; it passes, carrying the running task's context.
+            headers[HEADER] = {**inherited, "decision": "passed"}
+            return None
+        resilience = Resilience.of(self.app)
+        admission = resilience.admission
+        ctx = admission.context(user_id, tier, request_type, self.request_type)
+        verdict = admission.decide(
+            ctx,
+            task_name=self.name,
+            queue=self._target_queue(resilience, args, kwargs, options),
+            breaker=getattr(self, "breaker", None),
+            # A group is refused at its first member or not at all: once that one is
+            # published, a refusal would leave the rest of the group half run.
+            refusable=not options.get("group_index"),
+        )
+        header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
+        headers[HEADER] = header
+        self._schedule(resilience, options, verdict, header)
+        return verdict
 
     def _schedule(
         self, resilience: Resilience, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]

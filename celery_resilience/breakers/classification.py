@@ -17,11 +17,13 @@ from __future__ import annotations
 import enum
 import math
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
+
+from ..clock import SYSTEM_CLOCK
 
 __all__ = ["Category", "Classification", "Classifier", "classify", "DEFAULT_WEIGHTS"]
 
@@ -129,7 +131,7 @@ class Classifier:
 
     weights: Mapping[Category, float]
     rules: tuple[Rule, ...] = ()
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = SYSTEM_CLOCK.now
 
     @classmethod
     def default(cls) -> Classifier:
@@ -299,8 +301,6 @@ def _reset_seconds(text: str | None, clock: Callable[[], float]) -> float | None
         hours, minutes, secs, millis = (float(group) if group else 0.0 for group in match.groups())
         return hours * 3600 + minutes * 60 + secs + millis / 1000
     try:
-        from datetime import datetime
-
         return max(0.0, datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() - clock())
     except ValueError:
         return None

@@ -9,7 +9,7 @@ fingerprint and its cool-down: a hundred workers and repeated minutes send one a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,16 @@ DEFAULT_RULES: Mapping[str, AlertRule] = {
 }
 
 
+@dataclass(frozen=True)
+class Signals:
+    """What the rules look at: the last minutes (the current one may be partial), the
+    correlation between throttling and load, the next hour's predicted demand."""
+
+    recent: list[MinuteSummary]
+    correlation: float | None
+    upcoming: Prediction | None
+
+
 def evaluate(
     rules: Mapping[str, AlertRule],
     recent: list[MinuteSummary],
@@ -68,88 +78,98 @@ def evaluate(
     upcoming: Prediction | None,
     store_down: bool = False,
 ) -> list[Alert]:
-    """The alerts that hold now. ``recent`` are the last minutes (the current one may be partial):
-    rates use the busiest of them, events their sum."""
+    """The alerts that hold now: rates use the busiest of the ``recent`` minutes, events their sum.
+    With the store down, only that is said (nothing else can be read)."""
+    if store_down:
+        checks: tuple[tuple[str, _Check], ...] = (("store_unreachable", _store_unreachable),)
+    else:
+        checks = _CHECKS
+    signals = Signals(recent, correlation, upcoming)
     alerts: list[Alert] = []
-
-    def rule(name: str) -> AlertRule | None:
-        found = rules.get(name)
-        return found if found is not None and found.enabled else None
-
-    if store_down and (r := rule("store_unreachable")):
-        alerts.append(
-            Alert(
-                r.name,
-                "cluster",
-                r.level,
-                "The resilience store is unreachable: admission and breakers run on each process's own state",
-                {"rule": r.name},
-            )
-        )
-        return alerts
-    throttled = max((m.throttled for m in recent), default=0.0)
-    if (r := rule("throttled_per_minute")) and throttled > r.threshold:
-        busiest = max(recent, key=lambda m: m.throttled)
-        alerts.append(
-            Alert(
-                r.name,
-                "cluster",
-                r.level,
-                f"High rate limiting activity: {throttled:g} requests throttled in a minute "
-                f"(threshold {r.threshold:g}); consider more capacity or other limits",
-                {"rule": r.name},
-                {
-                    "throttled": throttled,
-                    "by_strategy": dict(busiest.throttled_by_strategy),
-                    "tiers": dict(busiest.tiers),
-                },
-            )
-        )
-    grace = max((m.grace_share for m in recent if m.admitted + m.graced >= 10), default=0.0)
-    if (r := rule("grace_usage")) and grace > r.threshold:
-        alerts.append(
-            Alert(
-                r.name,
-                "cluster",
-                r.level,
-                f"Grace allowance exhaustion: {grace:.0%} of admissions needed grace "
-                f"(threshold {r.threshold:.0%}); review tier limits",
-                {"rule": r.name},
-                {"grace_usage": grace},
-            )
-        )
-    if (r := rule("load_correlation")) and correlation is not None and correlation < r.threshold:
-        alerts.append(
-            Alert(
-                r.name,
-                "cluster",
-                r.level,
-                f"Rate limiting does not follow load: correlation {correlation:.2f} "
-                f"(threshold {r.threshold:.2f}); review the adaptive limits",
-                {"rule": r.name},
-                {"correlation": correlation},
-            )
-        )
-    if r := rule("breaker_tripped"):
-        trips: dict[str, float] = {}
-        for minute in recent:
-            for name, count in minute.breaker_trips.items():
-                trips[name] = trips.get(name, 0.0) + count
-        for name, count in sorted(trips.items()):
-            alerts.append(breaker_trip_alert(r, name, f"{count:g} times", {"trips": count}))
-    if (r := rule("predicted_spike")) and upcoming is not None and upcoming.acts():
-        alerts.append(
-            Alert(
-                r.name,
-                f"hour-{upcoming.hour}",
-                r.level,
-                f"Demand spike predicted for the next hour: {upcoming.spike:.1f}x the usual "
-                f"(confidence {upcoming.confidence:.2f}); limits will shrink by {1 / upcoming.spike:.2f}",
-                {"rule": r.name},
-                {"spike": upcoming.spike, "confidence": upcoming.confidence},
-            )
-        )
+    for name, check in checks:
+        rule = rules.get(name)
+        if rule is not None and rule.enabled:
+            alerts.extend(check(rule, signals))
     return alerts
+
+
+def _store_unreachable(rule: AlertRule, signals: Signals) -> list[Alert]:
+    message = "The resilience store is unreachable: admission and breakers run on each process's own state"
+    return [Alert(rule.name, "cluster", rule.level, message, {"rule": rule.name})]
+
+
+def _throttled(rule: AlertRule, signals: Signals) -> list[Alert]:
+    busiest = max(signals.recent, key=lambda m: m.throttled, default=None)
+    if busiest is None or busiest.throttled <= rule.threshold:
+        return []
+    message = (
+        f"High rate limiting activity: {busiest.throttled:g} requests throttled in a minute "
+        f"(threshold {rule.threshold:g}); consider more capacity or other limits"
+    )
+    figures = {
+        "throttled": busiest.throttled,
+        "by_strategy": dict(busiest.throttled_by_strategy),
+        "tiers": dict(busiest.tiers),
+    }
+    return [Alert(rule.name, "cluster", rule.level, message, {"rule": rule.name}, figures)]
+
+
+def _grace(rule: AlertRule, signals: Signals) -> list[Alert]:
+    grace = max((m.grace_share for m in signals.recent if m.admitted + m.graced >= 10), default=0.0)
+    if grace <= rule.threshold:
+        return []
+    message = (
+        f"Grace allowance exhaustion: {grace:.0%} of admissions needed grace "
+        f"(threshold {rule.threshold:.0%}); review tier limits"
+    )
+    return [Alert(rule.name, "cluster", rule.level, message, {"rule": rule.name}, {"grace_usage": grace})]
+
+
+def _correlation(rule: AlertRule, signals: Signals) -> list[Alert]:
+    correlation = signals.correlation
+    if correlation is None or correlation >= rule.threshold:
+        return []
+    message = (
+        f"Rate limiting does not follow load: correlation {correlation:.2f} "
+        f"(threshold {rule.threshold:.2f}); review the adaptive limits"
+    )
+    return [
+        Alert(rule.name, "cluster", rule.level, message, {"rule": rule.name}, {"correlation": correlation})
+    ]
+
+
+def _trips(rule: AlertRule, signals: Signals) -> list[Alert]:
+    trips: dict[str, float] = {}
+    for minute in signals.recent:
+        for name, count in minute.breaker_trips.items():
+            trips[name] = trips.get(name, 0.0) + count
+    return [
+        breaker_trip_alert(rule, name, f"{count:g} times", {"trips": count})
+        for name, count in sorted(trips.items())
+    ]
+
+
+def _spike(rule: AlertRule, signals: Signals) -> list[Alert]:
+    upcoming = signals.upcoming
+    if upcoming is None or not upcoming.acts():
+        return []
+    message = (
+        f"Demand spike predicted for the next hour: {upcoming.spike:.1f}x the usual "
+        f"(confidence {upcoming.confidence:.2f}); limits will shrink by {1 / upcoming.spike:.2f}"
+    )
+    figures = {"spike": upcoming.spike, "confidence": upcoming.confidence}
+    return [Alert(rule.name, f"hour-{upcoming.hour}", rule.level, message, {"rule": rule.name}, figures)]
+
+
+_Check = Callable[[AlertRule, Signals], list[Alert]]
+# The rules in the order their alerts are reported.
+_CHECKS: tuple[tuple[str, _Check], ...] = (
+    ("throttled_per_minute", _throttled),
+    ("grace_usage", _grace),
+    ("load_correlation", _correlation),
+    ("breaker_tripped", _trips),
+    ("predicted_spike", _spike),
+)
 
 
 def breaker_trip_alert(rule: AlertRule, breaker: str, how: str, figures: Mapping[str, Any]) -> Alert:

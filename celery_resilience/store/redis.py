@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import threading
-import time
 import uuid
 from collections.abc import Mapping
 from importlib import resources
@@ -34,6 +32,7 @@ from ..monitoring.counters import REQUESTS, derive
 from .base import MinuteClock
 from .keys import KeySpace
 from .script_lane import ScriptLane
+from .transition_feed import TransitionFeed
 
 __all__ = ["RedisStore", "load_script", "unreachable"]
 
@@ -80,8 +79,6 @@ class RedisStore:
         # An injected clock (tests) replaces the server's TIME in every script.
         self._clock = clock.now if clock is not None else None
         self._metrics_ttl = metrics_ttl
-        self._url = url
-        self._timeout = timeout
         self._redis: redis.Redis = client or redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -99,9 +96,7 @@ class RedisStore:
         self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
         self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
-        self._listeners: list[TransitionListener] = []
-        self._listener_thread: threading.Thread | None = None
-        self._listener_lock = threading.Lock()
+        self._feed = TransitionFeed(url, keys.breaker_channel(), timeout)
         self._wire: dict[AdmitPolicy, bytes] = {}
         self._metrics_keys: dict[tuple[int, int], str] = {}
 
@@ -428,48 +423,7 @@ class RedisStore:
         return {int(hour): float(value) for hour, value in raw.items()}
 
     def subscribe(self, listener: TransitionListener) -> None:
-        with self._listener_lock:
-            if listener not in self._listeners:
-                self._listeners.append(listener)
-            if self._listener_thread is None or not self._listener_thread.is_alive():
-                self._listener_thread = threading.Thread(
-                    target=self._listen, name="resilience-breaker-events", daemon=True
-                )
-                self._listener_thread.start()
-
-    def _listen(self) -> None:
-        """Follow the transition channel for the life of the process, reconnecting after errors."""
-        client = redis.Redis.from_url(
-            self._url, socket_connect_timeout=self._timeout, health_check_interval=30
-        )
-        delay = 0.1
-        while True:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(self.keys.breaker_channel())
-                delay = 0.1
-                while True:
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._deliver(message["data"])
-            except redis.RedisError as error:
-                logger.warning("breaker event feed interrupted (%s); retrying in %.1fs", error, delay)
-                for listener in list(self._listeners):
-                    listener(None, None)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                pubsub.close()
-
-    def _deliver(self, data: bytes) -> None:
-        try:
-            name, state, generation, open_until = data.decode().split()
-            event = BreakerView(_STATES[state], int(generation), float(open_until))
-        except (ValueError, KeyError):
-            logger.warning("ignored a malformed breaker event: %r", data)
-            return
-        for listener in list(self._listeners):
-            listener(name, event)
+        self._feed.subscribe(listener)
 
     def purge(self) -> int:
         deleted = 0

@@ -4,6 +4,7 @@ real clients: the limit and every switch behave as specified."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -21,7 +22,7 @@ from celery_resilience_harness.simulation.services_client import ServicesClient
 from celery_resilience import classify
 from celery_resilience.testing import FakeClock
 
-FAST = {"latency_median": 0.001, "latency_p99": 0.002}
+FAST: dict[str, Any] = {"latency_median": 0.001, "latency_p99": 0.002}
 
 
 @pytest.fixture
@@ -51,6 +52,7 @@ def ask(c: openai.OpenAI, text: str = "hello") -> str:
 def test_answers_in_the_chat_completions_shape_and_chooses_from_the_instructions(
     services: FakeServices,
 ) -> None:
+    """The fake provider answers in the chat completions shape, choosing from the instructions."""
     first = ask(client(services), "the app crashes")
     assert first in ("bug", "billing", "question")
     assert ask(client(services), "the app crashes") == first  # the same text, the same answer
@@ -59,6 +61,7 @@ def test_answers_in_the_chat_completions_shape_and_chooses_from_the_instructions
 def test_the_requests_per_minute_limit_answers_429_with_retry_after_and_ratelimit_headers(
     services: FakeServices,
 ) -> None:
+    """Past its limit the fake provider answers 429 with retry-after and rate-limit headers."""
     raw = httpx.post(f"{services.url}/primary/v1/chat/completions", json={"messages": []})
     assert raw.headers["x-ratelimit-limit-requests"] == "3"
     assert raw.headers["x-ratelimit-remaining-requests"] == "2"
@@ -77,6 +80,7 @@ def test_the_requests_per_minute_limit_answers_429_with_retry_after_and_ratelimi
 
 
 def test_the_window_slides_with_the_clock() -> None:
+    """The fake provider's rate window slides with its clock."""
     clock = FakeClock(0.0)
     provider = FakeProvider("p", ProviderSwitches(rpm=2, minute=10, **FAST), clock=clock)
     assert [provider.complete({}).status for _ in range(3)] == [200, 200, 429]
@@ -95,6 +99,7 @@ def test_the_window_slides_with_the_clock() -> None:
 def test_outage_and_quota_switches_fail_as_real_providers_do_and_recovery_ends_them(
     services: FakeServices, switches: dict[str, object], error: type[Exception], category: str
 ) -> None:
+    """Outage and quota switches fail as real providers do, and recovery ends them."""
     control = ServicesClient(services.url)
     control.control({"providers": {"primary": switches}})
     with pytest.raises(error) as failed:
@@ -105,6 +110,7 @@ def test_outage_and_quota_switches_fail_as_real_providers_do_and_recovery_ends_t
 
 
 def test_slowness_makes_the_client_time_out(services: FakeServices) -> None:
+    """A slow fake provider makes the official client time out."""
     ServicesClient(services.url).control({"providers": {"primary": {"slow": 1.0}}})
     with pytest.raises(openai.APITimeoutError) as failed:
         ask(client(services, timeout=0.2))
@@ -112,6 +118,7 @@ def test_slowness_makes_the_client_time_out(services: FakeServices) -> None:
 
 
 def test_latency_follows_the_configured_median_and_tail() -> None:
+    """The fake provider's latency follows the configured median and tail."""
     provider = FakeProvider("p", ProviderSwitches(rpm=10**6, latency_median=0.2, latency_p99=1.0), seed=3)
     delays = sorted(provider.complete({}).delay for _ in range(4000))
     assert 0.18 < delays[2000] < 0.22
@@ -119,6 +126,7 @@ def test_latency_follows_the_configured_median_and_tail() -> None:
 
 
 def test_bad_switches_are_refused_and_change_nothing(services: FakeServices) -> None:
+    """Bad switches are refused and change nothing."""
     control = ServicesClient(services.url)
     for bad in (
         {"providers": {"primary": {"rpm": 0}}},
@@ -133,6 +141,7 @@ def test_bad_switches_are_refused_and_change_nothing(services: FakeServices) -> 
 
 
 def test_the_database_refuses_connections_beyond_its_pool_and_others_can_hold_some() -> None:
+    """The fake database refuses connections beyond its pool, and others can hold some of it."""
     database = FakeDatabase(DatabaseSwitches(max_connections=3, acquire_timeout=0.0))
     first = database.connect()
     database.set(held_by_others=2)
@@ -147,6 +156,7 @@ def test_the_database_refuses_connections_beyond_its_pool_and_others_can_hold_so
 
 
 def test_the_database_over_http(services: FakeServices) -> None:
+    """The fake database answers over HTTP."""
     opened = [httpx.post(f"{services.url}/db/connect").json()["connection"] for _ in range(2)]
     refused = httpx.post(f"{services.url}/db/connect")
     assert refused.status_code == 503 and refused.json()["error"]["type"] == "too_many_connections"
@@ -157,6 +167,7 @@ def test_the_database_over_http(services: FakeServices) -> None:
 
 
 def test_the_sentry_stand_in_counts_what_the_real_sdk_sends(services: FakeServices) -> None:
+    """The Sentry stand-in counts the events the real SDK sends."""
     sentry = sentry_sdk.Client(dsn=ServicesClient(services.url).sentry_dsn(), default_integrations=False)
     sentry.capture_event({"message": "breaker tripped", "level": "warning", "fingerprint": ["breaker"]})
     sentry.capture_event({"message": "breaker tripped", "level": "warning", "fingerprint": ["breaker"]})

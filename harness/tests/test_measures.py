@@ -28,6 +28,7 @@ def run(requests: list[Request], marks: dict[str, float], states: dict[str, str 
 def test_downtime_counts_seconds_where_fewer_than_half_got_an_answer_and_recovery_waits_for_the_primary() -> (
     None
 ):
+    """Downtime counts seconds with fewer than half answered; recovery waits for the primary."""
     requests = [
         request(0.1, "primary"),
         request(1.2, "timeout"),
@@ -55,12 +56,14 @@ def test_downtime_counts_seconds_where_fewer_than_half_got_an_answer_and_recover
 
 
 def test_percentile_is_the_nearest_rank() -> None:
+    """Percentiles are nearest-rank."""
     assert percentile([], 0.5) is None
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([float(n) for n in range(1, 101)], 0.99) == 99.0
 
 
 def test_outcomes_name_the_answer_s_source() -> None:
+    """Each request's outcome names the source of its answer."""
     fallback = FallbackResult({"label": "bug"}, "rule_based", 0.4, "pipeline.rules", "circuit open", [])
     assert outcome_of("SUCCESS", fallback) == ("fallback:rule_based", "pipeline.rules")
     assert outcome_of("SUCCESS", {"label": "bug", "provider": "primary"}) == ("primary", "")

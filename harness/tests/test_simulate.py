@@ -50,6 +50,7 @@ def check_accounting(run: dict[str, Any]) -> None:
 
 
 def test_the_surge_on_the_embedded_default(tmp_path: Path) -> None:
+    """The surge replays on the embedded default, every request and task accounted for."""
     report, printed = simulate(tmp_path, "surge")
     before, after = report["scenarios"]["surge"]["before"], report["scenarios"]["surge"]["after"]
     for run in (before, after):
@@ -70,6 +71,7 @@ def test_the_surge_on_the_embedded_default(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_an_outage_with_real_worker_processes(tmp_path: Path, redis_available: None) -> None:
+    """An outage replays against real worker processes, and the breaker's probe closes it again."""
     databases = {"broker": 11, "backend": 12, "store": 13}
     try:
         report, _ = simulate(
@@ -110,6 +112,7 @@ def test_an_outage_with_real_worker_processes(tmp_path: Path, redis_available: N
 def test_bad_options_fail_before_anything_runs_and_say_what_was_expected(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Bad options fail before anything runs and say what was expected."""
     from celery_resilience_harness.simulation.cli import simulate_main
 
     with pytest.raises(SystemExit) as stopped:

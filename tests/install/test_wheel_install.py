@@ -73,8 +73,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 def test_a_plain_install_runs_a_worker_and_admits_a_task(
     venv: Path, project: Path, broker: tuple[str, str]
 ) -> None:
-    """The worker starts from the plain install, the admitted task's answer carries the caller,
-    and ``celery resilience status`` works."""
+    """A plain install starts a worker, admits a task for its caller and runs the status command."""
     url, queue = broker
     env = environment(url, queue)
     bin_dir = venv / "bin"

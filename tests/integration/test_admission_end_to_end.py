@@ -52,8 +52,7 @@ def test_context_reaches_the_worker_and_tiers_and_users_are_separate(app_module:
 def test_work_that_names_no_request_type_gets_burst_and_grace_in_full(
     integration_env: dict[str, str],
 ) -> None:
-    """With the default request types, a task naming none is critical: a tier of burst 10 and
-    grace 5 puts 15 messages in the broker before the 16th call is refused."""
+    """A task naming no request type is critical: burst 10 and grace 5 put 15 messages in the broker."""
     from celery import Celery
 
     from celery_resilience import ResilientTask
@@ -79,15 +78,13 @@ def test_work_that_names_no_request_type_gets_burst_and_grace_in_full(
     with pytest.raises(Throttled):
         ordinary.apply_async(user_id=user)
     with app.connection_for_read() as connection:
-        queued = connection.default_channel.queue_declare(queue=queue, passive=True).message_count
-        connection.default_channel.queue_purge(queue)
+        queued = channel_of(connection).queue_declare(queue=queue, passive=True).message_count
+        channel_of(connection).queue_purge(queue)
     assert len(decisions) == 15 and queued == 15
 
 
 def test_a_publish_the_broker_refuses_gives_the_token_back(integration_env: dict[str, str]) -> None:
-    """A user with a burst of 1 publishes through a broker that is down: the caller sees the
-    broker's error, the token comes back (the same user's next publish, through a broker that
-    works, is admitted) and the failure is counted."""
+    """A publish the broker refuses raises to the caller, gives its token back and is counted."""
     from celery import Celery
     from kombu.exceptions import OperationalError
 
@@ -126,7 +123,7 @@ def test_a_publish_the_broker_refuses_gives_the_token_back(integration_env: dict
     minute = reader.current_minute()
     assert sum(reader.minute(m).publish_failed for m in (minute - 1, minute)) >= 1
     with working_app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(working.app.conf.task_default_queue)
+        channel_of(connection).queue_purge(working.app.conf.task_default_queue)
 
 
 def test_a_delayed_task_runs_later(app_module: ModuleType) -> None:
@@ -154,8 +151,7 @@ def test_a_rejected_call_raises_and_is_counted(app_module: ModuleType) -> None:
 
 
 def test_an_expired_queued_task_is_counted_and_the_caller_sees_it(app_module: ModuleType) -> None:
-    """QUEUE_WITH_TIMEOUT publishes with an expiry; a task still waiting past it is revoked, counted
-    as expired by the worker, and the caller's result says so."""
+    """A queued task past its expiry is revoked, counted as expired, and its caller sees the revocation."""
     user, flag = fresh_user(), f"{app_module.PREFIX}:flag:{uuid.uuid4().hex}"
     before = metric(app_module, "expired")
     blocker = app_module.block.delay(flag)
@@ -191,8 +187,7 @@ def test_chain_steps_published_by_the_worker_pass_the_gate(app_module: ModuleTyp
 
 
 def test_every_chain_step_link_and_errback_carries_the_caller(app_module: ModuleType) -> None:
-    """The caller's user, tier and request type reach the second step of a chain, a link
-    callback and an errback, all published by the worker; each passes the gate."""
+    """A chain's next step, a link and an errback, published by the worker, carry the caller's context."""
     import json
 
     user, key = fresh_user(), f"{app_module.PREFIX}:errback:{uuid.uuid4().hex}"
@@ -237,13 +232,14 @@ def test_send_task_publishes_are_counted_as_ungated(app_module: ModuleType) -> N
 
 
 def test_work_a_running_task_spawns_passes_and_carries_its_context(app_module: ModuleType) -> None:
-    """Children published by an admitted task without a user of their own are not refused
-    (the user's bucket is empty by then) and carry the parent's user."""
+    """Children an admitted task publishes for no user pass the gate and carry the parent's user."""
     from celery.result import AsyncResult
 
     user = fresh_user()
     ids = app_module.fan_out.apply_async((3,), user_id=user).get(timeout=60)
-    contexts = [AsyncResult(i, app=app_module.app).get(timeout=60)["context"] for i in ids]
+    contexts: list[dict[str, Any]] = [
+        AsyncResult(i, app=app_module.app).get(timeout=60)["context"] for i in ids
+    ]
     assert [c["decision"] for c in contexts] == ["passed"] * 3
     assert all(c["user_id"] == user for c in contexts)
 
@@ -254,13 +250,14 @@ def test_work_a_running_task_publishes_for_another_user_is_admitted(app_module: 
 
     other = fresh_user()
     ids = app_module.fan_out.apply_async((2, other), user_id=fresh_user()).get(timeout=60)
-    decisions = [AsyncResult(i, app=app_module.app).get(timeout=60)["context"]["decision"] for i in ids]
+    decisions: list[str] = [
+        AsyncResult(i, app=app_module.app).get(timeout=60)["context"]["decision"] for i in ids
+    ]
     assert decisions == ["allow", "delay"]
 
 
 def test_a_chord_body_published_by_the_backend_is_not_refused(app_module: ModuleType) -> None:
-    """The header is admitted; the body, published by the worker's result backend when the
-    header completes, passes even though the user's bucket (burst 1, reject) is empty."""
+    """A chord's body published by the result backend passes though the user's bucket is empty."""
     from celery import chord
 
     user = fresh_user()
@@ -269,11 +266,14 @@ def test_a_chord_body_published_by_the_backend_is_not_refused(app_module: Module
 
 
 def test_a_group_over_the_limit_runs_whole_at_the_tiers_rate(app_module: ModuleType) -> None:
-    """Batch work over the limit is refused (reject_with_backoff), but a group only at its
-    first member: with a burst of 1, the other two run paced at the tier's 1/s and the
-    caller gets every result."""
+    """A group over the limit is refused only at its first member; the rest run paced, all results come."""
     from celery import group
 
     user = fresh_user()
     result = group(app_module.add.s(i, i) for i in range(3)).apply_async(user_id=user)
     assert result.get(timeout=60) == [0, 2, 4]
+
+
+def channel_of(connection: Any) -> Any:
+    """The connection's default channel, whose queue methods kombu's types do not declare."""
+    return connection.default_channel

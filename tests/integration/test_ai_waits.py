@@ -52,6 +52,7 @@ def gate() -> Iterator[threading.Event]:
 
 
 def test_a_request_queued_past_its_deadline_is_answered_by_the_chain(gate: threading.Event) -> None:
+    """A request queued past its deadline is answered by its chain, not revoked."""
     app, ask = build(
         resilience_throttle_strategies=[{"strategy": "queue_with_timeout", "seconds": 0.05}],
         resilience_max_throttle_delay=5,
@@ -73,6 +74,7 @@ def test_a_request_queued_past_its_deadline_is_answered_by_the_chain(gate: threa
 
 
 def test_a_request_that_would_wait_for_the_budget_too_long_is_answered_by_the_chain() -> None:
+    """A request that would wait for the budget past quota_wait_limit is answered by its chain."""
     app, ask = build(resilience_providers={"p": {"rate": "1/m"}})
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="ERROR"):
         first = ask.apply_async(("one",), user_id="u").get(timeout=10, disable_sync_subtasks=False)
@@ -83,8 +85,7 @@ def test_a_request_that_would_wait_for_the_budget_too_long_is_answered_by_the_ch
 
 
 def test_a_task_can_hand_its_request_to_the_chain_itself() -> None:
-    """The task knows its own path cannot answer: the chain answers under the same id, and
-    nothing is recorded against the provider's breaker."""
+    """answer_from_fallbacks answers under the same id and records nothing against the breaker."""
     app, ask = build()
     with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False, loglevel="ERROR"):
         result = ask.apply_async(("no database",), user_id="u")

@@ -64,8 +64,7 @@ def cluster(
 
 
 def test_one_alert_per_rule_reaches_sentry_and_the_lease_moves_on(cluster: Any) -> None:
-    """Three workers run the monitor; throttling past the threshold sends exactly one event, with
-    its level, fingerprint, tags and figures. Killing the lease holder hands the lease to another."""
+    """Three monitors send one Sentry event per rule, and killing the lease holder moves the lease."""
     sentry, store, workers = cluster
     wait_for(lambda: store.lease_holder(LEASE) is not None, timeout=60)
     from tests.integration import monitorapp  # publishes under this test's prefix

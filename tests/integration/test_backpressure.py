@@ -49,7 +49,7 @@ def queue() -> str:
 
 def purge(app: Celery, queue: str) -> None:
     with app.connection_for_write() as connection:
-        channel = connection.channel()
+        channel: Any = connection.channel()
         try:
             channel.queue_purge(queue)
             channel.queue_delete(queue)
@@ -129,8 +129,7 @@ def second_call(task: Any) -> str:
 def test_a_filling_queue_moves_callers_from_delay_to_queue_to_reject(
     backpressured: tuple[Celery, Any, str],
 ) -> None:
-    """Past 'high' the over-limit caller is queued with a timeout instead of delayed; past 'critical'
-    it is refused with the 30 s back-off (the reference's table)."""
+    """Past 'high' an over-limit caller is queued with a timeout; past 'critical' refused with back-off."""
     app, ask, queue = backpressured
     admission = Resilience.of(app).admission
     filler = app.tasks["bp.filler"]

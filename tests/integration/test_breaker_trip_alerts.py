@@ -72,10 +72,7 @@ def cluster(
 
 
 def test_a_trip_reaches_sentry_at_once_and_shows_in_status_and_prometheus(cluster: Any) -> None:
-    """Two workers call a provider answering 500: the breaker trips, one event reaches Sentry
-    within 5 s of the trip (from the process that tripped it; the monitor does not repeat it),
-    every request is answered by a fallback, and the trip and the fallbacks by kind show in
-    ``status --json``, the minute summary and a Prometheus scrape."""
+    """A trip by real 500s reaches Sentry once within 5 s and shows in status, summary and Prometheus."""
     trip, provider, sentry, env = cluster
     prompts = [f"urgent request {i}" if i % 2 else f"request {i}" for i in range(8)]
     answers = [trip.ask.delay(prompt, provider.url) for prompt in prompts]
@@ -92,7 +89,7 @@ def test_a_trip_reaches_sentry_at_once_and_shows_in_status_and_prometheus(cluste
 
     def counted(figure: str, key: str) -> float:
         minutes = (report["this_minute"], report["last_minute"])
-        return sum(minute[figure].get(key, 0) for minute in minutes)
+        return float(sum(minute[figure].get(key, 0) for minute in minutes))
 
     assert counted("breaker_trips", "provider") == 1
     assert counted("fallbacks", "rule_based") == 4 and counted("fallbacks", "template") == 4

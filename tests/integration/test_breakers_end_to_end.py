@@ -121,8 +121,7 @@ def test_a_late_outcome_from_an_older_generation_is_ignored(ai: ModuleType, serv
 def test_forced_open_refuses_and_disabled_passes_without_recording(
     ai: ModuleType, server: ScriptedServer
 ) -> None:
-    """forced_open: the provider is never called. disabled: every call goes through, failures included,
-    and the breaker never trips."""
+    """forced_open never calls the provider; disabled calls it every time and never trips."""
     b = breakers(ai)
     b.force("ops", BreakerState.FORCED_OPEN)
     with pytest.raises(CircuitOpen, match="forced_open"):
@@ -155,8 +154,7 @@ def test_a_call_overrunning_call_timeout_counts_as_a_timeout(ai: ModuleType, ser
 def test_the_quota_guard_keeps_calls_under_the_budget_across_processes(
     ai: ModuleType, server: ScriptedServer
 ) -> None:
-    """Budget 10/s: 40 calls from four processes all complete, never faster than the budget allows,
-    and waiting for the budget is not a retry (max_retries is 0 and every run reports 0 retries)."""
+    """Four processes keep 40 calls under a 10/s budget, and waiting for the budget is not a retry."""
     results = [ai.call_quota.delay(f"{server.url}/q") for _ in range(40)]
     assert [r.get(timeout=120) for r in results] == [{"answer": OK, "retries": 0}] * 40
     arrivals = sorted(server.arrivals)
@@ -171,9 +169,7 @@ def test_the_quota_guard_keeps_calls_under_the_budget_across_processes(
 
 
 def test_a_provider_counting_in_a_sliding_window_never_sees_more_than_the_budget(ai: ModuleType) -> None:
-    """Budget 20 per 3 s, on a task with a provider and no breaker: 50 calls from four
-    processes reach a provider that refuses (429) any call beyond 20 in a sliding 3 s
-    window. Every call is answered: none was refused, so no window saw more than 20."""
+    """50 calls under a 20-per-3 s budget reach a sliding-window provider without one 429."""
     provider = ScriptedServer()
     provider.respond(200, {"answer": "ok"})
     provider.limit(20, 3.0)

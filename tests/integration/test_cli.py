@@ -41,8 +41,7 @@ def ai(ai_worker: Any) -> ModuleType:
 def test_status_shows_a_breaker_opened_by_real_failures(
     ai: ModuleType, server: ScriptedServer, integration_env: dict[str, str]
 ) -> None:
-    """Two 500s from the provider trip 'ops' (2 x 2.5 >= 5): status --json says so, with the
-    weight, the open time left, the tiers and the adaptive factors."""
+    """Two real 500s trip a breaker, and status --json shows it with its weight and open time."""
     server.respond(500, {"error": "boom"})
     for _ in range(2):
         with pytest.raises(Exception, match="500"):

@@ -64,8 +64,7 @@ def test_a_rate_limited_primary_goes_to_the_second_provider(ai: ModuleType, prov
 def test_an_open_breaker_routes_at_enqueue_time_under_the_same_task_id(
     ai: ModuleType, providers: Any
 ) -> None:
-    """With the primary's breaker open, the chain is published instead: the primary is never called,
-    and the caller's task id carries the answer."""
+    """With the breaker open the chain is published instead, and the caller's task id gets its answer."""
     primary, secondary = providers
     Resilience.of(ai.app).breakers.force("primary", BreakerState.FORCED_OPEN)
     task_id = f"chosen-by-caller-{uuid.uuid4().hex}"
@@ -80,8 +79,7 @@ def test_an_open_breaker_routes_at_enqueue_time_under_the_same_task_id(
 def test_with_no_provider_left_the_cache_rules_and_template_answer_in_turn(
     ai: ModuleType, providers: Any
 ) -> None:
-    """Primary open, secondary failing: a similar cached question is served; its opposite is not
-    (rule-based answers it); when no rule matches, the template does."""
+    """With no provider left, the cache, then the rules, then the template answer in turn."""
     _, secondary = providers
     assert (
         ask(ai, providers, "is the server down?").get(timeout=60)["answer"] == "from primary"

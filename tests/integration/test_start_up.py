@@ -15,8 +15,7 @@ pytestmark = pytest.mark.integration
 def test_a_worker_with_a_chain_naming_an_unregistered_task_does_not_start(
     integration_env: dict[str, str],
 ) -> None:
-    """'bad.rule' is registered nowhere (the task is 'bad.rules'): the worker exits at start-up
-    with an error naming the setting, the step and the task it probably meant."""
+    """A worker whose chain names an unregistered task exits at start-up naming the setting and step."""
     done = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tests.integration.badchainapp", "worker", "-P", "solo",
          "-Q", "crtest-badchain", "--without-mingle", "--without-gossip", "-l", "warning"],

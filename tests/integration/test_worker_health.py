@@ -61,8 +61,7 @@ def test_heartbeats_reach_the_callers(ai: ModuleType) -> None:
 
 
 def test_a_worker_under_cpu_load_lowers_the_admitted_rate(ai: ModuleType) -> None:
-    """Four processes busy-looping on two cores: the cluster's CPU passes 0.8, the resources
-    factor drops to 0.6 or 0.3, and the tier admits its next call that much later."""
+    """A worker burning its CPUs lowers the admitted rate, and the refusal says which factor did it."""
     load = Resilience.of(ai.app).load
     flag = f"{ai.PREFIX}:burn:{uuid.uuid4().hex}"
     burners = [ai.burn.delay(flag) for _ in range(4)]
@@ -87,9 +86,7 @@ def test_a_worker_under_cpu_load_lowers_the_admitted_rate(ai: ModuleType) -> Non
 
 
 def test_another_job_on_the_workers_host_does_not_change_anyones_limits(ai: ModuleType) -> None:
-    """Two processes that are not the worker's (another job on the host, a publisher beside it)
-    keep both cores busy: the worker's heartbeats report its own idle CPU, the resources factor
-    stays 1 and the tier admits at its configured rate."""
+    """Another job keeping the host busy changes no limit: heartbeats report the worker's own CPU."""
     load = Resilience.of(ai.app).load
     store = Resilience.of(ai.app).store
     flag = f"{ai.PREFIX}:burn:{uuid.uuid4().hex}"

@@ -56,7 +56,9 @@ def test_without_an_injected_clock_the_server_time_is_used(live_store: RedisStor
     """Decisions use Redis TIME, so every host agrees on the bucket's clock."""
     server_now = live_store.now()
     live_store.admit(req(keys))
-    stamp = float(live_store.client.get(keys.bucket("u")[0]).split()[1])
+    stored = live_store.client.get(keys.bucket("u")[0])
+    assert isinstance(stored, bytes)
+    stamp = float(stored.split()[1])
     assert server_now <= stamp <= server_now + 5
 
 
@@ -112,14 +114,13 @@ def test_an_evicting_redis_is_warned_about(live_store: RedisStore, caplog: pytes
         client.config_set("maxmemory-policy", "noeviction")
         assert not warn_if_evicting(live_store)
     finally:
-        client.config_set("maxmemory-policy", original)
+        client.config_set("maxmemory-policy", original or "noeviction")
 
 
 def test_a_connection_the_server_dropped_is_replaced_without_failing_the_call(
     live_store: RedisStore, keys: KeySpace
 ) -> None:
-    """Admission runs on its own lane of the pool: a pooled connection killed while idle
-    (a restart, a proxy's idle timeout) is replaced, and the call succeeds."""
+    """A pooled connection killed while idle is replaced, and the admission call succeeds."""
     live_store.admit(req(keys))
     admin = redis.Redis.from_url(store_url())
     try:
@@ -132,8 +133,7 @@ def test_a_connection_the_server_dropped_is_replaced_without_failing_the_call(
 def test_a_connection_dropped_just_before_the_command_is_retried_once(
     live_store: RedisStore, keys: KeySpace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The server closes the connection after the pool has checked it (the narrow race a
-    restart can hit): the lane reconnects and runs the command once more."""
+    """A connection dropped after the pool's check is reconnected and the command run once more."""
     live_store.admit(req(keys))
     admin = redis.Redis.from_url(store_url())
     pool = live_store.client.connection_pool
@@ -141,7 +141,7 @@ def test_a_connection_dropped_just_before_the_command_is_retried_once(
 
     def checked_then_dropped(*args: Any, **kwargs: Any) -> Any:
         connection = checked_out(*args, **kwargs)
-        port = connection._sock.getsockname()[1]
+        port = connection._sock.getsockname()[1]  # type: ignore[attr-defined]
         admin.client_kill(f"127.0.0.1:{port}")
         return connection
 
@@ -155,14 +155,13 @@ def test_a_connection_dropped_just_before_the_command_is_retried_once(
 def test_a_timed_out_call_never_hands_its_late_reply_to_the_next_call(
     live_store: RedisStore, keys: KeySpace
 ) -> None:
-    """The server is paused past the store's timeout: the call fails as unavailable, and
-    the next call on the lane reads its own reply, not the late one of the first."""
+    """A call timed out by a paused server never hands its late reply to the next call."""
     roomy_key, roomy_shard = keys.bucket("roomy")
     roomy = AdmitRequest(roomy_key, roomy_shard, AdmitPolicy(BucketSpec(9, 1.0, 0, 60), "free", "delay"))
     live_store.admit(req(keys))  # the lane now holds a connected connection
     admin = redis.Redis.from_url(store_url(), socket_timeout=5)
     try:
-        admin.execute_command("CLIENT", "PAUSE", 600, "ALL")
+        admin.execute_command("CLIENT", "PAUSE", 600, "ALL")  # type: ignore[no-untyped-call]
         with pytest.raises(StoreUnavailable, match="did not answer"):
             live_store.admit(roomy)
         admin.ping()  # answered once the pause is over; the late reply has been sent by now

@@ -16,6 +16,12 @@ from celery_resilience.breakers.machine import (
     record,
 )
 
+
+def state_of(data: BreakerData) -> BreakerState:
+    """The breaker's state now (read through a call: the machine mutates ``data`` in place)."""
+    return data.state
+
+
 POLICY = BreakerPolicy(
     failure_threshold=5.0,
     window=60,
@@ -45,9 +51,9 @@ def tripped(now: float = 0.0) -> BreakerData:
     data = BreakerData()
     for _ in range(2):
         fail(data, now)
-    assert data.state is BreakerState.CLOSED
+    assert state_of(data) is BreakerState.CLOSED
     fail(data, now)
-    assert data.state is BreakerState.OPEN
+    assert state_of(data) is BreakerState.OPEN
     return data
 
 
@@ -65,20 +71,19 @@ def test_successes_count_as_calls_but_add_no_weight() -> None:
         fail(data, now, weight=0.0)
     fail(data, 20, weight=2.0)
     fail(data, 21, weight=2.0)
-    assert data.state is BreakerState.CLOSED
+    assert state_of(data) is BreakerState.CLOSED
 
 
 def test_the_window_forgets_old_failures() -> None:
-    """Failures older than the window no longer count: the weight never accumulates forever.
-    (Counting the two at t=0 and t=1, the third failure at t=70 would trip.)"""
+    """Failures older than the window stop counting, so the weight never accumulates forever."""
     data = BreakerData()
     fail(data, 0, weight=2.0)
     fail(data, 1, weight=2.0)
     fail(data, 70, weight=2.0)
     fail(data, 71, weight=2.0)
-    assert data.state is BreakerState.CLOSED
+    assert state_of(data) is BreakerState.CLOSED
     fail(data, 72, weight=2.0)
-    assert data.state is BreakerState.OPEN
+    assert state_of(data) is BreakerState.OPEN
 
 
 def test_open_refuses_until_the_deadline_then_admits_exactly_the_probes() -> None:
@@ -88,7 +93,7 @@ def test_open_refuses_until_the_deadline_then_admits_exactly_the_probes() -> Non
     assert isinstance(denied, Denied) and denied.retry_after == 20
     permits = [acquire(data, POLICY, 30, lease) for lease in "abcd"]
     assert [isinstance(p, Permit) and p.probe for p in permits] == [True, True, False, False]
-    assert data.state is BreakerState.HALF_OPEN and data.generation == 2
+    assert state_of(data) is BreakerState.HALF_OPEN and data.generation == 2
 
 
 def test_an_expired_probe_lease_frees_its_slot() -> None:
@@ -108,11 +113,11 @@ def test_probe_successes_close_and_a_probe_failure_reopens_longer() -> None:
     permit = acquire(data, policy, 30, "a")
     assert isinstance(permit, Permit)
     fail(data, 31, weight=2.0, lease="a")
-    assert data.state is BreakerState.OPEN and data.open_until == 31 + 60
+    assert state_of(data) is BreakerState.OPEN and data.open_until == 31 + 60
     permit = acquire(data, policy, 91, "b")
     assert isinstance(permit, Permit)
     fail(data, 92, weight=0.0, lease="b")
-    assert data.state is BreakerState.CLOSED and data.trips == 0
+    assert state_of(data) is BreakerState.CLOSED and data.trips == 0
 
 
 def test_outcomes_from_an_older_generation_are_ignored() -> None:
@@ -147,8 +152,7 @@ def test_timeouts_grow_with_consecutive_trips_up_to_the_cap_with_jitter() -> Non
 
 
 def test_operator_states() -> None:
-    """forced_open refuses with no deadline and ignores outcomes; disabled passes without
-    recording; closed resets everything."""
+    """forced_open refuses with no deadline, disabled records nothing, closed resets everything."""
     data = BreakerData()
     force(data, BreakerState.FORCED_OPEN)
     denied = acquire(data, POLICY, 0, "a")
@@ -158,8 +162,8 @@ def test_operator_states() -> None:
     assert isinstance(permit, Permit) and not permit.recording
     for _ in range(10):
         fail(data, 0)
-    assert data.state is BreakerState.DISABLED
+    assert state_of(data) is BreakerState.DISABLED
     force(data, BreakerState.CLOSED)
-    assert data.state is BreakerState.CLOSED and data.trips == 0
+    assert state_of(data) is BreakerState.CLOSED and data.trips == 0
     with pytest.raises(ValueError, match="operator"):
         force(data, BreakerState.HALF_OPEN)

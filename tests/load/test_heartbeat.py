@@ -16,8 +16,7 @@ def broken() -> float:
 
 
 def test_snapshot_reads_the_worker_and_the_users_probes(caplog: pytest.LogCaptureFixture) -> None:
-    """CPU and memory come from the worker's own processes; a failing or out-of-range probe is
-    dropped with a warning."""
+    """A heartbeat reads the worker's own processes; a failing or out-of-range probe is dropped."""
     probes = {"db": lambda: 0.95, "broken": broken, "silly": lambda: 7.0}
     usage = WorkerUsage(1, time.monotonic)
     assert usage.cpu() is None  # the first reading only sets the start
@@ -40,8 +39,7 @@ def test_a_saturated_database_pool_lowers_the_probe_factor() -> None:
 
 @pytest.mark.parametrize(("pool", "expected"), [(0.5, "normal"), (0.85, "high"), (0.95, "critical")])
 def test_a_probe_raises_the_load_severity_like_a_resource(pool: float, expected: str) -> None:
-    """A database pool filling up makes the load high, then critical, while CPU and memory
-    are idle: the throttling strategy hardens with it."""
+    """A database pool filling up raises the load severity while CPU and memory are idle."""
     snapshot = take_snapshot(
         "w1", 10.0, 0, {"db": lambda: pool}, 0.2, 0.3
     )  # the worker is not the bottleneck

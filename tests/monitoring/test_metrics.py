@@ -41,8 +41,7 @@ def publish(task: Any, times: int, **options: Any) -> int:
 
 
 def test_pearson_matches_a_hand_computation() -> None:
-    """x = 1..5, y = 2, 4, 5, 4, 5: deviations -2..2 and -2, 0, 1, 0, 1, so
-    r = 6 / sqrt(10 * 6) = 0.7746 (worked by hand)."""
+    """Pearson's r matches a hand computation (6 / sqrt(60) for the series below)."""
     assert pearson([1, 2, 3, 4, 5], [2, 4, 5, 4, 5]) == pytest.approx(6 / (10 * 6) ** 0.5)
     assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert pearson([1, 1, 1], [1, 2, 3]) is None
@@ -50,8 +49,7 @@ def test_pearson_matches_a_hand_computation() -> None:
 
 
 def test_the_minute_summary_names_what_happened(store: Store, clock: FakeClock) -> None:
-    """Publishes admitted, graced, delayed and refused; a breaker tripped by failing calls,
-    forced and closed; fallback answers by kind; provider calls and a 429; a send_task."""
+    """The minute summary counts what real publishes, failing calls and fallback answers did."""
     app, resilience = app_with(
         store,
         clock,
@@ -116,8 +114,7 @@ def test_a_breaker_that_closes_after_its_probe_is_counted_as_closed(store: Store
 def test_load_correlation_follows_throttling_and_the_workers_heartbeats(
     store: Store, clock: FakeClock
 ) -> None:
-    """Each minute some calls are refused and a worker reports its CPU; the load monitor
-    records the use once a minute: the figure is the hand-computed Pearson r."""
+    """The load correlation is Pearson's r of refusals against the workers' reported CPU per minute."""
     _, resilience = app_with(
         store,
         clock,

@@ -27,8 +27,7 @@ def beat(store: Store, worker: str, cpu: float, at: float) -> None:
 
 
 def test_a_loaded_cluster_lowers_the_multiplier_and_raises_severity(store: Store, clock: FakeClock) -> None:
-    """Two workers at 95 % CPU: resources factor 0.3 and CRITICAL severity; the reading is
-    cached for the interval."""
+    """Two workers at 95 % CPU give factor 0.3 and CRITICAL severity, cached for the interval."""
     mono = Monotonic(0.0)
     load = monitor(store, mono, heartbeat_interval=5, adaptive_interval=1.0, prediction={"enabled": False})
     assert load.factors().resources == 1.0
@@ -76,9 +75,7 @@ def test_the_clamp_holds_under_load(store: Store, clock: FakeClock) -> None:
 def test_a_predicted_monday_surge_is_announced_an_hour_ahead_then_shrinks_limits(
     store: Store, clock: FakeClock
 ) -> None:
-    """Four weeks of 5x demand at Monday 9:00 in the store. At 8:00 the surge is announced
-    (an event for the alerts) but limits are untouched; at 9:00 the predicted factor is
-    1/spike; at 10:00 it is gone."""
+    """A Monday surge seen four weeks running is announced an hour ahead, then shrinks limits for its hour."""
     now_hour = hour_index(clock())
     monday_9 = now_hour + (9 - hour_of_week(now_hour)) % HOURS_PER_WEEK
     for hour in range(monday_9 - 4 * HOURS_PER_WEEK, monday_9 - 1):

@@ -72,7 +72,7 @@ def test_unknown_tier_or_request_type_is_the_callers_error(
 ) -> None:
     """A typo at the call site raises at once, listing what exists."""
     with pytest.raises(ValueError, match=message):
-        make(clock).context(*args, None)
+        make(clock).context(args[0], args[1], args[2], None)
 
 
 def test_user_id_of_a_wrong_type_is_refused(clock: FakeClock) -> None:
@@ -229,8 +229,7 @@ def immediate_admissions(adm: Admission, user: str) -> int:
 def test_the_burst_shrinks_with_the_adapted_rate(
     clock: FakeClock, factor: float, tier: dict[str, Any], expected: int
 ) -> None:
-    """Under load a user's burst shrinks in proportion to the rate: a full bucket would
-    otherwise carry every user through a short spike as if nothing were wrong."""
+    """Under load a user's burst shrinks with the rate, so a full bucket cannot carry a spike untouched."""
     reject = [{"strategy": "reject_with_backoff", "seconds": 0}]
     s = ResilienceSettings.from_conf(
         {"resilience_tiers": {"t": tier}, "resilience_throttle_strategies": reject}
@@ -243,8 +242,7 @@ def test_the_burst_shrinks_with_the_adapted_rate(
 
 
 def test_a_bucket_emptied_under_load_refills_to_the_full_burst_once_load_passes(clock: FakeClock) -> None:
-    """The shrunken burst is a ceiling while the load lasts, not a loss: with the load gone,
-    the bucket refills at the tier's rate up to its full burst."""
+    """The shrunken burst is a ceiling while the load lasts: once it passes, the full burst refills."""
     reject = [{"strategy": "reject_with_backoff", "seconds": 0}]
     tiers = {"t": {"rate": "60/m", "burst": 10}}
     s = ResilienceSettings.from_conf({"resilience_tiers": tiers, "resilience_throttle_strategies": reject})
@@ -298,13 +296,12 @@ class DeadStore:
 
 
 def test_store_down_fails_open_warns_counts_and_backs_off(caplog: pytest.LogCaptureFixture) -> None:
-    """Fail open: the call is allowed unchecked, a warning is logged, the outage counted, and the
-    dead store is not asked again until the retry interval has passed."""
+    """Fail open: allowed unchecked, one warning, counted, and the dead store left alone for the interval."""
     s = ResilienceSettings.from_conf({"resilience_store_retry_interval": 5})
     dead, mono = DeadStore(), Monotonic()
     adm = Admission(
         s.admission, lambda: dead, retry_interval=s.store_retry_interval, clock=SplitClock(FakeClock(), mono)
-    )  # type: ignore[arg-type,return-value]
+    )
     ctx = adm.context("u", None, None, None)
     with caplog.at_level(logging.WARNING, "celery_resilience"):
         verdicts = [adm.decide(ctx, task_name="t") for _ in range(3)]
@@ -320,7 +317,7 @@ def test_store_down_fails_open_warns_counts_and_backs_off(caplog: pytest.LogCapt
 def test_store_down_fails_closed_when_configured() -> None:
     """Fail closed: the caller gets AdmissionUnavailable, a Throttled it can retry after the interval."""
     s = ResilienceSettings.from_conf({"resilience_admission_on_store_failure": "closed"})
-    adm = Admission(s.admission, DeadStore, retry_interval=s.store_retry_interval)  # type: ignore[arg-type]
+    adm = Admission(s.admission, DeadStore, retry_interval=s.store_retry_interval)
     with pytest.raises(AdmissionUnavailable) as caught:
         adm.decide(adm.context("u", None, None, None), task_name="t")
     assert isinstance(caught.value, Throttled)

@@ -139,8 +139,7 @@ def test_the_lease_passes_to_another_monitor_when_its_holder_stops(store: Store,
 
 
 def test_a_breaker_trip_is_alerted_at_once_and_once(store: Store, clock: FakeClock) -> None:
-    """The call that trips a breaker sends its alert at once; the monitor, which sees the trip
-    in the counters, does not send it again, nor a second trip within the cool-down."""
+    """A trip is alerted at once by the call that caused it; neither the monitor nor a re-trip repeats it."""
     immediate: list[Alert] = []
     resilience = app_with(
         store, clock, breakers={"openai": {"minimum_calls": 1, "recovery_timeout": 1, "jitter": 0}}
@@ -160,8 +159,7 @@ def test_a_breaker_trip_is_alerted_at_once_and_once(store: Store, clock: FakeClo
 
 
 def test_the_monitor_alerts_a_trip_its_process_could_not_send(store: Store, clock: FakeClock) -> None:
-    """When the tripping process has no way to send (its Sentry call fails before the claim),
-    the monitor sends the trip from the counters, one alert per breaker."""
+    """The monitor alerts, from the counters, a trip its process could not send: one per breaker."""
     resilience = app_with(
         store, clock, breakers={"openai": {"minimum_calls": 1}, "anthropic": {"minimum_calls": 1}}
     )

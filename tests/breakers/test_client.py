@@ -76,16 +76,15 @@ def test_open_is_refused_locally_after_the_first_answer() -> None:
 
 
 class FailingStore(MemoryStore):
-    def breaker_acquire(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+    def breaker_acquire(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         raise StoreUnavailable("down")
 
-    def breaker_record(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+    def breaker_record(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         raise StoreUnavailable("down")
 
 
 def test_store_down_falls_back_to_a_local_breaker_and_rejoins(caplog: pytest.LogCaptureFixture) -> None:
-    """With the store gone, the process runs its own breaker (same policy): it still trips.
-    After the retry interval it asks the shared store again."""
+    """With the store gone a local breaker still trips, and the shared one is asked again later."""
     down = FailingStore(KeySpace("t", 1), clock=FakeClock())
     breakers, _, mono = make(store=down)
     with caplog.at_level(logging.WARNING, "celery_resilience"):
@@ -163,8 +162,7 @@ def tripped() -> tuple[Breakers, MemoryStore, Callable[[float], None]]:
 
 
 def test_an_open_breaker_past_its_deadline_reads_as_half_open_so_the_next_call_probes_it() -> None:
-    """Callers that route by ``state()`` (AITask's enqueue-time fallback) must not keep an
-    expired breaker open forever: nothing would ever call the dependency again."""
+    """An open breaker past its deadline reads half-open, so enqueue-time routing lets its probe through."""
     breakers, store, advance = tripped()
     assert breakers.state("ai") is BreakerState.OPEN
     advance(31)
@@ -175,8 +173,7 @@ def test_an_open_breaker_past_its_deadline_reads_as_half_open_so_the_next_call_p
 
 
 def test_a_probe_ending_in_celery_control_flow_frees_its_slot_for_the_next_call() -> None:
-    """A probe whose task called ``self.retry()`` says nothing about the dependency: its
-    half-open slot is given back at once instead of being held until the lease expires."""
+    """A probe that ends in self.retry() gives its half-open slot back at once."""
     from celery.exceptions import Retry
 
     breakers, store, advance = tripped()

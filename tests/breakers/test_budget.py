@@ -26,8 +26,7 @@ def most_in_any_window(moments: list[float], window: float) -> int:
 
 
 def test_budget_is_spent_then_names_the_wait(store: Store, clock: FakeClock) -> None:
-    """10 a minute with a burst of 2: two calls pass at once, the third waits for the refill of
-    8 calls per (stretched) minute, and provider calls are counted apart."""
+    """10/m with a burst of 2: two calls at once, then the refill's wait, counted apart from users."""
     quota = ProviderQuota(budget("10/m", 2), lambda: store)
     assert [quota.take("openai") for _ in range(2)] == [0.0, 0.0]
     refill = 8 / (60 * (1 + WINDOW_MARGIN))
@@ -48,8 +47,7 @@ def test_budget_is_spent_then_names_the_wait(store: Store, clock: FakeClock) -> 
 def test_no_window_of_the_period_sees_more_than_the_count(
     count: int, period: float, burst_share: float
 ) -> None:
-    """Callers taking the budget as fast as it allows, for four periods: any window of one
-    period holds at most the count (what a provider's sliding window enforces)."""
+    """Taking the budget as fast as it allows, no window of one period ever holds more than the count."""
     clock = FakeClock()
     burst = max(1, min(count - 1, round(burst_share * count))) if count > 1 else 1
     quota = ProviderQuota({"p": ProviderBudget(Rate(count, period), burst)}, lambda: store)

@@ -17,8 +17,7 @@ class ProviderDown(Exception):
 
 
 def test_scrape_shows_last_minute_figures_and_breaker_states(store: Store, clock: FakeClock) -> None:
-    """What happened in the last completed minute (publishes, a trip, a fallback answer), and
-    a one-hot breaker state; an open breaker past its deadline reads as half-open."""
+    """A scrape shows the last minute's figures and one-hot breaker states, half-open once due."""
     app = Celery("prom", broker="memory://localhost/", set_as_current=False)
     app.conf.update(
         resilience_tiers={"free": {"rate": "1/h", "burst": 5}},

@@ -25,7 +25,7 @@ CHAT_OK = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "
 def closed_port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    port: int = sock.getsockname()[1]
     sock.close()
     return port
 
@@ -201,8 +201,7 @@ def test_reset_headers_give_retry_after(server: ScriptedServer) -> None:
 
 
 def test_weights_follow_the_reference() -> None:
-    """Timeout 2.0, rate limit 1.5, server error 2.5, other 0.5, and nothing for errors
-    that say nothing about the dependency."""
+    """The reference's weights; errors that say nothing about the dependency weigh nothing."""
     assert classify(TimeoutError()).weight == 2.0
     assert classify(ValueError("bad input")).weight == 0.5
     assert classify(ValueError("bad input")).category is Category.OTHER

@@ -92,8 +92,7 @@ def _hammer(prefix: str, leases: bool, ready: Any, start: Any, results: Any) -> 
 def test_four_processes_of_25_threads_respect_rate_burst_and_grace(
     redis_available: None, prefix: str, leases: bool
 ) -> None:
-    """Admitted <= rate x elapsed + burst + grace x windows touched, measured on the Redis clock;
-    with leases, tokens may be spent up to one lease window after they were minted."""
+    """Admitted never exceeds rate x elapsed + burst + grace (plus one lease window) on the Redis clock."""
     ctx = multiprocessing.get_context("spawn")
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [

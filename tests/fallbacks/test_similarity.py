@@ -35,11 +35,13 @@ def test_similar_pairs_pass_the_similarity_threshold(question: str, cached: str)
 
 @pytest.mark.parametrize(("question", "cached"), SERVED)
 def test_paraphrases_pass_the_quality_gate(question: str, cached: str) -> None:
+    """Paraphrases of a question pass the quality gate."""
     assert quality(question, cached) > 0.6
 
 
 @pytest.mark.parametrize(("question", "cached"), REFUSED)
 def test_opposites_numbers_names_and_negations_are_refused(question: str, cached: str) -> None:
+    """Opposite words, other numbers, other names and a flipped negation are refused."""
     assert quality(question, cached) <= 0.6
 
 

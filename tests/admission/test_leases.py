@@ -23,7 +23,6 @@ class Counting:
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
-        self.keys = inner.keys
         self.requests: list[AdmitRequest] = []
         self.down = False  # answer as a store that cannot be reached
 
@@ -98,8 +97,7 @@ def test_lease_admissions_reach_the_metrics(store: Store) -> None:
 
 
 def test_lease_admissions_reach_the_metrics_after_a_store_outage(store: Store) -> None:
-    """A lease's admissions ride on the key's next round trip. When that one finds the
-    store down, they are counted with the first decision the store answers again."""
+    """A lease's admissions whose report found the store down are counted once it answers again."""
     adm, counting, mono = make(store, "100/s", lease_window=0.1, store_retry_interval=1.0)
     ctx = adm.context("hot", None, "interactive", None)
     for _ in range(11):  # one round trip, then the ten leased tokens
@@ -116,8 +114,7 @@ def test_lease_admissions_reach_the_metrics_after_a_store_outage(store: Store) -
 
 
 def test_lease_admissions_flushed_during_an_outage_are_counted_later(store: Store) -> None:
-    """A flush (at exit, or when the lease table is full) that finds the store down keeps
-    its counts for the next decision the store answers."""
+    """A lease flush that finds the store down keeps its counts for the next decision it answers."""
     adm, counting, _ = make(store, "100/s", lease_window=10)
     hot = adm.context("hot", None, "interactive", None)
     for _ in range(5):
@@ -165,8 +162,7 @@ def test_leases_never_exceed_the_bucket(store: Store) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_inherit_leases(store: Store) -> None:
-    """Parent and child must not spend the same leased tokens, nor both report the
-    admissions the parent has not counted yet."""
+    """A forked child neither spends its parent's leased tokens nor reports its uncounted admissions."""
     adm, _, _ = make(store, "100/s", lease_window=10)
     adm.decide(adm.context("hot", None, "interactive", None), task_name="t")
     adm._unreported["admitted@t"] = 3

@@ -20,7 +20,7 @@ from celery_resilience.store import MemoryStore, Store
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
-from tests.unit.test_breaker import POLICY
+from tests.breakers.test_machine import POLICY
 
 
 def trip(store: Store, name: str = "ai") -> None:
@@ -47,8 +47,7 @@ def test_trip_open_half_open_close(store: Store, clock: FakeClock) -> None:
 
 
 def test_a_released_probe_slot_serves_the_next_call_at_once(store: Store, clock: FakeClock) -> None:
-    """A probe that ended without an outcome gives its slot back; a release from an older
-    generation changes nothing."""
+    """A probe ending without an outcome frees its slot; a release from an older generation does not."""
     trip(store)
     clock.advance(30)
     first, _ = store.breaker_acquire("ai", POLICY, "p1")

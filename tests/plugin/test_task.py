@@ -138,9 +138,7 @@ class Published:
 
 
 def test_a_group_over_the_limit_is_published_whole_with_its_later_members_paced() -> None:
-    """Once a group's first member is published, refusing a later one would leave half the
-    group running and the caller without its result: the rest is paced, never refused,
-    each at its own slot (1/h here: an hour apart)."""
+    """Once a group's first member is out, later members over the limit are paced, never refused."""
     from celery import group
 
     app = make_app()
@@ -151,7 +149,7 @@ def test_a_group_over_the_limit_is_published_whole_with_its_later_members_paced(
 
     with Published() as published:
         result = group(member.s(i) for i in range(4)).apply_async(user_id="u")
-    assert len(result.results) == 4
+    assert len(result.results) == 4  # type: ignore[attr-defined]
     assert [m["decision"] for m in published.sent] == ["allow", "delay", "delay", "delay"]
     assert published.sent[0]["eta"] is None
     etas = [datetime.fromisoformat(str(m["eta"])) for m in published.sent[1:]]

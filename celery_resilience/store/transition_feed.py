@@ -1,0 +1,78 @@
+"""The breaker transition feed on Redis: every process hears every transition at once.
+
+``breaker.lua`` publishes ``"<name> <state> <generation> <open_until>"`` on the key
+space's channel with each transition; one daemon thread per store follows the channel
+for the life of the process, reconnecting after errors, and hands each event to the
+listeners. An interruption is announced as ``(None, None)``: caches fed by the channel
+may be stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from ..breakers.machine import BreakerState, BreakerView
+from ..breakers.port import TransitionListener
+
+__all__ = ["TransitionFeed"]
+
+logger = logging.getLogger("celery_resilience.store")
+
+_STATES = {s.value: s for s in BreakerState}
+
+
+class TransitionFeed:
+    def __init__(self, url: str, channel: str, timeout: float) -> None:
+        self._url = url
+        self._channel = channel
+        self._timeout = timeout
+        self._listeners: list[TransitionListener] = []
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: TransitionListener) -> None:
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners.append(listener)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._listen, name="resilience-breaker-events", daemon=True
+                )
+                self._thread.start()
+
+    def _listen(self) -> None:
+        client = redis.Redis.from_url(
+            self._url, socket_connect_timeout=self._timeout, health_check_interval=30
+        )
+        delay = 0.1
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                delay = 0.1
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._deliver(message["data"])
+            except redis.RedisError as error:
+                logger.warning("breaker event feed interrupted (%s); retrying in %.1fs", error, delay)
+                for listener in list(self._listeners):
+                    listener(None, None)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                pubsub.close()
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            name, state, generation, open_until = data.decode().split()
+            event = BreakerView(_STATES[state], int(generation), float(open_until))
+        except (ValueError, KeyError):
+            logger.warning("ignored a malformed breaker event: %r", data)
+            return
+        for listener in list(self._listeners):
+            listener(name, event)
