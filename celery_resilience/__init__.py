@@ -2,7 +2,8 @@
 
 Adopt it in three steps: subclass ``ResilientTask`` (or ``AITask`` for tasks that call an
 AI provider), set ``resilience_*`` policies in ``app.conf``, and call ``Resilience(app)``
-once where the app is created. Everything else is reachable from its capability package:
+once where the app is created. ``with caller(user_id=..., tier=...)`` (or a web
+framework's middleware from ``celery_resilience.web``) says who is publishing. Everything else is reachable from its capability package:
 ``admission``, ``breakers``, ``fallbacks``, ``load``, ``monitoring`` and ``store``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .admission.caller import caller
 from .ai_task import AITask
 from .breakers.classification import Category, classify
 from .breakers.machine import BreakerState
@@ -28,6 +30,7 @@ from .task import ResilientTask
 
 __all__ = [
     "Resilience",
+    "caller",
     "ResilientTask",
     "AITask",
     "FallbackResult",

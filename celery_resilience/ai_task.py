@@ -35,12 +35,13 @@ from .admission.gate import Verdict
 from .breakers.classification import Category, Classification
 from .breakers.machine import BreakerState
 from .errors import CircuitOpen, ConfigurationError, FallbackExhausted, StoreUnavailable, Throttled
-from .extension import FALLBACK_TASK, HEADER, Resilience
+from .extension import FALLBACK_TASK, Resilience
 from .fallbacks.chain import call_arguments
 from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, check_steps
 from .monitoring.counters import count_expired
+from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
-from .task import ResilientTask, apply_countdown
+from .task import ResilientTask
 from .validation import did_you_mean
 
 __all__ = ["AITask"]

@@ -53,6 +53,7 @@ def status_report(app: Any) -> dict[str, Any]:
         "tiers": _tiers(ext, factors.product),
         "severity": ext.load.severity(worst_queue).value,
         "severity_queue": worst_queue,
+        "anonymous_calls": ext.settings.admission.anonymous_calls,
         "factors": {**dataclasses.asdict(factors), "product": factors.product},
         "workers": None if health is None else dataclasses.asdict(health),
         "prediction": None if upcoming is None else dataclasses.asdict(upcoming),
@@ -128,6 +129,7 @@ def _print_status(report: dict[str, Any]) -> None:
         f"severity {report['severity']}{where}   adaptive factor {report['factors']['product']:.2f}   "
         f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(report['at']))} UTC"
     )
+    click.echo(f"calls naming no user: {report['anonymous_calls']} (resilience_anonymous_calls)")
     click.echo("\nbreakers")
     for name, b in report["breakers"].items():
         extra = f"   open for {b['open_for']:.0f}s more" if b["open_for"] else ""

@@ -35,16 +35,22 @@ from .monitoring.alerting import AlertMonitor, AlertSender
 from .monitoring.counters import count_expired, count_ungated
 from .monitoring.rules import breaker_trip_alert
 from .monitoring.sentry import SentrySink
+from .publishing import (
+    HEADER,
+    PublishGate,
+    apply_countdown,
+    apply_expiry,
+    queue_name,
+    take_caller_keywords,
+)
 from .settings import ResilienceSettings
 from .store import KeySpace, Store, masked_url, open_store, store_problem
 from .validation import did_you_mean
 
-__all__ = ["Resilience", "HEADER", "FALLBACK_TASK"]
+__all__ = ["Resilience", "FALLBACK_TASK"]
 
 logger = logging.getLogger("celery_resilience")
 
-# Message header carrying the caller's context and the admission decision.
-HEADER = "resilience"
 # The built-in task that runs a fallback chain under the caller's task id.
 FALLBACK_TASK = "celery_resilience.fallback"
 # The worker's bootsteps, by name (Celery resolves them when the worker starts).
@@ -128,6 +134,7 @@ class Resilience:
             load=self.load,
             clock=clock,
         )
+        self.gate = PublishGate(self.admission, clock, settings.admission.anonymous_calls, self.record)
         fallbacks = settings.fallbacks
         self.cache = SemanticCache(
             lambda: self.store,
@@ -184,6 +191,16 @@ class Resilience:
         if self._routing is None:
             self._routing = (bool(self.app.conf.task_routes), str(self.app.conf.task_default_queue))
         return self._routing
+
+    def route(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> str | None:
+        """The queue a publish of ``name`` lands in: the call's, the router's, the default."""
+        explicit = queue_name(options.get("queue"))
+        if explicit is not None:
+            return explicit
+        routes, default_queue = self.routing()
+        if routes:
+            return queue_name(self.app.amqp.router.route(dict(options), name, args, kwargs).get("queue"))
+        return default_queue
 
     def guard(self, breaker: str) -> AbstractContextManager[Call]:
         """Guard one call inside any task: ``with Resilience.of(app).guard("openai"): ...``.
@@ -285,6 +302,38 @@ class Resilience:
         except Exception as error:  # the call that tripped the breaker must not fail for its alert
             logger.warning("could not alert that breaker %r tripped: %s", name, error)
 
+    def _send_gated(self, send_task: Any, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        """``send_task`` for a task name configured as gated: the producer may not have the
+        task's class, so the gate runs here, with the same strategies as ``apply_async``."""
+        caller = take_caller_keywords(options)
+        headers = dict(options.get("headers") or {})
+        admitted = None
+        if not self.gate.passes(self.app, options, headers, name, caller[0]):
+
+            def schedule(verdict: Any, header: dict[str, Any]) -> None:
+                now = self.clock.now()
+                apply_countdown(options, verdict.countdown, now)
+                if verdict.expires is not None:
+                    apply_expiry(options, verdict.expires, now)
+
+            admitted = self.gate.admit(
+                name,
+                caller,
+                self.settings.admission.gated_tasks[name],
+                queue=self.route(name, args, kwargs, options),
+                breaker=None,
+                refusable=not options.get("group_index"),
+                headers=headers,
+                schedule=schedule,
+            )
+        options["headers"] = headers
+        try:
+            return send_task(name, args, kwargs, **options)
+        except Exception:
+            if admitted is not None:
+                self.admission.give_back(admitted)
+            raise
+
     def _connect(self) -> None:
         """Once per app: bootsteps, the fallback runner task, and the counting of publishes that
         skip the gate and of queued tasks that expired."""
@@ -294,18 +343,19 @@ class Resilience:
         app.task(name=FALLBACK_TASK, bind=True, shared=False)(_run_fallbacks)
         send_task = app.send_task
 
-        def counted_send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-            # ``send_task`` by name skips ``apply_async`` and its gate: count such publishes of
-            # resilient (or unknown) tasks. Wrapping this app's own ``send_task`` attributes each
-            # publish to its app, which a process-wide signal cannot.
+        def gated_send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            registered = _registry.get(app)
             headers = options.get("headers") or {}
-            if HEADER not in headers and not _is_plain_task(app, name):
-                registered = _registry.get(app)
-                if registered is not None:
-                    count_ungated(registered.record)
+            if registered is None or HEADER in headers:
+                return send_task(name, args, kwargs, **options)
+            if name in registered.settings.admission.gated_tasks:
+                return registered._send_gated(send_task, name, args, kwargs, options)
+            if not _is_plain_task(app, name):
+                # A publish by name of a resilient (or unknown) task skips the gate: counted.
+                count_ungated(registered.record)
             return send_task(name, args, kwargs, **options)
 
-        app.send_task = counted_send_task  # type: ignore[method-assign,assignment]
+        app.send_task = gated_send_task  # type: ignore[method-assign,assignment]
 
         def on_revoked(
             sender: Task[Any, Any] | None = None, request: Any = None, expired: bool = False, **_: Any

@@ -75,6 +75,9 @@ class AdmissionSettings:
     lease_window: float
     lease_max_tokens: int
     fail_open: bool
+    anonymous_calls: str
+    gated_tasks: Mapping[str, str | None]
+    """Task names whose publishes by name (``send_task``) are admitted: name -> request type."""
 
 
 def read_admission_settings(read: SettingsReader) -> AdmissionSettings:
@@ -104,7 +107,37 @@ def read_admission_settings(read: SettingsReader) -> AdmissionSettings:
             *read("admission_on_store_failure", "open"), ("open", "closed"), "'open' or 'closed'"
         )
         == "open",
+        anonymous_calls=choice(
+            *read("anonymous_calls", "shared"), ANONYMOUS_POLICIES, f"one of {list(ANONYMOUS_POLICIES)}"
+        ),
+        gated_tasks=_gated_tasks(*read("gated_tasks", {}), request_types),
     )
+
+
+# What a call naming no user gets: a bucket shared per tier, no gate (counted), a refusal.
+ANONYMOUS_POLICIES = ("shared", "ungated", "refuse")
+
+
+def _gated_tasks(
+    name: str, value: object, request_types: Mapping[str, Criticality]
+) -> Mapping[str, str | None]:
+    """A list of task names, or a mapping of task name to ``{"request_type": ...}``."""
+    expected = "a list of task names, or a mapping of task name to {'request_type': ...}"
+    if isinstance(value, str) or not isinstance(value, Mapping | list | tuple):
+        raise ConfigurationError(name, expected, value)
+    specs: Mapping[str, Any] = value if isinstance(value, Mapping) else {key: {} for key in value}
+    gated: dict[str, str | None] = {}
+    for task, spec in specs.items():
+        if not isinstance(task, str) or not task:
+            raise ConfigurationError(name, expected, task)
+        if not isinstance(spec, Mapping) or set(spec) - {"request_type"}:
+            raise ConfigurationError(f"{name}[{task!r}]", "a mapping with at most 'request_type'", spec)
+        request_type = spec.get("request_type")
+        if request_type is not None:
+            expected_type = "a request type named in resilience_request_types"
+            choice(f"{name}[{task!r}]['request_type']", request_type, request_types, expected_type)
+        gated[task] = request_type
+    return MappingProxyType(gated)
 
 
 _LIMIT_KEYS = frozenset({"rate", "burst", "grace", "grace_period"})

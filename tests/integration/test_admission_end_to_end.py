@@ -12,7 +12,7 @@ import pytest
 from celery import chain
 from celery.exceptions import TaskRevokedError
 
-from celery_resilience import Resilience, Throttled
+from celery_resilience import Resilience, Throttled, caller
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -221,6 +221,30 @@ def _children(module: ModuleType, task_id: str) -> list[Any]:
     from celery.result import AsyncResult
 
     return list(AsyncResult(task_id, app=module.app).children or [])
+
+
+def test_delay_inside_caller_reaches_the_worker_as_that_caller(app_module: ModuleType) -> None:
+    """``delay()`` inside ``caller(...)`` is admitted for that caller, whose context the worker sees."""
+    user = fresh_user()
+    with caller(user_id=user, tier="pro"):
+        seen = app_module.whoami.delay().get(timeout=30)["context"]
+    assert seen == {"user_id": user, "tier": "pro", "request_type": "interactive", "decision": "allow"}
+
+
+def test_a_gated_task_published_by_name_is_admitted_and_run_for_its_caller(app_module: ModuleType) -> None:
+    """``send_task`` by name of a gated task is admitted (a free user's second call is delayed, as by
+    apply_async) and the worker sees the caller."""
+    user = fresh_user()
+    with caller(user_id=user):
+        first = app_module.app.send_task("tests.integration.workerapp.context_of")
+        second = app_module.app.send_task("tests.integration.workerapp.context_of")
+    assert first.get(timeout=30)["context"] == {
+        "user_id": user,
+        "tier": "free",
+        "request_type": "interactive",
+        "decision": "allow",
+    }
+    assert second.get(timeout=30)["context"]["decision"] == "delay"
 
 
 def test_send_task_publishes_are_counted_as_ungated(app_module: ModuleType) -> None:

@@ -39,6 +39,8 @@ app.conf.update(
         "queued": "sheddable_plus",
         "default": "sheddable_plus",
     },
+    # Publishes by name (a web service without the task code) of this task are admitted.
+    resilience_gated_tasks={"tests.integration.workerapp.context_of": {"request_type": "interactive"}},
     resilience_throttle_strategies=[
         {"request_type": "batch", "strategy": "reject_with_backoff", "seconds": 30},
         {"request_type": "queued", "strategy": "queue_with_timeout", "seconds": 0.5},

@@ -1,0 +1,241 @@
+"""The gate over one publish's options, shared by ``ResilientTask.apply_async`` and the
+app's ``send_task`` (for task names configured as gated).
+
+Our own keywords (``user_id``, ``tier``, ``request_type``) are popped before Celery sees
+them, or they would leak into message properties; a near miss of one (``userid``,
+``teir``) is refused with the right spelling rather than silently sent as a message
+property. What a call leaves out comes from ``caller(...)``. The caller's context and
+the decision travel to the worker in the ``resilience`` header.
+
+Publishes made by a worker on behalf of work already admitted pass: retries, chain
+steps, links and errbacks (Celery sets ``parent_id``), and anything a running task
+publishes for its own user or for none. They carry the running task's caller onwards.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from .admission.caller import current_caller
+from .admission.gate import Admission, Verdict
+from .admission.plan import CallContext
+from .clock import Clock
+from .monitoring.counters import Count, count_ungated
+
+__all__ = [
+    "HEADER",
+    "CALLER_KEYWORDS",
+    "PublishGate",
+    "take_caller_keywords",
+    "running_context",
+    "continued_context",
+    "queue_name",
+    "apply_countdown",
+    "apply_expiry",
+]
+
+# Message header carrying the caller's context and the admission decision.
+HEADER = "resilience"
+CALLER_KEYWORDS = ("user_id", "tier", "request_type")
+# Options Celery's apply_async and send_task take (and message properties people set):
+# never mistaken for a near miss of ours.
+_CELERY_OPTIONS = frozenset(
+    (
+        "countdown",
+        "eta",
+        "expires",
+        "retry",
+        "retry_policy",
+        "queue",
+        "exchange",
+        "routing_key",
+        "priority",
+        "serializer",
+        "compression",
+        "link",
+        "link_error",
+        "producer",
+        "add_to_parent",
+        "publisher",
+        "headers",
+        "ignore_result",
+        "time_limit",
+        "soft_time_limit",
+        "task_id",
+        "shadow",
+        "chain",
+        "chord",
+        "group_id",
+        "group_index",
+        "root_id",
+        "parent_id",
+        "reply_to",
+        "stamped_headers",
+        "replaced_task_nesting",
+        "result_cls",
+        "connection",
+        "router",
+        "task_type",
+        "declare",
+        "delivery_mode",
+        "mandatory",
+        "immediate",
+        "content_type",
+        "content_encoding",
+        "correlation_id",
+        "expiration",
+        "retries",
+        "argsrepr",
+        "kwargsrepr",
+    )
+)
+
+
+def take_caller_keywords(options: dict[str, Any]) -> tuple[object, str | None, str | None]:
+    """Pop our keywords from ``options``; what they leave out comes from ``caller(...)``.
+    Raises ``TypeError`` for a near miss of one of them, before anything is admitted."""
+    for key in options:
+        if key in CALLER_KEYWORDS or key in _CELERY_OPTIONS:
+            continue
+        spelled = key.lower().replace("-", "_")
+        close = (
+            [spelled]
+            if spelled in CALLER_KEYWORDS
+            else difflib.get_close_matches(spelled, CALLER_KEYWORDS, 1, 0.7)
+        )
+        if close:
+            raise TypeError(f"unexpected keyword {key!r}: did you mean {close[0]!r}?")
+    user_id = options.pop("user_id", None)
+    tier = options.pop("tier", None)
+    request_type = options.pop("request_type", None)
+    around = current_caller()
+    if around is not None:
+        user_id = around.user_id if user_id is None else user_id
+        tier = around.tier if tier is None else tier
+        request_type = around.request_type if request_type is None else request_type
+    return user_id, tier, request_type
+
+
+def running_context(app: Any) -> dict[str, Any]:
+    """The caller's context (user, tier, request type) of the task this worker is running,
+    empty when there is none. Celery publishes a task's callbacks, errbacks and next chain
+    step while the task is still the current one."""
+    running = app.current_worker_task
+    if running is None or getattr(running.request, "id", None) is None:
+        return {}
+    context = getattr(running.request, HEADER, None)
+    if not isinstance(context, dict):
+        return {}
+    return {key: context[key] for key in CALLER_KEYWORDS if key in context}
+
+
+def continued_context(app: Any, user_id: object) -> dict[str, Any] | None:
+    """The running task's context when this publish continues its work: made from inside a
+    running task, for no user or for that task's own user. None otherwise."""
+    running = app.current_worker_task
+    if running is None or getattr(running.request, "id", None) is None:
+        return None
+    context = running_context(app)
+    if user_id is not None and str(user_id) != context.get("user_id"):
+        return None  # work for another user is a new request: it is admitted
+    return context
+
+
+def queue_name(queue: Any) -> str | None:
+    if queue is None or isinstance(queue, str):
+        return queue
+    name = getattr(queue, "name", None)
+    return name if isinstance(name, str) else None
+
+
+class PublishGate:
+    """Admission over a publish's options: ``passes`` for work already admitted, ``admit`` for
+    a new request. ``anonymous`` says what a call naming no user gets: ``"shared"`` (one
+    bucket per tier), ``"ungated"`` (published, counted) or ``"refuse"`` (``ValueError``)."""
+
+    def __init__(self, admission: Admission, clock: Clock, anonymous: str, count: Count) -> None:
+        self.admission = admission
+        self.clock = clock
+        self.anonymous = anonymous
+        self._count = count
+
+    def passes(
+        self, app: Any, options: dict[str, Any], headers: dict[str, Any], name: str, user_id: object
+    ) -> bool:
+        """Whether the publish continues admitted work (its header is then set)."""
+        if options.get("retries") or "parent_id" in options or name.startswith("celery."):
+            # Published by the worker for work already admitted (a retry, the next step of a
+            # chain, a link or an errback), or Celery's own machinery.
+            if HEADER not in headers:
+                headers[HEADER] = {**running_context(app), "decision": "passed"}
+            return True
+        inherited = continued_context(app, user_id)
+        if inherited is None:
+            return False
+        # Published by a running task for its own user (fan-out, a chord's body).
+        headers[HEADER] = {**inherited, "decision": "passed"}
+        return True
+
+    def admit(
+        self,
+        name: str,
+        caller: tuple[object, str | None, str | None],
+        task_request_type: str | None,
+        *,
+        queue: str | None,
+        breaker: str | None,
+        refusable: bool,
+        headers: dict[str, Any],
+        schedule: Callable[[Verdict, dict[str, Any]], None],
+    ) -> Verdict | None:
+        """Decide a new request; the context and decision go into ``headers`` and ``schedule``
+        applies the verdict. None when an anonymous call passes ungated."""
+        user_id, tier, request_type = caller
+        if user_id is None and self.anonymous != "shared":
+            if self.anonymous == "refuse":
+                raise ValueError(
+                    f"{name}: a call must name its user (resilience_anonymous_calls='refuse'); pass "
+                    "user_id=... or publish inside caller(user_id=...)"
+                )
+            count_ungated(self._count)
+            headers[HEADER] = {"user_id": None, "decision": "ungated"}
+            return None
+        ctx: CallContext = self.admission.context(user_id, tier, request_type, task_request_type)
+        verdict = self.admission.decide(
+            ctx, task_name=name, queue=queue, breaker=breaker, refusable=refusable
+        )
+        header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
+        headers[HEADER] = header
+        schedule(verdict, header)
+        return verdict
+
+
+def apply_countdown(options: dict[str, Any], countdown: float, now: float) -> None:
+    """Merge the verdict's countdown with the caller's own, keeping the later start."""
+    if countdown <= 0:
+        return
+    eta = options.get("eta")
+    if eta is not None:
+        options["eta"] = max(_aware(eta), _moment(now + countdown))
+    else:
+        options["countdown"] = max(float(options.get("countdown") or 0), countdown)
+
+
+def apply_expiry(options: dict[str, Any], expires: float, now: float) -> None:
+    """Merge the verdict's expiry with the caller's own, keeping the earlier deadline."""
+    deadline = _moment(now + expires)
+    caller = options.get("expires")
+    if isinstance(caller, int | float):
+        caller = _moment(now + caller)
+    options["expires"] = deadline if caller is None else min(_aware(caller), deadline)
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
