@@ -3,8 +3,9 @@
 Adopt it in three steps: subclass ``ResilientTask`` (or ``AITask`` for tasks that call an
 AI provider), set ``resilience_*`` policies in ``app.conf``, and call ``Resilience(app)``
 once where the app is created. ``with caller(user_id=..., tier=...)`` (or a web
-framework's middleware from ``celery_resilience.web``) says who is publishing. Everything else is reachable from its capability package:
-``admission``, ``breakers``, ``fallbacks``, ``load``, ``monitoring`` and ``store``.
+framework's middleware from ``celery_resilience.web``) says who is publishing.
+Everything else is reachable from its capability package: ``admission``, ``breakers``,
+``fallbacks``, ``load``, ``monitoring`` and ``store``.
 """
 
 from __future__ import annotations

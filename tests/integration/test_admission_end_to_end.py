@@ -232,8 +232,7 @@ def test_delay_inside_caller_reaches_the_worker_as_that_caller(app_module: Modul
 
 
 def test_a_gated_task_published_by_name_is_admitted_and_run_for_its_caller(app_module: ModuleType) -> None:
-    """``send_task`` by name of a gated task is admitted (a free user's second call is delayed, as by
-    apply_async) and the worker sees the caller."""
+    """send_task by name of a gated task is admitted as apply_async is, and the worker sees its caller."""
     user = fresh_user()
     with caller(user_id=user):
         first = app_module.app.send_task("tests.integration.workerapp.context_of")

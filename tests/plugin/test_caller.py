@@ -68,8 +68,7 @@ def test_nested_callers_refine_the_outer_one(headers: list[dict[str, Any]]) -> N
 
 
 def test_the_context_follows_asyncio_and_stays_out_of_plain_threads(headers: list[dict[str, Any]]) -> None:
-    """An async function decorated with ``caller`` keeps it across awaits; a thread sees it only
-    when started with a copy of the context."""
+    """The context follows awaits and to_thread; a plain thread sees it only with a copied context."""
     _, ask = make_app()
 
     @caller(user_id="async-user", tier="pro")
@@ -92,7 +91,7 @@ def test_the_context_follows_asyncio_and_stays_out_of_plain_threads(headers: lis
     ("typo", "meant"), [("userid", "user_id"), ("teir", "tier"), ("request-type", "request_type")]
 )
 def test_a_near_miss_of_our_keywords_raises_before_anything_is_admitted(typo: str, meant: str) -> None:
-    """``userid=``, ``teir=``, ``request-type=`` name the right keyword instead of becoming message properties."""
+    """``userid=``, ``teir=``, ``request-type=`` raise naming the right keyword, not message properties."""
     app, ask = make_app()
     with pytest.raises(TypeError, match=f"did you mean {meant!r}"):
         ask.apply_async(**{typo: "x"})
@@ -121,8 +120,7 @@ def test_calls_naming_no_user_share_a_bucket_pass_ungated_or_are_refused(
 
 
 def test_send_task_of_a_gated_name_is_admitted_like_apply_async(headers: list[dict[str, Any]]) -> None:
-    """A producer without the task's class publishes by name: configured names are admitted, with
-    the caller's context, and refused over the limit; other names are counted as ungated."""
+    """Gated names published by name are admitted and refused like apply_async; others count as ungated."""
     app, _ = make_app(gated_tasks={"caller.remote": {"request_type": "interactive"}})
     with caller(user_id="web-user"):
         app.send_task("caller.remote", ("hi",))
