@@ -92,7 +92,7 @@ def test_the_context_follows_asyncio_and_stays_out_of_plain_threads(headers: lis
 )
 def test_a_near_miss_of_our_keywords_raises_before_anything_is_admitted(typo: str, meant: str) -> None:
     """``userid=``, ``teir=``, ``request-type=`` raise naming the right keyword, not message properties."""
-    app, ask = make_app()
+    _, ask = make_app()
     with pytest.raises(TypeError, match=f"did you mean {meant!r}"):
         ask.apply_async(**{typo: "x"})
     ask.apply_async(user_id="fresh")  # nothing was spent: the first call is still admitted
