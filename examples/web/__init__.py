@@ -1,0 +1,1 @@
+"""Web services that publish Celery work for their users, one per framework."""
