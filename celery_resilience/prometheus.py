@@ -4,11 +4,13 @@ A collector that reads the cluster-wide metrics from the store at scrape time: t
 last completed minute's figures and every breaker's state. Register it in the registry
 your workers already expose::
 
-    from .prometheus import register
+    from celery_resilience.prometheus import register
     register(app)            # prometheus_client.REGISTRY by default
 
 Every process that registers it reports the same cluster-wide figures; scrape one of
-them, or aggregate with ``max``.
+them, or aggregate with ``max``. When the store does not answer, a scrape still
+succeeds with ``resilience_store_up 0`` and nothing else, so the outage can be alerted
+on. ``ops/prometheus-rules.yml`` and ``ops/grafana-dashboard.json`` use these names.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .breakers.machine import BreakerState, effective_state
+from .errors import StoreUnavailable
 from .extension import Resilience
 from .monitoring.summary import MetricsReader
 
@@ -34,6 +37,18 @@ class ResilienceCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         ext = Resilience.of(self.app)
+        try:
+            families = list(self._families(ext))
+        except StoreUnavailable:
+            families = []
+        yield GaugeMetricFamily(
+            "resilience_store_up",
+            "1 when the resilience store answered this scrape",
+            value=1.0 if families else 0.0,
+        )
+        yield from families
+
+    def _families(self, ext: Resilience) -> Iterator[GaugeMetricFamily]:
         minute = MetricsReader(ext.store).last(1)[0]
         decisions = {outcome: getattr(minute, outcome) for outcome in ("admitted", "graced", "throttled")}
         yield _labelled(
