@@ -195,14 +195,42 @@ def resilience() -> None:
 
 @resilience.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", is_flag=True, help="Refresh in place until interrupted, like watch(1).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="With --watch: stop after this many refreshes."
+)
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, count: int | None) -> None:
     """Breakers, tiers and their effective rates, queue depths, severity, adaptive factors."""
-    report = _answered(ctx, lambda: status_report(_app(ctx)))
-    if as_json:
-        click.echo(json.dumps(report, default=str, sort_keys=True))
-    else:
-        _print_status(report)
+    if not watch:
+        report = _answered(ctx, lambda: status_report(_app(ctx)))
+        if as_json:
+            click.echo(json.dumps(report, default=str, sort_keys=True))
+        else:
+            _print_status(report)
+        return
+    shown = 0
+    try:
+        while count is None or shown < count:
+            if shown:
+                time.sleep(interval)
+            click.clear()
+            click.echo(f"every {interval:g}s (Ctrl-C to stop)\n")
+            try:
+                _print_status(status_report(_app(ctx)))
+            except StoreUnavailable as error:  # keep watching: it may come back
+                url = masked_url(Resilience.of(_app(ctx)).settings.store_url)
+                click.echo(f"error: the resilience store at {url} is unreachable: {error}")
+            shown += 1
+    except KeyboardInterrupt:
+        pass
 
 
 def _force(ctx: click.Context, name: str, state: BreakerState) -> None:

@@ -101,3 +101,11 @@ def test_a_breaker_whose_open_time_is_up_reads_as_half_open(ops: dict[str, str])
 def channel_of(connection: Any) -> Any:
     """The connection's default channel, whose queue methods kombu's types do not declare."""
     return connection.default_channel
+
+
+def test_watch_refreshes_the_status_in_place(ops: dict[str, str]) -> None:
+    """``status --watch`` redraws the breakers, severity and last minute each interval."""
+    done = status(ops, "--watch", "--interval", "0.1", "--count", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("every 0.1s (Ctrl-C to stop)") == 3
+    assert done.stdout.count("\nbreakers\n") == 3 and done.stdout.count("last minute") == 3
