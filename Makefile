@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
-CHECKED := celery_resilience harness tests benchmarks examples
+CHECKED := celery_resilience harness tests benchmarks examples noxfile.py
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench versions clean
 
 $(STAMP): pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 test: lint
 	scripts/ensure-services
 	$(VENV)/bin/pytest
+
+versions: $(STAMP)
+	scripts/ensure-services
+	$(VENV)/bin/nox -s oldest newest
 
 bench: $(STAMP)
 	scripts/ensure-services

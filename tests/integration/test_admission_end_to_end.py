@@ -180,10 +180,10 @@ def test_retries_pass_the_gate(app_module: ModuleType) -> None:
 def test_chain_steps_published_by_the_worker_pass_the_gate(app_module: ModuleType) -> None:
     """The chain is admitted at its head; later steps are not refused mid-way."""
     user = fresh_user()
-    result = chain(app_module.add.s(1, 2), app_module.add.s(3), app_module.add.s(4)).apply_async(user_id=user)
-    assert result.get(timeout=30) == 10
+    steps = chain(app_module.add.s(1, 2), app_module.add.s(3), app_module.add.s(4))
+    assert steps.apply_async(user_id=user, tier="slow").get(timeout=30) == 10
     with pytest.raises(Throttled):
-        app_module.add.apply_async((0, 0), user_id=user)
+        app_module.add.apply_async((0, 0), user_id=user, tier="slow")
 
 
 def test_every_chain_step_link_and_errback_carries_the_caller(app_module: ModuleType) -> None:

@@ -31,6 +31,8 @@ app.conf.update(
     resilience_tiers={
         "free": {"rate": "60/m", "burst": 1, "grace": 0},
         "pro": {"rate": "600/m", "burst": 3, "grace": 2},
+        # No refill within a test: what it spent stays spent, however slow the worker.
+        "slow": {"rate": "1/h", "burst": 1},
     },
     resilience_default_tier="free",
     resilience_request_types={
