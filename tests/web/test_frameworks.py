@@ -13,8 +13,13 @@ import django
 import pytest
 from celery import signals
 
+# Set only while Django reads it: worker processes later tests start inherit the
+# environment, and Celery's Django fixup would try to import the example site there.
+_ours = "DJANGO_SETTINGS_MODULE" not in os.environ
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.web.django_site.settings")
 django.setup()
+if _ours:
+    del os.environ["DJANGO_SETTINGS_MODULE"]
 
 from django.test import AsyncClient, Client  # noqa: E402 - after Django is set up
 from fastapi.testclient import TestClient  # noqa: E402
