@@ -34,7 +34,7 @@ from .load.queue_depth import QueueDepths
 from .monitoring.alerting import AlertMonitor, AlertSender
 from .monitoring.counters import count_expired, count_ungated
 from .monitoring.rules import breaker_trip_alert
-from .monitoring.sentry import SentrySink
+from .monitoring.sentry import SentrySink, handled_by_the_chain
 from .publishing import (
     HEADER,
     PublishGate,
@@ -146,7 +146,9 @@ class Resilience:
             max_entries=fallbacks.cache_max_entries,
         )
         # Tasks are looked up when a chain runs: reading ``app.tasks`` now would finalize the app.
-        self.fallbacks = FallbackRunner(fallbacks, self._task, self.cache, self.record)
+        self.fallbacks = FallbackRunner(
+            fallbacks, self._task, self.cache, self.record, step_scope=handled_by_the_chain
+        )
 
     def _task(self, name: str) -> Any:
         return self.app.tasks.get(name)

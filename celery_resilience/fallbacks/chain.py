@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import string
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,11 @@ class _Run:
 
 
 class FallbackRunner:
-    """Runs a task's chain; ``tasks`` looks a registered task up by name (``app.tasks.get``)."""
+    """Runs a task's chain; ``tasks`` looks a registered task up by name (``app.tasks.get``).
+
+    A task step runs inside ``step_scope()``: what it raises is the chain's to handle, so
+    the error reporting that would take it for a task failure is told otherwise there.
+    """
 
     def __init__(
         self,
@@ -80,11 +85,13 @@ class FallbackRunner:
         tasks: Callable[[str], Any],
         cache: SemanticCache,
         count: Count,
+        step_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.settings = settings
         self._task = tasks
         self._cache = cache
         self._count = count
+        self._step_scope = step_scope
 
     def chain(self, task: Any) -> tuple[Any, ...]:
         """The task's chain: configured by task name, else by breaker name, else its own."""
@@ -151,7 +158,8 @@ class FallbackRunner:
         if breaker is not None and breaker == walk.failed_breaker:
             raise _Skipped(f"skipped: behind the failing breaker {breaker!r}")
         call = getattr(step_task, "call_guarded", step_task)
-        value = call(*step_args, **step_kwargs)
+        with self._step_scope():
+            value = call(*step_args, **step_kwargs)
         result_kind = FallbackKind.ALTERNATIVE_PROVIDER if kind == PROVIDER else FallbackKind.RULE_BASED
         confidence = float(getattr(step_task, "fallback_confidence", DEFAULT_CONFIDENCE[result_kind]))
         return self._result(walk, value, result_kind, confidence, step_task.name)

@@ -27,9 +27,13 @@ from .rules import Alert, AlertRule, evaluate
 from .settings import MonitoringSettings
 from .summary import MetricsReader
 
-__all__ = ["AlertMonitor", "AlertSender", "LEASE"]
+__all__ = ["AlertMonitor", "AlertSender", "LEASE", "SENT_LOG"]
 
 logger = logging.getLogger("celery_resilience.alerts")
+# The line each sent alert leaves in the log. Sentry's logging integration must not
+# record it: the alert already reaches Sentry as its own event, grouped by rule.
+SENT_LOG = "celery_resilience.alerts.sent"
+sent_log = logging.getLogger(SENT_LOG)
 
 LEASE = "alert-monitor"
 
@@ -78,7 +82,7 @@ class AlertSender:
     def emit(self, alert: Alert) -> None:
         """Log and send, with no claim: for alerts about the store itself, which keeps no claims
         while it is down."""
-        log = logger.error if alert.level in ("error", "fatal") else logger.warning
+        log = sent_log.error if alert.level in ("error", "fatal") else sent_log.warning
         log("%s [%s/%s]", alert.message, alert.rule, alert.subject)
         try:
             self._send(alert)

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.logging import ignore_logger
 
+from .alerting import SENT_LOG
 from .rules import Alert
 
-__all__ = ["SentrySink", "ensure_sentry", "send_alert"]
+__all__ = ["SentrySink", "ensure_sentry", "handled_by_the_chain", "send_alert"]
 
 _started_here = threading.Lock()
+
+# An app that starts Sentry itself has its logging integration on: without this, each
+# alert's log line would become a second event, an issue titled "%s [%s/%s]".
+ignore_logger(SENT_LOG)
 
 
 def ensure_sentry(dsn: str | None) -> bool:
@@ -56,3 +65,25 @@ class SentrySink:
 
     def __call__(self, alert: Alert) -> str | None:
         return send_alert(alert) if self.ready() else None
+
+
+def _not_a_task_failure(event: Any, hint: Any) -> Any:
+    mechanisms = [
+        (value.get("mechanism") or {}).get("type")
+        for value in (event.get("exception") or {}).get("values") or []
+    ]
+    return None if "celery" in mechanisms else event
+
+
+@contextmanager
+def handled_by_the_chain() -> Iterator[None]:
+    """Around a fallback step: Sentry's Celery integration reports whatever leaves a task's
+    body as an unhandled task failure, but a step's error is handled (the chain records it
+    and tries the next step), so those reports are dropped. Anything else the step sends
+    (its own ``capture_exception``, its error logs) still goes."""
+    if not sentry_sdk.get_client().is_active():
+        yield
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.add_event_processor(_not_a_task_failure)
+        yield

@@ -94,6 +94,8 @@ def test_a_trip_reaches_sentry_at_once_and_shows_in_status_and_prometheus(cluste
     assert counted("breaker_trips", "provider") == 1
     assert counted("fallbacks", "rule_based") == 4 and counted("fallbacks", "template") == 4
 
+    # The app started Sentry with its logging integration: the alert's log line is not a
+    # second event.
     wait_for(lambda: len(sentry_events(sentry)) >= 1, timeout=10)
     arrived, event = sentry_events(sentry)[0]
     assert arrived - tripped_at < 5.0

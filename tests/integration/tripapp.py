@@ -1,5 +1,6 @@
 """An AI pipeline whose provider fails over HTTP, run by two worker processes that share a
-breaker, a store and a Sentry project (a local ingestion endpoint)."""
+breaker, a store and a Sentry project (a local ingestion endpoint). The app starts Sentry
+itself, with the SDK's default integrations and Celery's, as most Celery users do."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 from typing import Any
 
 import httpx
+import sentry_sdk
 from celery import Celery
+from sentry_sdk.integrations.celery import CeleryIntegration
 
 from celery_resilience import AITask, Resilience
 
@@ -32,9 +35,9 @@ app.conf.update(
     # The monitor ticks often: were it to send the trip again, the test would see it.
     resilience_alert_interval=0.3,
     resilience_monitor_lease=1.5,
-    resilience_sentry_dsn=os.environ.get("RESILIENCE_TEST_SENTRY_DSN"),
 )
 Resilience(app)
+sentry_sdk.init(dsn=os.environ.get("RESILIENCE_TEST_SENTRY_DSN"), integrations=[CeleryIntegration()])
 
 
 @app.task(
