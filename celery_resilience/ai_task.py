@@ -42,7 +42,7 @@ from .monitoring.counters import count_expired
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
 from .task import ResilientTask
-from .validation import did_you_mean
+from .validation import choice
 
 __all__ = ["AITask"]
 
@@ -75,19 +75,19 @@ class AITask(ResilientTask):
     def check_configuration(cls, settings: ResilienceSettings) -> None:
         super().check_configuration(settings)
         breakers, providers = settings.breakers.policies, settings.breakers.providers
-        if cls.breaker is not None and cls.breaker not in breakers:
-            raise ConfigurationError(
+        if cls.breaker is not None:
+            choice(
                 f"{cls.name}.breaker",
-                f"a breaker configured in resilience_breakers {sorted(breakers)}"
-                + did_you_mean(cls.breaker, breakers),
                 cls.breaker,
+                breakers,
+                f"a breaker configured in resilience_breakers {sorted(breakers)}",
             )
-        if cls.provider is not None and cls.provider not in providers:
-            raise ConfigurationError(
+        if cls.provider is not None:
+            choice(
                 f"{cls.name}.provider",
-                f"a provider budget configured in resilience_providers {sorted(providers)}"
-                + did_you_mean(cls.provider, providers),
                 cls.provider,
+                providers,
+                f"a provider budget configured in resilience_providers {sorted(providers)}",
             )
         check_steps(f"{cls.name}.fallbacks", list(cls.fallbacks))
         parameters = inspect.signature(cls.run).parameters

@@ -20,7 +20,7 @@ from .errors import ConfigurationError
 from .extension import Resilience
 from .publishing import HEADER, apply_countdown, apply_expiry, queue_name, take_caller_keywords
 from .settings import ResilienceSettings
-from .validation import did_you_mean as _did_you_mean
+from .validation import choice
 
 __all__ = ["ResilientTask"]
 
@@ -67,12 +67,12 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     def check_configuration(cls, settings: ResilienceSettings) -> None:
         """Raise ``ConfigurationError`` naming the task's attribute that the settings contradict."""
         request_types = settings.admission.request_types
-        if cls.request_type is not None and cls.request_type not in request_types:
-            raise ConfigurationError(
+        if cls.request_type is not None:
+            choice(
                 f"{cls.name}.request_type",
-                f"a request type named in resilience_request_types {sorted(request_types)}"
-                + _did_you_mean(cls.request_type, request_types),
                 cls.request_type,
+                request_types,
+                f"a request type named in resilience_request_types {sorted(request_types)}",
             )
 
     def apply_async(
