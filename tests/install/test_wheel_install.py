@@ -86,7 +86,9 @@ def test_a_plain_install_runs_a_worker_and_admits_a_task(
         sent = subprocess.run(
             [str(bin_dir / "python"), "-c",
              "import json, quickapp\n"
-             "result = quickapp.ask.apply_async(('hi',), user_id='u1', tier='free')\n"
+             "from celery_resilience import caller\n"
+             "with caller(user_id='u1', tier='free'):\n"
+             "    result = quickapp.ask.delay('hi')\n"
              "print(json.dumps(result.get(timeout=60)))"],
             cwd=project, env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
