@@ -48,7 +48,9 @@ _WIRE_CACHE_SIZE = 4096
 
 
 def load_script(name: str) -> str:
-    return (resources.files("celery_resilience.store") / "lua" / f"{name}.lua").read_text()
+    """The script, after prelude.lua (the clock every script reads)."""
+    lua = resources.files("celery_resilience.store") / "lua"
+    return (lua / "prelude.lua").read_text() + (lua / f"{name}.lua").read_text()
 
 
 def unreachable(url: str, timeout: float) -> str | None:

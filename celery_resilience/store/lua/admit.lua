@@ -15,13 +15,7 @@
 --          reserved(1/0) grace_used leased now, packed (struct "<BddBddd"): cheaper to
 --          build and read than formatted numbers, and no precision lost to integers.
 
-local now
-if ARGV[1] == "" then
-  local t = redis.call("TIME")
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+local now = clock(ARGV[1])
 local capacity, refill, grace_limit, grace_period, reserve, grace_allowed, horizon,
   min_delay, metrics_ttl, strategy, tier = struct.unpack("<dddddBdddss", ARGV[2])
 local lease = tonumber(ARGV[3])

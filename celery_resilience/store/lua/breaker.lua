@@ -22,13 +22,7 @@
 -- force:   ARGV[6] closed | forced_open | disabled  -> "<state> <gen> <open_until>"
 -- read:    -> "<state> <gen> <open_until> <trips> <calls> <weight> <probes>"
 
-local now
-if ARGV[2] == "" then
-  local t = redis.call("TIME")
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[2])
-end
+local now = clock(ARGV[2])
 local p = {}
 for word in string.gmatch(ARGV[3], "%S+") do
   p[#p + 1] = tonumber(word)

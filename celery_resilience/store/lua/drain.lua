@@ -6,13 +6,7 @@
 -- ARGV[2]  seconds until the next token;  ARGV[3] capacity;  ARGV[4] refill per second
 -- Returns  the tokens left, as a string.
 
-local now
-if ARGV[1] == "" then
-  local t = redis.call("TIME")
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+local now = clock(ARGV[1])
 local seconds, capacity, refill = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens, stamp, gw, gu = capacity, now, -1, 0
 local state = redis.call("GET", KEYS[1])

@@ -7,13 +7,7 @@
 -- ARGV[3]  now in seconds, or "" to use the Redis server's TIME
 -- Returns  1 when granted, 0 when another owner (or a running cool-down) holds it.
 
-local now
-if ARGV[3] == "" then
-  local t = redis.call("TIME")
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[3])
-end
+local now = clock(ARGV[3])
 local seconds = tonumber(ARGV[2])
 local current = redis.call("GET", KEYS[1])
 if current then

@@ -8,13 +8,7 @@
 -- ARGV[5]  "1" to give back grace, "0" to give back a token
 -- Returns  1 when a bucket was changed, 0 when there was none (it is full already).
 
-local now
-if ARGV[1] == "" then
-  local t = redis.call("TIME")
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+local now = clock(ARGV[1])
 local state = redis.call("GET", KEYS[1])
 if not state then
   return 0
