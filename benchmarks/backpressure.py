@@ -99,6 +99,11 @@ def probe_benchmark(calls: int, rounds: int) -> dict[str, float]:
         amqp_depths.close()
 
 
+def channel_of(connection: Any) -> Any:
+    """The connection's default channel, whose queue methods kombu's types do not declare."""
+    return connection.default_channel
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,8 +125,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def channel_of(connection: Any) -> Any:
-    """The connection's default channel, whose queue methods kombu's types do not declare."""
-    return connection.default_channel
