@@ -134,6 +134,9 @@ class Admission:
         self._unreported_lock = threading.Lock()  # publishing threads add while one reports
         # Derived from immutable settings and cached: the hot path is a lookup per part.
         self._plans: dict[tuple[Severity, str, str, float, bool], Plan] = {}
+        # A verdict is immutable, and a key's admissions from its lease all read the same:
+        # made once per key, not once per publish (it is most of a leased decision's cost).
+        self._leased: dict[tuple[str, AdmitPolicy], Verdict] = {}
         self._bucket_keys: dict[tuple[str | None, str, str | None], tuple[str, int]] = {}
         _all_admissions.add(self)
         atexit.register(_flush_at_exit, weakref.ref(self))
@@ -183,7 +186,13 @@ class Admission:
         if policy.lease:
             leased, pending = self.leases.use(bucket_key, policy)
             if leased:
-                return Verdict(Decision.ALLOW, taken=_Taken(bucket_key, shard, policy, True))
+                verdict = self._leased.get((bucket_key, policy))
+                if verdict is None:
+                    if len(self._leased) >= _CACHE_SIZE:
+                        self._leased.clear()
+                    verdict = Verdict(Decision.ALLOW, taken=_Taken(bucket_key, shard, policy, True))
+                    self._leased[(bucket_key, policy)] = verdict
+                return verdict
         if self._monotonic() < self._store_down_until:
             return self._store_failed(ctx, task_name, None, policy.tier, pending)
         try:

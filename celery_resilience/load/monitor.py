@@ -65,6 +65,7 @@ class LoadMonitor:
         self._breaker_state = breaker_state
         self._monotonic = clock.monotonic
         self._refreshed = -math.inf
+        self._health_severity = Severity.NORMAL  # what self.health says, kept per refresh
         self._multipliers: dict[tuple[object, ...], float] = {}
         self._load_minute = -1
         self._lock = threading.Lock()
@@ -73,10 +74,7 @@ class LoadMonitor:
 
     def severity(self, queue: str | None) -> Severity:
         self._refresh()
-        health = self.health
-        thresholds = self.settings.severity_thresholds
-        resources = health_severity(health, thresholds) if health is not None else Severity.NORMAL
-        return worst(resources, self._queue_severity(queue))
+        return worst(self._health_severity, self._queue_severity(queue))
 
     def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
         """Every factor on its own; their product scales the admitted rate."""
@@ -126,7 +124,14 @@ class LoadMonitor:
             try:
                 store = self._store()
                 now = store.now()
-                self.health = cluster_health(store.read_health(), now, self.settings.health_stale_after)
+                self.health = health = cluster_health(
+                    store.read_health(), now, self.settings.health_stale_after
+                )
+                self._health_severity = (
+                    health_severity(health, self.settings.severity_thresholds)
+                    if health is not None
+                    else Severity.NORMAL
+                )
                 minute = int(now // 60)
                 if self.health is not None and minute != self._load_minute:
                     store.record_load(minute, self.health.usage)
