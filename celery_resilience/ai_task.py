@@ -33,12 +33,14 @@ from celery.exceptions import Ignore
 
 from .admission.gate import Verdict
 from .breakers.classification import Category, Classification
+from .breakers.client import Call
 from .breakers.machine import BreakerState
 from .errors import CircuitOpen, ConfigurationError, FallbackExhausted, StoreUnavailable, Throttled
 from .extension import FALLBACK_TASK, Resilience
 from .fallbacks.chain import call_arguments
 from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, check_steps
 from .monitoring.counters import count_expired
+from .providers.quota import Reservation, reserved_for
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
 from .task import ResilientTask
@@ -47,6 +49,14 @@ from .validation import choice
 __all__ = ["AITask"]
 
 logger = logging.getLogger("celery_resilience.ai_task")
+
+
+class _FallBack(Exception):
+    """Before the call: hand the request to its fallback chain, for ``reason``."""
+
+    def __init__(self, reason: str, category: str) -> None:
+        super().__init__(reason)
+        self.reason, self.category = reason, category
 
 
 class AITask(ResilientTask):
@@ -66,6 +76,11 @@ class AITask(ResilientTask):
     cache_prompt: str | None = None
     cache_match: Sequence[str] = ()
     quota_wait_limit: float | None = None
+    # For a provider budget counting tokens: the parameter holding the prompt's text
+    # (default: ``cache_prompt``) and the output cap asked of the provider (a call's own
+    # ``max_tokens`` argument wins; neither: the task's observed high percentile).
+    prompt_param: str | None = None
+    max_tokens: int | None = None
     # Expected outcomes, not bugs: Celery logs them without a traceback and error trackers
     # (Sentry's Celery integration reads ``throws``) do not report each one. An open
     # breaker or a spent budget is watched through the metrics and the alert rules.
@@ -74,7 +89,7 @@ class AITask(ResilientTask):
     @classmethod
     def check_configuration(cls, settings: ResilienceSettings) -> None:
         super().check_configuration(settings)
-        breakers, providers = settings.breakers.policies, settings.breakers.providers
+        breakers, providers = settings.breakers.policies, settings.providers.budgets
         if cls.breaker is not None:
             choice(
                 f"{cls.name}.breaker",
@@ -93,6 +108,7 @@ class AITask(ResilientTask):
         parameters = inspect.signature(cls.run).parameters
         for attribute, names in (
             ("cache_prompt", [cls.cache_prompt]),
+            ("prompt_param", [cls.prompt_param]),
             ("cache_match", list(cls.cache_match)),
         ):
             for name in names:
@@ -176,20 +192,16 @@ class AITask(ResilientTask):
             return super().__call__(*args, **kwargs)
         direct = self.request.called_directly  # run inline, as a fallback step: no republishing
         can_fall_back = not direct and bool(self._chain())
-        reason = self._cannot_call_yet(resilience, provider, direct, can_fall_back)
-        if reason is not None:
-            return self._fall_back(args, kwargs, *reason)
-        call = None
-        if self.breaker is not None:
-            try:
-                call = resilience.breakers.acquire(self.breaker)
-            except CircuitOpen as refused:
-                if can_fall_back:
-                    return self._fall_back(args, kwargs, str(refused), CIRCUIT_OPEN)
-                raise
         try:
-            result = super().__call__(*args, **kwargs)
+            reservation, call = self._before_call(resilience, provider, args, kwargs, direct, can_fall_back)
+        except _FallBack as fall:
+            return self._fall_back(args, kwargs, fall.reason, fall.category)
+        try:
+            with reserved_for(reservation):
+                result = super().__call__(*args, **kwargs)
         except BaseException as error:
+            if reservation is not None:
+                resilience.quota.give_back(reservation)  # unless a response settled it
             if call is not None:
                 resilience.breakers.record(call, error)
             outcome = call.outcome if call is not None else resilience.breakers.classifier(error)
@@ -246,28 +258,71 @@ class AITask(ResilientTask):
             # The answer is fine for the caller (any serializer) but not JSON: it is not cached.
             logger.debug("answer of %s not cached, JSON cannot hold it: %s", self.name, error)
 
-    def _cannot_call_yet(
-        self, resilience: Resilience, provider: str | None, direct: bool, can_fall_back: bool
-    ) -> tuple[str, str] | None:
-        """Before the call: the reason and category to fall back for, or None to go on.
-        A spent budget with time left re-runs the task later (``Ignore``); run inline,
-        ``Throttled``."""
-        context = self.resilience_context
-        now = resilience.clock.now()
-        deadline = context.get("expires_at")
-        if can_fall_back and isinstance(deadline, int | float) and now > deadline:
+    def _before_call(
+        self,
+        resilience: Resilience,
+        provider: str | None,
+        args: Any,
+        kwargs: Any,
+        direct: bool,
+        can_fall_back: bool,
+    ) -> tuple[Reservation | None, Call | None]:
+        """The deadline, the provider's budget, then the breaker: what the call holds, or
+        ``_FallBack`` with the reason to hand the request to its chain."""
+        if can_fall_back and self._expired(resilience):
             count_expired(resilience.record)
-            return "queued past its deadline", EXPIRED
-        if provider is None:
-            return None
-        wait = resilience.quota.take(provider)
+            raise _FallBack("queued past its deadline", EXPIRED)
+        reservation = None
+        if provider is not None:
+            reservation = self._reserve(resilience, provider, args, kwargs, direct, can_fall_back)
+        if self.breaker is None:
+            return reservation, None
+        try:
+            return reservation, resilience.breakers.acquire(self.breaker)
+        except CircuitOpen as refused:
+            if reservation is not None:
+                resilience.quota.give_back(reservation)
+            if can_fall_back:
+                raise _FallBack(str(refused), CIRCUIT_OPEN) from refused
+            raise
+
+    def _expired(self, resilience: Resilience) -> bool:
+        deadline = self.resilience_context.get("expires_at")
+        return isinstance(deadline, int | float) and resilience.clock.now() > deadline
+
+    def _reserve(
+        self,
+        resilience: Resilience,
+        provider: str,
+        args: Any,
+        kwargs: Any,
+        direct: bool,
+        can_fall_back: bool,
+    ) -> Reservation | None:
+        """Take the call's cost from the provider's budget (None: granted unchecked). Spent,
+        with time left, the task runs again later (``Ignore``); past ``quota_wait_limit``,
+        ``_FallBack``; run inline, ``Throttled``."""
+        quota = resilience.quota
+        input_tokens = output_tokens = 0.0
+        if quota.counts_tokens(provider):
+            arguments = call_arguments(self.run, args, kwargs)
+            prompt = arguments.get(self.prompt_param or self.cache_prompt or "")
+            asked = arguments.get("max_tokens", self.max_tokens)
+            input_tokens, output_tokens = quota.estimate(
+                provider,
+                self.name,
+                None if prompt is None else str(prompt),
+                float(asked) if isinstance(asked, int | float) else None,
+            )
+        reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens)
         if wait <= 0:
-            return None
-        reason = f"the {provider!r} call budget is spent"
+            return reservation
+        reason = f"the {provider!r} budget is spent"
         if direct:
             raise Throttled(wait, self.name, reason=reason)
-        if can_fall_back and self._waited_too_long(context, wait, now):
-            return reason, Category.RATE_LIMIT.value
+        context = self.resilience_context
+        if can_fall_back and self._waited_too_long(context, wait, resilience.clock.now()):
+            raise _FallBack(reason, Category.RATE_LIMIT.value)
         self._wait_for_quota(wait, context)
         return None  # not reached: _wait_for_quota raises
 

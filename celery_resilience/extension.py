@@ -21,7 +21,6 @@ from typing import Any
 from celery import Celery, Task, signals
 
 from .admission.gate import Admission, SeveritySource, warn_if_evicting
-from .breakers.budget import ProviderQuota
 from .breakers.client import Breakers, Call
 from .breakers.machine import Recorded
 from .clock import SYSTEM_CLOCK, Clock
@@ -35,6 +34,8 @@ from .monitoring.alerting import AlertMonitor, AlertSender
 from .monitoring.counters import count_expired, count_ungated
 from .monitoring.rules import breaker_trip_alert
 from .monitoring.sentry import SentrySink, handled_by_the_chain
+from .providers.hooks import async_response_hook, response_hook
+from .providers.quota import ProviderQuota
 from .publishing import (
     HEADER,
     PublishGate,
@@ -118,7 +119,7 @@ class Resilience:
             on_trip=self._breaker_tripped,
             clock=clock,
         )
-        self.quota = ProviderQuota(settings.breakers.providers, lambda: self.store)
+        self.quota = ProviderQuota(settings.providers, lambda: self.store)
         load = settings.load
         self.depths = (
             QueueDepths(self.app, load.depth_interval, clock=clock) if load.queue_thresholds else None
@@ -208,6 +209,22 @@ class Resilience:
         """Guard one call inside any task: ``with Resilience.of(app).guard("openai"): ...``.
         Raises ``CircuitOpen`` when the breaker refuses; records the outcome either way."""
         return self.breakers.guard(breaker)
+
+    def provider_hooks(self, provider: str, *, asynchronous: bool = False) -> dict[str, list[Any]]:
+        """``event_hooks`` for the HTTP client a provider's SDK sends through (``httpx2`` or
+        ``httpx``), so that every response steers ``provider``'s budget (its headers) and
+        settles the guarded call's reservation (its ``usage``)::
+
+            client = OpenAI(http_client=httpx2.Client(event_hooks=resilience.provider_hooks("openai")))
+
+        ``asynchronous=True`` for an async client."""
+        if provider not in self.quota.providers:
+            raise ValueError(
+                f"no provider budget named {provider!r}; configured in resilience_providers: "
+                f"{sorted(self.quota.providers)}"
+            )
+        make = async_response_hook if asynchronous else response_hook
+        return {"response": [make(self.quota, provider, self.clock)]}
 
     def record(self, fields: Mapping[str, float]) -> None:
         """Count into the store's metrics; a store outage is logged, never raised."""

@@ -1,7 +1,7 @@
 """``resilience_*`` settings, read once into one frozen, validated object per app.
 
 The store's settings are read here; each capability reads its own (``admission``,
-``breakers``, ``fallbacks``, ``load``, ``monitoring``) through the same ``SettingsReader``,
+``breakers``, ``providers``, ``fallbacks``, ``load``, ``monitoring``) through the same ``SettingsReader``,
 which then refuses any ``resilience_*`` key none of them read. The settings reference is
 ``docs/settings.md``.
 """
@@ -19,6 +19,7 @@ from .errors import ConfigurationError
 from .fallbacks.settings import FallbackSettings, read_fallback_settings
 from .load.settings import LoadSettings, read_load_settings
 from .monitoring.settings import MonitoringSettings, read_monitoring_settings
+from .providers.settings import ProviderSettings, read_provider_settings
 from .validation import SettingsReader, integer, seconds
 
 __all__ = ["ResilienceSettings", "known_settings"]
@@ -33,6 +34,7 @@ class ResilienceSettings:
     store_retry_interval: float
     admission: AdmissionSettings
     breakers: BreakerSettings
+    providers: ProviderSettings
     fallbacks: FallbackSettings
     load: LoadSettings
     monitoring: MonitoringSettings
@@ -64,6 +66,7 @@ class ResilienceSettings:
             store_retry_interval=seconds(*read("store_retry_interval", 2.0)),
             admission=read_admission_settings(read),
             breakers=read_breaker_settings(read, clock),
+            providers=read_provider_settings(read),
             fallbacks=read_fallback_settings(read),
             load=read_load_settings(read),
             monitoring=read_monitoring_settings(read),

@@ -1,14 +1,12 @@
-"""Circuit breakers shared by every worker, error classification and provider budgets.
+"""Circuit breakers shared by every worker, and error classification.
 
 - ``machine``: the breaker state machine, pure; ``classification``: what an exception
   says about the dependency, pure;
-- ``settings``: ``resilience_breakers``, error weights and rules, ``resilience_providers``;
+- ``settings``: ``resilience_breakers``, error weights and rules;
 - ``client``: ``Breakers``, breakers as a process sees them (cache, feed, local fallback);
-  ``local``: breakers held in one process;
-- ``budget``: the provider budget; ``port``: what they need of the store.
+  ``local``: breakers held in one process; ``port``: what they need of the store.
 """
 
-from .budget import ProviderBudget, ProviderQuota
 from .classification import Category, Classification, classify
 from .client import Breakers, Call
 from .machine import BreakerPolicy, BreakerState
@@ -21,6 +19,4 @@ __all__ = [
     "Category",
     "Classification",
     "classify",
-    "ProviderBudget",
-    "ProviderQuota",
 ]

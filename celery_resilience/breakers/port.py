@@ -1,16 +1,14 @@
-"""What breakers and the provider budget need of the store."""
+"""What breakers need of the store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..admission.bucket import BucketSpec, Outcome
-from ..admission.port import AdmitRequest
 from .machine import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
 
-__all__ = ["BreakerStore", "BudgetStore", "BreakerOutcome", "TransitionListener"]
+__all__ = ["BreakerStore", "BreakerOutcome", "TransitionListener"]
 
 TransitionListener = Callable[["str | None", "BreakerView | None"], None]
 
@@ -53,17 +51,3 @@ class BreakerStore(Protocol):
         """Call ``listener(name, view)`` on every breaker transition made by any process
         sharing this store, as soon as it happens. ``listener(None, None)`` means the
         feed was interrupted: anything cached from it may be stale."""
-
-
-class BudgetStore(Protocol):
-    def provider_bucket(self, provider: str) -> tuple[str, int]:
-        """The key and shard of a provider's budget."""
-
-    def admit(self, request: AdmitRequest) -> Outcome:
-        """Take from the budget like an admission, counted in the request's metrics scope."""
-
-    def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
-        """Empty a bucket so that its next token is due in ``seconds``."""
-
-    def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
-        """Add to the current minute's metric counters."""

@@ -1,9 +1,8 @@
-"""The breakers' settings: ``resilience_breakers``, ``resilience_error_weights``,
-``resilience_error_rules`` and ``resilience_providers``."""
+"""The breakers' settings: ``resilience_breakers``, ``resilience_error_weights`` and
+``resilience_error_rules``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -11,9 +10,7 @@ from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigurationError
-from ..rates import RateSyntaxError, parse_rate
 from ..validation import SettingsReader, callable_or_path, named, number
-from .budget import ProviderBudget, default_burst
 from .classification import DEFAULT_WEIGHTS, Category, Classifier, Rule
 from .machine import BreakerPolicy
 
@@ -41,15 +38,13 @@ _BREAKER_FIELDS: dict[str, tuple[Any, float, bool, bool]] = {
 class BreakerSettings:
     policies: Mapping[str, BreakerPolicy]
     classifier: Classifier
-    providers: Mapping[str, ProviderBudget]
 
 
 def read_breaker_settings(read: SettingsReader, clock: Clock = SYSTEM_CLOCK) -> BreakerSettings:
-    """The breakers, the classifier (reading ``Retry-After`` dates on ``clock``) and the budgets."""
+    """The breakers and the classifier (reading ``Retry-After`` dates on ``clock``)."""
     return BreakerSettings(
         policies=MappingProxyType(_breakers(*read("breakers", {}))),
         classifier=_classifier(read, clock),
-        providers=MappingProxyType(_providers(*read("providers", {}))),
     )
 
 
@@ -108,32 +103,3 @@ def _rules(setting: str, value: object) -> list[Rule]:
         callable_or_path(f"{setting}[{index}]", entry, "a callable taking an exception")
         for index, entry in enumerate(value)
     ]
-
-
-def _providers(setting: str, value: object) -> dict[str, ProviderBudget]:
-    providers: dict[str, ProviderBudget] = {}
-    for name, spec in named(setting, value).items():
-        where = f"{setting}[{name!r}]"
-        if not isinstance(spec, Mapping) or set(spec) - {"rate", "burst"} or "rate" not in spec:
-            raise ConfigurationError(
-                where, "a mapping like {'rate': '1000/m'} (and optionally 'burst')", spec
-            )
-        try:
-            rate = parse_rate(spec["rate"])
-        except RateSyntaxError as error:
-            raise ConfigurationError(
-                f"{where}['rate']", str(error).removeprefix("expected "), has_value=False
-            ) from None
-        if rate.count < 1:
-            raise ConfigurationError(f"{where}['rate']", "at least one call per period", spec["rate"])
-        burst = spec.get("burst", default_burst(rate.count))
-        most = max(1, math.ceil(rate.count) - 1)
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= most:
-            raise ConfigurationError(
-                f"{where}['burst']",
-                f"a whole number of calls from 1 to {most} (less than the rate's count, so that no "
-                "window of the period sees more than the count)",
-                burst,
-            )
-        providers[name] = ProviderBudget(rate, burst)
-    return providers

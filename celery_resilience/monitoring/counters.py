@@ -48,6 +48,7 @@ __all__ = [
     "count_fallback",
     "count_fallback_exhausted",
     "count_provider_429",
+    "provider_call_fields",
 ]
 
 Count = Callable[[Mapping[str, float]], None]
@@ -154,6 +155,12 @@ def count_fallback(count: Count, kind: str) -> None:
 def count_fallback_exhausted(count: Count) -> None:
     """No fallback step answered."""
     count({FALLBACK_EXHAUSTED: 1})
+
+
+def provider_call_fields(provider: str, taken: bool) -> dict[str, float]:
+    """What one reservation against a provider's budget counts, in ``PROVIDER_SCOPE``
+    (``store/lua/budget.lua`` writes the same)."""
+    return {outcome_field(ADMITTED if taken else THROTTLED, provider): 1}
 
 
 def count_provider_429(count: Count, provider: str) -> None:

@@ -11,17 +11,18 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..admission.port import AdmissionStore
-from ..breakers.port import BreakerStore, BudgetStore
+from ..breakers.port import BreakerStore
 from ..clock import SYSTEM_CLOCK, Clock
 from ..fallbacks.port import CacheStore
 from ..load.port import LoadStore
 from ..monitoring.port import SECONDS_PER_MINUTE, MonitoringStore
+from ..providers.port import ProviderStore
 
 __all__ = ["Store", "MinuteClock"]
 
 
 @runtime_checkable
-class Store(AdmissionStore, BudgetStore, BreakerStore, CacheStore, LoadStore, MonitoringStore, Protocol):
+class Store(AdmissionStore, ProviderStore, BreakerStore, CacheStore, LoadStore, MonitoringStore, Protocol):
     def purge(self) -> int:
         """Delete every key of this store's key space; returns how many were deleted."""
 

@@ -83,8 +83,14 @@ class KeySpace:
         return self.bucket(who if request_type is None else f"{who}:{escape_part(request_type)}")
 
     def provider(self, name: str) -> tuple[str, int]:
-        """The quota bucket of a provider (escaping never yields '~', so no user id matches)."""
+        """The requests bucket of a provider (escaping never yields '~', so no user id matches)."""
         return self.bucket(f"~provider.{escape_part(name)}")
+
+    def provider_units(self, name: str, units: tuple[str, ...]) -> tuple[list[str], int]:
+        """One bucket per unit of a provider's budget, sharing its hash tag: requests keep
+        the provider's bucket, other units (fixed names, never a user's) get a suffix."""
+        key, shard = self.provider(name)
+        return [key if unit == "requests" else f"{key}:{unit}" for unit in units], shard
 
     def breaker(self, name: str) -> list[str]:
         """State hash, window hash and probe set of one breaker, sharing one hash tag."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..admission.bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain, refund
 from ..admission.port import AdmitRequest, delay_for
@@ -15,8 +15,9 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
-from ..monitoring.counters import REQUESTS, admission_fields, derive
+from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, admission_fields, derive, provider_call_fields
 from ..monitoring.port import SECONDS_PER_MINUTE
+from ..providers.budget import adjust, cap, take_all
 from .keys import KeySpace
 
 __all__ = ["MemoryStore"]
@@ -53,6 +54,46 @@ class MemoryStore:
 
     def provider_bucket(self, provider: str) -> tuple[str, int]:
         return self.keys.provider(provider)
+
+    def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
+        return self.keys.provider_units(provider, units)
+
+    def budget_take(
+        self,
+        keys: Sequence[str],
+        shard: int,
+        specs: Sequence[BucketSpec],
+        amounts: Sequence[float],
+        provider: str,
+    ) -> float:
+        with self._lock:
+            now = self._clock()
+            states, wait = take_all([self._bucket(key, now) for key in keys], specs, amounts, now)
+            self._add(now, provider_call_fields(provider, wait == 0), PROVIDER_SCOPE)
+            if wait == 0:
+                for key, state, spec in zip(keys, states, specs, strict=True):
+                    self._buckets[key] = (state, now + bucket_ttl(state, spec))
+            return wait
+
+    def budget_adjust(
+        self, keys: Sequence[str], specs: Sequence[BucketSpec], deltas: Sequence[float]
+    ) -> None:
+        with self._lock:
+            now = self._clock()
+            for key, spec, delta in zip(keys, specs, deltas, strict=True):
+                state = adjust(self._bucket(key, now), spec, now, delta)
+                self._buckets[key] = (state, now + bucket_ttl(state, spec))
+
+    def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
+        with self._lock:
+            now = self._clock()
+            for key, spec, limit in zip(keys, specs, most, strict=True):
+                state = cap(self._bucket(key, now), spec, now, limit)
+                self._buckets[key] = (state, now + bucket_ttl(state, spec))
+
+    def _bucket(self, key: str, now: float) -> BucketState | None:
+        stored = self._buckets.get(key)
+        return stored[0] if stored is not None and stored[1] > now else None
 
     def admit(self, request: AdmitRequest) -> Outcome:
         with self._lock:

@@ -12,7 +12,7 @@ import json
 import logging
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..errors import StoreUnavailable
 from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
-from ..monitoring.counters import REQUESTS, derive
+from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, derive
 from .base import MinuteClock
 from .keys import KeySpace
 from .script_lane import ScriptLane
@@ -94,6 +94,7 @@ class RedisStore:
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
         self._drain: Script = self._redis.register_script(load_script("drain"))
         self._refund: Script = self._redis.register_script(load_script("refund"))
+        self._budget: Script = self._redis.register_script(load_script("budget"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
         self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
@@ -107,6 +108,38 @@ class RedisStore:
 
     def provider_bucket(self, provider: str) -> tuple[str, int]:
         return self.keys.provider(provider)
+
+    def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
+        return self.keys.provider_units(provider, units)
+
+    def budget_take(
+        self,
+        keys: Sequence[str],
+        shard: int,
+        specs: Sequence[BucketSpec],
+        amounts: Sequence[float],
+        provider: str,
+    ) -> float:
+        metrics = self.keys.metrics(shard, self._minutes.minute(), PROVIDER_SCOPE)
+        reply = self._budget_call([*keys, metrics], "take", provider, specs, amounts)
+        return float(reply)
+
+    def budget_adjust(
+        self, keys: Sequence[str], specs: Sequence[BucketSpec], deltas: Sequence[float]
+    ) -> None:
+        self._budget_call(list(keys), "adjust", "", specs, deltas)
+
+    def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
+        self._budget_call(list(keys), "cap", "", specs, most)
+
+    def _budget_call(
+        self, keys: list[str], mode: str, provider: str, specs: Sequence[BucketSpec], amounts: Sequence[float]
+    ) -> Any:
+        now_arg = "" if self._clock is None else repr(self._clock())
+        args: list[str] = [now_arg, mode, provider, str(self._metrics_ttl)]
+        for spec, amount in zip(specs, amounts, strict=True):
+            args += [repr(float(spec.capacity)), repr(spec.refill), repr(float(amount))]
+        return self._call(self._budget, keys=keys, args=args)
 
     @property
     def client(self) -> redis.Redis:

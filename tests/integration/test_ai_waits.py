@@ -81,7 +81,7 @@ def test_a_request_that_would_wait_for_the_budget_too_long_is_answered_by_the_ch
         second = ask.apply_async(("two",), user_id="v").get(timeout=10, disable_sync_subtasks=False)
     assert first == "primary answer to one"
     assert isinstance(second, FallbackResult)
-    assert second.kind == "template" and "call budget is spent" in second.reason
+    assert second.kind == "template" and "budget is spent" in second.reason
 
 
 def test_a_task_can_hand_its_request_to_the_chain_itself() -> None:

@@ -166,7 +166,11 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"error_rules": ["no.such.rule"]}, "resilience_error_rules[0]", "importable"),
     ({"error_rules": "os.path.basename"}, "resilience_error_rules", "a list"),
     ({"providers": {"openai": {"rate": "lots"}}}, "resilience_providers['openai']['rate']", "600/m"),
-    ({"providers": {"openai": "1000/m"}}, "resilience_providers['openai']", "{'rate': '1000/m'}"),
+    (
+        {"providers": {"openai": "1000/m"}},
+        "resilience_providers['openai']",
+        "{'requests': '500/m', 'tokens': '200000/m'}",
+    ),
     (
         {"queue_thresholds": {"celery": {"high": 5000, "critical": 1000}}},
         "resilience_queue_thresholds['celery']['critical']",

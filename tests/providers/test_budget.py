@@ -1,4 +1,4 @@
-"""The provider quota guard, on both stores."""
+"""The provider budget in requests, on both stores."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from celery_resilience.breakers.budget import WINDOW_MARGIN, ProviderBudget, ProviderQuota
 from celery_resilience.monitoring.counters import PROVIDER_SCOPE
+from celery_resilience.providers.budget import REQUESTS, WINDOW_MARGIN, ProviderBudget, UnitBudget
+from celery_resilience.providers.quota import ProviderQuota
+from celery_resilience.providers.settings import ProviderSettings
 from celery_resilience.rates import Rate, parse_rate
 from celery_resilience.store import MemoryStore, Store
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.testing import FakeClock
 
 
-def budget(rate: str, burst: int) -> dict[str, ProviderBudget]:
-    return {"openai": ProviderBudget(parse_rate(rate), burst)}
+def budget(rate: str, burst: int, name: str = "openai") -> ProviderSettings:
+    return requests_budget(parse_rate(rate), burst, name)
+
+
+def requests_budget(rate: Rate, burst: int, name: str) -> ProviderSettings:
+    return ProviderSettings({name: ProviderBudget(((REQUESTS, UnitBudget(rate, burst)),))}, None)
 
 
 def most_in_any_window(moments: list[float], window: float) -> int:
@@ -50,7 +56,7 @@ def test_no_window_of_the_period_sees_more_than_the_count(
     """Taking the budget as fast as it allows, no window of one period ever holds more than the count."""
     clock = FakeClock()
     burst = max(1, min(count - 1, round(burst_share * count))) if count > 1 else 1
-    quota = ProviderQuota({"p": ProviderBudget(Rate(count, period), burst)}, lambda: store)
+    quota = ProviderQuota(requests_budget(Rate(count, period), burst, "p"), lambda: store)
     store = MemoryStore(KeySpace("q", 1), clock=clock)
     start, calls = clock(), []
     while clock() - start < 4 * period:

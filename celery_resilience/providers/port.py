@@ -1,0 +1,40 @@
+"""What the provider budget needs of the store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from ..admission.bucket import BucketSpec
+
+__all__ = ["ProviderStore"]
+
+
+class ProviderStore(Protocol):
+    def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
+        """The keys of a provider's unit buckets, and their shard."""
+
+    def budget_take(
+        self,
+        keys: Sequence[str],
+        shard: int,
+        specs: Sequence[BucketSpec],
+        amounts: Sequence[float],
+        provider: str,
+    ) -> float:
+        """Take every amount or none (``budget.take_all``), counted as the provider's call
+        admitted or throttled; 0.0 when taken, else seconds until all would fit."""
+
+    def budget_adjust(
+        self, keys: Sequence[str], specs: Sequence[BucketSpec], deltas: Sequence[float]
+    ) -> None:
+        """Give ``deltas[i]`` back to bucket ``i``, or take it when negative (``budget.adjust``)."""
+
+    def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
+        """Hold no more than ``most[i]`` in bucket ``i``: what the provider says is left."""
+
+    def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
+        """Empty a bucket so that its next unit is due in ``seconds``."""
+
+    def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
+        """Add to the current minute's metric counters."""

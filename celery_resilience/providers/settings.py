@@ -1,0 +1,81 @@
+"""The provider budgets' settings: ``resilience_providers`` and ``resilience_token_counter``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from ..errors import ConfigurationError
+from ..validation import SettingsReader, callable_or_path, named
+from ..validation import rate as parse
+from .budget import REQUESTS, UNITS, ProviderBudget, UnitBudget, default_burst
+
+__all__ = ["ProviderSettings", "read_provider_settings"]
+
+_EXAMPLE = "a mapping like {'requests': '500/m', 'tokens': '200000/m'} (or the older {'rate': '500/m'})"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    budgets: Mapping[str, ProviderBudget]
+    # Counts a prompt's tokens (a tokenizer); None: the documented estimate.
+    token_counter: Callable[[str], int] | None
+
+
+def read_provider_settings(read: SettingsReader) -> ProviderSettings:
+    counter_setting, counter = read("token_counter")
+    return ProviderSettings(
+        budgets=MappingProxyType(_providers(*read("providers", {}))),
+        token_counter=None
+        if counter is None
+        else callable_or_path(counter_setting, counter, "a callable taking a text and returning its tokens"),
+    )
+
+
+def _providers(setting: str, value: object) -> dict[str, ProviderBudget]:
+    budgets: dict[str, ProviderBudget] = {}
+    for name, given in named(setting, value).items():
+        where = f"{setting}[{name!r}]"
+        if not isinstance(given, Mapping):
+            raise ConfigurationError(where, _EXAMPLE, given)
+        if "rate" in given:  # the older spelling: requests alone
+            if set(given) - {"rate", "burst"}:
+                raise ConfigurationError(
+                    where, "'rate' (and 'burst') alone; with other units, spell it 'requests'", given
+                )
+            budgets[name] = ProviderBudget(((REQUESTS, _unit(where, given)),))
+            continue
+        unknown = set(given) - set(UNITS)
+        if unknown or not given:
+            raise ConfigurationError(where, f"{_EXAMPLE}; units: {', '.join(UNITS)}", given)
+        budgets[name] = ProviderBudget(
+            tuple((unit, _unit(f"{where}[{unit!r}]", given[unit])) for unit in UNITS if unit in given)
+        )
+    return budgets
+
+
+def _unit(where: str, value: object) -> UnitBudget:
+    """A unit's budget: ``"200000/m"``, or ``{"rate": "200000/m", "burst": 30000}``."""
+    if not isinstance(value, Mapping):
+        return _unit_of(where, where, value, None)
+    if set(value) - {"rate", "burst"} or "rate" not in value:
+        raise ConfigurationError(where, "a rate like '1000/m', or {'rate': '1000/m', 'burst': 100}", value)
+    return _unit_of(where, f"{where}['rate']", value["rate"], value.get("burst"))
+
+
+def _unit_of(where: str, rate_setting: str, given_rate: object, given_burst: object) -> UnitBudget:
+    rate = parse(rate_setting, given_rate)
+    if rate.count < 1:
+        raise ConfigurationError(rate_setting, "at least one per period", given_rate)
+    burst = default_burst(rate.count) if given_burst is None else given_burst
+    most = max(1, math.ceil(rate.count) - 1)
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= most:
+        raise ConfigurationError(
+            f"{where}['burst']",
+            f"a whole number from 1 to {most} (less than the rate's count, so that no window of "
+            "the period sees more than the count)",
+            burst,
+        )
+    return UnitBudget(rate, burst)

@@ -1,0 +1,109 @@
+"""Token budgets with real workers, the OpenAI SDK and a provider counting tokens over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from celery_resilience import FallbackResult, Resilience
+from tests.integration.conftest import start_worker, stop_worker
+from tests.token_provider import TokenProvider
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tokens(integration_env: dict[str, str]) -> Iterator[tuple[ModuleType, dict[str, str]]]:
+    from tests.integration import tokenapp
+
+    run = uuid.uuid4().hex[:6]
+    workers = [
+        start_worker(integration_env, "tests.integration.tokenapp", tokenapp.QUEUE, concurrency=2,
+                     extra=["-n", f"tokens{i}-{run}@%h"])
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        for _ in workers:
+            assert tokenapp.ping.delay().get(timeout=60) == "pong"
+        yield tokenapp, integration_env
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+        Resilience.of(tokenapp.app).store.purge()
+
+
+@pytest.fixture
+def app(tokens: tuple[ModuleType, dict[str, str]]) -> Iterator[ModuleType]:
+    """The token app with every budget full."""
+    tokenapp, _ = tokens
+    Resilience.of(tokenapp.app).store.purge()
+    yield tokenapp
+
+
+def answered_by_provider(results: list[Any]) -> int:
+    return sum(not isinstance(result, FallbackResult) for result in results)
+
+
+def in_turn(app: ModuleType, prompts: list[str], url: str) -> list[Any]:
+    """One call after another, each waited for: what fits is decided by what the last gave back."""
+    return [app.ask.delay(prompt, url).get(timeout=60) for prompt in prompts]
+
+
+def test_what_a_call_did_not_use_is_given_back(app: ModuleType) -> None:
+    """Each call reserves 300 output tokens but uses 20: settled, six calls fit a 700-token burst."""
+    provider = TokenProvider(tokens=100_000, seconds=60, output=20)
+    try:
+        results = in_turn(app, [f"short question {i}" for i in range(6)], provider.url)
+    finally:
+        provider.close()
+    assert answered_by_provider(results) == 6
+    assert provider.statuses == [200] * 6
+
+
+def test_a_call_that_failed_before_the_provider_counted_it_gives_its_tokens_back(app: ModuleType) -> None:
+    """A 500 spends no tokens: the two calls after it both fit the burst that three reservations exceed."""
+    provider = TokenProvider(tokens=100_000, seconds=60)
+    provider.fail_next = 1
+    try:
+        # Each uses what it reserved (300 out), so only a failed call gives anything back.
+        results = in_turn(app, [f"question {i}, answer in 300 tokens" for i in range(3)], provider.url)
+    finally:
+        provider.close()
+    assert isinstance(results[0], FallbackResult) and results[0].kind == "template"
+    assert answered_by_provider(results[1:]) == 2
+    assert provider.statuses == [500, 200, 200]
+
+
+def test_the_providers_headers_spend_the_budget_for_every_worker(app: ModuleType) -> None:
+    """A response saying no tokens are left stops every worker's calls until its reset, unsent."""
+    provider = TokenProvider(tokens=100_000, seconds=60)
+    provider.remaining = 0  # another client of the same key has used the rest
+    try:
+        first = app.ask.delay("first question", provider.url).get(timeout=60)
+        later = [app.ask.delay(f"question {i}", provider.url) for i in range(4)]
+        results = [result.get(timeout=60) for result in later]
+    finally:
+        provider.close()
+    assert not isinstance(first, FallbackResult)
+    assert all(
+        isinstance(result, FallbackResult) and "budget is spent" in result.reason for result in results
+    )
+    assert provider.statuses == [200]
+
+
+def test_four_workers_never_exceed_the_providers_token_window(app: ModuleType) -> None:
+    """Forty calls of varied output from four worker threads: no 429, and no window holds more than 3000."""
+    provider = TokenProvider(tokens=3000, seconds=3)
+    try:
+        prompts = [f"question {i}, answer in {20 + (i * 53) % 230} tokens" for i in range(40)]
+        pending = [app.ask_windowed.delay(prompt, provider.url) for prompt in prompts]
+        results = [result.get(timeout=120) for result in pending]
+    finally:
+        provider.close()
+    assert answered_by_provider(results) == 40
+    assert 429 not in provider.statuses
+    assert provider.most_in_any_window() <= 3000
