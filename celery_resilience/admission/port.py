@@ -1,4 +1,4 @@
-"""What admission (and the provider budget, which is a bucket too) needs of the store.
+"""What admission needs of the store.
 
 Each operation that must be atomic is a single call here, so a Redis implementation can
 make it a single round trip.
@@ -40,8 +40,7 @@ class AdmitRequest:
 
     ``lease`` asks for that many extra tokens when the bucket can spare them;
     ``pending`` reports admissions made locally from an earlier lease, so they reach
-    the metrics with this round trip; ``metrics_scope`` keeps other families of
-    admissions (provider calls) apart from users'.
+    the metrics with this round trip.
     """
 
     bucket_key: str
@@ -49,7 +48,6 @@ class AdmitRequest:
     policy: AdmitPolicy
     lease: int = 0
     pending: int = 0
-    metrics_scope: str = ""
 
 
 class AdmissionStore(Protocol):

@@ -52,9 +52,6 @@ class MemoryStore:
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
         return self.keys.user_bucket(user_id, tier, request_type)
 
-    def provider_bucket(self, provider: str) -> tuple[str, int]:
-        return self.keys.provider(provider)
-
     def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
         return self.keys.provider_units(provider, units)
 
@@ -114,7 +111,6 @@ class MemoryStore:
                     request.pending,
                     delay,
                 ),
-                request.metrics_scope,
             )
             self._operations += 1
             if self._operations % _PRUNE_EVERY == 0:

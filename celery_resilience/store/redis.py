@@ -106,9 +106,6 @@ class RedisStore:
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
         return self.keys.user_bucket(user_id, tier, request_type)
 
-    def provider_bucket(self, provider: str) -> tuple[str, int]:
-        return self.keys.provider(provider)
-
     def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
         return self.keys.provider_units(provider, units)
 
@@ -163,12 +160,9 @@ class RedisStore:
             wire = self._encode(request.policy)
         now_arg = "" if self._clock is None else repr(self._clock())
         minute = self._minutes.minute()
-        if request.metrics_scope:
-            metrics_key = self.keys.metrics(request.shard, minute, request.metrics_scope)
-        else:
-            metrics_key = self._metrics_keys.get((request.shard, minute)) or self._metrics_key(
-                request.shard, minute
-            )
+        metrics_key = self._metrics_keys.get((request.shard, minute)) or self._metrics_key(
+            request.shard, minute
+        )
         reply = self._call(
             self._admit,
             keys=[request.bucket_key, metrics_key],
