@@ -39,7 +39,7 @@ from .errors import CircuitOpen, ConfigurationError, FallbackExhausted, StoreUna
 from .extension import FALLBACK_TASK, Resilience
 from .fallbacks.chain import call_arguments
 from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, check_steps
-from .monitoring.counters import count_expired
+from .monitoring.counters import count_expired, count_retry_refused
 from .providers.quota import Reservation, reserved_for
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
@@ -196,6 +196,9 @@ class AITask(ResilientTask):
             reservation, call = self._before_call(resilience, provider, args, kwargs, direct, can_fall_back)
         except _FallBack as fall:
             return self._fall_back(args, kwargs, fall.reason, fall.category)
+        dependency = provider or self.breaker
+        if dependency is not None and (direct or not self.request.retries):
+            resilience.retries.first_attempt(dependency)
         try:
             with reserved_for(reservation):
                 result = super().__call__(*args, **kwargs)
@@ -229,13 +232,26 @@ class AITask(ResilientTask):
         if provider is not None and outcome.category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
             resilience.quota.drain(provider, outcome.retry_after)
         retries_left = self.max_retries is None or self.request.retries < self.max_retries
-        if outcome.retryable and not self.request.called_directly and retries_left:
+        if (
+            outcome.retryable
+            and not self.request.called_directly
+            and retries_left
+            and self._retry_allowed(resilience, provider)
+        ):
             backoff = min(self.retry_backoff_max, self.retry_backoff ** (self.request.retries + 1))
             countdown = outcome.retry_after if outcome.retry_after is not None else backoff
             raise self.retry(exc=error, countdown=countdown) from error
         if can_fall_back:
             return self._fall_back(args, kwargs, f"{type(error).__name__}: {error}", outcome.category.value)
         raise error
+
+    def _retry_allowed(self, resilience: Resilience, provider: str | None) -> bool:
+        """The fleet's retry budget for this dependency has room for one more retry."""
+        dependency = provider or self.breaker
+        if dependency is None or resilience.retries.allow_retry(dependency):
+            return True
+        count_retry_refused(resilience.record, dependency)
+        return False
 
     def _provider(self, resilience: Resilience) -> str | None:
         """The budget this task's calls draw from: its ``provider``, else its breaker's name

@@ -36,6 +36,7 @@ from .monitoring.rules import breaker_trip_alert
 from .monitoring.sentry import SentrySink, handled_by_the_chain
 from .providers.hooks import async_response_hook, response_hook
 from .providers.quota import ProviderQuota
+from .providers.retry_budget import RetryBudgets
 from .publishing import (
     HEADER,
     PublishGate,
@@ -120,6 +121,7 @@ class Resilience:
             clock=clock,
         )
         self.quota = ProviderQuota(settings.providers, lambda: self.store)
+        self.retries = RetryBudgets(settings.providers.retry_budget, lambda: self.store, clock)
         load = settings.load
         self.depths = (
             QueueDepths(self.app, load.depth_interval, clock=clock) if load.queue_thresholds else None

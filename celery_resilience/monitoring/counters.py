@@ -36,6 +36,7 @@ __all__ = [
     "FALLBACK",
     "FALLBACK_EXHAUSTED",
     "PROVIDER_429",
+    "RETRY_REFUSED",
     "PROVIDER_SCOPE",
     "admission_fields",
     "derive",
@@ -48,6 +49,7 @@ __all__ = [
     "count_fallback",
     "count_fallback_exhausted",
     "count_provider_429",
+    "count_retry_refused",
     "provider_call_fields",
 ]
 
@@ -79,6 +81,7 @@ BREAKER_OPEN_SECONDS = "breaker_open_seconds:"
 FALLBACK = "fallback:"
 FALLBACK_EXHAUSTED = "fallback_exhausted"
 PROVIDER_429 = "provider_429:"
+RETRY_REFUSED = "retry_refused:"
 # Provider calls are admissions into the provider's budget, counted apart from users'.
 PROVIDER_SCOPE = "provider"
 
@@ -161,6 +164,11 @@ def provider_call_fields(provider: str, taken: bool) -> dict[str, float]:
     """What one reservation against a provider's budget counts, in ``PROVIDER_SCOPE``
     (``store/lua/budget.lua`` writes the same)."""
     return {outcome_field(ADMITTED if taken else THROTTLED, provider): 1}
+
+
+def count_retry_refused(count: Count, provider: str) -> None:
+    """A retry the provider's retry budget did not allow (the request fell back or failed)."""
+    count({RETRY_REFUSED + provider: 1})
 
 
 def count_provider_429(count: Count, provider: str) -> None:

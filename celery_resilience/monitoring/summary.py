@@ -28,6 +28,7 @@ from .counters import (
     PUBLISH_FAILED,
     REJECTED,
     REQUESTS,
+    RETRY_REFUSED,
     STORE_UNAVAILABLE,
     THROTTLED,
     THROTTLED_BY,
@@ -59,6 +60,7 @@ class MinuteSummary:
     breaker_open_seconds: Mapping[str, float] = field(default_factory=dict)
     provider_calls: Mapping[str, float] = field(default_factory=dict)
     provider_429s: Mapping[str, float] = field(default_factory=dict)
+    retries_refused: Mapping[str, float] = field(default_factory=dict)
     expired: float = 0.0
     ungated: float = 0.0
     store_unavailable: float = 0.0
@@ -99,6 +101,7 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         breaker_open_seconds=_prefixed(fields, BREAKER_OPEN_SECONDS),
         provider_calls=_prefixed(provider, calls),
         provider_429s=_prefixed(fields, PROVIDER_429),
+        retries_refused=_prefixed(fields, RETRY_REFUSED),
         expired=fields.get(EXPIRED, 0.0),
         ungated=fields.get(UNGATED, 0.0),
         store_unavailable=fields.get(STORE_UNAVAILABLE, 0.0),

@@ -7,8 +7,9 @@ count lets twice the count through in the first period (the full bucket, then it
 refill). So each unit is a bucket of a small ``burst`` (a tenth of the count by default)
 refilled at ``(count - burst)`` per period: over any window of the period at most
 ``burst + (count - burst) = count`` goes out. The period is stretched by
-``WINDOW_MARGIN`` so that calls admitted at the edges of a window and arriving a little
-late or early (network, scheduling) still fall inside the provider's count.
+``WINDOW_MARGIN`` (and at least ``WINDOW_SLACK`` seconds) so that calls admitted at the
+edges of a window and arriving a little late or early (network, a worker's first
+connection, scheduling) still fall inside the provider's count.
 
 A call takes from every unit at once or from none (``take_all``): a call refused for
 tokens has not spent a request. What a call took is an estimate; ``adjust`` gives back
@@ -32,12 +33,14 @@ __all__ = [
     "TOKENS",
     "UNITS",
     "WINDOW_MARGIN",
+    "WINDOW_SLACK",
     "ProviderBudget",
     "UnitBudget",
     "adjust",
     "cap",
     "default_burst",
     "refilled",
+    "stretched",
     "take_all",
 ]
 
@@ -47,6 +50,12 @@ UNITS = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
 # Share by which each unit's period is stretched, for calls that reach the provider a
 # little later or earlier than they were admitted.
 WINDOW_MARGIN = 0.02
+WINDOW_SLACK = 0.25
+
+
+def stretched(period: float) -> float:
+    """The period a unit's bucket refills over: the provider's, with room for arrival jitter."""
+    return period + max(period * WINDOW_MARGIN, WINDOW_SLACK)
 
 
 def default_burst(count: float) -> int:
@@ -65,7 +74,7 @@ class UnitBudget:
     burst: int
 
     def spec(self) -> BucketSpec:
-        period = self.rate.period * (1.0 + WINDOW_MARGIN)
+        period = stretched(self.rate.period)
         # A count of one per period: the next is due a full (stretched) period after it.
         refill = (self.rate.count - self.burst if self.rate.count > self.burst else self.rate.count) / period
         return BucketSpec(

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..admission.bucket import BucketSpec
+from .retry_budget import RetryBudget
 
 __all__ = ["ProviderStore"]
 
@@ -32,6 +33,9 @@ class ProviderStore(Protocol):
 
     def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
         """Hold no more than ``most[i]`` in bucket ``i``: what the provider says is left."""
+
+    def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
+        """Count ``firsts`` first attempts; with ``ask``, take one retry if it fits (True)."""
 
     def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
         """Empty a bucket so that its next unit is due in ``seconds``."""

@@ -1,4 +1,5 @@
-"""The provider budgets' settings: ``resilience_providers`` and ``resilience_token_counter``."""
+"""The provider budgets' settings: ``resilience_providers``, ``resilience_token_counter``
+and ``resilience_retry_budget``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from ..errors import ConfigurationError
-from ..validation import SettingsReader, callable_or_path, named
+from ..validation import SettingsReader, callable_or_path, integer, mapping, named, seconds, share
 from ..validation import rate as parse
 from .budget import REQUESTS, UNITS, ProviderBudget, UnitBudget, default_burst
+from .retry_budget import RetryBudget
 
 __all__ = ["ProviderSettings", "read_provider_settings"]
 
@@ -22,6 +24,8 @@ class ProviderSettings:
     budgets: Mapping[str, ProviderBudget]
     # Counts a prompt's tokens (a tokenizer); None: the documented estimate.
     token_counter: Callable[[str], int] | None
+    # Retries to a provider, fleet-wide, as a share of first attempts; None: unlimited.
+    retry_budget: RetryBudget | None
 
 
 def read_provider_settings(read: SettingsReader) -> ProviderSettings:
@@ -31,6 +35,23 @@ def read_provider_settings(read: SettingsReader) -> ProviderSettings:
         token_counter=None
         if counter is None
         else callable_or_path(counter_setting, counter, "a callable taking a text and returning its tokens"),
+        retry_budget=_retry_budget(*read("retry_budget", {})),
+    )
+
+
+def _retry_budget(setting: str, value: object) -> RetryBudget | None:
+    """``{"ratio": 0.1, "window": 10, "minimum": 3}`` (each optional), or None for no budget."""
+    if value is None:
+        return None
+    given = mapping(setting, value)
+    unknown = set(given) - {"ratio", "window", "minimum"}
+    if unknown:
+        raise ConfigurationError(setting, "a mapping of 'ratio', 'window' and 'minimum', or None", value)
+    default = RetryBudget()
+    return RetryBudget(
+        ratio=share(f"{setting}['ratio']", given.get("ratio", default.ratio)),
+        window=seconds(f"{setting}['window']", given.get("window", default.window), positive=True),
+        minimum=integer(f"{setting}['minimum']", given.get("minimum", default.minimum), low=0),
     )
 
 

@@ -92,6 +92,10 @@ class KeySpace:
         key, shard = self.provider(name)
         return [key if unit == "requests" else f"{key}:{unit}" for unit in units], shard
 
+    def provider_retries(self, name: str) -> str:
+        """A provider's retry budget: first attempts and retries per slice of its window."""
+        return f"{self.provider(name)[0]}:retries"
+
     def breaker(self, name: str) -> list[str]:
         """State hash, window hash and probe set of one breaker, sharing one hash tag."""
         base = f"{self.prefix}:{{b.{escape_part(name)}}}:breaker"

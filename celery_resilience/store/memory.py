@@ -18,6 +18,7 @@ from ..load.signals import HealthSnapshot
 from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, admission_fields, derive, provider_call_fields
 from ..monitoring.port import SECONDS_PER_MINUTE
 from ..providers.budget import adjust, cap, take_all
+from ..providers.retry_budget import RetryBudget, retry_allowed, window_slice
 from .keys import KeySpace
 
 __all__ = ["MemoryStore"]
@@ -45,6 +46,7 @@ class MemoryStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._claims: dict[str, float] = {}
         self._alerts: list[str] = []
+        self._retries: dict[str, dict[int, tuple[float, float]]] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -87,6 +89,23 @@ class MemoryStore:
             for key, spec, limit in zip(keys, specs, most, strict=True):
                 state = cap(self._bucket(key, now), spec, now, limit)
                 self._buckets[key] = (state, now + bucket_ttl(state, spec))
+
+    def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
+        with self._lock:
+            now = self._clock()
+            slice_now = window_slice(now, budget)
+            counts = self._retries.setdefault(provider, {})
+            for index in [index for index in counts if index <= slice_now - budget.slices]:
+                del counts[index]
+            first, retries = counts.get(slice_now, (0.0, 0.0))
+            counts[slice_now] = (first + firsts, retries)
+            if not ask:
+                return True
+            if not retry_allowed(counts, now, budget):
+                return False
+            first, retries = counts[slice_now]
+            counts[slice_now] = (first, retries + 1)
+            return True
 
     def _bucket(self, key: str, now: float) -> BucketState | None:
         stored = self._buckets.get(key)
@@ -278,6 +297,7 @@ class MemoryStore:
             self._leases.clear()
             self._claims.clear()
             self._alerts.clear()
+            self._retries.clear()
             return deleted
 
     def close(self) -> None:

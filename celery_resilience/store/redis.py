@@ -29,6 +29,7 @@ from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
 from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, derive
+from ..providers.retry_budget import RetryBudget
 from .base import MinuteClock
 from .keys import KeySpace
 from .script_lane import ScriptLane
@@ -95,6 +96,7 @@ class RedisStore:
         self._drain: Script = self._redis.register_script(load_script("drain"))
         self._refund: Script = self._redis.register_script(load_script("refund"))
         self._budget: Script = self._redis.register_script(load_script("budget"))
+        self._retry_budget: Script = self._redis.register_script(load_script("retry_budget"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
         self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
@@ -128,6 +130,16 @@ class RedisStore:
 
     def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
         self._budget_call(list(keys), "cap", "", specs, most)
+
+    def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
+        now_arg = "" if self._clock is None else repr(self._clock())
+        args = [now_arg, repr(budget.ratio), repr(budget.window), str(budget.minimum), str(budget.slices)]
+        reply = self._call(
+            self._retry_budget,
+            keys=[self.keys.provider_retries(provider)],
+            args=[*args, str(firsts), "1" if ask else "0"],
+        )
+        return bool(int(reply))
 
     def _budget_call(
         self, keys: list[str], mode: str, provider: str, specs: Sequence[BucketSpec], amounts: Sequence[float]

@@ -24,6 +24,7 @@ app.conf.update(
         QUEUE: {"high": 2, "critical": 4},
         f"{QUEUE}-quiet": {"high": 2, "critical": 4},
     },
-    resilience_breakers={"provider": {"minimum_calls": 1, "recovery_timeout": 1, "jitter": 0}},
+    # Open long enough for a status command to start under load before it is up.
+    resilience_breakers={"provider": {"minimum_calls": 1, "recovery_timeout": 4, "jitter": 0}},
 )
 Resilience(app)

@@ -92,7 +92,7 @@ def test_a_breaker_whose_open_time_is_up_reads_as_half_open(ops: dict[str, str])
             raise ProviderDown
     assert json.loads(status(ops, "--json").stdout)["breakers"]["provider"]["state"] == "open"
     open_until = resilience.breakers.read("provider").open_until
-    wait_for(lambda: resilience.store.now() > open_until, timeout=10)
+    wait_for(lambda: resilience.store.now() > open_until, timeout=15)
     breaker = json.loads(status(ops, "--json").stdout)["breakers"]["provider"]
     assert breaker["state"] == "half_open" and breaker["open_for"] is None
     resilience.store.purge()

@@ -8,10 +8,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from celery_resilience_harness.simulation.token_provider import TokenLimits, TokenProvider
 
 from celery_resilience import FallbackResult, Resilience
+from celery_resilience.cli import status_report
 from tests.integration.conftest import start_worker, stop_worker
-from tests.token_provider import TokenProvider
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ def in_turn(app: ModuleType, prompts: list[str], url: str) -> list[Any]:
 
 def test_what_a_call_did_not_use_is_given_back(app: ModuleType) -> None:
     """Each call reserves 300 output tokens but uses 20: settled, six calls fit a 700-token burst."""
-    provider = TokenProvider(tokens=100_000, seconds=60, output=20)
+    provider = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)
     try:
         results = in_turn(app, [f"short question {i}" for i in range(6)], provider.url)
     finally:
@@ -66,7 +67,7 @@ def test_what_a_call_did_not_use_is_given_back(app: ModuleType) -> None:
 
 def test_a_call_that_failed_before_the_provider_counted_it_gives_its_tokens_back(app: ModuleType) -> None:
     """A 500 spends no tokens: the two calls after it both fit the burst that three reservations exceed."""
-    provider = TokenProvider(tokens=100_000, seconds=60)
+    provider = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)
     provider.fail_next = 1
     try:
         # Each uses what it reserved (300 out), so only a failed call gives anything back.
@@ -80,7 +81,7 @@ def test_a_call_that_failed_before_the_provider_counted_it_gives_its_tokens_back
 
 def test_the_providers_headers_spend_the_budget_for_every_worker(app: ModuleType) -> None:
     """A response saying no tokens are left stops every worker's calls until its reset, unsent."""
-    provider = TokenProvider(tokens=100_000, seconds=60)
+    provider = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)
     provider.remaining = 0  # another client of the same key has used the rest
     try:
         first = app.ask.delay("first question", provider.url).get(timeout=60)
@@ -97,7 +98,7 @@ def test_the_providers_headers_spend_the_budget_for_every_worker(app: ModuleType
 
 def test_four_workers_never_exceed_the_providers_token_window(app: ModuleType) -> None:
     """Forty calls of varied output from four worker threads: no 429, and no window holds more than 3000."""
-    provider = TokenProvider(tokens=3000, seconds=3)
+    provider = TokenProvider(TokenLimits(tokens=3000), window=3, output_median=20, output_p99=20)
     try:
         prompts = [f"question {i}, answer in {20 + (i * 53) % 230} tokens" for i in range(40)]
         pending = [app.ask_windowed.delay(prompt, provider.url) for prompt in prompts]
@@ -107,3 +108,21 @@ def test_four_workers_never_exceed_the_providers_token_window(app: ModuleType) -
     assert answered_by_provider(results) == 40
     assert 429 not in provider.statuses
     assert provider.most_in_any_window() <= 3000
+
+
+def test_an_outage_costs_the_provider_little_more_than_one_call_per_request(app: ModuleType) -> None:
+    """Forty requests of five retries each, the provider down with 503s: at most 46 calls reach it."""
+    provider = TokenProvider(TokenLimits(requests=100_000), window=60)
+    provider.outage = 503
+    try:
+        pending = [app.ask_retried.delay(f"question {i}", provider.url) for i in range(40)]
+        results = [result.get(timeout=120) for result in pending]
+    finally:
+        provider.close()
+    assert all(isinstance(result, FallbackResult) and result.kind == "template" for result in results)
+    assert 40 <= len(provider.statuses) <= 40 + 4 + 2
+    report = status_report(app.app)
+    refused = sum(
+        report[minute]["retries_refused"].get("retried", 0) for minute in ("this_minute", "last_minute")
+    )
+    assert refused == 40  # every request ended on a retry the budget refused, then its fallback

@@ -33,10 +33,14 @@ app.conf.update(
         "reconciled": {"requests": "100000/m", "tokens": {"rate": "2000/m", "burst": 700}},
         # The provider's own window (3000 tokens in 3 s), as the budget.
         "windowed": {"requests": "100000/m", "tokens": {"rate": "3000/3s", "burst": 600}},
+        "retried": {"requests": "100000/m"},
     },
+    # Over a minute, retries to a provider: two, plus a tenth of the first attempts.
+    resilience_retry_budget={"ratio": 0.1, "window": 60, "minimum": 2},
     resilience_templates={
         "tokens.ask": "no answer to {prompt!r} now",
         "tokens.ask_windowed": "no answer to {prompt!r} now",
+        "tokens.ask_retried": "no answer to {prompt!r} now",
     },
 )
 resilience = Resilience(app)
@@ -91,6 +95,19 @@ def ask(prompt: str, url: str) -> Any:
 )
 def ask_windowed(prompt: str, url: str) -> Any:
     return complete(url, "windowed", prompt)
+
+
+@app.task(
+    base=AITask,
+    name="tokens.ask_retried",
+    provider="retried",
+    prompt_param="prompt",
+    max_retries=5,
+    retry_backoff=1,
+    fallbacks=["template"],
+)
+def ask_retried(prompt: str, url: str) -> Any:
+    return complete(url, "retried", prompt)
 
 
 @app.task(name="tokens.ping")

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celery_resilience.monitoring.counters import PROVIDER_SCOPE
-from celery_resilience.providers.budget import REQUESTS, WINDOW_MARGIN, ProviderBudget, UnitBudget
+from celery_resilience.providers.budget import REQUESTS, ProviderBudget, UnitBudget, stretched
 from celery_resilience.providers.quota import ProviderQuota
 from celery_resilience.providers.settings import ProviderSettings
 from celery_resilience.rates import Rate, parse_rate
@@ -23,7 +23,7 @@ def budget(rate: str, burst: int, name: str = "openai") -> ProviderSettings:
 
 
 def requests_budget(rate: Rate, burst: int, name: str) -> ProviderSettings:
-    return ProviderSettings({name: ProviderBudget(((REQUESTS, UnitBudget(rate, burst)),))}, None)
+    return ProviderSettings({name: ProviderBudget(((REQUESTS, UnitBudget(rate, burst)),))}, None, None)
 
 
 def most_in_any_window(moments: list[float], window: float) -> int:
@@ -35,7 +35,7 @@ def test_budget_is_spent_then_names_the_wait(store: Store, clock: FakeClock) -> 
     """10/m with a burst of 2: two calls at once, then the refill's wait, counted apart from users."""
     quota = ProviderQuota(budget("10/m", 2), lambda: store)
     assert [quota.take("openai") for _ in range(2)] == [0.0, 0.0]
-    refill = 8 / (60 * (1 + WINDOW_MARGIN))
+    refill = 8 / stretched(60)
     assert quota.take("openai") == pytest.approx(1 / refill)
     clock.advance(1 / refill)
     assert quota.take("openai") == 0.0

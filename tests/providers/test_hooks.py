@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
+from celery_resilience_harness.simulation.token_provider import TokenLimits, TokenProvider
 
 from celery_resilience.clock import SYSTEM_CLOCK
 from celery_resilience.providers.hooks import async_response_hook, response_hook
@@ -15,14 +16,13 @@ from celery_resilience.providers.settings import read_provider_settings
 from celery_resilience.store import MemoryStore
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.validation import SettingsReader
-from tests.token_provider import TokenProvider
 
 CHAT = {"model": "m", "max_tokens": 300, "messages": [{"role": "user", "content": "hi there"}]}
 
 
 @pytest.fixture
 def provider() -> Iterator[TokenProvider]:
-    server = TokenProvider(tokens=100_000, seconds=60, output=20)
+    server = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)
     yield server
     server.close()
 

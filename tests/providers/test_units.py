@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from celery_resilience.monitoring.counters import PROVIDER_SCOPE
-from celery_resilience.providers.budget import WINDOW_MARGIN
+from celery_resilience.providers.budget import stretched
 from celery_resilience.providers.quota import ProviderQuota
 from celery_resilience.providers.settings import read_provider_settings
 from celery_resilience.providers.usage import Limit, Usage
@@ -15,7 +15,7 @@ from celery_resilience.validation import SettingsReader
 
 # Requests: a burst of 2; tokens: a burst of 100, refilled at 900 a minute (stretched).
 PROVIDERS = {"p": {"requests": {"rate": "60/m", "burst": 2}, "tokens": {"rate": "1000/m", "burst": 100}}}
-TOKEN_REFILL = 900 / (60 * (1 + WINDOW_MARGIN))
+TOKEN_REFILL = 900 / stretched(60)
 
 
 def quota(store: Store) -> ProviderQuota:
@@ -32,7 +32,7 @@ def test_a_call_takes_every_unit_or_none(store: Store) -> None:
     assert refused is None and wait == pytest.approx(80 / TOKEN_REFILL)
     assert guard.reserve("p", "t", 2, 3)[0] is not None  # the second request, 5 tokens
     _, wait = guard.reserve("p", "t", 1, 0)
-    assert wait == pytest.approx(1 / (58 / (60 * (1 + WINDOW_MARGIN))))  # out of requests now
+    assert wait == pytest.approx(1 / (58 / stretched(60)))  # out of requests now
     counted = store.metrics(scope=PROVIDER_SCOPE)
     assert counted["admitted@p"] == 2 and counted["throttled@p"] == 2
 
@@ -69,7 +69,7 @@ def test_a_settled_call_gives_nothing_back_when_it_fails_later(store: Store, clo
     guard.give_back(failed)
     # 100 - 90 = 10 tokens left, and no request (both spent): the wait is the request's.
     _, wait = guard.reserve("p", "t", 5, 5)
-    assert wait == pytest.approx(1 / (58 / (60 * (1 + WINDOW_MARGIN))))
+    assert wait == pytest.approx(1 / (58 / stretched(60)))
 
 
 def test_the_providers_headers_hold_the_budget_to_what_is_left(store: Store) -> None:
