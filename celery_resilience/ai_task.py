@@ -213,6 +213,8 @@ class AITask(ResilientTask):
             return self._after_failure(resilience, provider, outcome, error, args, kwargs, can_fall_back)
         if call is not None:
             resilience.breakers.record(call, None)
+        if provider is not None:
+            resilience.quota.succeeded(provider)
         if self.cache_prompt is not None:
             self._remember_answer(resilience, args, kwargs, result)
         return result

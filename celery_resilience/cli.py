@@ -25,6 +25,7 @@ from .errors import StoreUnavailable
 from .extension import Resilience
 from .load.signals import Severity, queue_severity, severity_rank
 from .monitoring.summary import MetricsReader, MinuteSummary
+from .providers.learned import READ
 from .store import masked_url
 
 __all__ = ["resilience", "status_report"]
@@ -50,6 +51,7 @@ def status_report(app: Any) -> dict[str, Any]:
     return {
         "breakers": _breakers(ext, now),
         "queues": queues,
+        "learned_budgets": _learned_budgets(ext),
         "tiers": _tiers(ext, factors.product),
         "severity": ext.load.severity(worst_queue).value,
         "severity_queue": worst_queue,
@@ -63,6 +65,18 @@ def status_report(app: Any) -> dict[str, Any]:
         "load_correlation": reader.load_correlation(),
         "at": now,
     }
+
+
+def _learned_budgets(ext: Resilience) -> dict[str, dict[str, Any]]:
+    """Each learned unit's shared rate, as a count per its period (what the provider allows)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, budget in sorted(ext.quota.providers.items()):
+        for unit, unit_budget in budget.units:
+            if unit_budget.learned:
+                per_second = ext.store.learn(name, unit, READ, unit_budget.rate.per_second, 0.0)
+                period = unit_budget.rate.period
+                found.setdefault(name, {})[unit] = {"count": per_second * period, "period": period}
+    return found
 
 
 def _breakers(ext: Resilience, now: float) -> dict[str, Any]:

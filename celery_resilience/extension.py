@@ -120,7 +120,7 @@ class Resilience:
             on_trip=self._breaker_tripped,
             clock=clock,
         )
-        self.quota = ProviderQuota(settings.providers, lambda: self.store)
+        self.quota = ProviderQuota(settings.providers, lambda: self.store, clock)
         self.retries = RetryBudgets(settings.providers.retry_budget, lambda: self.store, clock)
         load = settings.load
         self.depths = (

@@ -50,7 +50,7 @@ UNITS = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
 # Share by which each unit's period is stretched, for calls that reach the provider a
 # little later or earlier than they were admitted.
 WINDOW_MARGIN = 0.02
-WINDOW_SLACK = 0.25
+WINDOW_SLACK = 0.5
 
 
 def stretched(period: float) -> float:
@@ -72,6 +72,14 @@ class UnitBudget:
 
     rate: Rate
     burst: int
+    # Learned from the provider's answers (``providers/learned.py``); ``rate`` is the guess
+    # it starts from.
+    learned: bool = False
+
+    def at(self, per_second: float) -> UnitBudget:
+        """The same unit at a learned rate, with the default burst for it."""
+        count = max(1.0, per_second * self.rate.period)
+        return UnitBudget(Rate(count, self.rate.period), default_burst(count), self.learned)
 
     def spec(self) -> BucketSpec:
         period = stretched(self.rate.period)
@@ -94,6 +102,10 @@ class ProviderBudget:
 
     def unit(self, name: str) -> UnitBudget | None:
         return next((budget for unit, budget in self.units if unit == name), None)
+
+    @property
+    def units_by_name(self) -> dict[str, UnitBudget]:
+        return dict(self.units)
 
     @property
     def longest_period(self) -> float:

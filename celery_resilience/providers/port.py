@@ -37,6 +37,9 @@ class ProviderStore(Protocol):
     def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
         """Count ``firsts`` first attempts; with ``ask``, take one retry if it fits (True)."""
 
+    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
+        """Apply ``event`` to the provider's learned unit (``learned.learned``); its rate now."""
+
     def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
         """Empty a bucket so that its next unit is due in ``seconds``."""
 

@@ -18,9 +18,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from ..admission.bucket import BucketSpec
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import StoreUnavailable
 from ..monitoring.counters import count_provider_429
 from .budget import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, ProviderBudget
+from .learned import LearnedRates
 from .port import ProviderStore
 from .settings import ProviderSettings
 from .usage import Limit, OutputObserver, Usage, estimate_tokens
@@ -28,6 +30,10 @@ from .usage import Limit, OutputObserver, Usage, estimate_tokens
 __all__ = ["ProviderQuota", "Reservation", "current_reservation", "reserved_for"]
 
 logger = logging.getLogger("celery_resilience.quota")
+
+# A success grows a learned unit only while calls waited for the budget this recently:
+# a budget that holds nothing back has not found the provider's limit.
+HELD_BACK_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -68,18 +74,52 @@ def _cost(unit: str, input_tokens: float, output_tokens: float) -> float:
 
 
 class ProviderQuota:
-    def __init__(self, settings: ProviderSettings, store: Callable[[], ProviderStore]) -> None:
+    def __init__(
+        self, settings: ProviderSettings, store: Callable[[], ProviderStore], clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.providers: Mapping[str, ProviderBudget] = dict(settings.budgets)
         self.outputs = OutputObserver()
+        self.learned = LearnedRates(store, clock)
         self._counter = settings.token_counter
-        self._store = store
-        self._specs: dict[str, tuple[tuple[str, ...], tuple[BucketSpec, ...]]] = {
+        self._store, self._clock = store, clock
+        self._fixed: dict[str, tuple[tuple[str, ...], tuple[BucketSpec, ...]]] = {
             name: (tuple(unit for unit, _ in budget.units), tuple(b.spec() for _, b in budget.units))
             for name, budget in self.providers.items()
+            if not any(b.learned for _, b in budget.units)
         }
+        self._held_back: dict[str, float] = {}  # provider -> when a call last had to wait
+
+    def _units(self, provider: str) -> tuple[tuple[str, ...], tuple[BucketSpec, ...]]:
+        """Each unit and its bucket now: learned units at their shared learned rate."""
+        fixed = self._fixed.get(provider)
+        if fixed is not None:
+            return fixed
+        budget = self.providers[provider]
+        specs = tuple(
+            b.at(self.learned.rate(provider, unit, b.rate.per_second)).spec() if b.learned else b.spec()
+            for unit, b in budget.units
+        )
+        return tuple(unit for unit, _ in budget.units), specs
+
+    def _learned_units(self, provider: str) -> list[tuple[str, float]]:
+        """The provider's learned units and their starting rates per second."""
+        if provider in self._fixed:
+            return []
+        return [(unit, b.rate.per_second) for unit, b in self.providers[provider].units if b.learned]
 
     def counts_tokens(self, provider: str) -> bool:
-        return any(unit != REQUESTS for unit in self._specs[provider][0])
+        return any(unit != REQUESTS for unit, _ in self.providers[provider].units)
+
+    def succeeded(self, provider: str) -> None:
+        """A call went through: learned units grow while they are what holds calls back."""
+        learned = self._learned_units(provider)
+        if not learned:
+            return
+        held_back = self._held_back.get(provider)
+        if held_back is None or self._clock.monotonic() - held_back > HELD_BACK_SECONDS:
+            return
+        for unit, start in learned:
+            self.learned.grew(provider, unit, start)
 
     def estimate(
         self, provider: str, task: str, prompt: str | None, max_tokens: float | None
@@ -98,7 +138,7 @@ class ProviderQuota:
         ``(None, seconds to wait)`` when not. A cost above a unit's burst takes the whole
         burst (it could never be granted otherwise). With the store unreachable the call is
         granted unchecked (the breaker still guards it)."""
-        units, specs = self._specs[provider]
+        units, specs = self._units(provider)
         amounts = [
             min(spec.capacity, _cost(unit, input_tokens, output_tokens))
             for unit, spec in zip(units, specs, strict=True)
@@ -111,6 +151,7 @@ class ProviderQuota:
             logger.warning("provider quota for %r unchecked: %s", provider, error)
             return None, 0.0
         if wait > 0:
+            self._held_back[provider] = self._clock.monotonic()
             return None, wait
         return Reservation(provider, task, dict(zip(units, amounts, strict=True))), 0.0
 
@@ -148,7 +189,12 @@ class ProviderQuota:
     def follow(self, provider: str, limits: Mapping[str, Limit]) -> None:
         """The provider's headers say what is left: no unit holds more, and a unit with
         nothing left is drained until the provider's reset."""
-        units, specs = self._specs[provider]
+        for unit, start in self._learned_units(provider):
+            stated = limits.get(unit)
+            if stated is not None and stated.limit is not None and stated.limit > 0:
+                period = self.providers[provider].units_by_name[unit].rate.period
+                self.learned.stated(provider, unit, start, stated.limit / period)
+        units, specs = self._units(provider)
         caps: dict[str, float] = {}
         for unit, spec in zip(units, specs, strict=True):
             limit = limits.get(unit)
@@ -167,8 +213,11 @@ class ProviderQuota:
                 logger.warning("could not follow the limits %r reported: %s", provider, error)
 
     def drain(self, provider: str, seconds: float | None) -> None:
-        """The provider said 429: spend every unit for ``seconds`` (default: one period)."""
-        units, specs = self._specs[provider]
+        """The provider said 429: spend every unit for ``seconds`` (default: one period), and
+        cut the learned ones."""
+        for unit, start in self._learned_units(provider):
+            self.learned.cut(provider, unit, start)
+        units, specs = self._units(provider)
         for unit, spec in zip(units, specs, strict=True):
             self._drain_unit(provider, unit, spec, seconds)
         store = self._store()
@@ -190,7 +239,7 @@ class ProviderQuota:
     def _adjust(self, provider: str, deltas: Mapping[str, float]) -> None:
         if not deltas:
             return
-        units, specs = self._specs[provider]
+        units, specs = self._units(provider)
         by_unit = dict(zip(units, specs, strict=True))
         store = self._store()
         try:

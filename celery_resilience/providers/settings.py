@@ -16,7 +16,10 @@ from .retry_budget import RetryBudget
 
 __all__ = ["ProviderSettings", "read_provider_settings"]
 
-_EXAMPLE = "a mapping like {'requests': '500/m', 'tokens': '200000/m'} (or the older {'rate': '500/m'})"
+_EXAMPLE = (
+    "a mapping like {'requests': '500/m', 'tokens': '200000/m'} (a unit may be {'learn': '20000/m'}; "
+    "the older {'rate': '500/m'} is a budget of requests)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +81,15 @@ def _providers(setting: str, value: object) -> dict[str, ProviderBudget]:
 
 
 def _unit(where: str, value: object) -> UnitBudget:
-    """A unit's budget: ``"200000/m"``, or ``{"rate": "200000/m", "burst": 30000}``."""
+    """A unit's budget: ``"200000/m"``, ``{"rate": "200000/m", "burst": 30000}``, or
+    ``{"learn": "20000/m"}`` (learned from the provider, starting from that guess)."""
     if not isinstance(value, Mapping):
         return _unit_of(where, where, value, None)
+    if "learn" in value:
+        if set(value) != {"learn"}:
+            raise ConfigurationError(where, "{'learn': '<starting rate>'} alone", value)
+        start = _unit_of(where, f"{where}['learn']", value["learn"], None)
+        return UnitBudget(start.rate, start.burst, learned=True)
     if set(value) - {"rate", "burst"} or "rate" not in value:
         raise ConfigurationError(where, "a rate like '1000/m', or {'rate': '1000/m', 'burst': 100}", value)
     return _unit_of(where, f"{where}['rate']", value["rate"], value.get("burst"))

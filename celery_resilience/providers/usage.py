@@ -93,6 +93,7 @@ class Limit:
 
     remaining: float
     reset: float | None
+    limit: float | None = None  # the unit's whole count per the provider's window, when stated
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -134,12 +135,18 @@ def limits_from_headers(headers: Mapping[str, str], now: float) -> dict[str, Lim
         remaining = lower.get(f"x-ratelimit-remaining-{name}")
         if remaining is not None:
             reset = lower.get(f"x-ratelimit-reset-{name}")
-            found[unit] = Limit(_float(remaining), _seconds(reset, now) if reset else None)
+            limit = lower.get(f"x-ratelimit-limit-{name}")
+            found[unit] = Limit(
+                _float(remaining), _seconds(reset, now) if reset else None, _float(limit) if limit else None
+            )
     for unit, name in _ANTHROPIC.items():
         remaining = lower.get(f"anthropic-ratelimit-{name}-remaining")
         if remaining is not None:
             reset = lower.get(f"anthropic-ratelimit-{name}-reset")
-            found[unit] = Limit(_float(remaining), _seconds(reset, now) if reset else None)
+            limit = lower.get(f"anthropic-ratelimit-{name}-limit")
+            found[unit] = Limit(
+                _float(remaining), _seconds(reset, now) if reset else None, _float(limit) if limit else None
+            )
     return found
 
 

@@ -96,6 +96,10 @@ class KeySpace:
         """A provider's retry budget: first attempts and retries per slice of its window."""
         return f"{self.provider(name)[0]}:retries"
 
+    def provider_learned(self, name: str) -> str:
+        """A provider's learned rates, one field per unit."""
+        return f"{self.provider(name)[0]}:learned"
+
     def breaker(self, name: str) -> list[str]:
         """State hash, window hash and probe set of one breaker, sharing one hash tag."""
         base = f"{self.prefix}:{{b.{escape_part(name)}}}:breaker"

@@ -18,6 +18,7 @@ from ..load.signals import HealthSnapshot
 from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, admission_fields, derive, provider_call_fields
 from ..monitoring.port import SECONDS_PER_MINUTE
 from ..providers.budget import adjust, cap, take_all
+from ..providers.learned import LearnedRate, learned
 from ..providers.retry_budget import RetryBudget, retry_allowed, window_slice
 from .keys import KeySpace
 
@@ -47,6 +48,7 @@ class MemoryStore:
         self._claims: dict[str, float] = {}
         self._alerts: list[str] = []
         self._retries: dict[str, dict[int, tuple[float, float]]] = {}
+        self._learned: dict[tuple[str, str], LearnedRate] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -106,6 +108,12 @@ class MemoryStore:
             first, retries = counts[slice_now]
             counts[slice_now] = (first, retries + 1)
             return True
+
+    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
+        with self._lock:
+            state = learned(self._learned.get((provider, unit)), event, self._clock(), start, value)
+            self._learned[(provider, unit)] = state
+            return state.rate
 
     def _bucket(self, key: str, now: float) -> BucketState | None:
         stored = self._buckets.get(key)
@@ -298,6 +306,7 @@ class MemoryStore:
             self._claims.clear()
             self._alerts.clear()
             self._retries.clear()
+            self._learned.clear()
             return deleted
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
 from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, derive
+from ..providers import learned
 from ..providers.retry_budget import RetryBudget
 from .base import MinuteClock
 from .keys import KeySpace
@@ -97,6 +98,7 @@ class RedisStore:
         self._refund: Script = self._redis.register_script(load_script("refund"))
         self._budget: Script = self._redis.register_script(load_script("budget"))
         self._retry_budget: Script = self._redis.register_script(load_script("retry_budget"))
+        self._learn: Script = self._redis.register_script(load_script("learn"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
         self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
@@ -140,6 +142,25 @@ class RedisStore:
             args=[*args, str(firsts), "1" if ask else "0"],
         )
         return bool(int(reply))
+
+    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
+        now_arg = "" if self._clock is None else repr(self._clock())
+        reply = self._call(
+            self._learn,
+            keys=[self.keys.provider_learned(provider)],
+            args=[
+                now_arg,
+                unit,
+                event,
+                repr(start),
+                repr(value),
+                repr(learned.INCREASE),
+                repr(learned.DECREASE),
+                repr(learned.COOL_DOWN),
+                repr(learned.FLOOR),
+            ],
+        )
+        return float(reply)
 
     def _budget_call(
         self, keys: list[str], mode: str, provider: str, specs: Sequence[BucketSpec], amounts: Sequence[float]

@@ -126,3 +126,38 @@ def test_an_outage_costs_the_provider_little_more_than_one_call_per_request(app:
         report[minute]["retries_refused"].get("retried", 0) for minute in ("this_minute", "last_minute")
     )
     assert refused == 40  # every request ended on a retry the budget refused, then its fallback
+
+
+def learned(app: ModuleType, provider: str) -> float:
+    """The learned token count per period, as ``status --json`` shows it."""
+    return float(status_report(app.app)["learned_budgets"][provider]["tokens"]["count"])
+
+
+def test_a_learned_budget_takes_the_limit_the_provider_states(app: ModuleType) -> None:
+    """Guessed at 1000 tokens per 3 s, the budget holds 4000 after one answer stating that limit."""
+    provider = TokenProvider(TokenLimits(tokens=4000), window=3, output_median=20, output_p99=20)
+    try:
+        assert learned(app, "stated") == pytest.approx(1000)
+        assert not isinstance(app.ask_stated.delay("first", provider.url).get(timeout=60), FallbackResult)
+    finally:
+        provider.close()
+    assert learned(app, "stated") == pytest.approx(4000)
+
+
+def test_a_learned_budget_finds_an_unstated_limit_from_429s(app: ModuleType) -> None:
+    """Guessed at twice a hidden 3000 tokens per 3 s: 429s cut it near the limit, and calls then pass."""
+    provider = TokenProvider(TokenLimits(tokens=3000), window=3, headers=False)
+    try:
+        prompts = [f"question {i}, answer in 100 tokens" for i in range(120)]
+        pending = [app.ask_unstated.delay(prompt, provider.url) for prompt in prompts]
+        results = [result.get(timeout=180) for result in pending]
+    finally:
+        provider.close()
+    last_half = provider.statuses[len(provider.statuses) // 2 :]
+
+    # A bucket of count C lets about 0.87 C into a 3 s window (its burst, and the slack
+    # for late arrivals), so a learned 3400 is about what the provider takes.
+    assert 0.6 * 3000 <= learned(app, "unstated") <= 1.25 * 3000
+    assert answered_by_provider(results) >= 110
+    assert provider.statuses.count(429) <= len(provider.statuses) * 0.1
+    assert last_half.count(429) <= len(last_half) * 0.1

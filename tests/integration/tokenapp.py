@@ -34,6 +34,9 @@ app.conf.update(
         # The provider's own window (3000 tokens in 3 s), as the budget.
         "windowed": {"requests": "100000/m", "tokens": {"rate": "3000/3s", "burst": 600}},
         "retried": {"requests": "100000/m"},
+        # Limits nobody wrote down: learned from a guess, from stated limits or from 429s.
+        "stated": {"tokens": {"learn": "1000/3s"}},
+        "unstated": {"tokens": {"learn": "6000/3s"}},
     },
     # Over a minute, retries to a provider: two, plus a tenth of the first attempts.
     resilience_retry_budget={"ratio": 0.1, "window": 60, "minimum": 2},
@@ -41,6 +44,8 @@ app.conf.update(
         "tokens.ask": "no answer to {prompt!r} now",
         "tokens.ask_windowed": "no answer to {prompt!r} now",
         "tokens.ask_retried": "no answer to {prompt!r} now",
+        "tokens.ask_stated": "no answer to {prompt!r} now",
+        "tokens.ask_unstated": "no answer to {prompt!r} now",
     },
 )
 resilience = Resilience(app)
@@ -63,9 +68,9 @@ def client(url: str, provider: str) -> OpenAI:
         return found
 
 
-def complete(url: str, provider: str, prompt: str) -> str:
+def complete(url: str, provider: str, prompt: str, max_tokens: int | None = 300) -> str:
     answer = client(url, provider).chat.completions.create(
-        model="test", max_tokens=300, messages=[{"role": "user", "content": prompt}]
+        model="test", max_tokens=max_tokens, messages=[{"role": "user", "content": prompt}]
     )
     return answer.choices[0].message.content or ""
 
@@ -108,6 +113,22 @@ def ask_windowed(prompt: str, url: str) -> Any:
 )
 def ask_retried(prompt: str, url: str) -> Any:
     return complete(url, "retried", prompt)
+
+
+@app.task(
+    base=AITask, name="tokens.ask_stated", provider="stated", prompt_param="prompt", max_retries=3,
+    fallbacks=["template"],
+)  # fmt: skip
+def ask_stated(prompt: str, url: str) -> Any:
+    return complete(url, "stated", prompt, max_tokens=None)
+
+
+@app.task(
+    base=AITask, name="tokens.ask_unstated", provider="unstated", prompt_param="prompt", max_retries=3,
+    fallbacks=["template"],
+)  # fmt: skip
+def ask_unstated(prompt: str, url: str) -> Any:
+    return complete(url, "unstated", prompt, max_tokens=None)
 
 
 @app.task(name="tokens.ping")

@@ -1,0 +1,130 @@
+"""A budget learned from the provider's answers, for a unit whose limit nobody wrote down.
+
+A pipeline rarely knows its tier's limits, and they change (a new tier, another service
+on the same key). A learned unit starts from a guess and steers by what the provider
+says, shared by every worker through the store:
+
+- a response stating the unit's limit (``x-ratelimit-limit-tokens``,
+  ``anthropic-ratelimit-*-limit``) sets it outright: the provider is the ground truth;
+- otherwise additive increase, multiplicative decrease (AIMD), as TCP finds a link's
+  capacity: while calls succeed and the budget is what held them back, the rate grows by
+  ``INCREASE`` of the last known good rate (the rate at the last cut) per second; a 429
+  cuts it by ``DECREASE``, at most once per ``COOL_DOWN`` (the 429s of calls already in
+  flight say the same thing again).
+
+Each process keeps the rate for ``REFRESH`` seconds and shares what it learns at once:
+every worker follows a cut within that time. ``store/lua/learn.lua`` is the same
+arithmetic as ``learned``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..clock import Clock
+from ..errors import StoreUnavailable
+
+__all__ = ["COOL_DOWN", "DECREASE", "INCREASE", "LearnedRate", "LearnedRates", "LearnStore", "learned"]
+
+logger = logging.getLogger("celery_resilience.learned")
+
+INCREASE = 0.02  # of the last known good rate, per second of success while held back
+DECREASE = 0.8  # kept of the rate on a 429
+COOL_DOWN = 0.5  # seconds between two cuts
+REFRESH = 0.5  # seconds a process keeps the shared rate
+GROW_EVERY = 0.2  # seconds between two growth reports from one process
+FLOOR = 0.01  # the lowest rate, as a share of the starting guess
+
+GROW, CUT, SET, READ = "grow", "cut", "set", "read"
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedRate:
+    """A unit's learned rate per second, the rate at its last cut, and when it last changed."""
+
+    rate: float
+    ceiling: float
+    grown_at: float
+    cut_at: float
+
+
+def learned(
+    state: LearnedRate | None, event: str, now: float, start: float, value: float = 0.0
+) -> LearnedRate:
+    """The rate after ``event``: ``grow`` (calls succeeded while held back), ``cut`` (a 429),
+    ``set`` (the provider stated ``value`` per second) or ``read``."""
+    current = state or LearnedRate(start, start, now, 0.0)
+    if event == SET and value > 0:
+        return LearnedRate(value, value, now, current.cut_at)
+    if event == CUT:
+        if now - current.cut_at < COOL_DOWN:
+            return current
+        rate = max(start * FLOOR, current.rate * DECREASE)
+        return LearnedRate(rate, current.rate, now, now)
+    if event == GROW:
+        elapsed = min(1.0, max(0.0, now - current.grown_at))
+        return LearnedRate(
+            current.rate + INCREASE * current.ceiling * elapsed, current.ceiling, now, current.cut_at
+        )
+    return current
+
+
+class LearnStore(Protocol):
+    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
+        """Apply ``event`` to the provider's learned unit; its rate per second now."""
+
+
+class LearnedRates:
+    """The runtime side: each process's copy of the shared rates, and what it reports."""
+
+    def __init__(self, store: Callable[[], LearnStore], clock: Clock) -> None:
+        self._store, self._clock = store, clock
+        self._rates: dict[tuple[str, str], tuple[float, float]] = {}  # -> (rate, read at)
+        self._grown: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def rate(self, provider: str, unit: str, start: float) -> float:
+        """The unit's rate per second, from this process's copy while it is fresh."""
+        with self._lock:
+            known = self._rates.get((provider, unit))
+        if known is not None and self._clock.monotonic() - known[1] < REFRESH:
+            return known[0]
+        return self._send(provider, unit, READ, start, 0.0, fallback=known[0] if known else start)
+
+    def grew(self, provider: str, unit: str, start: float) -> None:
+        """A call succeeded while the unit held calls back: report it, at most every ``GROW_EVERY``."""
+        now = self._clock.monotonic()
+        with self._lock:
+            if now - self._grown.get((provider, unit), -GROW_EVERY) < GROW_EVERY:
+                return
+            self._grown[(provider, unit)] = now
+        self._send(provider, unit, GROW, start, 0.0)
+
+    def cut(self, provider: str, unit: str, start: float) -> None:
+        self._send(provider, unit, CUT, start, 0.0)
+
+    def stated(self, provider: str, unit: str, start: float, per_second: float) -> None:
+        """The provider stated the unit's limit; only a change is sent."""
+        with self._lock:
+            known = self._rates.get((provider, unit))
+        if known is not None and abs(known[0] - per_second) <= per_second * 1e-6:
+            return
+        self._send(provider, unit, SET, start, per_second)
+
+    def _send(
+        self, provider: str, unit: str, event: str, start: float, value: float, fallback: float = 0.0
+    ) -> float:
+        try:
+            rate = self._store().learn(provider, unit, event, start, value)
+        except StoreUnavailable as error:
+            logger.warning("learned %s budget of %r not shared: %s", unit, provider, error)
+            with self._lock:
+                known = self._rates.get((provider, unit))
+            return known[0] if known else (fallback or start)
+        with self._lock:
+            self._rates[(provider, unit)] = (rate, self._clock.monotonic())
+        return rate

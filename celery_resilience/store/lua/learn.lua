@@ -1,0 +1,38 @@
+-- A provider unit's learned rate (the arithmetic of providers/learned.py:learned):
+-- grow while calls succeed, cut on a 429 (once per cool-down), set when the provider
+-- states its limit, or read.
+--
+-- KEYS[1]  hash: "<unit>" -> "rate ceiling grown_at cut_at"
+-- ARGV[1]  now in seconds, or "" to use the Redis server's TIME
+-- ARGV[2]  unit;  ARGV[3] event: grow, cut, set or read;  ARGV[4] starting rate per second
+-- ARGV[5]  the stated rate per second (set);  ARGV[6] increase;  ARGV[7] decrease
+-- ARGV[8]  cool-down in seconds;  ARGV[9] floor, a share of the starting rate
+-- Returns  the rate per second, as a string.
+
+local now = clock(ARGV[1])
+local unit, event, start = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local rate, ceiling, grown_at, cut_at = start, start, now, 0
+local state = redis.call("HGET", KEYS[1], unit)
+if state then
+  local r, c, g, t = string.match(state, "^(%S+) (%S+) (%S+) (%S+)$")
+  rate, ceiling, grown_at, cut_at = tonumber(r), tonumber(c), tonumber(g), tonumber(t)
+end
+local value = tonumber(ARGV[5])
+if event == "set" and value > 0 then
+  rate, ceiling, grown_at = value, value, now
+elseif event == "cut" then
+  if now - cut_at >= tonumber(ARGV[8]) then
+    ceiling = rate
+    rate = math.max(start * tonumber(ARGV[9]), rate * tonumber(ARGV[7]))
+    grown_at, cut_at = now, now
+  end
+elseif event == "grow" then
+  local elapsed = math.min(1, math.max(0, now - grown_at))
+  rate = rate + tonumber(ARGV[6]) * ceiling * elapsed
+  grown_at = now
+end
+if event ~= "read" or not state then
+  redis.call("HSET", KEYS[1], unit, string.format("%.17g %.17g %.17g %.17g", rate, ceiling, grown_at, cut_at))
+  redis.call("EXPIRE", KEYS[1], 86400)
+end
+return string.format("%.17g", rate)

@@ -1,0 +1,70 @@
+"""The learned budget's arithmetic (AIMD and stated limits), in the pure core and both stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_resilience.errors import ConfigurationError
+from celery_resilience.providers.budget import stretched
+from celery_resilience.providers.learned import COOL_DOWN, CUT, DECREASE, GROW, INCREASE, READ, SET, learned
+from celery_resilience.providers.quota import ProviderQuota
+from celery_resilience.providers.settings import read_provider_settings
+from celery_resilience.store import Store
+from celery_resilience.testing import FakeClock
+from celery_resilience.validation import SettingsReader
+
+
+def test_a_429_cuts_once_per_cool_down() -> None:
+    """Two 429s within the cool-down cut once; the rate at the cut is remembered as the ceiling."""
+    state = learned(None, CUT, 100.0, start=10.0)
+    assert state.rate == pytest.approx(10.0 * DECREASE) and state.ceiling == 10.0
+    assert learned(state, CUT, 100.0 + COOL_DOWN / 2, start=10.0) == state
+    assert learned(state, CUT, 100.0 + COOL_DOWN, start=10.0).rate == pytest.approx(10.0 * DECREASE**2)
+
+
+def test_success_grows_by_a_share_of_the_last_good_rate_per_second() -> None:
+    """After a cut from 10/s, each second of success adds INCREASE of 10/s; long gaps count as one second."""
+    state = learned(None, CUT, 100.0, start=10.0)
+    grown = learned(state, GROW, 100.5, start=10.0)
+    assert grown.rate == pytest.approx(state.rate + INCREASE * 10.0 * 0.5)
+    assert learned(grown, GROW, 200.0, start=10.0).rate == pytest.approx(grown.rate + INCREASE * 10.0)
+
+
+def test_a_stated_limit_is_taken_as_it_is() -> None:
+    """The provider's own limit header replaces whatever was learned."""
+    state = learned(learned(None, CUT, 100.0, start=10.0), SET, 101.0, start=10.0, value=42.0)
+    assert state.rate == 42.0 and state.ceiling == 42.0
+
+
+def test_a_store_learns_the_same_way(store: Store, clock: FakeClock) -> None:
+    """Redis's script and the memory store agree step by step, and a read changes nothing."""
+    assert store.learn("p", "tokens", READ, 10.0, 0.0) == 10.0
+    assert store.learn("p", "tokens", CUT, 10.0, 0.0) == pytest.approx(10.0 * DECREASE)
+    assert store.learn("p", "tokens", CUT, 10.0, 0.0) == pytest.approx(10.0 * DECREASE)  # cooling down
+    clock.advance(0.5)
+    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(10.0 * DECREASE + INCREASE * 5.0)
+    assert store.learn("p", "requests", READ, 3.0, 0.0) == 3.0  # units apart
+    assert store.learn("p", "tokens", SET, 10.0, 25.0) == 25.0
+    assert store.learn("p", "tokens", READ, 10.0, 0.0) == 25.0
+
+
+def test_a_learned_unit_paces_at_its_learned_rate(store: Store, clock: FakeClock) -> None:
+    """Cut by a 429, the unit's bucket refills at the lower rate for every process sharing the store."""
+    conf = {"resilience_providers": {"p": {"requests": {"learn": "600/m"}}}}
+    settings = read_provider_settings(SettingsReader(conf))
+    quota = ProviderQuota(settings, lambda: store, clock)
+    other = ProviderQuota(settings, lambda: store, clock)
+    quota.drain("p", 0.001)  # a 429: drained, and cut to 480/m
+    clock.advance(0.002)
+    reservation, _ = other.reserve("p")
+    assert reservation is not None
+    # The next request is due after 1 / refill: (480 - a burst of 48) per stretched minute.
+    assert other.reserve("p")[1] == pytest.approx(stretched(60) / (480 - 48), rel=0.02)
+
+
+def test_learn_takes_a_starting_rate_alone() -> None:
+    """A learned unit names its starting guess and nothing else."""
+    with pytest.raises(ConfigurationError, match=r"resilience_providers\['p'\]\['tokens'\]"):
+        read_provider_settings(
+            SettingsReader({"resilience_providers": {"p": {"tokens": {"learn": "1/m", "burst": 1}}}})
+        )
