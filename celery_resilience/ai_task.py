@@ -121,23 +121,64 @@ class AITask(ResilientTask):
         return Resilience.of(self.app).fallbacks.chain(self)
 
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
-        """With the breaker already open, publish the fallback chain instead, under the same id."""
+        """With the breaker already open, publish the fallback chain instead, under the same
+        id; a call whose tokens the provider's budget cannot serve within the horizon is
+        refused (or answered by its chain) before it waits in the queue, and one it can
+        serve later is delayed until its turn."""
+        resilience = Resilience.of(self.app)
         if self.breaker is not None and self._chain():
-            state = Resilience.of(self.app).breakers.state(self.breaker)
+            state = resilience.breakers.state(self.breaker)
             if state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
-                runner = self.app.tasks[FALLBACK_TASK]
                 reason = f"breaker {self.breaker!r} is {state.value}"
-                payload = (
-                    self.name,
-                    list(args or ()),
-                    dict(kwargs or {}),
-                    reason,
-                    CIRCUIT_OPEN,
-                    self.breaker,
-                )
-                options.pop("shadow", None)
-                return runner.apply_async(payload, **options)
+                return self._publish_fallback(args, kwargs, options, reason, CIRCUIT_OPEN)
+        provider = self._provider(resilience)
+        if provider is not None and resilience.quota.counts_tokens(provider):
+            refused = self._book(resilience, provider, args, kwargs, options)
+            if refused is not None:
+                return self._publish_fallback(args, kwargs, options, refused, Category.RATE_LIMIT.value)
         return super()._publish(args, kwargs, options)
+
+    def _publish_fallback(
+        self, args: Any, kwargs: Any, options: dict[str, Any], reason: str, category: str
+    ) -> Any:
+        runner = self.app.tasks[FALLBACK_TASK]
+        payload = (self.name, list(args or ()), dict(kwargs or {}), reason, category, self.breaker)
+        options.pop("shadow", None)
+        return runner.apply_async(payload, **options)
+
+    def _book(
+        self, resilience: Resilience, provider: str, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> str | None:
+        """Book the call's estimated tokens on the provider's timetable: delay the publish
+        until its turn, or return why it cannot be served in time (with a chain to answer
+        it; without one, ``Throttled`` reaches the caller)."""
+        input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs)
+        if input_tokens == 0:
+            return None  # no prompt to estimate from: the worker's check alone
+        horizon = self.quota_wait_limit
+        if horizon is None:
+            horizon = resilience.settings.admission.max_throttle_delay
+        booked, wait = resilience.quota.book(provider, input_tokens, output_tokens, horizon)
+        if booked:
+            apply_countdown(options, wait, resilience.clock.now())
+            return None
+        reason = f"the {provider!r} budget cannot serve it within {horizon:g}s"
+        if not self._chain():
+            raise Throttled(wait, self.name, reason=reason)
+        return reason
+
+    def _estimate(self, resilience: Resilience, provider: str, args: Any, kwargs: Any) -> tuple[float, float]:
+        """The call's input and output tokens, from its prompt and its cap (or the task's
+        observed output)."""
+        arguments = call_arguments(self.run, args or (), kwargs or {})
+        prompt = arguments.get(self.prompt_param or self.cache_prompt or "")
+        asked = arguments.get("max_tokens", self.max_tokens)
+        return resilience.quota.estimate(
+            provider,
+            self.name,
+            None if prompt is None else str(prompt),
+            float(asked) if isinstance(asked, int | float) else None,
+        )
 
     def _schedule(
         self, resilience: Resilience, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]
@@ -323,15 +364,7 @@ class AITask(ResilientTask):
         quota = resilience.quota
         input_tokens = output_tokens = 0.0
         if quota.counts_tokens(provider):
-            arguments = call_arguments(self.run, args, kwargs)
-            prompt = arguments.get(self.prompt_param or self.cache_prompt or "")
-            asked = arguments.get("max_tokens", self.max_tokens)
-            input_tokens, output_tokens = quota.estimate(
-                provider,
-                self.name,
-                None if prompt is None else str(prompt),
-                float(asked) if isinstance(asked, int | float) else None,
-            )
+            input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs)
         reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens)
         if wait <= 0:
             return reservation

@@ -40,6 +40,7 @@ __all__ = [
     "cap",
     "default_burst",
     "refilled",
+    "schedule",
     "stretched",
     "take_all",
 ]
@@ -155,3 +156,32 @@ def cap(state: BucketState | None, spec: BucketSpec, now: float, most: float) ->
     """Hold no more than ``most``: the provider says that is all that is left."""
     current = refilled(state, spec, now)
     return BucketState(min(current.tokens, most), current.stamp, current.grace_window, current.grace_used)
+
+
+def schedule(
+    states: Sequence[BucketState | None],
+    specs: Sequence[BucketSpec],
+    amounts: Sequence[float],
+    now: float,
+    horizon: float,
+) -> tuple[list[BucketState], float, bool]:
+    """Book a queued call's cost on the provider's timetable: each unit's bucket may go into
+    debt, and the debt says when the call's turn comes. Returns the new states, the wait
+    until that turn, and whether it is within ``horizon`` (if not, nothing is booked).
+    ``store/lua/schedule.lua`` is the same arithmetic."""
+    current = [refilled(state, spec, now) for state, spec in zip(states, specs, strict=True)]
+    wait = 0.0
+    for state, spec, amount in zip(current, specs, amounts, strict=True):
+        after = state.tokens - amount
+        if after < 0:
+            wait = max(wait, -after / spec.refill if spec.refill > 0 else math.inf)
+    if wait > horizon:
+        return current, wait, False
+    return (
+        [
+            BucketState(state.tokens - amount, state.stamp, state.grace_window, state.grace_used)
+            for state, amount in zip(current, amounts, strict=True)
+        ],
+        wait,
+        True,
+    )

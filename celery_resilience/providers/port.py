@@ -15,6 +15,9 @@ class ProviderStore(Protocol):
     def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
         """The keys of a provider's unit buckets, and their shard."""
 
+    def provider_timetable(self, provider: str, units: tuple[str, ...]) -> list[str]:
+        """The keys of the buckets queued calls book their turn on (one shard with the units)."""
+
     def budget_take(
         self,
         keys: Sequence[str],
@@ -30,6 +33,17 @@ class ProviderStore(Protocol):
         self, keys: Sequence[str], specs: Sequence[BucketSpec], deltas: Sequence[float]
     ) -> None:
         """Give ``deltas[i]`` back to bucket ``i``, or take it when negative (``budget.adjust``)."""
+
+    def budget_schedule(
+        self,
+        provider: str,
+        units: tuple[str, ...],
+        specs: Sequence[BucketSpec],
+        amounts: Sequence[float],
+        horizon: float,
+    ) -> tuple[bool, float]:
+        """Book a queued call on the provider's timetable (``budget.schedule``): whether it
+        was booked, and the wait until its turn."""
 
     def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
         """Hold no more than ``most[i]`` in bucket ``i``: what the provider says is left."""

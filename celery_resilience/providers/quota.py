@@ -155,6 +155,23 @@ class ProviderQuota:
             return None, wait
         return Reservation(provider, task, dict(zip(units, amounts, strict=True))), 0.0
 
+    def book(
+        self, provider: str, input_tokens: float, output_tokens: float, horizon: float
+    ) -> tuple[bool, float]:
+        """At enqueue: book a call's turn on the provider's timetable. ``(True, wait)``: its
+        turn comes in ``wait`` seconds (the publish is delayed that long); ``(False, wait)``:
+        not within ``horizon``, nothing booked. With the store unreachable, ``(True, 0.0)``."""
+        units, specs = self._units(provider)
+        amounts = [
+            min(spec.capacity, _cost(unit, input_tokens, output_tokens))
+            for unit, spec in zip(units, specs, strict=True)
+        ]
+        try:
+            return self._store().budget_schedule(provider, units, specs, amounts, horizon)
+        except StoreUnavailable as error:
+            logger.warning("provider timetable for %r unchecked: %s", provider, error)
+            return True, 0.0
+
     def take(self, provider: str) -> float:
         """One request's worth of the budget: 0.0 when granted, else seconds to wait."""
         return self.reserve(provider)[1]
@@ -242,8 +259,15 @@ class ProviderQuota:
         units, specs = self._units(provider)
         by_unit = dict(zip(units, specs, strict=True))
         store = self._store()
+        changed = tuple(deltas)
+        specs_changed = [by_unit[unit] for unit in changed]
         try:
-            keys, _ = store.provider_units(provider, tuple(deltas))
-            store.budget_adjust(keys, [by_unit[unit] for unit in deltas], list(deltas.values()))
+            keys, _ = store.provider_units(provider, changed)
+            # The timetable queued calls book on learns the same correction as the buckets.
+            store.budget_adjust(
+                [*keys, *store.provider_timetable(provider, changed)],
+                specs_changed * 2,
+                list(deltas.values()) * 2,
+            )
         except StoreUnavailable as error:
             logger.warning("could not reconcile the %r budget: %s", provider, error)

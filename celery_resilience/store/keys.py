@@ -92,6 +92,10 @@ class KeySpace:
         key, shard = self.provider(name)
         return [key if unit == "requests" else f"{key}:{unit}" for unit in units], shard
 
+    def provider_timetable(self, name: str, units: tuple[str, ...]) -> list[str]:
+        """The buckets on which queued calls book their turn, one per unit."""
+        return [f"{key}:timetable" for key in self.provider_units(name, units)[0]]
+
     def provider_retries(self, name: str) -> str:
         """A provider's retry budget: first attempts and retries per slice of its window."""
         return f"{self.provider(name)[0]}:retries"

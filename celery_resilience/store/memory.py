@@ -17,7 +17,7 @@ from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
 from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, admission_fields, derive, provider_call_fields
 from ..monitoring.port import SECONDS_PER_MINUTE
-from ..providers.budget import adjust, cap, take_all
+from ..providers.budget import adjust, cap, schedule, take_all
 from ..providers.learned import LearnedRate, learned
 from ..providers.retry_budget import RetryBudget, retry_allowed, window_slice
 from .keys import KeySpace
@@ -58,6 +58,9 @@ class MemoryStore:
 
     def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
         return self.keys.provider_units(provider, units)
+
+    def provider_timetable(self, provider: str, units: tuple[str, ...]) -> list[str]:
+        return self.keys.provider_timetable(provider, units)
 
     def budget_take(
         self,
@@ -108,6 +111,25 @@ class MemoryStore:
             first, retries = counts[slice_now]
             counts[slice_now] = (first, retries + 1)
             return True
+
+    def budget_schedule(
+        self,
+        provider: str,
+        units: tuple[str, ...],
+        specs: Sequence[BucketSpec],
+        amounts: Sequence[float],
+        horizon: float,
+    ) -> tuple[bool, float]:
+        keys = self.keys.provider_timetable(provider, units)
+        with self._lock:
+            now = self._clock()
+            states, wait, booked = schedule(
+                [self._bucket(key, now) for key in keys], specs, amounts, now, horizon
+            )
+            if booked:
+                for key, state, spec in zip(keys, states, specs, strict=True):
+                    self._buckets[key] = (state, now + bucket_ttl(state, spec))
+            return booked, wait
 
     def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
         with self._lock:

@@ -98,6 +98,7 @@ class RedisStore:
         self._refund: Script = self._redis.register_script(load_script("refund"))
         self._budget: Script = self._redis.register_script(load_script("budget"))
         self._retry_budget: Script = self._redis.register_script(load_script("retry_budget"))
+        self._schedule: Script = self._redis.register_script(load_script("schedule"))
         self._learn: Script = self._redis.register_script(load_script("learn"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
@@ -112,6 +113,9 @@ class RedisStore:
 
     def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
         return self.keys.provider_units(provider, units)
+
+    def provider_timetable(self, provider: str, units: tuple[str, ...]) -> list[str]:
+        return self.keys.provider_timetable(provider, units)
 
     def budget_take(
         self,
@@ -142,6 +146,22 @@ class RedisStore:
             args=[*args, str(firsts), "1" if ask else "0"],
         )
         return bool(int(reply))
+
+    def budget_schedule(
+        self,
+        provider: str,
+        units: tuple[str, ...],
+        specs: Sequence[BucketSpec],
+        amounts: Sequence[float],
+        horizon: float,
+    ) -> tuple[bool, float]:
+        args: list[str] = ["" if self._clock is None else repr(self._clock()), repr(horizon)]
+        for spec, amount in zip(specs, amounts, strict=True):
+            args += [repr(float(spec.capacity)), repr(spec.refill), repr(float(amount))]
+        booked, wait = self._call(
+            self._schedule, keys=self.keys.provider_timetable(provider, units), args=args
+        )
+        return bool(int(booked)), float(wait)
 
     def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
         now_arg = "" if self._clock is None else repr(self._clock())

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from types import ModuleType
 from typing import Any
 
 import pytest
+from celery.signals import before_task_publish
 from celery_resilience_harness.simulation.token_provider import TokenLimits, TokenProvider
 
-from celery_resilience import FallbackResult, Resilience
+from celery_resilience import FallbackResult, Resilience, Throttled
 from celery_resilience.cli import status_report
 from tests.integration.conftest import start_worker, stop_worker
 
@@ -90,9 +93,7 @@ def test_the_providers_headers_spend_the_budget_for_every_worker(app: ModuleType
     finally:
         provider.close()
     assert not isinstance(first, FallbackResult)
-    assert all(
-        isinstance(result, FallbackResult) and "budget is spent" in result.reason for result in results
-    )
+    assert all(isinstance(result, FallbackResult) and "budget" in result.reason for result in results)
     assert provider.statuses == [200]
 
 
@@ -145,7 +146,7 @@ def test_a_learned_budget_takes_the_limit_the_provider_states(app: ModuleType) -
 
 
 def test_a_learned_budget_finds_an_unstated_limit_from_429s(app: ModuleType) -> None:
-    """Guessed at twice a hidden 3000 tokens per 3 s: 429s cut it near the limit, and calls then pass."""
+    """Guessed at twice a hidden 3000 tokens per 3 s: 429s cut it until the provider is used, not overrun."""
     provider = TokenProvider(TokenLimits(tokens=3000), window=3, headers=False)
     try:
         prompts = [f"question {i}, answer in 100 tokens" for i in range(120)]
@@ -155,9 +156,39 @@ def test_a_learned_budget_finds_an_unstated_limit_from_429s(app: ModuleType) -> 
         provider.close()
     last_half = provider.statuses[len(provider.statuses) // 2 :]
 
-    # A bucket of count C lets about 0.87 C into a 3 s window (its burst, and the slack
-    # for late arrivals), so a learned 3400 is about what the provider takes.
-    assert 0.6 * 3000 <= learned(app, "unstated") <= 1.25 * 3000
+    # A bucket of count C lets about 0.87 C into a 3 s window (its burst, and the slack for
+    # late arrivals), and reservations of the 150-token cap settle at 109: so the learned
+    # count sits above what the provider takes. What counts is what it takes.
+    assert learned(app, "unstated") <= 1.4 * 3000
+    assert provider.most_in_any_window() >= 0.8 * 3000
     assert answered_by_provider(results) >= 110
     assert provider.statuses.count(429) <= len(provider.statuses) * 0.1
     assert last_half.count(429) <= len(last_half) * 0.1
+
+
+def test_work_the_budget_cannot_serve_in_time_is_paced_or_refused_at_enqueue(app: ModuleType) -> None:
+    """Calls of 310 tokens, 500 free and 48 more a second: one goes now, one waits its turn, one refused."""
+    provider = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)
+    published: list[tuple[dict[str, Any], float]] = []
+
+    def seen(headers: dict[str, Any], **_: Any) -> None:
+        if headers.get("task") == "tokens.ask_booked":
+            published.append((headers, time.time()))
+
+    before_task_publish.connect(seen, weak=False)
+    try:
+        first = app.ask_booked.delay("first question", provider.url)
+        second = app.ask_booked.delay("second question", provider.url)
+        with pytest.raises(Throttled) as refused:
+            app.ask_booked.delay("third question", provider.url)
+        answers = [first.get(timeout=60), second.get(timeout=60)]
+    finally:
+        before_task_publish.disconnect(seen)
+        provider.close()
+    assert "cannot serve it within 5s" in str(refused.value) and refused.value.retry_after > 5
+    assert len(published) == 2 and published[0][0]["eta"] is None
+    (headers, at) = published[1]
+    delay = datetime.fromisoformat(headers["eta"]).timestamp() - at
+    assert 1 < delay < 3  # its turn: the 120 tokens it lacks, at 48 a second
+    assert all(isinstance(answer, str) for answer in answers)
+    assert provider.statuses == [200, 200]

@@ -36,6 +36,7 @@ app.conf.update(
         "retried": {"requests": "100000/m"},
         # Limits nobody wrote down: learned from a guess, from stated limits or from 429s.
         "stated": {"tokens": {"learn": "1000/3s"}},
+        "booked": {"requests": "100000/m", "tokens": {"rate": "1000/10s", "burst": 500}},
         "unstated": {"tokens": {"learn": "6000/3s"}},
     },
     # Over a minute, retries to a provider: two, plus a tenth of the first attempts.
@@ -117,18 +118,26 @@ def ask_retried(prompt: str, url: str) -> Any:
 
 @app.task(
     base=AITask, name="tokens.ask_stated", provider="stated", prompt_param="prompt", max_retries=3,
-    fallbacks=["template"],
+    max_tokens=150, fallbacks=["template"],
 )  # fmt: skip
 def ask_stated(prompt: str, url: str) -> Any:
-    return complete(url, "stated", prompt, max_tokens=None)
+    return complete(url, "stated", prompt, max_tokens=150)
 
 
 @app.task(
     base=AITask, name="tokens.ask_unstated", provider="unstated", prompt_param="prompt", max_retries=3,
-    fallbacks=["template"],
+    max_tokens=150, fallbacks=["template"],
 )  # fmt: skip
 def ask_unstated(prompt: str, url: str) -> Any:
-    return complete(url, "unstated", prompt, max_tokens=None)
+    return complete(url, "unstated", prompt, max_tokens=150)
+
+
+@app.task(
+    base=AITask, name="tokens.ask_booked", provider="booked", prompt_param="prompt", max_tokens=300,
+    max_retries=0, quota_wait_limit=5,
+)  # fmt: skip
+def ask_booked(prompt: str, url: str) -> Any:
+    return complete(url, "booked", prompt)
 
 
 @app.task(name="tokens.ping")
