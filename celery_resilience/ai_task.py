@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,10 @@ from .validation import choice
 __all__ = ["AITask"]
 
 logger = logging.getLogger("celery_resilience.ai_task")
+
+
+# Short waits held in a row before the call is run again later instead.
+_MOST_HOLDS = 3
 
 
 class _FallBack(Exception):
@@ -76,6 +81,9 @@ class AITask(ResilientTask):
     cache_prompt: str | None = None
     cache_match: Sequence[str] = ()
     quota_wait_limit: float | None = None
+    # A spent budget whose wait is this short (seconds) holds the worker until it is over,
+    # instead of running the task again later; 0 always runs it again later.
+    quota_hold: float = 0.5
     # For a provider budget counting tokens: the parameter holding the prompt's text
     # (default: ``cache_prompt``) and the output cap asked of the provider (a call's own
     # ``max_tokens`` argument wins; neither: the task's observed high percentile).
@@ -132,7 +140,7 @@ class AITask(ResilientTask):
                 reason = f"breaker {self.breaker!r} is {state.value}"
                 return self._publish_fallback(args, kwargs, options, reason, CIRCUIT_OPEN)
         provider = self._provider(resilience)
-        if provider is not None and resilience.quota.counts_tokens(provider):
+        if provider is not None and resilience.quota.counts_tokens(provider) and not self._rerun(options):
             refused = self._book(resilience, provider, args, kwargs, options)
             if refused is not None:
                 return self._publish_fallback(args, kwargs, options, refused, Category.RATE_LIMIT.value)
@@ -146,33 +154,51 @@ class AITask(ResilientTask):
         options.pop("shadow", None)
         return runner.apply_async(payload, **options)
 
+    def _rerun(self, options: dict[str, Any]) -> bool:
+        """This publish runs the request being worked on again (a retry, a wait for the
+        budget): it keeps the turn it booked when it was first published."""
+        running = self.app.current_worker_task
+        request_id = getattr(getattr(running, "request", None), "id", None)
+        return request_id is not None and options.get("task_id") == request_id
+
     def _book(
         self, resilience: Resilience, provider: str, args: Any, kwargs: Any, options: dict[str, Any]
     ) -> str | None:
-        """Book the call's estimated tokens on the provider's timetable: delay the publish
-        until its turn, or return why it cannot be served in time (with a chain to answer
-        it; without one, ``Throttled`` reaches the caller)."""
-        input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs)
+        """Book the call's tokens on the provider's timetable: delay the publish until its
+        turn, or return why it cannot be served in time (with a chain to answer it; without
+        one, ``Throttled`` reaches the caller). What is booked is what is known before the
+        call: the prompt and the output cap, if the call names one. An uncapped output is
+        booked when the provider has counted it (reconciliation): booking a high
+        percentile for every queued call would space their turns by it and leave the
+        provider idle."""
+        input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs, uncapped=0.0)
         if input_tokens == 0:
             return None  # no prompt to estimate from: the worker's check alone
         horizon = self.quota_wait_limit
         if horizon is None:
             horizon = resilience.settings.admission.max_throttle_delay
         booked, wait = resilience.quota.book(provider, input_tokens, output_tokens, horizon)
-        if booked:
+        if booked is not None:
             apply_countdown(options, wait, resilience.clock.now())
+            context = (options.get("headers") or {}).get(HEADER)
+            if booked and isinstance(context, dict):
+                context["booked"] = booked  # the worker's reconciliation corrects it
             return None
         reason = f"the {provider!r} budget cannot serve it within {horizon:g}s"
         if not self._chain():
             raise Throttled(wait, self.name, reason=reason)
         return reason
 
-    def _estimate(self, resilience: Resilience, provider: str, args: Any, kwargs: Any) -> tuple[float, float]:
-        """The call's input and output tokens, from its prompt and its cap (or the task's
-        observed output)."""
+    def _estimate(
+        self, resilience: Resilience, provider: str, args: Any, kwargs: Any, uncapped: float | None = None
+    ) -> tuple[float, float]:
+        """The call's input and output tokens, from its prompt and its cap (without a cap,
+        ``uncapped``, else the task's observed high percentile of output)."""
         arguments = call_arguments(self.run, args or (), kwargs or {})
         prompt = arguments.get(self.prompt_param or self.cache_prompt or "")
         asked = arguments.get("max_tokens", self.max_tokens)
+        if not isinstance(asked, int | float) and uncapped is not None:
+            asked = uncapped
         return resilience.quota.estimate(
             provider,
             self.name,
@@ -365,7 +391,17 @@ class AITask(ResilientTask):
         input_tokens = output_tokens = 0.0
         if quota.counts_tokens(provider):
             input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs)
-        reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens)
+        booked = self.resilience_context.get("booked")
+        if not isinstance(booked, dict):
+            booked = None
+        reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens, booked)
+        holds = 0
+        while 0 < wait <= self.quota_hold and not direct and holds < _MOST_HOLDS:
+            # A short wait is spent here: republished, the call would go to the back of the
+            # queue, a broker round trip later.
+            time.sleep(wait)
+            holds += 1
+            reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens, booked)
         if wait <= 0:
             return reservation
         reason = f"the {provider!r} budget is spent"

@@ -44,6 +44,8 @@ class Reservation:
     task: str
     taken: dict[str, float]
     settled: bool = field(default=False)
+    # What the call booked on the provider's timetable when it was published, if it did.
+    booked: dict[str, float] | None = None
 
 
 _current: ContextVar[Reservation | None] = ContextVar("celery_resilience_reservation", default=None)
@@ -132,7 +134,12 @@ class ProviderQuota:
         return input_tokens, output_tokens
 
     def reserve(
-        self, provider: str, task: str = "", input_tokens: float = 0.0, output_tokens: float = 0.0
+        self,
+        provider: str,
+        task: str = "",
+        input_tokens: float = 0.0,
+        output_tokens: float = 0.0,
+        booked: Mapping[str, float] | None = None,
     ) -> tuple[Reservation | None, float]:
         """Take a call's cost from every unit at once: ``(reservation, 0.0)`` when granted,
         ``(None, seconds to wait)`` when not. A cost above a unit's burst takes the whole
@@ -153,54 +160,64 @@ class ProviderQuota:
         if wait > 0:
             self._held_back[provider] = self._clock.monotonic()
             return None, wait
-        return Reservation(provider, task, dict(zip(units, amounts, strict=True))), 0.0
+        taken = dict(zip(units, amounts, strict=True))
+        return Reservation(provider, task, taken, booked=dict(booked) if booked else None), 0.0
 
     def book(
         self, provider: str, input_tokens: float, output_tokens: float, horizon: float
-    ) -> tuple[bool, float]:
-        """At enqueue: book a call's turn on the provider's timetable. ``(True, wait)``: its
-        turn comes in ``wait`` seconds (the publish is delayed that long); ``(False, wait)``:
-        not within ``horizon``, nothing booked. With the store unreachable, ``(True, 0.0)``."""
+    ) -> tuple[dict[str, float] | None, float]:
+        """At enqueue: book a call's turn on the provider's timetable. ``(booked, wait)``:
+        what was booked per unit, its turn in ``wait`` seconds (the publish is delayed that
+        long); ``(None, wait)``: not within ``horizon``, nothing booked. With the store
+        unreachable, ``({}, 0.0)``."""
         units, specs = self._units(provider)
         amounts = [
             min(spec.capacity, _cost(unit, input_tokens, output_tokens))
             for unit, spec in zip(units, specs, strict=True)
         ]
         try:
-            return self._store().budget_schedule(provider, units, specs, amounts, horizon)
+            booked, wait = self._store().budget_schedule(provider, units, specs, amounts, horizon)
         except StoreUnavailable as error:
             logger.warning("provider timetable for %r unchecked: %s", provider, error)
-            return True, 0.0
+            return {}, 0.0
+        return (dict(zip(units, amounts, strict=True)) if booked else None), wait
 
     def take(self, provider: str) -> float:
         """One request's worth of the budget: 0.0 when granted, else seconds to wait."""
         return self.reserve(provider)[1]
 
     def settle(self, reservation: Reservation, usage: Usage) -> None:
-        """The provider counted ``usage``: give back what the reservation took beyond it, or
-        take what it took short (the next calls wait for it)."""
+        """The provider counted ``usage``: give back what the reservation (and the booking)
+        took beyond it, or take what it took short (the next calls wait for it)."""
+        counted = {unit: _cost(unit, usage.input_tokens, usage.output_tokens) for unit in reservation.taken}
         if reservation.settled:  # a second response in one call: its whole cost is extra
-            deltas = {
-                unit: -_cost(unit, usage.input_tokens, usage.output_tokens) for unit in reservation.taken
-            }
+            deltas = {unit: -cost for unit, cost in counted.items()}
+            booked: dict[str, float] = {}
         else:
-            deltas = {
-                unit: taken - _cost(unit, usage.input_tokens, usage.output_tokens)
-                for unit, taken in reservation.taken.items()
+            deltas = {unit: reservation.taken[unit] - cost for unit, cost in counted.items()}
+            booked = {
+                unit: amount - counted.get(unit, 0.0) for unit, amount in (reservation.booked or {}).items()
             }
         reservation.settled = True
         self.outputs.observe(reservation.task, usage.output_tokens)
         deltas.pop(REQUESTS, None)  # one call is one request, as estimated
-        self._adjust(reservation.provider, {unit: delta for unit, delta in deltas.items() if abs(delta) >= 1})
+        booked.pop(REQUESTS, None)
+        self._adjust(
+            reservation.provider,
+            {unit: delta for unit, delta in deltas.items() if abs(delta) >= 1},
+            {unit: delta for unit, delta in booked.items() if abs(delta) >= 1},
+        )
 
     def give_back(self, reservation: Reservation) -> None:
-        """The call failed before the provider counted its tokens: they are free again."""
+        """The call failed before the provider counted its tokens: they are free again, on
+        the buckets and on the timetable."""
         if reservation.settled:
             return
         reservation.settled = True
         self._adjust(
             reservation.provider,
             {unit: taken for unit, taken in reservation.taken.items() if unit != REQUESTS and taken > 0},
+            {unit: amount for unit, amount in (reservation.booked or {}).items() if amount > 0},
         )
 
     def follow(self, provider: str, limits: Mapping[str, Limit]) -> None:
@@ -253,21 +270,26 @@ class ProviderQuota:
         except StoreUnavailable as error:
             logger.warning("could not drain the %s of %r: %s", unit, provider, error)
 
-    def _adjust(self, provider: str, deltas: Mapping[str, float]) -> None:
-        if not deltas:
+    def _adjust(
+        self, provider: str, deltas: Mapping[str, float], booked: Mapping[str, float] | None = None
+    ) -> None:
+        """Correct the buckets by ``deltas`` and the timetable by ``booked``, in one call."""
+        booked = {
+            unit: delta
+            for unit, delta in (booked or {}).items()
+            if unit in self.providers[provider].units_by_name
+        }
+        if not deltas and not booked:
             return
         units, specs = self._units(provider)
         by_unit = dict(zip(units, specs, strict=True))
         store = self._store()
-        changed = tuple(deltas)
-        specs_changed = [by_unit[unit] for unit in changed]
         try:
-            keys, _ = store.provider_units(provider, changed)
-            # The timetable queued calls book on learns the same correction as the buckets.
+            keys, _ = store.provider_units(provider, tuple(deltas))
             store.budget_adjust(
-                [*keys, *store.provider_timetable(provider, changed)],
-                specs_changed * 2,
-                list(deltas.values()) * 2,
+                [*keys, *store.provider_timetable(provider, tuple(booked))],
+                [by_unit[unit] for unit in (*deltas, *booked)],
+                [*deltas.values(), *booked.values()],
             )
         except StoreUnavailable as error:
             logger.warning("could not reconcile the %r budget: %s", provider, error)

@@ -95,6 +95,7 @@ class TokenProvider:
         # (arrival, unit, amount) of every counted charge; a list per call id for updates
         self._charges: list[list[Any]] = []
         self.statuses: list[int] = []
+        self.answered: list[tuple[float, int]] = []  # (time, status) of every answer
         self.served: list[tuple[float, int, int]] = []  # (time, input, output) of each answer
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -137,7 +138,7 @@ class TokenProvider:
             if self.outage is not None or self.fail_next > 0:
                 self.fail_next = max(0, self.fail_next - 1)
                 status = self.outage or 500
-                self.statuses.append(status)
+                self._answer(now, status)
                 return status, self._error(status, "the provider is unavailable"), {}
             at_arrival = {
                 "requests": 1,
@@ -157,7 +158,7 @@ class TokenProvider:
             ):
                 over.append("output_tokens")
             if over:
-                self.statuses.append(429)
+                self._answer(now, 429)
                 headers = self._headers(used, now)
                 headers["retry-after"] = str(max(1, math.ceil(self._reset(over[0], now))))
                 return 429, self._error(429, f"Rate limit reached for {over[0]}"), headers
@@ -170,10 +171,14 @@ class TokenProvider:
             for unit, amount in charged.items():
                 self._charges.append([now, unit, amount])
                 used[unit] += amount
-            self.statuses.append(200)
+            self._answer(now, 200)
             self.served.append((now, input_tokens, output_tokens))
             headers = self._headers(used, now)
         return 200, self._body(request, input_tokens, output_tokens), headers
+
+    def _answer(self, now: float, status: int) -> None:
+        self.statuses.append(status)
+        self.answered.append((now, status))
 
     def _used(self, now: float) -> dict[str, int]:
         used = dict.fromkeys(self._limits, 0)
