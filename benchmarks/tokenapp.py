@@ -49,7 +49,7 @@ app.conf.update(
         "bench.ask_down": "no answer now",
         "bench.ask_retried": "no answer now",
     },
-    resilience_retry_budget=None if os.environ.get("BENCH_RETRY_BUDGET") == "off" else {},
+    resilience_retry_budget=False if os.environ.get("BENCH_RETRY_BUDGET") == "off" else {},
 )
 resilience = Resilience(app)
 

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 WINDOW = float(os.environ.get("BENCH_TOKENS_WINDOW", "15"))
 LIMIT = 60_000
-SECONDS = float(os.environ.get("BENCH_TOKENS_SECONDS", "30"))
+SECONDS = float(os.environ.get("BENCH_TOKENS_SECONDS", "45"))
 MEAN_TOKENS = 480
 WORKER_LOG = (
     Path(tempfile.gettempdir()) / "celery-resilience-bench-tokens-workers.log"

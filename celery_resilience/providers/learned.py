@@ -7,10 +7,12 @@ says, shared by every worker through the store:
 - a response stating the unit's limit (``x-ratelimit-limit-tokens``,
   ``anthropic-ratelimit-*-limit``) sets it outright: the provider is the ground truth;
 - otherwise additive increase, multiplicative decrease (AIMD), as TCP finds a link's
-  capacity: while calls succeed and the budget is what held them back, the rate grows by
-  ``INCREASE`` of the last known good rate (the rate at the last cut) per second; a 429
-  cuts it by ``DECREASE``, at most once per ``COOL_DOWN`` (the 429s of calls already in
-  flight say the same thing again).
+  capacity: a 429 cuts the rate to ``DECREASE`` of itself, at most once per
+  ``COOL_DOWN`` (the 429s of calls already in flight say the same thing again); while
+  calls succeed and the budget is what held them back, the rate grows back towards the
+  rate at the last cut by ``INCREASE`` of it per second, and past it (the limit may
+  have risen) by ``PROBE`` of itself per second, as CUBIC probes. For ``QUIET`` seconds
+  after a cut it does not grow: the calls held back then were held by the 429's drain.
 
 Each process keeps the rate for ``REFRESH`` seconds and shares what it learns at once:
 every worker follows a cut within that time. ``store/lua/learn.lua`` is the same
@@ -28,13 +30,25 @@ from typing import Protocol
 from ..clock import Clock
 from ..errors import StoreUnavailable
 
-__all__ = ["COOL_DOWN", "DECREASE", "INCREASE", "LearnedRate", "LearnedRates", "LearnStore", "learned"]
+__all__ = [
+    "COOL_DOWN",
+    "DECREASE",
+    "INCREASE",
+    "PROBE",
+    "QUIET",
+    "LearnedRate",
+    "LearnedRates",
+    "LearnStore",
+    "learned",
+]
 
 logger = logging.getLogger("celery_resilience.learned")
 
-INCREASE = 0.02  # of the last known good rate, per second of success while held back
+INCREASE = 0.05  # of the rate at the last cut, per second of success while held back
 DECREASE = 0.8  # kept of the rate on a 429
+PROBE = 0.02  # of the rate, per second of success past the rate at the last cut
 COOL_DOWN = 0.5  # seconds between two cuts
+QUIET = 2.0  # seconds after a cut without growth
 REFRESH = 0.5  # seconds a process keeps the shared rate
 GROW_EVERY = 0.2  # seconds between two growth reports from one process
 FLOOR = 0.01  # the lowest rate, as a share of the starting guess
@@ -55,21 +69,27 @@ class LearnedRate:
 def learned(
     state: LearnedRate | None, event: str, now: float, start: float, value: float = 0.0
 ) -> LearnedRate:
-    """The rate after ``event``: ``grow`` (calls succeeded while held back), ``cut`` (a 429),
-    ``set`` (the provider stated ``value`` per second) or ``read``."""
+    """The rate after ``event``: ``grow`` (calls succeeded while held back), ``cut`` (a 429
+    that drained the budget for ``value`` seconds), ``set`` (the provider stated ``value``
+    per second) or ``read``."""
     current = state or LearnedRate(start, start, now, 0.0)
     if event == SET and value > 0:
         return LearnedRate(value, value, now, current.cut_at)
-    if event == CUT:
+    if event == CUT:  # ``value``: how long the 429 drained the budget
         if now - current.cut_at < COOL_DOWN:
             return current
         rate = max(start * FLOOR, current.rate * DECREASE)
-        return LearnedRate(rate, current.rate, now, now)
+        # The cut counts from the drain's end: no second cut, and no growth, before then.
+        return LearnedRate(rate, current.rate, now, now + max(0.0, value))
     if event == GROW:
         elapsed = min(1.0, max(0.0, now - current.grown_at))
-        return LearnedRate(
-            current.rate + INCREASE * current.ceiling * elapsed, current.ceiling, now, current.cut_at
-        )
+        if now - current.cut_at < QUIET:
+            elapsed = 0.0
+        if current.rate < current.ceiling:
+            rate = min(current.ceiling, current.rate + INCREASE * current.ceiling * elapsed)
+        else:
+            rate = current.rate * (1.0 + PROBE * elapsed)
+        return LearnedRate(rate, current.ceiling, now, current.cut_at)
     return current
 
 
@@ -104,8 +124,8 @@ class LearnedRates:
             self._grown[(provider, unit)] = now
         self._send(provider, unit, GROW, start, 0.0)
 
-    def cut(self, provider: str, unit: str, start: float) -> None:
-        self._send(provider, unit, CUT, start, 0.0)
+    def cut(self, provider: str, unit: str, start: float, drained: float) -> None:
+        self._send(provider, unit, CUT, start, drained)
 
     def stated(self, provider: str, unit: str, start: float, per_second: float) -> None:
         """The provider stated the unit's limit; only a change is sent."""

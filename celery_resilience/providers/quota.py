@@ -250,7 +250,10 @@ class ProviderQuota:
         """The provider said 429: spend every unit for ``seconds`` (default: one period), and
         cut the learned ones."""
         for unit, start in self._learned_units(provider):
-            self.learned.cut(provider, unit, start)
+            budget = self.providers[provider].units_by_name[unit]
+            self.learned.cut(
+                provider, unit, start, seconds if seconds and seconds > 0 else budget.rate.period
+            )
         units, specs = self._units(provider)
         for unit, spec in zip(units, specs, strict=True):
             self._drain_unit(provider, unit, spec, seconds)

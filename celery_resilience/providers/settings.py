@@ -43,13 +43,13 @@ def read_provider_settings(read: SettingsReader) -> ProviderSettings:
 
 
 def _retry_budget(setting: str, value: object) -> RetryBudget | None:
-    """``{"ratio": 0.1, "window": 10, "minimum": 3}`` (each optional), or None for no budget."""
-    if value is None:
+    """``{"ratio": 0.1, "window": 10, "minimum": 3}`` (each optional), or False for no budget."""
+    if value is False:
         return None
     given = mapping(setting, value)
     unknown = set(given) - {"ratio", "window", "minimum"}
     if unknown:
-        raise ConfigurationError(setting, "a mapping of 'ratio', 'window' and 'minimum', or None", value)
+        raise ConfigurationError(setting, "a mapping of 'ratio', 'window' and 'minimum', or False", value)
     default = RetryBudget()
     return RetryBudget(
         ratio=share(f"{setting}['ratio']", given.get("ratio", default.ratio)),

@@ -178,6 +178,8 @@ class RedisStore:
                 repr(learned.DECREASE),
                 repr(learned.COOL_DOWN),
                 repr(learned.FLOOR),
+                repr(learned.PROBE),
+                repr(learned.QUIET),
             ],
         )
         return float(reply)

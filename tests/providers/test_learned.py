@@ -6,7 +6,18 @@ import pytest
 
 from celery_resilience.errors import ConfigurationError
 from celery_resilience.providers.budget import stretched
-from celery_resilience.providers.learned import COOL_DOWN, CUT, DECREASE, GROW, INCREASE, READ, SET, learned
+from celery_resilience.providers.learned import (
+    COOL_DOWN,
+    CUT,
+    DECREASE,
+    GROW,
+    INCREASE,
+    PROBE,
+    QUIET,
+    READ,
+    SET,
+    learned,
+)
 from celery_resilience.providers.quota import ProviderQuota
 from celery_resilience.providers.settings import read_provider_settings
 from celery_resilience.store import Store
@@ -22,12 +33,18 @@ def test_a_429_cuts_once_per_cool_down() -> None:
     assert learned(state, CUT, 100.0 + COOL_DOWN, start=10.0).rate == pytest.approx(10.0 * DECREASE**2)
 
 
-def test_success_grows_by_a_share_of_the_last_good_rate_per_second() -> None:
-    """After a cut from 10/s, each second of success adds INCREASE of 10/s; long gaps count as one second."""
+def test_success_grows_back_to_the_last_cut_then_probes_past_it() -> None:
+    """Quiet just after a cut; then INCREASE of the cut's rate per second up to it, then PROBE of itself."""
     state = learned(None, CUT, 100.0, start=10.0)
-    grown = learned(state, GROW, 100.5, start=10.0)
-    assert grown.rate == pytest.approx(state.rate + INCREASE * 10.0 * 0.5)
-    assert learned(grown, GROW, 200.0, start=10.0).rate == pytest.approx(grown.rate + INCREASE * 10.0)
+    assert learned(state, GROW, 100.0 + QUIET / 2, start=10.0).rate == state.rate  # held by the drain
+    grown = learned(state, GROW, 100.0 + QUIET + 5.0, start=10.0)  # a long gap counts as one second
+    assert grown.rate == pytest.approx(state.rate + INCREASE * 10.0)
+    back = grown
+    for step in range(1, 4):  # 8.5 -> 9.0 -> 9.5 -> 10.0, and not past it by adding
+        back = learned(back, GROW, grown.grown_at + step * 1.5, start=10.0)
+    assert back.rate == pytest.approx(10.0)
+    probed = learned(back, GROW, back.grown_at + 0.5, start=10.0)
+    assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 0.5))
 
 
 def test_a_stated_limit_is_taken_as_it_is() -> None:
@@ -41,8 +58,10 @@ def test_a_store_learns_the_same_way(store: Store, clock: FakeClock) -> None:
     assert store.learn("p", "tokens", READ, 10.0, 0.0) == 10.0
     assert store.learn("p", "tokens", CUT, 10.0, 0.0) == pytest.approx(10.0 * DECREASE)
     assert store.learn("p", "tokens", CUT, 10.0, 0.0) == pytest.approx(10.0 * DECREASE)  # cooling down
-    clock.advance(0.5)
-    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(10.0 * DECREASE + INCREASE * 5.0)
+    clock.advance(QUIET / 2)
+    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(10.0 * DECREASE)  # quiet
+    clock.advance(QUIET)
+    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(10.0 * DECREASE + INCREASE * 10.0)
     assert store.learn("p", "requests", READ, 3.0, 0.0) == 3.0  # units apart
     assert store.learn("p", "tokens", SET, 10.0, 25.0) == 25.0
     assert store.learn("p", "tokens", READ, 10.0, 0.0) == 25.0

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from celery_resilience.errors import ConfigurationError
 from celery_resilience.providers.retry_budget import RetryBudget, RetryBudgets, retry_allowed
+from celery_resilience.providers.settings import read_provider_settings
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
+from celery_resilience.validation import SettingsReader
 
 BUDGET = RetryBudget(ratio=0.1, window=10.0, minimum=2, slices=10)
 
@@ -44,3 +49,14 @@ def test_first_attempts_ride_along_with_the_next_question(store: Store, clock: F
     for _ in range(20):
         budgets.first_attempt("openai")
     assert [budgets.allow_retry("openai") for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_the_setting_reads_a_budget_or_false() -> None:
+    """Unset is the SRE book's budget, False is none, and a wrong key names the setting."""
+    assert read_provider_settings(SettingsReader({})).retry_budget == RetryBudget()
+    off = {"resilience_retry_budget": False}
+    assert read_provider_settings(SettingsReader(off)).retry_budget is None
+    given = {"resilience_retry_budget": {"ratio": 0.2, "minimum": 0}}
+    assert read_provider_settings(SettingsReader(given)).retry_budget == RetryBudget(ratio=0.2, minimum=0)
+    with pytest.raises(ConfigurationError, match="resilience_retry_budget"):
+        read_provider_settings(SettingsReader({"resilience_retry_budget": {"share": 0.1}}))

@@ -5,8 +5,10 @@
 -- KEYS[1]  hash: "<unit>" -> "rate ceiling grown_at cut_at"
 -- ARGV[1]  now in seconds, or "" to use the Redis server's TIME
 -- ARGV[2]  unit;  ARGV[3] event: grow, cut, set or read;  ARGV[4] starting rate per second
--- ARGV[5]  the stated rate per second (set);  ARGV[6] increase;  ARGV[7] decrease
+-- ARGV[5]  the stated rate per second (set), or the seconds a 429 drained the budget (cut)
+-- ARGV[6]  increase;  ARGV[7] decrease
 -- ARGV[8]  cool-down in seconds;  ARGV[9] floor, a share of the starting rate
+-- ARGV[10] probe (growth past the last cut's rate);  ARGV[11] quiet seconds after a cut
 -- Returns  the rate per second, as a string.
 
 local now = clock(ARGV[1])
@@ -24,11 +26,19 @@ elseif event == "cut" then
   if now - cut_at >= tonumber(ARGV[8]) then
     ceiling = rate
     rate = math.max(start * tonumber(ARGV[9]), rate * tonumber(ARGV[7]))
-    grown_at, cut_at = now, now
+    -- the cut counts from the drain's end: no second cut, and no growth, before then
+    grown_at, cut_at = now, now + math.max(0, value)
   end
 elseif event == "grow" then
   local elapsed = math.min(1, math.max(0, now - grown_at))
-  rate = rate + tonumber(ARGV[6]) * ceiling * elapsed
+  if now - cut_at < tonumber(ARGV[11]) then
+    elapsed = 0
+  end
+  if rate < ceiling then
+    rate = math.min(ceiling, rate + tonumber(ARGV[6]) * ceiling * elapsed)
+  else
+    rate = rate * (1 + tonumber(ARGV[10]) * elapsed)
+  end
   grown_at = now
 end
 if event ~= "read" or not state then
