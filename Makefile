@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/breaker.py
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/fallback.py
+	$(PY) benchmarks/tokens.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
