@@ -391,9 +391,13 @@ class AITask(ResilientTask):
         input_tokens = output_tokens = 0.0
         if quota.counts_tokens(provider):
             input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs)
-        booked = self.resilience_context.get("booked")
-        if not isinstance(booked, dict):
-            booked = None
+        header = self.resilience_context.get("booked")
+        # From the message: only numbers, for the units the budget counts (_adjust).
+        booked = (
+            {str(unit): float(amount) for unit, amount in header.items() if isinstance(amount, int | float)}
+            if isinstance(header, dict)
+            else None
+        )
         reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens, booked)
         holds = 0
         while 0 < wait <= self.quota_hold and not direct and holds < _MOST_HOLDS:

@@ -105,10 +105,6 @@ class ProviderBudget:
         return next((budget for unit, budget in self.units if unit == name), None)
 
     @property
-    def units_by_name(self) -> dict[str, UnitBudget]:
-        return dict(self.units)
-
-    @property
     def longest_period(self) -> float:
         """How long a provider's own count can take to forget a call."""
         return max(budget.rate.period for _, budget in self.units)

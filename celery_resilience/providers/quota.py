@@ -21,7 +21,7 @@ from ..admission.bucket import BucketSpec
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import StoreUnavailable
 from ..monitoring.counters import count_provider_429
-from .budget import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, ProviderBudget
+from .budget import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, ProviderBudget, UnitBudget
 from .learned import LearnedRates
 from .port import ProviderStore
 from .settings import ProviderSettings
@@ -103,11 +103,11 @@ class ProviderQuota:
         )
         return tuple(unit for unit, _ in budget.units), specs
 
-    def _learned_units(self, provider: str) -> list[tuple[str, float]]:
-        """The provider's learned units and their starting rates per second."""
+    def _learned_units(self, provider: str) -> list[tuple[str, UnitBudget]]:
+        """The provider's learned units (their ``rate`` is the starting guess)."""
         if provider in self._fixed:
             return []
-        return [(unit, b.rate.per_second) for unit, b in self.providers[provider].units if b.learned]
+        return [(unit, b) for unit, b in self.providers[provider].units if b.learned]
 
     def counts_tokens(self, provider: str) -> bool:
         return any(unit != REQUESTS for unit, _ in self.providers[provider].units)
@@ -120,8 +120,8 @@ class ProviderQuota:
         held_back = self._held_back.get(provider)
         if held_back is None or self._clock.monotonic() - held_back > HELD_BACK_SECONDS:
             return
-        for unit, start in learned:
-            self.learned.grew(provider, unit, start)
+        for unit, budget in learned:
+            self.learned.grew(provider, unit, budget.rate.per_second)
 
     def estimate(
         self, provider: str, task: str, prompt: str | None, max_tokens: float | None
@@ -223,10 +223,10 @@ class ProviderQuota:
     def follow(self, provider: str, limits: Mapping[str, Limit]) -> None:
         """The provider's headers say what is left: no unit holds more, and a unit with
         nothing left is drained until the provider's reset."""
-        for unit, start in self._learned_units(provider):
+        for unit, budget in self._learned_units(provider):
             stated = limits.get(unit)
             if stated is not None and stated.limit is not None and stated.limit > 0:
-                period = self.providers[provider].units_by_name[unit].rate.period
+                start, period = budget.rate.per_second, budget.rate.period
                 self.learned.stated(provider, unit, start, stated.limit / period)
         units, specs = self._units(provider)
         caps: dict[str, float] = {}
@@ -249,11 +249,9 @@ class ProviderQuota:
     def drain(self, provider: str, seconds: float | None) -> None:
         """The provider said 429: spend every unit for ``seconds`` (default: one period), and
         cut the learned ones."""
-        for unit, start in self._learned_units(provider):
-            budget = self.providers[provider].units_by_name[unit]
-            self.learned.cut(
-                provider, unit, start, seconds if seconds and seconds > 0 else budget.rate.period
-            )
+        for unit, budget in self._learned_units(provider):
+            drained = seconds if seconds and seconds > 0 else budget.rate.period
+            self.learned.cut(provider, unit, budget.rate.per_second, drained)
         units, specs = self._units(provider)
         for unit, spec in zip(units, specs, strict=True):
             self._drain_unit(provider, unit, spec, seconds)
@@ -280,7 +278,7 @@ class ProviderQuota:
         booked = {
             unit: delta
             for unit, delta in (booked or {}).items()
-            if unit in self.providers[provider].units_by_name
+            if self.providers[provider].unit(unit) is not None
         }
         if not deltas and not booked:
             return
