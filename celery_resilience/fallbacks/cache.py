@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .gate import quality
 from .port import CacheEntry, CacheStore
-from .similarity import Embedder, HashingEmbedder, content_words, cosine, quality
+from .similarity import Embedder, HashingEmbedder, content_words, cosine
 
 __all__ = ["SemanticCache", "CacheHit"]
 

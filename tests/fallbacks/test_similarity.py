@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from kombu.utils.json import dumps, loads
 
+from celery_resilience.fallbacks.gate import quality
 from celery_resilience.fallbacks.result import FallbackResult
-from celery_resilience.fallbacks.similarity import HashingEmbedder, cosine, quality
+from celery_resilience.fallbacks.similarity import HashingEmbedder, cosine
 
 EMBED = HashingEmbedder()
 
