@@ -5,7 +5,7 @@ Filled by ``AITask``s that name their prompt argument (``cache_prompt``), read b
 (``cache_match``: the model, the language) are part of the namespace, so an answer
 is never served across them. Lookup:
 1. candidates sharing content words with the question, from the store's inverted index;
-2. cosine similarity >= ``similarity`` (a similarity in [0, 1], default 0.7);
+2. cosine similarity >= ``similarity`` (a similarity in [0, 1], default 0.3);
 3. the independent quality score > ``min_quality`` (default 0.6), which refuses
    opposite questions, other numbers and names, flipped negations and stale answers.
 
@@ -46,7 +46,7 @@ class SemanticCache:
         store: Callable[[], CacheStore],
         embedder: Embedder | None = None,
         *,
-        similarity: float = 0.7,
+        similarity: float = 0.3,
         min_quality: float = 0.6,
         ttl: float = 86_400.0,
         max_age: float = 7 * 86_400.0,

@@ -7,12 +7,14 @@ determines the answer, read from the text itself:
 
 - opposites: WordNet's antonym pairs (``antonyms.txt``, with a few of the trade's own such
   as online / offline), compared on word stems, so "cheapest" opposes "expensive";
-- negation: one question negated and the other not;
+- negation: one question negated and the other not ("not", "never", and words the
+  lexicon opposes to their own root: "impossible", "unable");
 - numbers, in digits or in words ("2", "two"), and units (km / miles, GB / MB);
 - names, whatever their case: words capitalised inside a sentence (not "I"), quoted
   strings, identifiers with digits, and the known names of ``entities.txt`` (programming
   languages, products, places) written in lower case;
 - time expressions (today / tomorrow, last week / this week, weekdays, months);
+- superlatives, which pick different things (cheapest / best / most expensive);
 - how much of the new question's content the old one covers, and the answer's age.
 
 Each disagreement multiplies the score down; the cache serves above its ``quality``.
@@ -48,6 +50,9 @@ _TRADE_OPPOSITES = [
     ("above", "below"), ("over", "under"), ("before", "after"), ("more", "less"),
     ("most", "least"), ("best", "worst"), ("urgent", "trivial"), ("yes", "no"),
     ("true", "false"), ("in", "out"),
+    # Directions: any word of one family opposes any of the other.
+    *[(up, down) for up in ("raise", "increase", "grow", "expand", "extend", "boost", "upgrade")
+      for down in ("lower", "decrease", "reduce", "shrink", "cut", "downgrade")],
 ]  # fmt: skip
 _UNITS = {
     "km": "km", "kilometer": "km", "kilometre": "km", "mile": "mile", "mi": "mile",
@@ -78,8 +83,14 @@ _MONTHS = frozenset(
 )  # fmt: skip
 _PERIODS = {"week", "month", "year", "quarter", "weekend", "day", "night", "morning", "evening",
             "summer", "winter", "spring", "autumn", "fall", *_WEEKDAYS, *_MONTHS}  # fmt: skip
-_DAYS = {"today": "day+0", "tonight": "night+0", "tomorrow": "day+1", "yesterday": "day-1",
-         "recently": "past", "soon": "future"}  # fmt: skip  (now is the default)
+_DAYS = {
+    "today": "day+0",
+    "tonight": "night+0",
+    "tomorrow": "day+1",
+    "yesterday": "day-1",
+    "recently": "past",
+    "soon": "future",
+}  # fmt: skip  (now is the default)
 _RELATIVE_SIGN = {"this": "+0", "current": "+0", "coming": "+1", "next": "+1", "last": "-1",
                   "previous": "-1", "past": "-1"}  # fmt: skip
 
@@ -128,6 +139,52 @@ def opposed(new_only: set[str], old_only: set[str]) -> bool:
             if table.get(form, frozenset()) & old_stems:
                 return True
     return False
+
+
+# The share of the new question's content words the cached one must have.
+MIN_COVERED = 0.5
+
+_NEGATING_PREFIXES = ("un", "im", "in", "il", "ir", "non", "dis")
+
+
+def _negating(word: str) -> bool:
+    """A negation, or a word the lexicon opposes to its own root: impossible, unable."""
+    if word in _NEGATIONS:
+        return True
+    opposites = _opposites().get(word, frozenset())
+    return any(word.startswith(prefix) and word[len(prefix) :] in opposites for prefix in _NEGATING_PREFIXES)
+
+
+def _degrees(tokens: list[str]) -> frozenset[str]:
+    """Superlatives, which pick different things: cheapest, best, most expensive."""
+    found = set()
+    for index, token in enumerate(tokens):
+        if token in ("most", "least") and index + 1 < len(tokens):
+            found.add(f"{token} {tokens[index + 1]}")
+        elif token in ("best", "worst") or (
+            token.endswith("est") and len(token) > 5 and token not in _NOT_SUPERLATIVE
+        ):
+            found.add(token)
+    return frozenset(found)
+
+
+_NOT_SUPERLATIVE = frozenset(
+    {
+        "interest",
+        "request",
+        "suggest",
+        "latest",
+        "honest",
+        "contest",
+        "digest",
+        "invest",
+        "forest",
+        "harvest",
+        "protest",
+        "modest",
+        "manifest",
+    }
+)
 
 
 def _numbers(text: str, tokens: list[str]) -> frozenset[float]:
@@ -206,17 +263,19 @@ class Facts:
     units: frozenset[str]
     names: frozenset[str]
     times: frozenset[str]
+    degrees: frozenset[str]
 
 
 def facts(text: str) -> Facts:
     tokens = words(text)
     return Facts(
         words=frozenset(tokens),
-        negated=len(set(tokens) & _NEGATIONS) % 2 == 1,
+        negated=sum(_negating(token) for token in set(tokens)) % 2 == 1,
         numbers=_numbers(text, tokens),
         units=_units(tokens, text),
         names=_names(text, tokens),
         times=_times(tokens),
+        degrees=_degrees(tokens),
     )
 
 
@@ -242,9 +301,13 @@ def quality(question: str, cached_question: str, age: float = 0.0, max_age: floa
         score *= 0.4
     if new.times != old.times:
         score *= 0.3
+    if new.degrees != old.degrees:
+        score *= 0.3
     wanted = content_words(question)
     if wanted:
         covered = len(wanted & content_words(cached_question)) / len(wanted)
+        if covered < MIN_COVERED:
+            return 0.0  # mostly another question that shares its context words
         score *= 0.5 + 0.5 * covered
     score *= 1.0 - 0.5 * (age / max_age)
     return score

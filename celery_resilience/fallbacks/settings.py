@@ -58,7 +58,8 @@ DEFAULT_FALLBACK_POLICY: Mapping[str, Sequence[str]] = {
 
 Step = "str | Mapping[str, Any]"
 _CACHE_DEFAULTS: dict[str, float] = {
-    "similarity": 0.7,
+    # Low: similarity only finds candidates; the quality gate decides (benchmarks/cache_quality.py).
+    "similarity": 0.3,
     "quality": 0.6,
     "ttl": 86_400.0,
     "max_age": 604_800.0,

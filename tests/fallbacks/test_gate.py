@@ -107,3 +107,22 @@ def test_different_times_are_refused(question: str, cached: str) -> None:
 def test_paraphrases_keep_their_quality(question: str, cached: str) -> None:
     """Wording may change; the facts that decide the answer do not."""
     assert served(question, cached)
+
+
+def test_another_request_sharing_only_its_context_is_refused() -> None:
+    """Most of the new question's content missing from the cached one: another question."""
+    assert (
+        quality("rotate the api key for the billing portal", "close the account for the billing portal")
+        == 0.0
+    )
+
+
+def test_negating_prefixes_count_as_negation() -> None:
+    """'impossible' negates as 'not possible' does, by the lexicon's own antonym of its root."""
+    assert facts("Is it impossible to cancel my order?").negated
+    assert not served("Can I cancel my order?", "Is it impossible to cancel my order?")
+
+
+def test_superlatives_pick_different_things() -> None:
+    """The cheapest plan and the best plan are different answers."""
+    assert not served("Tell me about your cheapest plan", "Tell me about your best plan")

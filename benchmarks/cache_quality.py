@@ -1,0 +1,60 @@
+"""How far the semantic cache's answers can be trusted, on the repository's labelled set.
+
+``python benchmarks/cache_quality.py``: every pair of ``data/cache_pairs.jsonl`` (written
+by ``cache_pairs.py``) goes through the cache as a user's would: the cached question's
+answer is put, the asked question looked up. A paraphrase served is recall; a near miss
+served is a wrong answer. Each setup runs side by side with a fixed similarity
+threshold on the same embedder (no quality gate), the baseline the gate must beat.
+Lookup latency at 1k / 10k / 50k entries is measured by ``benchmarks/fallback.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from celery_resilience.fallbacks.cache import SemanticCache
+from celery_resilience.fallbacks.similarity import HashingEmbedder
+from celery_resilience.store import MemoryStore
+from celery_resilience.store.keys import KeySpace
+
+PAIRS = Path(__file__).resolve().parent / "data" / "cache_pairs.jsonl"
+
+
+def evaluate(similarity: float, gate: bool) -> tuple[float, float, Counter[str]]:
+    """Recall of paraphrases, share of near misses served, and the wrong ones by category."""
+    store = MemoryStore(KeySpace("bench-cache-quality", 1))
+    cache = SemanticCache(
+        lambda: store, HashingEmbedder(), similarity=similarity, min_quality=0.6 if gate else -1.0
+    )
+    served = Counter[str]()
+    totals = Counter[str]()
+    wrong = Counter[str]()
+    for index, line in enumerate(PAIRS.read_text().splitlines()):
+        pair = json.loads(line)
+        task = f"pair{index}"  # one namespace per pair: nothing else to find
+        cache.put(task, {}, pair["cached"], "the cached answer")
+        hit = cache.lookup(task, {}, pair["asked"]) is not None
+        totals[pair["label"]] += 1
+        served[pair["label"]] += hit
+        if hit and pair["label"] == "near_miss":
+            wrong[pair["category"]] += 1
+    return served["paraphrase"] / totals["paraphrase"], served["near_miss"] / totals["near_miss"], wrong
+
+
+def main() -> None:
+    lines = PAIRS.read_text().splitlines()
+    labels = Counter(json.loads(line)["label"] for line in lines)
+    print(f"{len(lines)} pairs: {labels['paraphrase']} paraphrases, {labels['near_miss']} near misses\n")
+    print(f"{'embedder':10} {'setup':34} {'recall':>7} {'wrong':>7}   wrong answers by category")
+    for similarity in (0.7, 0.5, 0.4, 0.35, 0.3):
+        for gate in (False, True):
+            recall, wrong_share, wrong = evaluate(similarity, gate)
+            setup = f"similarity >= {similarity}" + (" + quality gate" if gate else " alone (baseline)")
+            detail = ", ".join(f"{category} {count}" for category, count in wrong.most_common())
+            print(f"{'hashing':10} {setup:34} {recall:>7.1%} {wrong_share:>7.1%}   {detail or '-'}")
+
+
+if __name__ == "__main__":
+    main()
