@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/breaker.py
 	$(PY) benchmarks/backpressure.py
 	$(PY) benchmarks/fallback.py
+	$(PY) benchmarks/cache_quality.py
 	$(PY) benchmarks/tokens.py
 
 clean:

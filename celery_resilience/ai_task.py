@@ -82,8 +82,9 @@ class AITask(ResilientTask):
     cache_match: Sequence[str] = ()
     quota_wait_limit: float | None = None
     # A spent budget whose wait is this short (seconds) holds the worker until it is over,
-    # instead of running the task again later; 0 always runs it again later.
-    quota_hold: float = 0.5
+    # instead of running the task again later. 0 (the default) always runs it again later:
+    # a held slot serves nobody else, which costs more than a republish in small pools.
+    quota_hold: float = 0.0
     # For a provider budget counting tokens: the parameter holding the prompt's text
     # (default: ``cache_prompt``) and the output cap asked of the provider (a call's own
     # ``max_tokens`` argument wins; neither: the task's observed high percentile).
