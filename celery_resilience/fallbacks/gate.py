@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from .similarity import content_words, words
@@ -116,7 +116,8 @@ def _entities() -> frozenset[str]:
     )
 
 
-def stems(word: str) -> set[str]:
+@lru_cache(maxsize=16384)
+def stems(word: str) -> frozenset[str]:
     """The word and the forms it may be inflected from: cheapest -> cheap, raised -> raise."""
     found = {word}
     for suffix, replacement in (("iest", "y"), ("ier", "y"), ("ies", "y"), ("est", ""), ("er", ""),
@@ -127,7 +128,7 @@ def stems(word: str) -> set[str]:
             found.add(root)
             if len(root) > 3 and root[-1] == root[-2]:  # biggest -> bigg -> big
                 found.add(root[:-1])
-    return found
+    return frozenset(found)
 
 
 def opposed(new_only: set[str], old_only: set[str]) -> bool:
@@ -264,9 +265,13 @@ class Facts:
     names: frozenset[str]
     times: frozenset[str]
     degrees: frozenset[str]
+    content: frozenset[str]
 
 
+@lru_cache(maxsize=8192)
 def facts(text: str) -> Facts:
+    """Read once per text: a lookup weighs one question against up to 50 cached ones, and
+    the cached ones come back lookup after lookup."""
     tokens = words(text)
     return Facts(
         words=frozenset(tokens),
@@ -276,6 +281,7 @@ def facts(text: str) -> Facts:
         names=_names(text, tokens),
         times=_times(tokens),
         degrees=_degrees(tokens),
+        content=frozenset(content_words(text)),
     )
 
 
@@ -303,9 +309,9 @@ def quality(question: str, cached_question: str, age: float = 0.0, max_age: floa
         score *= 0.3
     if new.degrees != old.degrees:
         score *= 0.3
-    wanted = content_words(question)
+    wanted = new.content
     if wanted:
-        covered = len(wanted & content_words(cached_question)) / len(wanted)
+        covered = len(wanted & old.content) / len(wanted)
         if covered < MIN_COVERED:
             return 0.0  # mostly another question that shares its context words
         score *= 0.5 + 0.5 * covered
