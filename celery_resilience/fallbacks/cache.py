@@ -62,11 +62,12 @@ class SemanticCache:
         self.max_entries = max_entries
         self.candidates = candidates
 
-    @staticmethod
-    def namespace(task: str, params: Mapping[str, Any]) -> str:
-        """One namespace per task and set of exact-match parameters."""
-        digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return f"{task}:{digest}"
+    def namespace(self, task: str, params: Mapping[str, Any]) -> str:
+        """One namespace per task, set of exact-match parameters and embedder: switching
+        embedders never compares vectors of different models (the old entries expire)."""
+        model = getattr(self.embedder, "name", None) or type(self.embedder).__name__
+        key = json.dumps([params, model], sort_keys=True, default=str)
+        return f"{task}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
     @staticmethod
     def terms(question: str) -> list[str]:

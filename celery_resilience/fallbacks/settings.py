@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..validation import SettingsReader, import_dotted
+from .minilm import MiniLMEmbedder
 from .result import FallbackKind
 from .similarity import Embedder
 
@@ -167,7 +168,11 @@ def _cache(setting: str, cache: object) -> tuple[dict[str, float], Embedder | No
         if numbers[key] > 1:
             raise ConfigurationError(f"{setting}[{key!r}]", "a score in (0, 1]", numbers[key])
     embedder = cache.get("embedder")
-    if isinstance(embedder, str):
+    if embedder == "hashing":
+        embedder = None
+    elif embedder == "minilm":
+        embedder = MiniLMEmbedder(f"{setting}['embedder']")
+    elif isinstance(embedder, str):
         embedder = import_dotted(f"{setting}['embedder']", embedder)
     if embedder is not None and not callable(embedder):
         raise ConfigurationError(f"{setting}['embedder']", "a callable taking a text", embedder)

@@ -1,0 +1,47 @@
+"""The MiniLM extra with its real weights from the installed package, offline."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_resilience.errors import ConfigurationError
+from celery_resilience.fallbacks.cache import SemanticCache
+from celery_resilience.fallbacks.minilm import MiniLMEmbedder
+from celery_resilience.fallbacks.settings import read_fallback_settings
+from celery_resilience.fallbacks.similarity import HashingEmbedder, cosine
+from celery_resilience.store import MemoryStore
+from celery_resilience.store.keys import KeySpace
+from celery_resilience.validation import SettingsReader
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+def test_paraphrases_are_closer_than_unrelated_questions(minilm: MiniLMEmbedder) -> None:
+    """'ship' and 'deliver' share no word, yet the model puts them together."""
+    ship, deliver = minilm("Do you ship to Canada?"), minilm("Do you deliver to Canada?")
+    unrelated = minilm("What is the refund policy for damaged goods?")
+    assert len(ship) == 384
+    assert cosine(ship, deliver) > 0.8 > cosine(ship, unrelated)
+    assert (
+        cosine(HashingEmbedder()("Do you ship to Canada?"), HashingEmbedder()("Do you deliver to Canada?"))
+        < 0.7
+    )
+
+
+def test_the_setting_names_it_and_entries_keep_to_their_embedder(minilm: MiniLMEmbedder) -> None:
+    """'minilm' builds the embedder; a cache with another embedder never sees its entries."""
+    settings = read_fallback_settings(SettingsReader({"resilience_semantic_cache": {"embedder": "minilm"}}))
+    assert isinstance(settings.embedder, MiniLMEmbedder)
+    store = MemoryStore(KeySpace("minilm", 1))
+    SemanticCache(lambda: store, minilm).put("t", {}, "Do you ship to Canada?", "yes")
+    assert SemanticCache(lambda: store, minilm).lookup("t", {}, "Do you deliver to Canada?") is not None
+    assert SemanticCache(lambda: store, HashingEmbedder()).lookup("t", {}, "Do you ship to Canada?") is None
+
+
+def test_an_unknown_embedder_name_is_a_clear_error() -> None:
+    """A string that is neither a built-in name nor a dotted path names the setting."""
+    with pytest.raises(ConfigurationError, match=r"resilience_semantic_cache\['embedder'\]"):
+        read_fallback_settings(SettingsReader({"resilience_semantic_cache": {"embedder": "minlm"}}))
