@@ -104,11 +104,6 @@ class ProviderBudget:
     def unit(self, name: str) -> UnitBudget | None:
         return next((budget for unit, budget in self.units if unit == name), None)
 
-    @property
-    def longest_period(self) -> float:
-        """How long a provider's own count can take to forget a call."""
-        return max(budget.rate.period for _, budget in self.units)
-
 
 def refilled(state: BucketState | None, spec: BucketSpec, now: float) -> BucketState:
     """The bucket as it stands at ``now`` (a missing one is full)."""

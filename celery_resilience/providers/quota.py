@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -73,6 +73,17 @@ def _cost(unit: str, input_tokens: float, output_tokens: float) -> float:
     if unit == OUTPUT_TOKENS:
         return output_tokens
     return input_tokens + output_tokens
+
+
+def _amounts(
+    units: Sequence[str], specs: Sequence[BucketSpec], input_tokens: float, output_tokens: float
+) -> list[float]:
+    """A call's cost in each unit; above a unit's burst, the whole burst (it could never be
+    granted otherwise)."""
+    return [
+        min(spec.capacity, _cost(unit, input_tokens, output_tokens))
+        for unit, spec in zip(units, specs, strict=True)
+    ]
 
 
 class ProviderQuota:
@@ -146,10 +157,7 @@ class ProviderQuota:
         burst (it could never be granted otherwise). With the store unreachable the call is
         granted unchecked (the breaker still guards it)."""
         units, specs = self._units(provider)
-        amounts = [
-            min(spec.capacity, _cost(unit, input_tokens, output_tokens))
-            for unit, spec in zip(units, specs, strict=True)
-        ]
+        amounts = _amounts(units, specs, input_tokens, output_tokens)
         store = self._store()
         try:
             keys, shard = store.provider_units(provider, units)
@@ -171,10 +179,7 @@ class ProviderQuota:
         long); ``(None, wait)``: not within ``horizon``, nothing booked. With the store
         unreachable, ``({}, 0.0)``."""
         units, specs = self._units(provider)
-        amounts = [
-            min(spec.capacity, _cost(unit, input_tokens, output_tokens))
-            for unit, spec in zip(units, specs, strict=True)
-        ]
+        amounts = _amounts(units, specs, input_tokens, output_tokens)
         try:
             booked, wait = self._store().budget_schedule(provider, units, specs, amounts, horizon)
         except StoreUnavailable as error:
