@@ -18,6 +18,7 @@ from that, an answer loses quality with its own age and is never served once it 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class SemanticCache:
     ) -> None:
         self._store = store
         self.embedder: Embedder = embedder or HashingEmbedder()
+        # Which model made a vector: its declared name, else the callable's full name (a
+        # function's own, an instance's class), so two custom embedders never share entries.
+        named = self.embedder if inspect.isroutine(self.embedder) else type(self.embedder)
+        self._model = getattr(self.embedder, "name", None) or f"{named.__module__}.{named.__qualname__}"
         self.similarity = similarity
         self.min_quality = min_quality
         self.ttl = ttl
@@ -65,8 +70,7 @@ class SemanticCache:
     def namespace(self, task: str, params: Mapping[str, Any]) -> str:
         """One namespace per task, set of exact-match parameters and embedder: switching
         embedders never compares vectors of different models (the old entries expire)."""
-        model = getattr(self.embedder, "name", None) or type(self.embedder).__name__
-        key = json.dumps([params, model], sort_keys=True, default=str)
+        key = json.dumps([params, self._model], sort_keys=True, default=str)
         return f"{task}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
     @staticmethod

@@ -45,3 +45,18 @@ def test_an_unknown_embedder_name_is_a_clear_error() -> None:
     """A string that is neither a built-in name nor a dotted path names the setting."""
     with pytest.raises(ConfigurationError, match=r"resilience_semantic_cache\['embedder'\]"):
         read_fallback_settings(SettingsReader({"resilience_semantic_cache": {"embedder": "minlm"}}))
+
+
+def test_two_custom_embedders_never_share_entries() -> None:
+    """Entries made by one function are not compared with vectors of another."""
+
+    def first(text: str) -> list[float]:
+        return [1.0, 0.0]
+
+    def second(text: str) -> list[float]:
+        return [1.0, 0.0]
+
+    store = MemoryStore(KeySpace("custom", 1))
+    SemanticCache(lambda: store, first).put("t", {}, "Do you ship to Canada?", "yes")
+    assert SemanticCache(lambda: store, first).lookup("t", {}, "Do you ship to Canada?") is not None
+    assert SemanticCache(lambda: store, second).lookup("t", {}, "Do you ship to Canada?") is None
