@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,7 +41,7 @@ from .errors import CircuitOpen, ConfigurationError, FallbackExhausted, StoreUna
 from .extension import FALLBACK_TASK, Resilience
 from .fallbacks.chain import call_arguments
 from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, check_steps
-from .monitoring.counters import count_expired, count_retry_refused
+from .monitoring.counters import count_cache_check, count_expired, count_retry_refused
 from .providers.quota import Reservation, reserved_for
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
@@ -337,6 +338,11 @@ class AITask(ResilientTask):
             return
         params = {name: arguments.get(name) for name in self.cache_match}
         try:
+            if random.random() < resilience.settings.fallbacks.cache_shadow_share:
+                # The provider answered anyway: a free judgement of what the cache would serve.
+                agreed = resilience.cache.check(self.name, params, str(prompt), result)
+                if agreed is not None:
+                    count_cache_check(resilience.record, self.name, agreed)
             resilience.cache.put(self.name, params, str(prompt), result)
         except StoreUnavailable as error:
             logger.debug("answer of %s not cached: %s", self.name, error)

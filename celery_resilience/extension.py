@@ -147,6 +147,8 @@ class Resilience:
             ttl=fallbacks.cache_ttl,
             max_age=fallbacks.cache_max_age,
             max_entries=fallbacks.cache_max_entries,
+            max_error=fallbacks.cache_max_error,
+            judge=fallbacks.judge,
         )
         # Tasks are looked up when a chain runs: reading ``app.tasks`` now would finalize the app.
         self.fallbacks = FallbackRunner(

@@ -6,6 +6,7 @@ import gzip
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,10 +21,12 @@ class Answer:
 
 
 class ScriptedServer:
-    """Every request gets ``answer``; ``requests`` counts them."""
+    """Every request gets ``answer``, or what ``answer_for`` makes of its body; ``requests``
+    counts them."""
 
     def __init__(self) -> None:
         self.answer = Answer()
+        self.answer_for: Callable[[bytes], Answer] | None = None
         self.window: tuple[int, float] | None = None  # (count, seconds): a provider's sliding limit
         self._accepted: list[float] = []
         self._window_lock = threading.Lock()
@@ -45,7 +48,9 @@ class ScriptedServer:
                 server.requests += 1
                 server.arrivals.append(time.time())
                 server.arrived.set()
-                answer = server.within_limit() or server.answer
+                answer = server.within_limit() or (
+                    server.answer if server.answer_for is None else server.answer_for(body)
+                )
                 if answer.delay:
                     time.sleep(answer.delay)
                 payload = json.dumps(answer.body).encode()

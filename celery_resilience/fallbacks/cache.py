@@ -7,7 +7,9 @@ is never served across them. Lookup:
 1. candidates sharing content words with the question, from the store's inverted index;
 2. cosine similarity >= ``similarity`` (a similarity in [0, 1], default 0.3);
 3. the independent quality score > ``min_quality`` (default 0.6), which refuses
-   opposite questions, other numbers and names, flipped negations and stale answers.
+   opposite questions, other numbers and names, flipped negations and stale answers;
+4. the entry's own evidence (``evidence``): its estimated error at this similarity within
+   ``max_error`` (default 0.02), learned by ``check`` from the provider's own answers.
 
 Entries expire ``ttl`` seconds after their last use (a hit refreshes them), and each
 namespace keeps at most ``max_entries``, the least recently used going first. Apart
@@ -24,11 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .evidence import KEEP, estimated_error, same_answer
 from .gate import quality
 from .port import CacheEntry, CacheStore
 from .similarity import Embedder, HashingEmbedder, content_words, cosine
 
-__all__ = ["SemanticCache", "CacheHit"]
+__all__ = ["SemanticCache", "CacheHit", "Judge"]
+
+Judge = Callable[[Any, Any], bool]
+"""Whether a cached answer and the provider's fresh one agree."""
 
 _MAX_TERMS = 32
 
@@ -53,6 +59,8 @@ class SemanticCache:
         max_age: float = 7 * 86_400.0,
         max_entries: int = 10_000,
         candidates: int = 50,
+        max_error: float = 0.02,
+        judge: Judge = same_answer,
     ) -> None:
         self._store = store
         self.embedder: Embedder = embedder or HashingEmbedder()
@@ -66,6 +74,8 @@ class SemanticCache:
         self.max_age = max_age
         self.max_entries = max_entries
         self.candidates = candidates
+        self.max_error = max_error
+        self.judge = judge
 
     def namespace(self, task: str, params: Mapping[str, Any]) -> str:
         """One namespace per task, set of exact-match parameters and embedder: switching
@@ -80,7 +90,7 @@ class SemanticCache:
     def put(self, task: str, params: Mapping[str, Any], question: str, answer: Any) -> None:
         store = self._store()
         entry = CacheEntry(
-            id=hashlib.sha256(question.encode()).hexdigest()[:24],
+            id=_entry_id(question),
             question=question,
             answer=answer,
             vector=_sparse(self.embedder(question)),
@@ -90,27 +100,58 @@ class SemanticCache:
         store.cache_put(self.namespace(task, params), entry, self.max_entries, self.ttl)
 
     def lookup(self, task: str, params: Mapping[str, Any], question: str) -> CacheHit | None:
-        """The best cached answer that is similar enough and passes the quality gate."""
+        """The best cached answer that is similar enough, passes the quality gate and whose
+        evidence keeps its estimated error within ``max_error``."""
+        namespace = self.namespace(task, params)
+        found = self._passing(namespace, question, trusted=True)
+        if not found:
+            return None
+        score, similar, entry = found[0]
+        self._store().cache_touch(namespace, entry.id)
+        return CacheHit(entry.answer, entry.question, similar, score)
+
+    def check(self, task: str, params: Mapping[str, Any], question: str, answer: Any) -> bool | None:
+        """Judge every entry the gate would let answer ``question`` (evidence aside) against
+        the provider's ``answer`` to it, each keeping its judgement: paraphrases cached apart
+        share a wrong answer. Whether the best of them agreed; None when there is none but
+        the question's own."""
+        namespace = self.namespace(task, params)
+        found = self._passing(namespace, question, trusted=False, skip=_entry_id(question))
+        if not found:
+            return None
+        judged = [(e.id, (similar, bool(self.judge(e.answer, answer)))) for _, similar, e in found]
+        self._store().cache_judge(namespace, judged, KEEP)
+        return judged[0][1][1]
+
+    def _passing(
+        self, namespace: str, question: str, *, trusted: bool, skip: str | None = None
+    ) -> list[tuple[float, float, CacheEntry]]:
+        """The candidates similar enough that pass the gate (and, ``trusted``, their own
+        evidence), best first."""
         terms = self.terms(question)
         if not terms:
-            return None
+            return []
         store = self._store()
-        namespace = self.namespace(task, params)
         vector = _sparse(self.embedder(question))
         now = store.now()
-        best: tuple[float, float, CacheEntry] | None = None
+        found: list[tuple[float, float, CacheEntry]] = []
         for entry in store.cache_candidates(namespace, terms, self.candidates, self.ttl):
+            if entry.id == skip:
+                continue
             similar = cosine(vector, entry.vector)
             if similar < self.similarity:
                 continue
+            if trusted and estimated_error(entry.evidence, similar) > self.max_error:
+                continue
             score = quality(question, entry.question, age=max(0.0, now - entry.at), max_age=self.max_age)
-            if score > self.min_quality and (best is None or (score, similar) > best[:2]):
-                best = (score, similar, entry)
-        if best is None:
-            return None
-        score, similar, entry = best
-        store.cache_touch(namespace, entry.id)
-        return CacheHit(entry.answer, entry.question, similar, score)
+            if score > self.min_quality:
+                found.append((score, similar, entry))
+        found.sort(key=lambda item: item[:2], reverse=True)
+        return found
+
+
+def _entry_id(question: str) -> str:
+    return hashlib.sha256(question.encode()).hexdigest()[:24]
 
 
 def _sparse(vector: Mapping[int, float] | Sequence[float]) -> dict[int, float]:

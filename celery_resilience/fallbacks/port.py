@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from .evidence import Judgement
 
 __all__ = ["CacheStore", "CacheEntry", "RAREST_TERMS", "CANDIDATE_BUDGET"]
 
@@ -17,7 +20,8 @@ CANDIDATE_BUDGET = 2000
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One cached answer: the question, its vector and index terms, and when it was stored."""
+    """One cached answer: the question, its vector and index terms, and when it was stored;
+    ``evidence``, kept apart by the store, is how its answer fared against the provider's."""
 
     id: str
     question: str
@@ -25,6 +29,7 @@ class CacheEntry:
     vector: dict[int, float]
     terms: list[str]
     at: float
+    evidence: tuple[Judgement, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -39,7 +44,7 @@ class CacheEntry:
         )
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> CacheEntry:
+    def from_json(cls, raw: str | bytes, evidence: tuple[Judgement, ...] = ()) -> CacheEntry:
         data = json.loads(raw)
         return cls(
             data["id"],
@@ -48,6 +53,7 @@ class CacheEntry:
             {int(k): float(v) for k, v in data["vector"]},
             list(data["terms"]),
             float(data["at"]),
+            evidence,
         )
 
 
@@ -65,3 +71,7 @@ class CacheStore(Protocol):
 
     def cache_touch(self, namespace: str, entry_id: str) -> None:
         """Mark an entry used now (its TTL starts again)."""
+
+    def cache_judge(self, namespace: str, judged: Sequence[tuple[str, Judgement]], keep: int) -> None:
+        """Add each (entry id, judgement) to the live entry's evidence, keeping its last
+        ``keep`` (an entry evicted meanwhile takes none)."""

@@ -10,6 +10,8 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..validation import SettingsReader, import_dotted
+from .cache import Judge
+from .evidence import same_answer
 from .minilm import MiniLMEmbedder
 from .result import FallbackKind
 from .similarity import Embedder
@@ -65,7 +67,12 @@ _CACHE_DEFAULTS: dict[str, float] = {
     "ttl": 86_400.0,
     "max_age": 604_800.0,
     "max_entries": 10_000.0,
+    # The estimated error an entry may have and still answer (evidence.py).
+    "max_error": 0.02,
 }
+# The share of the provider's answers also looked up in the cache, to judge what the cache
+# would have served (0: never; the entries then serve on the gate alone).
+_SHADOW_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,10 @@ class FallbackSettings:
     cache_ttl: float
     cache_max_age: float
     cache_max_entries: int
+    cache_max_error: float
+    cache_shadow_share: float
     embedder: Embedder | None
+    judge: Judge
 
     def chain_for(self, task: str, breaker: str | None, default: Sequence[Any] | None) -> tuple[Any, ...]:
         """The task's chain: configured by task name, else by breaker name, else its own."""
@@ -125,7 +135,7 @@ def read_fallback_settings(read: SettingsReader) -> FallbackSettings:
     if not isinstance(templates, Mapping) or not all(isinstance(t, str) for t in templates.values()):
         raise ConfigurationError(setting, "a mapping of task name to a template string", templates)
     policy = _policy(*read("fallback_policy", {}))
-    numbers, embedder = _cache(*read("semantic_cache", {}))
+    numbers, embedder, judge = _cache(*read("semantic_cache", {}))
     return FallbackSettings(
         chains=MappingProxyType(chains),
         templates=MappingProxyType(dict(templates)),
@@ -135,7 +145,10 @@ def read_fallback_settings(read: SettingsReader) -> FallbackSettings:
         cache_ttl=numbers["ttl"],
         cache_max_age=numbers["max_age"],
         cache_max_entries=int(numbers["max_entries"]),
+        cache_max_error=numbers["max_error"],
+        cache_shadow_share=numbers["shadow_share"],
         embedder=embedder,
+        judge=judge,
     )
 
 
@@ -154,8 +167,8 @@ def _policy(setting: str, overrides: object) -> dict[str, tuple[str, ...]]:
     return policy
 
 
-def _cache(setting: str, cache: object) -> tuple[dict[str, float], Embedder | None]:
-    allowed = set(_CACHE_DEFAULTS) | {"embedder"}
+def _cache(setting: str, cache: object) -> tuple[dict[str, float], Embedder | None, Judge]:
+    allowed = set(_CACHE_DEFAULTS) | {"embedder", "shadow_share", "judge"}
     if not isinstance(cache, Mapping) or set(cache) - allowed:
         raise ConfigurationError(setting, f"a mapping with keys among {sorted(allowed)}", cache)
     numbers: dict[str, float] = {}
@@ -164,16 +177,35 @@ def _cache(setting: str, cache: object) -> tuple[dict[str, float], Embedder | No
         if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
             raise ConfigurationError(f"{setting}[{key!r}]", "a number > 0", number)
         numbers[key] = float(number)
-    for key in ("similarity", "quality"):
+    for key in ("similarity", "quality", "max_error"):
         if numbers[key] > 1:
             raise ConfigurationError(f"{setting}[{key!r}]", "a score in (0, 1]", numbers[key])
-    embedder = cache.get("embedder")
+    share = cache.get("shadow_share", _SHADOW_SHARE)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ConfigurationError(f"{setting}['shadow_share']", "a share in [0, 1]", share)
+    numbers["shadow_share"] = float(share)
+    return numbers, _embedder(setting, cache.get("embedder")), _judge(setting, cache.get("judge"))
+
+
+def _embedder(setting: str, embedder: object) -> Embedder | None:
     if embedder == "hashing":
-        embedder = None
-    elif embedder == "minilm":
-        embedder = MiniLMEmbedder(f"{setting}['embedder']")
-    elif isinstance(embedder, str):
+        return None
+    if embedder == "minilm":
+        return MiniLMEmbedder(f"{setting}['embedder']")
+    if isinstance(embedder, str):
         embedder = import_dotted(f"{setting}['embedder']", embedder)
     if embedder is not None and not callable(embedder):
         raise ConfigurationError(f"{setting}['embedder']", "a callable taking a text", embedder)
-    return numbers, embedder
+    return embedder
+
+
+def _judge(setting: str, judge: object) -> Judge:
+    if judge is None:
+        return same_answer
+    if isinstance(judge, str):
+        judge = import_dotted(f"{setting}['judge']", judge)
+    if not callable(judge):
+        raise ConfigurationError(
+            f"{setting}['judge']", "a callable taking the cached and the fresh answer", judge
+        )
+    return judge

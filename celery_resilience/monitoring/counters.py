@@ -37,6 +37,8 @@ __all__ = [
     "FALLBACK_EXHAUSTED",
     "PROVIDER_429",
     "RETRY_REFUSED",
+    "CACHE_CHECKED",
+    "CACHE_DISAGREED",
     "PROVIDER_SCOPE",
     "admission_fields",
     "derive",
@@ -50,6 +52,7 @@ __all__ = [
     "count_fallback_exhausted",
     "count_provider_429",
     "count_retry_refused",
+    "count_cache_check",
     "provider_call_fields",
 ]
 
@@ -82,6 +85,8 @@ FALLBACK = "fallback:"
 FALLBACK_EXHAUSTED = "fallback_exhausted"
 PROVIDER_429 = "provider_429:"
 RETRY_REFUSED = "retry_refused:"
+CACHE_CHECKED = "cache_checked:"
+CACHE_DISAGREED = "cache_disagreed:"
 # Provider calls are admissions into the provider's budget, counted apart from users'.
 PROVIDER_SCOPE = "provider"
 
@@ -169,6 +174,11 @@ def provider_call_fields(provider: str, taken: bool) -> dict[str, float]:
 def count_retry_refused(count: Count, provider: str) -> None:
     """A retry the provider's retry budget did not allow (the request fell back or failed)."""
     count({RETRY_REFUSED + provider: 1})
+
+
+def count_cache_check(count: Count, task: str, agreed: bool) -> None:
+    """A provider's answer compared with what the semantic cache would have served."""
+    count({CACHE_CHECKED + task: 1, **({} if agreed else {CACHE_DISAGREED + task: 1})})
 
 
 def count_provider_429(count: Count, provider: str) -> None:

@@ -18,6 +18,8 @@ from .counters import (
     BREAKER_FORCED,
     BREAKER_OPEN_SECONDS,
     BREAKER_TRIP,
+    CACHE_CHECKED,
+    CACHE_DISAGREED,
     DELAY_TOTAL,
     EXPIRED,
     FALLBACK,
@@ -61,6 +63,9 @@ class MinuteSummary:
     provider_calls: Mapping[str, float] = field(default_factory=dict)
     provider_429s: Mapping[str, float] = field(default_factory=dict)
     retries_refused: Mapping[str, float] = field(default_factory=dict)
+    # Per task: the provider's answers compared with the cache's, and those that differed.
+    cache_checks: Mapping[str, float] = field(default_factory=dict)
+    cache_disagreements: Mapping[str, float] = field(default_factory=dict)
     expired: float = 0.0
     ungated: float = 0.0
     store_unavailable: float = 0.0
@@ -102,6 +107,8 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         provider_calls=_prefixed(provider, calls),
         provider_429s=_prefixed(fields, PROVIDER_429),
         retries_refused=_prefixed(fields, RETRY_REFUSED),
+        cache_checks=_prefixed(fields, CACHE_CHECKED),
+        cache_disagreements=_prefixed(fields, CACHE_DISAGREED),
         expired=fields.get(EXPIRED, 0.0),
         ungated=fields.get(UNGATED, 0.0),
         store_unavailable=fields.get(STORE_UNAVAILABLE, 0.0),

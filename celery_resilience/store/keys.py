@@ -113,10 +113,11 @@ class KeySpace:
         """Pub/sub channel on which every breaker transition is announced."""
         return f"{self.prefix}:breaker-events"
 
-    def cache(self, namespace: str) -> tuple[str, str, str]:
-        """A semantic cache's entries hash, order set and term-set key prefix (one hash tag)."""
+    def cache(self, namespace: str) -> tuple[str, str, str, str]:
+        """A semantic cache's entries hash, order set, evidence hash and term-set key prefix
+        (one hash tag)."""
         base = f"{self.prefix}:{{c.{escape_part(namespace)}}}:cache"
-        return f"{base}:entries", f"{base}:order", f"{base}:t:"
+        return f"{base}:entries", f"{base}:order", f"{base}:evidence", f"{base}:t:"
 
     def lease(self, name: str) -> str:
         return f"{self.prefix}:{{monitor}}:lease:{escape_part(name)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,7 @@ from ..breakers.local import LocalBreakers
 from ..breakers.machine import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
 from ..breakers.port import BreakerOutcome, TransitionListener
 from ..clock import SYSTEM_CLOCK, Clock
+from ..fallbacks.evidence import Judgement
 from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
@@ -216,7 +218,9 @@ class MemoryStore:
             now = self._clock()
             # Held as Redis holds it: JSON. What JSON cannot hold is refused on both stores,
             # and no caller shares a mutable answer with the cache.
-            entries[entry.id] = CacheEntry.from_json(entry.to_json())
+            # An answer stored again keeps its evidence, as Redis keeps its evidence hash.
+            kept = entries[entry.id].evidence if entry.id in entries else ()
+            entries[entry.id] = CacheEntry.from_json(entry.to_json(), kept)
             used[entry.id] = now
             for term in entry.terms:
                 index.setdefault(term, set()).add(entry.id)
@@ -249,6 +253,15 @@ class MemoryStore:
             _, used, _ = self._caches.get(namespace, ({}, {}, {}))
             if entry_id in used:
                 used[entry_id] = self._clock()
+
+    def cache_judge(self, namespace: str, judged: Sequence[tuple[str, Judgement]], keep: int) -> None:
+        with self._lock:
+            entries, _, _ = self._caches.get(namespace, ({}, {}, {}))
+            for entry_id, judgement in judged:
+                entry = entries.get(entry_id)
+                if entry is not None:
+                    evidence = (*entry.evidence, judgement)[-keep:]
+                    entries[entry_id] = dataclasses.replace(entry, evidence=evidence)
 
     def publish_health(self, snapshot: HealthSnapshot) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""``RedisStore``: shared state for every worker on every host; the only module importing redis.
+"""``RedisStore``: shared state for every worker on every host, on Redis.
 
 Each atomic operation is one Lua script from ``store/lua/``, registered once and run
 by EVALSHA (redis-py's ``Script`` reloads it after a ``NOSCRIPT``). Connections use
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import uuid
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -25,7 +24,8 @@ from ..breakers.machine import BreakerPolicy, BreakerState, BreakerView, Denied,
 from ..breakers.port import BreakerOutcome, TransitionListener
 from ..clock import Clock
 from ..errors import StoreUnavailable
-from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
+from ..fallbacks.evidence import Judgement
+from ..fallbacks.port import CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
 from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, derive
@@ -33,6 +33,7 @@ from ..providers import learned
 from ..providers.retry_budget import RetryBudget
 from .base import MinuteClock
 from .keys import KeySpace
+from .redis_cache import RedisCache
 from .script_lane import ScriptLane
 from .transition_feed import TransitionFeed
 
@@ -101,8 +102,7 @@ class RedisStore:
         self._schedule: Script = self._redis.register_script(load_script("schedule"))
         self._learn: Script = self._redis.register_script(load_script("learn"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
-        self._cache_put: Script = self._redis.register_script(load_script("cache_put"))
-        self._cache_candidates: Script = self._redis.register_script(load_script("cache_candidates"))
+        self._cache = RedisCache(self._redis, keys, self._call, self.now, load_script)
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
         self._feed = TransitionFeed(url, keys.breaker_channel(), timeout)
         self._wire: dict[AdmitPolicy, bytes] = {}
@@ -377,36 +377,16 @@ class RedisStore:
         return reply.decode().split()  # type: ignore[no-any-return]
 
     def cache_put(self, namespace: str, entry: CacheEntry, max_entries: int, ttl: float) -> int:
-        entries, order, term_prefix = self.keys.cache(namespace)
-        return int(
-            self._call(
-                self._cache_put,
-                keys=[entries, order],
-                args=[
-                    repr(self.now()),
-                    repr(ttl),
-                    max_entries,
-                    entry.id,
-                    entry.to_json(),
-                    term_prefix,
-                    *entry.terms,
-                ],
-            )
-        )
+        return self._cache.cache_put(namespace, entry, max_entries, ttl)
 
     def cache_candidates(self, namespace: str, terms: list[str], limit: int, ttl: float) -> list[CacheEntry]:
-        entries, order, term_prefix = self.keys.cache(namespace)
-        scratch = f"{term_prefix}~scratch:{uuid.uuid4().hex}"
-        reply = self._call(
-            self._cache_candidates,
-            keys=[entries, order, scratch, *(term_prefix + term for term in sorted(set(terms)))],
-            args=[limit, repr(self.now()), repr(ttl), RAREST_TERMS, CANDIDATE_BUDGET],
-        )
-        return [CacheEntry.from_json(raw) for raw in reply[0::2]]
+        return self._cache.cache_candidates(namespace, terms, limit, ttl)
 
     def cache_touch(self, namespace: str, entry_id: str) -> None:
-        _, order, _ = self.keys.cache(namespace)
-        self._call(self._redis.zadd, order, {entry_id: self.now()}, xx=True)
+        self._cache.cache_touch(namespace, entry_id)
+
+    def cache_judge(self, namespace: str, judged: Sequence[tuple[str, Judgement]], keep: int) -> None:
+        self._cache.cache_judge(namespace, judged, keep)
 
     def publish_health(self, snapshot: HealthSnapshot) -> None:
         value = json.dumps(

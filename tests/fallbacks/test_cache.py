@@ -79,3 +79,63 @@ def test_an_answer_that_is_not_json_is_refused_by_the_cache(store: Store) -> Non
     cache = SemanticCache(lambda: store)
     with pytest.raises(TypeError):
         cache.put("ai.ask", PARAMS, "how do I reset my password", object())
+
+
+def test_an_entry_the_provider_contradicted_stops_serving_questions_like_it(store: Store) -> None:
+    """Upgrading is not cancelling: told so by the provider, cancel's entry stops serving downgrade."""
+    learned, fresh = {"shop": "learned"}, {"shop": "fresh"}
+    cache = SemanticCache(lambda: store)
+    for params in (learned, fresh):
+        cache.put("ai.ask", params, "How do I cancel my subscription?", "Settings, then Cancel.")
+    # While the provider answers: its answer to upgrade is checked against cancel's.
+    upgrade, upgraded = "How do I upgrade my subscription?", "Settings, then Upgrade."
+    assert cache.check("ai.ask", learned, upgrade, upgraded) is False
+    cache.put("ai.ask", learned, upgrade, upgraded)
+
+    gate_alone = cache.lookup("ai.ask", fresh, "How do I downgrade my subscription?")
+    assert gate_alone is not None and gate_alone.answer == "Settings, then Cancel."
+    assert cache.lookup("ai.ask", learned, "How do I downgrade my subscription?") is None
+
+
+def test_agreeing_answers_keep_an_entry_serving(store: Store) -> None:
+    """A paraphrase answered alike adds evidence for the entry, which goes on serving."""
+    cache = SemanticCache(lambda: store)
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
+    assert cache.check("ai.ask", PARAMS, "How can I cancel my subscription?", "settings, then cancel") is True
+    hit = cache.lookup("ai.ask", PARAMS, "How do I cancel my subscription please?")
+    assert hit is not None and hit.answer == "Settings, then Cancel."
+
+
+def test_a_question_is_not_judged_against_its_own_entry(store: Store) -> None:
+    """The only entry being the question's own, there is nothing to judge."""
+    cache = SemanticCache(lambda: store)
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "old answer")
+    assert cache.check("ai.ask", PARAMS, "How do I cancel my subscription?", "new answer") is None
+
+
+def test_a_tight_bound_serves_only_entries_with_evidence(store: Store) -> None:
+    """Under a bound below the prior, an entry serves once enough agreements back it."""
+    cache = SemanticCache(lambda: store, max_error=0.005)
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
+    question = "How can I cancel my subscription?"
+    assert cache.lookup("ai.ask", PARAMS, question) is None
+    for _ in range(15):
+        assert cache.check("ai.ask", PARAMS, question, "Settings, then Cancel.") is True
+    hit = cache.lookup("ai.ask", PARAMS, question)
+    assert hit is not None and hit.answer == "Settings, then Cancel."
+
+
+def test_evidence_is_bounded_and_goes_with_its_entry(store: Store, clock: FakeClock) -> None:
+    """An entry keeps its latest judgements only; expired, it takes them with it."""
+    cache = SemanticCache(lambda: store, ttl=100, max_age=10_000)
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
+    for _ in range(40):
+        cache.check("ai.ask", PARAMS, "How can I cancel my subscription?", "Settings, then Cancel.")
+    namespace = cache.namespace("ai.ask", PARAMS)
+    (entry,) = store.cache_candidates(namespace, ["cancel"], 5, 100)
+    assert len(entry.evidence) == 32
+    clock.advance(101)
+    cache.put("ai.ask", PARAMS, "How do I renew my subscription?", "Settings, then Renew.")
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
+    (entry,) = [e for e in store.cache_candidates(namespace, ["cancel"], 5, 100) if "cancel" in e.question]
+    assert entry.evidence == ()

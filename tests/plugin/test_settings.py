@@ -217,6 +217,9 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"fallback_policy": {"typo": ["template"]}}, "resilience_fallback_policy", "categories among"),
     ({"semantic_cache": {"similarity": 1.5}}, "resilience_semantic_cache['similarity']", "(0, 1]"),
     ({"semantic_cache": {"ttl": -1}}, "resilience_semantic_cache['ttl']", "> 0"),
+    ({"semantic_cache": {"max_error": 2}}, "resilience_semantic_cache['max_error']", "(0, 1]"),
+    ({"semantic_cache": {"shadow_share": -0.1}}, "resilience_semantic_cache['shadow_share']", "[0, 1]"),
+    ({"semantic_cache": {"judge": 3}}, "resilience_semantic_cache['judge']", "cached and the fresh answer"),
     (
         {"semantic_cache": {"embedder": "no.such.embedder"}},
         "resilience_semantic_cache['embedder']",

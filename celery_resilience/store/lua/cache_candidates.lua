@@ -1,18 +1,18 @@
 -- The entries sharing most index terms with a question, best first.
 --
--- KEYS[1]  entries hash, KEYS[2] order sorted set, KEYS[3] a scratch key (deleted before
---          returning), KEYS[4..] the question's term sets (all under one hash tag)
+-- KEYS[1]  entries hash, KEYS[2] order sorted set, KEYS[3] evidence hash, KEYS[4] a scratch
+--          key (deleted before returning), KEYS[5..] the question's term sets (one hash tag)
 -- ARGV[1]  how many candidates, ARGV[2] now, ARGV[3] ttl seconds, ARGV[4] at most how many
 --          of the question's terms to use, rarest first, ARGV[5] how many entries they may
 --          name together (common words name thousands and discriminate nothing)
--- Returns  a flat list: entry JSON, overlap, entry JSON, overlap, ...
+-- Returns  a flat list: entry JSON, its evidence ("" when none), entry JSON, evidence, ...
 -- ZUNIONSTORE over sets scores each member by the number of sets holding it: the overlap.
 
-if #KEYS < 4 then
+if #KEYS < 5 then
   return {}
 end
 local sized = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local size = redis.call("SCARD", KEYS[i])
   if size > 0 then
     sized[#sized + 1] = {KEYS[i], size}
@@ -31,9 +31,9 @@ for i = 1, math.min(tonumber(ARGV[4]), #sized) do
   gathered = gathered + sized[i][2]
   terms[#terms + 1] = sized[i][1]
 end
-redis.call("ZUNIONSTORE", KEYS[3], #terms, unpack(terms))
-local best = redis.call("ZREVRANGE", KEYS[3], 0, tonumber(ARGV[1]) - 1, "WITHSCORES")
-redis.call("DEL", KEYS[3])
+redis.call("ZUNIONSTORE", KEYS[4], #terms, unpack(terms))
+local best = redis.call("ZREVRANGE", KEYS[4], 0, tonumber(ARGV[1]) - 1, "WITHSCORES")
+redis.call("DEL", KEYS[4])
 local oldest = tonumber(ARGV[2]) - tonumber(ARGV[3])
 local out = {}
 for i = 1, #best, 2 do
@@ -42,7 +42,7 @@ for i = 1, #best, 2 do
     local raw = redis.call("HGET", KEYS[1], best[i])
     if raw then
       out[#out + 1] = raw
-      out[#out + 1] = best[i + 1]
+      out[#out + 1] = redis.call("HGET", KEYS[3], best[i]) or ""
     end
   end
 end

@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  entries hash: id -> entry JSON (with its "terms")
 -- KEYS[2]  order sorted set: id scored by its last use
+-- KEYS[3]  evidence hash: id -> judgements JSON (dropped with the entry)
 -- ARGV[1]  now, ARGV[2] ttl seconds, ARGV[3] max entries, ARGV[4] id, ARGV[5] entry JSON,
 -- ARGV[6]  term-set key prefix (same hash tag), ARGV[7..] the entry's index terms
 -- Returns  the number of entries evicted.
@@ -18,6 +19,7 @@ local function evict(id)
   end
   redis.call("HDEL", KEYS[1], id)
   redis.call("ZREM", KEYS[2], id)
+  redis.call("HDEL", KEYS[3], id)
 end
 
 redis.call("HSET", KEYS[1], ARGV[4], ARGV[5])

@@ -1,0 +1,91 @@
+"""The semantic cache learning, from a real provider's answers, which entries it may serve."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from celery_resilience import BreakerState, FallbackResult, Resilience
+from celery_resilience.cli import status_report
+from tests.http_server import Answer, ScriptedServer
+from tests.integration.conftest import start_worker, stop_worker
+
+pytestmark = pytest.mark.integration
+
+ACTIONS = ("downgrade", "upgrade", "cancel", "pause")
+
+
+def by_meaning(body: bytes) -> Answer:
+    """A provider that answers by what the question asks to do."""
+    question = json.loads(body)["question"].lower()
+    action = next(a for a in ACTIONS if a in question)
+    return Answer(200, {"answer": f"Settings, then {action.title()}."})
+
+
+@pytest.fixture(scope="module")
+def cache(integration_env: dict[str, str]) -> Iterator[ModuleType]:
+    from tests.integration import cacheapp
+
+    worker = start_worker(integration_env, "tests.integration.cacheapp", cacheapp.QUEUE,
+                          extra=["-n", f"cache-{uuid.uuid4().hex[:6]}@%h"])  # fmt: skip
+    try:
+        assert cacheapp.ping.delay().get(timeout=60) == "pong"
+        Resilience.of(cacheapp.app).store.purge()
+        yield cacheapp
+    finally:
+        stop_worker(worker)
+        Resilience.of(cacheapp.app).store.purge()
+
+
+@pytest.fixture
+def provider() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    server.answer_for = by_meaning
+    yield server
+    server.close()
+
+
+def counted(report: dict[str, Any], field: str) -> float:
+    return sum(report[minute][field].get("cache.ask", 0.0) for minute in ("this_minute", "last_minute"))
+
+
+def test_an_entry_the_provider_contradicted_is_not_served_when_it_is_down(
+    cache: ModuleType, provider: ScriptedServer
+) -> None:
+    """Told by the provider that upgrading is not cancelling, the cache stops serving cancel to downgrade."""
+    learned, fresh = f"learned-{uuid.uuid4().hex[:6]}", f"fresh-{uuid.uuid4().hex[:6]}"
+
+    def ask(question: str, shop: str) -> Any:
+        return cache.ask.delay(question, provider.url, shop).get(timeout=60)
+
+    before = status_report(cache.app)
+    # The provider answers: every answer fills the cache and is judged against it.
+    assert ask("How do I cancel my subscription?", fresh) == "Settings, then Cancel."
+    assert ask("How do I cancel my subscription?", learned) == "Settings, then Cancel."
+    assert ask("How can I cancel my subscription?", learned) == "Settings, then Cancel."
+    # Judged against both cancel entries: neither answers downgrade any more.
+    assert ask("How do I upgrade my subscription?", learned) == "Settings, then Upgrade."
+    report = status_report(cache.app)
+    assert counted(report, "cache_checks") - counted(before, "cache_checks") == 2
+    assert counted(report, "cache_disagreements") - counted(before, "cache_disagreements") == 1
+
+    Resilience.of(cache.app).breakers.force("provider", BreakerState.FORCED_OPEN)
+    try:
+        calls = provider.requests
+        gate_alone = ask("How do I downgrade my subscription?", fresh)
+        learned_answer = ask("How do I downgrade my subscription?", learned)
+        paraphrase = ask("Please, how do I cancel my subscription?", learned)
+    finally:
+        Resilience.of(cache.app).breakers.force("provider", BreakerState.CLOSED)
+    assert provider.requests == calls
+    # Without evidence the gate serves the wrong answer; with it, the template answers.
+    assert isinstance(gate_alone, FallbackResult) and gate_alone.kind == "cached_similar"
+    assert gate_alone.value == "Settings, then Cancel."
+    assert isinstance(learned_answer, FallbackResult) and learned_answer.kind == "template"
+    assert isinstance(paraphrase, FallbackResult) and paraphrase.kind == "cached_similar"
+    assert paraphrase.value == "Settings, then Cancel."
