@@ -6,6 +6,11 @@ answer is put, the asked question looked up. A paraphrase served is recall; a ne
 served is a wrong answer. Each setup runs side by side with a fixed similarity
 threshold on the same embedder (no quality gate), the baseline the gate must beat.
 Lookup latency at 1k / 10k / 50k entries is measured by ``benchmarks/fallback.py``.
+
+With evidence: each pair is asked again after the provider answered the other questions
+asked of the same cached question (leave one out): a paraphrase's answer agrees with the
+cached one, a near miss's does not. The cache judges the entry by those answers
+(``SemanticCache.check``), as it does while the provider is healthy.
 """
 
 from __future__ import annotations
@@ -60,6 +65,27 @@ def evaluate(embedder: Remembered, similarity: float, gate: bool) -> tuple[float
     return served["paraphrase"] / totals["paraphrase"], served["near_miss"] / totals["near_miss"], wrong
 
 
+def evaluate_with_evidence(embedder: Remembered, similarity: float) -> tuple[float, float]:
+    """Recall and wrong answers with the gate, each entry judged by its other questions."""
+    pairs = [json.loads(line) for line in PAIRS.read_text().splitlines()]
+    groups: dict[str, list[dict[str, str]]] = {}
+    for pair in pairs:
+        groups.setdefault(pair["cached"], []).append(pair)
+    store = MemoryStore(KeySpace("bench-cache-evidence", 1))
+    cache = SemanticCache(lambda: store, embedder, similarity=similarity)
+    served, totals = Counter[str](), Counter[str]()
+    for index, pair in enumerate(pairs):
+        task = f"pair{index}"
+        cache.put(task, {}, pair["cached"], "the cached answer")
+        for other in groups[pair["cached"]]:
+            if other is not pair:
+                fresh = "the cached answer" if other["label"] == "paraphrase" else "another answer"
+                cache.check(task, {}, other["asked"], fresh)
+        totals[pair["label"]] += 1
+        served[pair["label"]] += cache.lookup(task, {}, pair["asked"]) is not None
+    return served["paraphrase"] / totals["paraphrase"], served["near_miss"] / totals["near_miss"]
+
+
 def main() -> None:
     lines = PAIRS.read_text().splitlines()
     labels = Counter(json.loads(line)["label"] for line in lines)
@@ -74,6 +100,9 @@ def main() -> None:
                 setup = f"similarity >= {similarity}" + (" + quality gate" if gate else " alone (baseline)")
                 detail = ", ".join(f"{category} {count}" for category, count in wrong.most_common())
                 print(f"{embedder.name:10} {setup:34} {recall:>7.1%} {wrong_share:>7.1%}   {detail or '-'}")
+            recall, wrong_share = evaluate_with_evidence(embedder, similarity)
+            setup = f"similarity >= {similarity} + gate + evidence"
+            print(f"{embedder.name:10} {setup:34} {recall:>7.1%} {wrong_share:>7.1%}")
         per_text = embedder.seconds / max(1, embedder.calls) * 1000
         print(f"{embedder.name:10} embedding: {per_text:.2f} ms a text\n")
 

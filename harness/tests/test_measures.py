@@ -8,7 +8,7 @@ from celery_resilience_harness.simulation.load import LoadRun, Request, outcome_
 from celery_resilience_harness.simulation.measures import percentile, summarise
 from celery_resilience_harness.simulation.runner import RunData
 from celery_resilience_harness.simulation.scenarios import scenario
-from celery_resilience_harness.simulation.traffic import Arrival
+from celery_resilience_harness.simulation.traffic import Arrival, model_answer, right_answer
 
 from celery_resilience.fallbacks.result import FallbackResult
 
@@ -69,3 +69,18 @@ def test_outcomes_name_the_answer_s_source() -> None:
     assert outcome_of("SUCCESS", {"label": "bug", "provider": "primary"}) == ("primary", "")
     assert outcome_of("REVOKED", None)[0] == "error"
     assert outcome_of("FAILURE", ValueError("boom")) == ("error", "ValueError: boom")
+
+
+def test_the_stand_in_model_answers_by_meaning_and_deadline() -> None:
+    """Any filling of a template gets its template's answer; deadlines of two days or fewer are urgent."""
+    assert right_answer("classify", "How do I export invoices to a spreadsheet?") == "question"
+    assert right_answer("classify", "How do I export the calendar to a spreadsheet?") == "question"
+    assert right_answer("prioritise", "Security review of reports before launch in 2 days") == "p1"
+    assert right_answer("prioritise", "Security review of reports before launch in 14 days") == "p2"
+    assert right_answer("classify", "something nobody sends") is None
+    assert (
+        model_answer(
+            "Route this message. Answer with one of: bug, feature", "Feature request: dark mode for projects"
+        )
+        == "feature"
+    )

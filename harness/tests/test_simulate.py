@@ -66,6 +66,13 @@ def test_the_surge_on_the_embedded_default(tmp_path: Path) -> None:
     decided = after["plugin"].get("admitted", 0) + after["plugin"].get("graced", 0)
     assert 0 < decided <= after["tasks_published"] + after["throttled_submits"]
     assert "Monday morning surge" in printed and "Tasks lost" in printed
+    # Every answer is scored against the provider's own answer to its text: the
+    # provider's are all right, the cached ones are counted as they came out.
+    primary_right, primary_scored = after["right_answers"]["primary"]
+    assert primary_right == primary_scored > 0
+    cached = after["outcomes"].get("fallback:cached_similar", 0)
+    assert after["right_answers"].get("fallback:cached_similar", [0, 0])[1] == cached
+    assert "Fallback answers right" in printed and "cached right" in printed
     assert (tmp_path / "report" / "chart.png").read_bytes().startswith(b"\x89PNG")
 
 

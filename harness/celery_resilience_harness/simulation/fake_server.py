@@ -27,6 +27,7 @@ from typing import Any
 
 from .fake_database import DatabaseSwitches, FakeDatabase, TooManyConnections, UnknownConnection
 from .fake_provider import FakeProvider, ProviderSwitches
+from .traffic import model_answer
 
 __all__ = ["FakeServices", "SentryCollector"]
 
@@ -108,7 +109,7 @@ class FakeServices:
     ) -> None:
         names = providers or {"primary": ProviderSwitches()}
         self.providers = {
-            name: FakeProvider(name, switches, seed=index + 7)
+            name: FakeProvider(name, switches, seed=index + 7, answer=model_answer)
             for index, (name, switches) in enumerate(names.items())
         }
         self.database = FakeDatabase(database)

@@ -45,6 +45,7 @@ class Request:
     outcome: str | None = None  # primary | fallback:<kind> | rejected | error | timeout
     detail: str = ""
     ended_at: float | None = None
+    answer: str | None = None  # the label or priority the user got, whoever answered
 
     @property
     def latency(self) -> float | None:
@@ -93,6 +94,17 @@ def outcome_of(state: str, result: Any) -> tuple[str, str]:
     return "error", f"{type(result).__name__}: {result}"[:200]
 
 
+def answer_of(result: Any) -> str | None:
+    """The label or priority in a pipeline's result, from a provider or a fallback."""
+    value = result.value if isinstance(result, FallbackResult) else result
+    if isinstance(value, str):  # a template's answer
+        return value
+    if isinstance(value, Mapping):
+        found = value.get("label", value.get("priority"))
+        return None if found is None else str(found)
+    return None
+
+
 class _Collector:
     """Polls the result backend for every task still open and ends requests."""
 
@@ -125,6 +137,7 @@ class _Collector:
                     self.task_states[task_id] = state
                     if request is not None and request.outcome is None and task_id == request.task_ids[-1]:
                         request.outcome, request.detail = outcome_of(state, result)
+                        request.answer = answer_of(result) if state == "SUCCESS" else None
                         request.ended_at = now
         with self.lock:
             for request in self.requests:

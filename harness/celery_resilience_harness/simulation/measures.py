@@ -10,6 +10,7 @@ from typing import Any
 
 from .load import Request
 from .runner import RunData
+from .traffic import right_answer
 
 __all__ = ["RunSummary", "summarise", "percentile", "timeline"]
 
@@ -53,6 +54,8 @@ class RunSummary:
     alert_titles: list[tuple[str, int]]
     plugin: dict[str, float]
     marks: dict[str, float]
+    # Per answer kind: [answers matching what the provider answers to that text, answers scored]
+    right_answers: dict[str, list[int]]
     timeline: list[dict[str, Any]] = field(repr=False)
     samples: list[dict[str, Any]] = field(repr=False)
 
@@ -103,6 +106,19 @@ def _recovery(
     return None
 
 
+def _right_answers(requests: Sequence[Request]) -> dict[str, list[int]]:
+    """How often each kind of answer was the provider's own answer to that text."""
+    scored: dict[str, list[int]] = {}
+    for request in requests:
+        expected = right_answer(request.arrival.kind, request.arrival.text)
+        if not request.answered or request.answer is None or expected is None:
+            continue
+        tally = scored.setdefault(str(request.outcome), [0, 0])
+        tally[0] += request.answer == expected
+        tally[1] += 1
+    return scored
+
+
 def summarise(data: RunData, window: float = 1.0) -> RunSummary:
     load = data.load
     requests = load.requests
@@ -145,6 +161,7 @@ def summarise(data: RunData, window: float = 1.0) -> RunSummary:
         alert_titles=[(str(title), int(n)) for title, n in sentry.get("top_issues", [])],
         plugin=data.plugin,
         marks=data.marks,
+        right_answers=_right_answers(requests),
         timeline=buckets,
         samples=data.samples,
     )

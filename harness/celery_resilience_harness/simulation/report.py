@@ -98,7 +98,30 @@ def reference_table(results: Mapping[str, Pair]) -> list[Row]:
     rows.append(
         ("Tasks lost", str(sum(r.tasks_lost for r in befores)), str(sum(r.tasks_lost for r in afters)), "-")
     )
+    rows.append(("Fallback answers right", _fallbacks_right(befores), _fallbacks_right(afters), "-"))
     return rows
+
+
+_SCORED_KINDS = (
+    ("cache", "fallback:cached_similar"),
+    ("rules", "fallback:rule_based"),
+    ("template", "fallback:template"),
+)
+
+
+def _right(runs: Sequence[RunSummary], kind: str) -> tuple[int, int]:
+    tallies = [r.right_answers.get(kind, [0, 0]) for r in runs]
+    return sum(t[0] for t in tallies), sum(t[1] for t in tallies)
+
+
+def _fallbacks_right(runs: Sequence[RunSummary]) -> str:
+    """Each kind of fallback answer's share matching what the provider answers to that text."""
+    parts = []
+    for name, kind in _SCORED_KINDS:
+        right, scored = _right(runs, kind)
+        if scored:
+            parts.append(f"{name} {_pct(right / scored)} of {scored}")
+    return ", ".join(parts) or "-"
 
 
 def _success(runs: Sequence[RunSummary]) -> float:
@@ -117,6 +140,7 @@ DETAIL_COLUMNS = (
     "primary",
     "provider2",
     "cached",
+    "cached right",
     "rules",
     "template",
     "rejected",
@@ -133,6 +157,11 @@ DETAIL_COLUMNS = (
 )
 
 
+def _share_right(summary: RunSummary, kind: str) -> str:
+    right, scored = _right([summary], kind)
+    return _pct(right / scored) if scored else "-"
+
+
 def detail_row(summary: RunSummary) -> list[str]:
     o = summary.outcomes
     return [
@@ -142,6 +171,7 @@ def detail_row(summary: RunSummary) -> list[str]:
         str(o.get("primary", 0)),
         str(o.get("fallback:alternative_provider", 0)),
         str(o.get("fallback:cached_similar", 0)),
+        _share_right(summary, "fallback:cached_similar"),
         str(o.get("fallback:rule_based", 0)),
         str(o.get("fallback:template", 0)),
         str(o.get("rejected", 0)),

@@ -8,36 +8,42 @@ support messages do, which is what gives a semantic cache something to find.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
+from .fake_provider import choose_from_instructions
 from .scenarios import Scale, Scenario
 
-__all__ = ["Arrival", "arrivals", "user_id", "TASK_KINDS"]
+__all__ = ["Arrival", "arrivals", "user_id", "right_answer", "model_answer", "TASK_KINDS"]
 
 TASK_KINDS = ("classify", "prioritise")
 
+# Each text with the answer a capable model gives it: the right answer, against which
+# every answer the pipeline returned is scored. Classification follows the message's
+# meaning; urgency also follows its deadline (two days or fewer is urgent).
 _MESSAGES = (
-    "My invoice for {month} was charged twice, please refund",
-    "The app crashes with an error when I upload {thing}",
-    "Please add support for {thing} in the editor, it would be great",
-    "Someone is phishing our {team} team, password reset emails look fake",
-    "How do I export {thing} to a spreadsheet?",
-    "Our subscription price changed in {month} without notice",
-    "Login fails with a 500 error since {month}",
-    "Is there a way to share {thing} with the {team} team?",
-    "We think an API key leaked in a public repository, {team} needs help",
-    "Feature request: dark mode for {thing}",
+    ("My invoice for {month} was charged twice, please refund", "billing"),
+    ("The app crashes with an error when I upload {thing}", "bug"),
+    ("Please add support for {thing} in the editor, it would be great", "feature"),
+    ("Someone is phishing our {team} team, password reset emails look fake", "security"),
+    ("How do I export {thing} to a spreadsheet?", "question"),
+    ("Our subscription price changed in {month} without notice", "billing"),
+    ("Login fails with a 500 error since {month}", "bug"),
+    ("Is there a way to share {thing} with the {team} team?", "question"),
+    ("We think an API key leaked in a public repository, {team} needs help", "security"),
+    ("Feature request: dark mode for {thing}", "feature"),
 )
 _TITLES = (
-    "Production outage in {region}: checkout is down",
-    "Customer {name} is blocked on {thing}",
-    "Update the {thing} documentation in {days} days",
-    "Security review of {thing} before launch in {days} days",
-    "Refactor the {thing} module",
-    "Urgent: {name} reports data loss in {thing}",
-    "Prepare the {month} billing report",
-    "Investigate slow {thing} for {name} today",
+    ("Production outage in {region}: checkout is down", "p0"),
+    ("Customer {name} is blocked on {thing}", "p1"),
+    ("Update the {thing} documentation in {days} days", "p2|p3"),
+    ("Security review of {thing} before launch in {days} days", "p1|p2"),
+    ("Refactor the {thing} module", "p3"),
+    ("Urgent: {name} reports data loss in {thing}", "p0"),
+    ("Prepare the {month} billing report", "p2"),
+    ("Investigate slow {thing} for {name} today", "p1"),
 )
+_URGENT_DAYS = 2
 _FILL = {
     "month": ("January", "March", "June", "September", "November"),
     "thing": ("invoices", "reports", "dashboards", "attachments", "projects", "the calendar"),
@@ -82,5 +88,39 @@ def arrivals(scenario: Scenario, scale: Scale, seed: int = 1) -> list[Arrival]:
 
 
 def _text(rng: random.Random, kind: str) -> str:
-    template = rng.choice(_MESSAGES if kind == "classify" else _TITLES)
+    template, _ = rng.choice(_MESSAGES if kind == "classify" else _TITLES)
     return template.format(**{key: rng.choice(values) for key, values in _FILL.items()})
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """The template as a regular expression, each ``{field}`` a named group."""
+    parts = re.split(r"\{(\w+)\}", template)  # text, field, text, field, ..., text
+    pieces = [f"(?P<{part}>.+?)" if index % 2 else re.escape(part) for index, part in enumerate(parts)]
+    return re.compile("".join(pieces) + "$")
+
+
+_KNOWN = {
+    kind: [(_pattern(template), answer) for template, answer in templates]
+    for kind, templates in (("classify", _MESSAGES), ("prioritise", _TITLES))
+}
+
+
+def right_answer(kind: str, text: str) -> str | None:
+    """What a capable model answers to ``text`` (None: not a text this traffic sends)."""
+    for pattern, answer in _KNOWN[kind]:
+        found = pattern.match(text)
+        if found is None:
+            continue
+        if "|" in answer:
+            urgent, later = answer.split("|")
+            return urgent if int(found.group("days")) <= _URGENT_DAYS else later
+        return answer
+    return None
+
+
+def model_answer(system: str, user: str) -> str:
+    """The stand-in model behind the fake providers: the right answer to the traffic's texts,
+    by the task its instructions name; to anything else, ``choose_from_instructions``."""
+    kind = "classify" if system.startswith("Route") else "prioritise" if system.startswith("Rate") else None
+    known = right_answer(kind, user) if kind is not None else None
+    return known if known is not None else choose_from_instructions(system, user)
