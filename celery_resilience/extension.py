@@ -89,6 +89,7 @@ class Resilience:
             broker_url=app.conf.broker_url,
             namespace=getattr(app, "namespace", None),
             clock=self.clock,
+            broker_options=app.conf.broker_transport_options,
         )
         self._given_store = store
         self._store: Store | None = None
@@ -187,6 +188,7 @@ class Resilience:
                         timeout=self.settings.store_timeout,
                         clock=self._store_clock,
                         metrics_ttl=self.settings.monitoring.metrics_ttl,
+                        options=self.settings.store_options,
                     )
                     warn_if_evicting(self._store)
                 store = self._store
@@ -283,7 +285,7 @@ class Resilience:
         """At start-up, say once and clearly that the store does not answer, and what happens
         meanwhile; the application starts all the same (the store may come up later)."""
         url = self.settings.store_url
-        problem = store_problem(url, self.settings.store_timeout)
+        problem = store_problem(url, self.settings.store_timeout, self.settings.store_options)
         if problem is None:
             return
         policy = (

@@ -16,6 +16,7 @@ from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
 from tests.http_server import ScriptedServer
+from tests.topologies import Cluster, SentinelGroup
 
 REDIS_URL = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
 STORE_DB = 13
@@ -80,14 +81,45 @@ def redis_store(redis_available: None, keys: KeySpace, clock: FakeClock) -> Iter
     store.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A Redis Cluster of three primaries, each with a replica, for the whole run."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    """A primary, its replica and three sentinels, for the whole run."""
+    group = SentinelGroup()
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
+    """The store URL of a topology: one server, the run's Cluster or its Sentinel group."""
+    if topology == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    if topology == "sentinel":
+        return str(request.getfixturevalue("redis_sentinel").url)
+    request.getfixturevalue("redis_available")
+    return store_url()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 def store(request: pytest.FixtureRequest, keys: KeySpace, clock: FakeClock) -> Iterator[Store]:
-    """Each behavioural test runs once per implementation, on an injected clock."""
+    """Each behavioural test runs once per implementation and Redis topology, on an injected clock."""
     if request.param == "memory":
         yield MemoryStore(keys, clock=clock)
         return
-    request.getfixturevalue("redis_available")
-    store = RedisStore(store_url(), keys, clock=clock)
+    store = RedisStore(topology_url(request, request.param), keys, clock=clock)
     yield store
     store.purge()
     store.close()

@@ -127,6 +127,8 @@ class Admission:
         self._retry_interval = retry_interval
         self._monotonic = clock.monotonic
         self._store_down_until = 0.0
+        # One warning per outage, however many calls and retries it spans (a failover).
+        self._outage_announced = False
         self.leases = Leases(settings.lease_window, clock.monotonic)
         # Counters the store could not take when they arose (admissions it missed, a lease's
         # admissions whose report failed), counted with the first decision it answers again.
@@ -200,6 +202,9 @@ class Admission:
         except StoreUnavailable as error:
             self._store_down_until = self._monotonic() + self._retry_interval
             return self._store_failed(ctx, task_name, error, policy.tier, pending)
+        if self._outage_announced:
+            self._outage_announced = False
+            logger.warning("resilience store answers again; admission checks every call again")
         if self._unreported:
             self._report_unreported()
         if outcome.leased:
@@ -354,9 +359,10 @@ class Admission:
             # Admissions made from the lease just given up: their report rode on this call.
             missed[outcome_field(ADMITTED, tier)] = pending
         self._keep_unreported(missed)
-        if error is not None:
+        if error is not None and not self._outage_announced:
+            self._outage_announced = True
             logger.warning(
-                "resilience store unreachable (%s); admission fails %s for %.3gs",
+                "resilience store unreachable (%s); admission fails %s, asking it again every %.3gs",
                 error,
                 "open" if self.settings.fail_open else "closed",
                 self._retry_interval,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..clock import Clock
@@ -20,19 +22,20 @@ def open_store(
     timeout: float = 0.25,
     clock: Clock | None = None,
     metrics_ttl: int = 7200,
+    options: Mapping[str, Any] | None = None,
 ) -> Store:
-    """``memory://`` gives a ``MemoryStore``; ``redis://``, ``rediss://`` and ``unix://`` a
-    ``RedisStore`` (on the server's clock unless one is given)."""
+    """``memory://`` gives a ``MemoryStore``; the Redis URLs of ``topology`` (one server, a
+    Cluster, Sentinel's master) a ``RedisStore`` (on the server's clock unless one is given)."""
     if url.startswith("memory://"):
         if clock is None:
             return MemoryStore(keys, metrics_ttl=metrics_ttl)
         return MemoryStore(keys, clock=clock, metrics_ttl=metrics_ttl)
-    return RedisStore(url, keys, timeout=timeout, clock=clock, metrics_ttl=metrics_ttl)
+    return RedisStore(url, keys, timeout=timeout, clock=clock, metrics_ttl=metrics_ttl, options=options)
 
 
-def store_problem(url: str, timeout: float) -> str | None:
+def store_problem(url: str, timeout: float, options: Mapping[str, Any] | None = None) -> str | None:
     """Why the store at ``url`` does not answer now, or None when it does (or is in memory)."""
-    return None if url.startswith("memory://") else unreachable(url, timeout)
+    return None if url.startswith("memory://") else unreachable(url, timeout, options)
 
 
 def masked_url(url: str) -> str:

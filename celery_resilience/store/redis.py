@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 
 from ..admission.bucket import BucketSpec, Decision, Outcome
 from ..admission.port import AdmitPolicy, AdmitRequest
@@ -34,7 +35,8 @@ from ..providers.retry_budget import RetryBudget
 from .base import MinuteClock
 from .keys import KeySpace
 from .redis_cache import RedisCache
-from .script_lane import ScriptLane
+from .script_lane import script_lane
+from .topology import CLUSTER, connect, parse_store_url
 from .transition_feed import TransitionFeed
 
 __all__ = ["RedisStore", "load_script", "unreachable"]
@@ -56,13 +58,16 @@ def load_script(name: str) -> str:
     return (lua / "prelude.lua").read_text() + (lua / f"{name}.lua").read_text()
 
 
-def unreachable(url: str, timeout: float) -> str | None:
-    """Why the Redis at ``url`` does not answer a PING now, or None when it does (a connection
+def unreachable(url: str, timeout: float, options: Mapping[str, Any] | None = None) -> str | None:
+    """Why the Redis at ``url`` does not answer a PING now, or None when it does (a client
     of its own, closed at once: nothing is shared with a process forked later)."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client = connect(parse_store_url(url), timeout, options)
+    except (redis.RedisError, RedisClusterException) as error:  # a Cluster is discovered at once
+        return str(error) or type(error).__name__
     try:
         client.ping()
-    except redis.RedisError as error:
+    except (redis.RedisError, RedisClusterException) as error:
         return str(error) or type(error).__name__
     finally:
         client.close()
@@ -79,21 +84,18 @@ class RedisStore:
         clock: Clock | None = None,
         metrics_ttl: int = 7200,
         client: redis.Redis | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.keys = keys
+        self.topology = parse_store_url(url)
+        self._timeout = timeout
         # An injected clock (tests) replaces the server's TIME in every script.
         self._clock = clock.now if clock is not None else None
         self._metrics_ttl = metrics_ttl
-        self._redis: redis.Redis = client or redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
+        self._redis: Any = client or connect(self.topology, timeout, options)
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
         # The admission script runs on its own lane: it is the one call on every publish.
-        self._admit = ScriptLane(self._redis, load_script("admit"))
+        self._admit = script_lane(self._redis, load_script("admit"))
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
         self._drain: Script = self._redis.register_script(load_script("drain"))
         self._refund: Script = self._redis.register_script(load_script("refund"))
@@ -104,7 +106,7 @@ class RedisStore:
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache = RedisCache(self._redis, keys, self._call, self.now, load_script)
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
-        self._feed = TransitionFeed(url, keys.breaker_channel(), timeout)
+        self._feed = TransitionFeed(self._feed_client(options), keys.breaker_channel())
         self._wire: dict[AdmitPolicy, bytes] = {}
         self._metrics_keys: dict[tuple[int, int], str] = {}
 
@@ -194,8 +196,16 @@ class RedisStore:
         return self._call(self._budget, keys=keys, args=args)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Any:
+        """The redis-py client: ``redis.Redis``, or ``RedisCluster`` on a Cluster."""
         return self._redis
+
+    def _feed_client(self, options: Mapping[str, Any] | None) -> Any:
+        """A client of the feed's own (its subscription blocks a connection for the life of
+        the process); on a Cluster, the store's, whose slot map follows failovers."""
+        if self.topology.kind == CLUSTER:
+            return self._redis
+        return connect(self.topology, self._timeout, {"socket_timeout": None, **(options or {})})
 
     def now(self) -> float:
         """The server's clock: from the offset the last answers carried when they are recent
@@ -511,8 +521,9 @@ class RedisStore:
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"store did not answer: {error}") from error
-        except redis.ResponseError as error:
-            # Read-only replicas, OOM with noeviction, cluster misroutes: the store cannot serve us.
+        except (redis.RedisError, RedisClusterException) as error:
+            # Read-only replicas, OOM with noeviction, a Cluster whose slots are moving or
+            # not covered: the store cannot serve us now.
             raise StoreUnavailable(f"store refused the operation: {error}") from error
 
 

@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-__all__ = ["ScriptLane", "encode_part"]
+__all__ = ["ScriptLane", "ClusterLane", "script_lane", "encode_part"]
 
 
 def encode_part(value: str | bytes) -> bytes:
@@ -88,3 +89,21 @@ class ScriptLane:
         if self._needs_name:
             return self._pool.get_connection("EVALSHA")
         return self._pool.get_connection()
+
+
+class ClusterLane:
+    """On a Cluster, redis-py's own path: it routes each call to the node holding its keys'
+    slot, and follows the slot map when a failover moves it."""
+
+    def __init__(self, client: Any, source: str) -> None:
+        self._script = client.register_script(source)
+
+    def __call__(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
+        return self._script(keys=list(keys), args=list(args))
+
+
+def script_lane(client: Any, source: str) -> ScriptLane | ClusterLane:
+    """The lane for the client: ours on one server (or Sentinel's master), redis-py's on a Cluster."""
+    if isinstance(client, RedisCluster):
+        return ClusterLane(client, source)
+    return ScriptLane(client, source)

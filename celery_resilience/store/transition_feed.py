@@ -9,11 +9,14 @@ may be stale.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from typing import Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from ..breakers.machine import BreakerState, BreakerView
 from ..breakers.port import TransitionListener
@@ -26,10 +29,9 @@ _STATES = {s.value: s for s in BreakerState}
 
 
 class TransitionFeed:
-    def __init__(self, url: str, channel: str, timeout: float) -> None:
-        self._url = url
+    def __init__(self, client: Any, channel: str) -> None:
+        self._client = client
         self._channel = channel
-        self._timeout = timeout
         self._listeners: list[TransitionListener] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -45,27 +47,30 @@ class TransitionFeed:
                 self._thread.start()
 
     def _listen(self) -> None:
-        client = redis.Redis.from_url(
-            self._url, socket_connect_timeout=self._timeout, health_check_interval=30
-        )
         delay = 0.1
         while True:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = None
             try:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 delay = 0.1
                 while True:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._deliver(message["data"])
-            except redis.RedisError as error:
+            # Besides redis errors, a connection torn down under the reader (a failover, a
+            # client closed) surfaces from the socket as OSError or ValueError: the feed
+            # must outlive all of them.
+            except (redis.RedisError, RedisClusterException, OSError, ValueError) as error:
                 logger.warning("breaker event feed interrupted (%s); retrying in %.1fs", error, delay)
                 for listener in list(self._listeners):
                     listener(None, None)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                pubsub.close()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
 
     def _deliver(self, data: bytes) -> None:
         try:

@@ -1,0 +1,143 @@
+"""Which Redis a store URL names, and a client for it: one server, a Cluster, or the master
+that Sentinel names.
+
+The URLs follow the ``limits`` library's convention, which Python users of Redis-backed
+limiters know:
+
+- ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path``: one server;
+- ``redis+cluster://[user:password@]host:port[,host:port...]``: a Cluster, discovered from
+  any of the nodes named (``rediss+cluster://`` over TLS);
+- ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``: the master of
+  ``service``, found through any of the sentinels named, and found again after a
+  failover (``rediss+sentinel://`` over TLS). The password in the URL is the master's;
+  ``resilience_store_options["sentinel_kwargs"]`` carries the sentinels' own.
+
+``resilience_store_options`` are passed to every connection (``password``,
+``ssl_ca_certs``, ``socket_keepalive``...), after the store's own timeouts, which they
+may override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
+
+__all__ = ["Topology", "SCHEMES", "parse_store_url", "connect"]
+
+SERVER, CLUSTER, SENTINEL = "server", "cluster", "sentinel"
+SCHEMES = {
+    "redis": SERVER,
+    "rediss": SERVER,
+    "unix": SERVER,
+    "redis+cluster": CLUSTER,
+    "rediss+cluster": CLUSTER,
+    "redis+sentinel": SENTINEL,
+    "rediss+sentinel": SENTINEL,
+}
+_DEFAULT_PORTS = {CLUSTER: 6379, SENTINEL: 26379}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a store URL names."""
+
+    kind: str  # SERVER, CLUSTER or SENTINEL
+    url: str
+    nodes: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+
+def parse_store_url(url: str) -> Topology:
+    """The topology ``url`` names; ``ValueError`` saying what was expected otherwise."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    kind = SCHEMES.get(scheme)
+    if kind is None:
+        raise ValueError(f"a URL starting {', '.join(s + '://' for s in SCHEMES)} or memory://")
+    if kind == SERVER:
+        return Topology(SERVER, url)
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":") if credentials else ("", "", "")
+    nodes = tuple(_node(item, _DEFAULT_PORTS[kind]) for item in hosts.split(",") if item)
+    if not nodes:
+        raise ValueError(f"at least one host:port after {scheme}://")
+    path = [piece for piece in parts.path.split("/") if piece]
+    service, db = "", 0
+    if kind == SENTINEL:
+        if not path:
+            raise ValueError(f"{scheme}://host:port[,host:port]/service: the service's name after the hosts")
+        service = unquote(path[0])
+        db = _db(path[1]) if len(path) > 1 else 0
+    elif path:
+        raise ValueError(f"{scheme}://host:port[,host:port] with no path: a Cluster has no databases")
+    return Topology(
+        kind,
+        url,
+        nodes,
+        service,
+        db,
+        unquote(username) or None,
+        unquote(password) or None,
+        scheme.startswith("rediss"),
+    )
+
+
+def _node(item: str, default_port: int) -> tuple[str, int]:
+    host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+    if not host:
+        raise ValueError(f"host:port pairs, not {item!r}")
+    try:
+        return host.strip("[]"), int(port) if port else default_port
+    except ValueError:
+        raise ValueError(f"host:port pairs with a numeric port, not {item!r}") from None
+
+
+def _db(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"a database number after the service, not {text!r}") from None
+
+
+def connect(topology: Topology, timeout: float, options: Mapping[str, Any] | None = None) -> Any:
+    """A client for the topology: ``redis.Redis`` (one server, or Sentinel's master, found
+    again on every reconnection) or ``RedisCluster``. Short timeouts: a store that does not
+    answer must cost a caller a fraction of a second."""
+    settings: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry_on_timeout": False,
+        "health_check_interval": 30,
+    }
+    if topology.username is not None:
+        settings["username"] = topology.username
+    if topology.password is not None:
+        settings["password"] = topology.password
+    if topology.tls:
+        settings["ssl"] = True
+    settings.update(options or {})
+    if topology.kind == SERVER:
+        settings.pop("ssl", None)  # the scheme says it
+        return redis.Redis.from_url(topology.url, **settings)
+    if topology.kind == CLUSTER:
+        settings.pop("health_check_interval", None)
+        settings.pop("retry_on_timeout", None)  # the Cluster client's own retries decide
+        nodes = [ClusterNode(host, port) for host, port in topology.nodes]  # type: ignore[no-untyped-call]
+        # A failover moves slots: follow them (refreshing the slot map) instead of failing.
+        settings.setdefault("cluster_error_retry_attempts", 1)
+        return RedisCluster(startup_nodes=nodes, **settings)
+    sentinel_kwargs = dict(settings.pop("sentinel_kwargs", None) or {})
+    sentinel_kwargs.setdefault("socket_timeout", timeout)
+    sentinel_kwargs.setdefault("socket_connect_timeout", timeout)
+    sentinels = Sentinel(list(topology.nodes), sentinel_kwargs=sentinel_kwargs, **settings)  # type: ignore[no-untyped-call]
+    return sentinels.master_for(topology.service, db=topology.db)  # type: ignore[no-untyped-call]

@@ -1,0 +1,182 @@
+"""Failover on a real Redis Cluster and behind real Sentinel, under a stream of publishes.
+
+The node holding a hot user's bucket (or Sentinel's master) is killed while several
+threads publish for that user. Publishes go on (the store-outage policy: fail open), every
+task published is in the broker, what admission did without the store is counted, and
+once the topology has settled admission holds the user to the limit again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_resilience import Resilience, ResilientTask, Throttled
+from celery_resilience.cli import status_report
+from tests.conftest import REDIS_URL
+from tests.topologies import Cluster, SentinelGroup, wait_until
+
+pytestmark = pytest.mark.integration
+
+RATE, BURST, GRACE = 200, 50, 10
+LEASE_WINDOW = 0.2
+
+
+@dataclass
+class Stream:
+    """Publishes for one user from several threads until stopped, each outcome counted."""
+
+    task: Any
+    user: str
+    published: list[str] = field(default_factory=list)
+    throttled: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                task_id = self.task.apply_async(user_id=self.user).id
+            except Throttled:
+                with self.lock:
+                    self.throttled += 1
+                time.sleep(0.001)
+                continue
+            except BaseException as error:  # a lost publish: the test fails on it
+                self.errors.append(error)
+                return
+            with self.lock:
+                self.published.append(task_id)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.published)
+
+
+def make_app(store_url: str) -> tuple[Celery, Any, str]:
+    queue = f"crtest-failover-{uuid.uuid4().hex[:8]}"
+    app = Celery("failover", broker=f"{REDIS_URL}/11", set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        resilience_store_url=store_url,
+        resilience_key_prefix=f"crtest-{uuid.uuid4().hex[:8]}",
+        resilience_tiers={"standard": {"rate": f"{RATE}/s", "burst": BURST, "grace": GRACE}},
+        resilience_default_tier="standard",
+        resilience_store_retry_interval=0.5,
+        resilience_lease_window=LEASE_WINDOW,
+        resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 0}],
+    )
+    Resilience(app)
+
+    @app.task(base=ResilientTask, name="failover.work", shared=False)
+    def work() -> None:
+        return None
+
+    return app, work, queue
+
+
+def queued_ids(queue: str) -> list[str]:
+    broker = redis.Redis.from_url(f"{REDIS_URL}/11")
+    try:
+        return [json.loads(raw)["headers"]["id"] for raw in broker.lrange(queue, 0, -1)]
+    finally:
+        broker.delete(queue)
+
+
+def admitted_in_a_burst(task: Any, user: str, seconds: float) -> tuple[int, int, float]:
+    """Publish as fast as possible for ``seconds``: (admitted, throttled, elapsed)."""
+    admitted = throttled = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        try:
+            task.apply_async(user_id=user)
+            admitted += 1
+        except Throttled:
+            throttled += 1
+    return admitted, throttled, time.monotonic() - start
+
+
+def fail_over_under_publishes(
+    app: Celery, task: Any, queue: str, kill: Callable[[], None], settle: Callable[[], None]
+) -> None:
+    """Kill, settle, and check that nothing was lost and admission holds again."""
+    stream = Stream(task, "hot-user")
+    threads = [threading.Thread(target=stream.run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: stream.count() >= 100, 30, "publishes before the failover")
+        kill()
+        before_settled = stream.count()
+        settle()
+        wait_until(lambda: stream.count() >= before_settled + 100, 30, "publishes after the failover")
+    finally:
+        stream.stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert stream.errors == []
+    resilience = Resilience.of(app)
+    assert resilience.admission.stats["store_unavailable"] > 0  # the gap was bridged, fail open
+
+    # Nothing lost: every task published is in the broker, and only those.
+    assert sorted(queued_ids(queue)) == sorted(stream.published)
+
+    # Admission holds again: a new user gets at most the documented bound.
+    time.sleep(0.6)  # past the store retry interval, so the next call asks the store
+    admitted, throttled, elapsed = admitted_in_a_burst(task, "after-user", 1.0)
+    bound = RATE * (elapsed + LEASE_WINDOW) + BURST + GRACE
+    assert throttled > 0 and admitted <= bound, (admitted, throttled, bound)
+    # What admission did without the store reached the metrics once it answered again.
+    report = status_report(app)
+    skipped = sum(report[m]["store_unavailable"] for m in ("this_minute", "last_minute"))
+    assert skipped > 0
+
+
+@pytest.fixture
+def cluster(redis_cluster: Cluster) -> Iterator[Cluster]:
+    yield redis_cluster
+    for server in redis_cluster.servers:  # a killed node rejoins, as a replica
+        if not server.running:
+            server.start()
+    redis_cluster.wait_settled()
+
+
+@pytest.fixture
+def sentinel(redis_sentinel: SentinelGroup) -> Iterator[SentinelGroup]:
+    yield redis_sentinel
+    for server in (redis_sentinel.primary, redis_sentinel.replica):
+        if not server.running:
+            server.start()  # Sentinel makes the old master a replica of the new one
+    wait_until(lambda: redis_sentinel.replicas_in_sync() >= 1, 30, "the old master back as a replica")
+
+
+def test_the_cluster_node_holding_a_users_bucket_dies_under_publishes(cluster: Cluster) -> None:
+    """Kill the primary of the hot user's slot: publishes go on, none is lost, admission holds after."""
+    app, task, queue = make_app(cluster.url)
+    resilience = Resilience.of(app)
+    key, _ = resilience.store.user_bucket("hot-user", "standard", None)
+    holder = cluster.node_for(key)
+    fail_over_under_publishes(app, task, queue, holder.kill, cluster.wait_settled)
+    assert cluster.node_for(key).port != holder.port
+
+
+def test_the_sentinel_master_dies_under_publishes(sentinel: SentinelGroup) -> None:
+    """Kill Sentinel's master: publishes go on, none is lost, admission holds on the promoted replica."""
+    app, task, queue = make_app(sentinel.url)
+    old = sentinel.master_port()
+
+    def promoted() -> None:
+        wait_until(lambda: sentinel.master_port() != old, 30, "the replica promoted")
+
+    fail_over_under_publishes(app, task, queue, sentinel.master().kill, promoted)
+    assert sentinel.master_port() != old

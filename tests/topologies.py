@@ -1,0 +1,243 @@
+"""Real Redis topologies on loopback for a test run: a Cluster and a Sentinel group.
+
+Each server is a ``redis-server`` process of this machine, in a directory of its own,
+keeping nothing on disk, stopped when the run ends. Timeouts are short (a node is
+judged down after a second), so a failover takes seconds, not the production default
+of half a minute.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from redis.cluster import RedisCluster
+
+__all__ = ["Server", "Cluster", "SentinelGroup", "free_ports", "wait_until"]
+
+NODE_TIMEOUT_MS = 1000
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now, nor on the port 10,000 above (a Cluster node's bus),
+    all below the ephemeral range, where a client's outgoing connection could take one
+    between this check and the server's start."""
+    rng = random.Random()
+    found: list[int] = []
+    while len(found) < count:
+        port = rng.randrange(20_000, 22_700)
+        if port in found or not all(_bindable(p) for p in (port, port + 10_000)):
+            continue
+        found.append(port)
+    return found
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} within {timeout:g}s")
+
+
+class Server:
+    """One redis-server process on 127.0.0.1."""
+
+    def __init__(self, port: int, directory: Path, *options: str, sentinel: bool = False) -> None:
+        self.port = port
+        self.directory = directory / str(port)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.options = options
+        self.sentinel = sentinel
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        config = self.directory / "redis.conf"
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f'dir "{self.directory}"',
+            'save ""',
+            "appendonly no",
+            # Replicas sync at once, over the socket: nothing waits on a disk.
+            "repl-diskless-sync yes",
+            "repl-diskless-sync-delay 0",
+            f'logfile "{self.directory / "redis.log"}"',
+            *self.options,
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        command = ["redis-server", str(config), *(["--sentinel"] if self.sentinel else [])]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answering() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server on {self.port} exited: {log}")
+            return bool(self.client().ping())
+
+        wait_until(answering, 10, f"redis-server on {self.port} answering")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Cluster:
+    """Three primaries, each with a replica; ``url`` names all six."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="crtest-cluster-"))
+        ports = free_ports(primaries * (1 + replicas))
+        options = (
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            f"cluster-node-timeout {NODE_TIMEOUT_MS}",
+            # A replica may take over however long ago it last heard its primary.
+            "cluster-replica-validity-factor 0",
+        )
+        self.servers = [Server(port, self.directory, *options) for port in ports]
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+        )  # fmt: skip
+        self.wait_settled()
+
+    def wait_settled(self, timeout: float = 30) -> None:
+        """Every live node sees the cluster ok, and every slot has a live primary."""
+
+        def settled() -> bool:
+            live = [s for s in self.servers if s.running]
+            if not all(s.client().cluster("info").get("cluster_state") == "ok" for s in live):
+                return False
+            if len(self._primaries()) != len(self.servers) // (1 + self.replicas):
+                return False
+            replicas = [s.client().info("replication") for s in live if s not in self._primaries().values()]
+            return all(info.get("master_link_status") == "up" for info in replicas)
+
+        wait_until(settled, timeout, "the cluster settled")
+
+    def _primaries(self) -> dict[int, Server]:
+        """Live primaries holding slots, by port."""
+        found = {}
+        for server in self.servers:
+            if not server.running:
+                continue
+            role = server.client().execute_command("ROLE")[0]
+            if role in (b"master", "master"):
+                found[server.port] = server
+        return found
+
+    def node_for(self, key: str) -> Server:
+        """The live primary holding ``key``'s slot."""
+        client = RedisCluster(host="127.0.0.1", port=next(s.port for s in self.servers if s.running))
+        try:
+            node = client.get_node_from_key(key)
+            return next(s for s in self.servers if s.port == int(node.port))
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class SentinelGroup:
+    """A primary, a replica and three sentinels watching them as ``service``."""
+
+    def __init__(self, service: str = "crtest") -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="crtest-sentinel-"))
+        self.service = service
+        primary, replica, *sentinels = free_ports(5)
+        self.primary = Server(primary, self.directory)
+        self.replica = Server(replica, self.directory, f"replicaof 127.0.0.1 {primary}")
+        watch = (
+            f"sentinel monitor {service} 127.0.0.1 {primary} 2",
+            f"sentinel down-after-milliseconds {service} {NODE_TIMEOUT_MS}",
+            f"sentinel failover-timeout {service} 5000",
+            f"sentinel parallel-syncs {service} 1",
+        )
+        self.sentinels = [Server(port, self.directory, *watch, sentinel=True) for port in sentinels]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        wait_until(
+            lambda: self.replica.client().info("replication").get("master_link_status") == "up",
+            20,
+            "the replica in sync",
+        )
+        for sentinel in self.sentinels:
+            sentinel.start()
+        wait_until(lambda: self._known_replicas() >= 1, 20, "the sentinels seeing the replica")
+
+    def _known_replicas(self) -> int:
+        replicas = self.sentinels[0].client().execute_command("SENTINEL", "REPLICAS", self.service)
+        return len(replicas)
+
+    def master_port(self) -> int:
+        client = self.sentinels[0].client()
+        address = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(address[1])
+
+    def master(self) -> Server:
+        """The server Sentinel names master now."""
+        port = self.master_port()
+        return self.primary if self.primary.port == port else self.replica
+
+    def replicas_in_sync(self) -> int:
+        """Replicas the master streams to now."""
+        info = self.master().client().info("replication")
+        return sum(
+            1
+            for name, value in info.items()
+            if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, self.primary, self.replica):
+            server.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
