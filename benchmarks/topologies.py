@@ -1,0 +1,191 @@
+"""The publish path on each Redis topology, with eight publishing processes, in one run.
+
+    python benchmarks/topologies.py [--processes 8] [--calls 2000] [--rounds 3] [--seconds 3]
+
+For one server (the local Redis), a three-primary Cluster with replicas and a Sentinel
+group (both started here on loopback, stopped after), the store being that topology and
+the broker the local Redis:
+
+1. Publish ratio: ``ResilientTask.apply_async`` with token leases (the default; 100 hot
+   users) against a plain ``Task.apply_async``, each process publishing ``--calls`` after a
+   barrier; the wall time of the slowest process counts. Rounds alternate the contenders
+   and the median round is reported.
+2. Over-admission: every process publishes as fast as it can for ``--seconds`` for the
+   same ten users, each limited to 500/s with a burst of 50 and a grace of 10. Reported:
+   the most any user got, against the plain limit over the run (``rate x T + burst +
+   grace``) and against the documented bound with leases (``rate x (T + lease_window) +
+   burst + grace``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.topologies: the test run's servers
+
+from celery_resilience import Resilience, ResilientTask, Throttled  # noqa: E402
+from tests.topologies import Cluster, SentinelGroup  # noqa: E402
+
+REDIS = "redis://127.0.0.1:6379"
+BROKER = f"{REDIS}/11"
+RATE, BURST, GRACE, LEASE_WINDOW = 500, 50, 10, 0.2
+USERS = [f"user-{i}" for i in range(100)]
+
+
+def make_app(store_url: str, prefix: str, queue: str, tiers: dict[str, Any]) -> tuple[Celery, Any, Any]:
+    app = Celery("bench-topology", broker=BROKER, set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        resilience_store_url=store_url,
+        resilience_key_prefix=prefix,
+        resilience_tiers=tiers,
+        resilience_default_tier="standard",
+        resilience_lease_window=LEASE_WINDOW,
+        resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 0}],
+    )
+    Resilience(app)
+
+    @app.task(name="bench.plain")
+    def plain() -> None:
+        return None
+
+    @app.task(base=ResilientTask, name="bench.resilient")
+    def resilient() -> None:
+        return None
+
+    return app, plain, resilient
+
+
+def publisher(
+    store_url: str, prefix: str, queue: str, mode: str, calls: int, barrier: Any, out: Any
+) -> None:
+    """One publishing process: warm up, wait for the others, publish, report its time."""
+    generous = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
+    app, plain, resilient = make_app(store_url, prefix, queue, generous)
+    with app.producer_or_acquire() as producer:
+
+        def publish(index: int) -> None:
+            if mode == "plain":
+                plain.apply_async(producer=producer)
+            else:
+                resilient.apply_async(producer=producer, user_id=USERS[index % len(USERS)])
+
+        for index in range(200):
+            publish(index)
+        barrier.wait()
+        start = time.perf_counter()
+        for index in range(calls):
+            publish(index)
+        out.put(time.perf_counter() - start)
+    Resilience.of(app).admission.flush_leases()
+
+
+def flooder(store_url: str, prefix: str, queue: str, seconds: float, barrier: Any, out: Any) -> None:
+    """One process publishing for ten users as fast as it can: what each was admitted."""
+    limited = {"standard": {"rate": f"{RATE}/s", "burst": BURST, "grace": GRACE}}
+    app, _, resilient = make_app(store_url, prefix, queue, limited)
+    admitted: Counter[str] = Counter()
+    with app.producer_or_acquire() as producer:
+        barrier.wait()
+        deadline = time.monotonic() + seconds
+        index = 0
+        while time.monotonic() < deadline:
+            user = USERS[index % 10]
+            index += 1
+            try:
+                resilient.apply_async(producer=producer, user_id=user)
+                admitted[user] += 1
+            except Throttled:
+                pass
+    Resilience.of(app).admission.flush_leases()
+    out.put(dict(admitted))
+
+
+def run_processes(count: int, target: Callable[..., None], *args: Any) -> list[Any]:
+    context = multiprocessing.get_context("fork")
+    barrier, out = context.Barrier(count), context.Queue()
+    processes = [context.Process(target=target, args=(*args, barrier, out)) for _ in range(count)]
+    for process in processes:
+        process.start()
+    results = [out.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(60)
+    return results
+
+
+def clean(queue: str, store_url: str, prefix: str) -> None:
+    redis.Redis.from_url(BROKER).delete(queue)
+    app, _, _ = make_app(store_url, prefix, queue, {"standard": {"rate": "1/s"}})
+    Resilience.of(app).store.purge()
+
+
+def publish_ratio(store_url: str, processes: int, calls: int, rounds: int) -> tuple[float, float, float]:
+    """(plain seconds, leased seconds, ratio), the median round's wall time of the slowest process."""
+    walls: dict[str, list[float]] = {"plain": [], "leases": []}
+    prefix, queue = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        for round_index in range(rounds):
+            order = ["plain", "leases"] if round_index % 2 == 0 else ["leases", "plain"]
+            for mode in order:
+                walls[mode].append(max(run_processes(processes, publisher, store_url, prefix, queue, mode, calls)))
+                redis.Redis.from_url(BROKER).delete(queue)
+    finally:
+        clean(queue, store_url, prefix)
+    plain, leased = statistics.median(walls["plain"]), statistics.median(walls["leases"])
+    return plain, leased, leased / plain
+
+
+def over_admission(store_url: str, processes: int, seconds: float) -> tuple[int, float, float]:
+    """(most admitted to one user, against the plain limit, against the bound with leases)."""
+    prefix, queue = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        totals: Counter[str] = Counter()
+        for admitted in run_processes(processes, flooder, store_url, prefix, queue, seconds):
+            totals.update(admitted)
+    finally:
+        clean(queue, store_url, prefix)
+    most = max(totals.values())
+    limit = RATE * seconds + BURST + GRACE
+    bound = RATE * (seconds + LEASE_WINDOW) + BURST + GRACE
+    return most, most / limit, most / bound
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    print(f"publish path by topology: {args.processes} processes, {args.calls} publishes each, "
+          f"{args.rounds} rounds; over-admission over {args.seconds:g} s\n")  # fmt: skip
+    cluster, sentinel = Cluster(), SentinelGroup()
+    try:
+        cluster.start()
+        sentinel.start()
+        topologies = {"one server": f"{REDIS}/13", "cluster": cluster.url, "sentinel": sentinel.url}
+        for name, url in topologies.items():
+            plain, leased, ratio = publish_ratio(url, args.processes, args.calls, args.rounds)
+            most, over_limit, over_bound = over_admission(url, args.processes, args.seconds)
+            print(f"  {name:10}  publish: plain {plain:6.3f} s, leases {leased:6.3f} s, ratio {ratio:5.2f}   "
+                  f"over-admission: most to one user {most}, {over_limit:5.3f} x the limit, "
+                  f"{over_bound:5.3f} x the bound")  # fmt: skip
+    finally:
+        cluster.stop()
+        sentinel.stop()
+
+
+if __name__ == "__main__":
+    main()
