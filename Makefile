@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/fallback.py
 	$(PY) benchmarks/cache_quality.py
 	$(PY) benchmarks/tokens.py
+	$(PY) benchmarks/topologies.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

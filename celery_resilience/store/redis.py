@@ -514,6 +514,7 @@ class RedisStore:
         return policy.decode() if isinstance(policy, bytes) else policy
 
     def close(self) -> None:
+        self._feed.close()
         self._redis.close()
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:

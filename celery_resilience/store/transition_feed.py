@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from typing import Any
 
 import redis
@@ -35,6 +34,7 @@ class TransitionFeed:
         self._listeners: list[TransitionListener] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = threading.Event()
 
     def subscribe(self, listener: TransitionListener) -> None:
         with self._lock:
@@ -48,13 +48,13 @@ class TransitionFeed:
 
     def _listen(self) -> None:
         delay = 0.1
-        while True:
+        while not self._closed.is_set():
             pubsub = None
             try:
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 delay = 0.1
-                while True:
+                while not self._closed.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._deliver(message["data"])
@@ -62,15 +62,21 @@ class TransitionFeed:
             # client closed) surfaces from the socket as OSError or ValueError: the feed
             # must outlive all of them.
             except (redis.RedisError, RedisClusterException, OSError, ValueError) as error:
+                if self._closed.is_set():
+                    return
                 logger.warning("breaker event feed interrupted (%s); retrying in %.1fs", error, delay)
                 for listener in list(self._listeners):
                     listener(None, None)
-                time.sleep(delay)
+                self._closed.wait(delay)
                 delay = min(delay * 2, 5.0)
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         pubsub.close()
+
+    def close(self) -> None:
+        """Stop following the channel (within a second): the store is closed."""
+        self._closed.set()
 
     def _deliver(self, data: bytes) -> None:
         try:

@@ -166,7 +166,10 @@ def test_the_cluster_node_holding_a_users_bucket_dies_under_publishes(cluster: C
     resilience = Resilience.of(app)
     key, _ = resilience.store.user_bucket("hot-user", "standard", None)
     holder = cluster.node_for(key)
-    fail_over_under_publishes(app, task, queue, holder.kill, cluster.wait_settled)
+    try:
+        fail_over_under_publishes(app, task, queue, holder.kill, cluster.wait_settled)
+    finally:
+        resilience.store.close()
     assert cluster.node_for(key).port != holder.port
 
 
@@ -178,5 +181,8 @@ def test_the_sentinel_master_dies_under_publishes(sentinel: SentinelGroup) -> No
     def promoted() -> None:
         wait_until(lambda: sentinel.master_port() != old, 30, "the replica promoted")
 
-    fail_over_under_publishes(app, task, queue, sentinel.master().kill, promoted)
+    try:
+        fail_over_under_publishes(app, task, queue, sentinel.master().kill, promoted)
+    finally:
+        Resilience.of(app).store.close()
     assert sentinel.master_port() != old
