@@ -3,10 +3,10 @@
 No similarity threshold suits every entry: "How do I cancel my subscription?" and "How
 do I pause my subscription?" score as close as real paraphrases do, and no gate knows
 that cancelling and pausing are answered differently. The provider does. While it
-answers, a share of its answers (``shadow_share``) is also looked up in the cache: the
-entry the cache would have served is judged against the provider's answer, a label
-that costs nothing, since the call was made anyway. Each entry keeps its last
-``KEEP`` judgements as (similarity, agreed).
+answers, a share of its answers (``shadow_share``) is also looked up in the cache: every
+entry the gate would let answer is judged against the provider's answer, a label that
+costs nothing, since the call was made anyway. Each entry keeps its last ``KEEP``
+judgements as (similarity, agreed).
 
 An entry then serves a question only while its estimated error at that question's
 similarity stays within ``max_error``. The estimate assumes only that a closer question

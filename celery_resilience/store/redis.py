@@ -95,7 +95,7 @@ class RedisStore:
         self._redis: Any = client or connect(self.topology, timeout, options)
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
         # The admission script runs on its own lane: it is the one call on every publish.
-        self._admit = script_lane(self._redis, load_script("admit"))
+        self._admit = script_lane(self._redis, load_script("admit"), self.topology.kind == CLUSTER)
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
         self._drain: Script = self._redis.register_script(load_script("drain"))
         self._refund: Script = self._redis.register_script(load_script("refund"))
@@ -293,7 +293,7 @@ class RedisStore:
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         key = self.keys.metrics(shard, self._minutes.minute())
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._call(self._redis.pipeline, transaction=False)
         for name, amount in fields.items():
             if float(amount).is_integer():
                 pipe.hincrby(key, name, int(amount))
@@ -305,7 +305,7 @@ class RedisStore:
     def metrics(self, minute: int | None = None, scope: str = "") -> dict[str, float]:
         if minute is None:
             minute = self._minutes.minute()
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._call(self._redis.pipeline, transaction=False)
         for key in self.keys.all_metrics(minute, scope):
             pipe.hgetall(key)
         totals: dict[str, float] = {}
@@ -449,7 +449,7 @@ class RedisStore:
         return bool(int(self._call(self._lease, keys=[key], args=[owner, repr(seconds), now_arg])))
 
     def push_alert(self, record: str, keep: int = 50) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._call(self._redis.pipeline, transaction=False)
         pipe.lpush(self.keys.alerts(), record)
         pipe.ltrim(self.keys.alerts(), 0, keep - 1)
         self._call(pipe.execute)
@@ -459,7 +459,7 @@ class RedisStore:
 
     def record_load(self, minute: int, usage: float) -> None:
         key = self.keys.load()
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._call(self._redis.pipeline, transaction=False)
         pipe.hset(key, str(minute), repr(usage))
         pipe.hdel(key, str(minute - LOAD_HISTORY_MINUTES))
         self._call(pipe.execute)
@@ -471,7 +471,7 @@ class RedisStore:
         return {m: float(v) for m, v in zip(minutes, values, strict=True) if v is not None}
 
     def requests_in_hour(self, hour: int) -> float:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._call(self._redis.pipeline, transaction=False)
         for minute in range(hour * 60, hour * 60 + 60):
             for key in self.keys.all_metrics(minute):
                 pipe.hgetall(key)
@@ -484,7 +484,7 @@ class RedisStore:
 
     def record_demand(self, hour: int, requests: float) -> None:
         key = self.keys.demand()
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._call(self._redis.pipeline, transaction=False)
         pipe.hsetnx(key, str(hour), repr(requests))
         pipe.hkeys(key)
         _, hours = self._call(pipe.execute)
@@ -509,7 +509,7 @@ class RedisStore:
         """Redis' ``maxmemory-policy``, or None where CONFIG is not allowed (managed services)."""
         try:
             policy = self._redis.config_get("maxmemory-policy").get("maxmemory-policy")
-        except redis.RedisError:
+        except (redis.RedisError, RedisClusterException):
             return None
         return policy.decode() if isinstance(policy, bytes) else policy
 

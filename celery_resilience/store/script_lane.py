@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 __all__ = ["ScriptLane", "ClusterLane", "script_lane", "encode_part"]
@@ -102,8 +101,6 @@ class ClusterLane:
         return self._script(keys=list(keys), args=list(args))
 
 
-def script_lane(client: Any, source: str) -> ScriptLane | ClusterLane:
+def script_lane(client: Any, source: str, clustered: bool) -> ScriptLane | ClusterLane:
     """The lane for the client: ours on one server (or Sentinel's master), redis-py's on a Cluster."""
-    if isinstance(client, RedisCluster):
-        return ClusterLane(client, source)
-    return ScriptLane(client, source)
+    return ClusterLane(client, source) if clustered else ScriptLane(client, source)

@@ -19,16 +19,18 @@ may override.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
 from redis.sentinel import Sentinel
 
-__all__ = ["Topology", "SCHEMES", "parse_store_url", "connect"]
+__all__ = ["Topology", "SCHEMES", "LazyCluster", "parse_store_url", "connect"]
 
 SERVER, CLUSTER, SENTINEL = "server", "cluster", "sentinel"
 SCHEMES = {
@@ -135,9 +137,47 @@ def connect(topology: Topology, timeout: float, options: Mapping[str, Any] | Non
         nodes = [ClusterNode(host, port) for host, port in topology.nodes]  # type: ignore[no-untyped-call]
         # A failover moves slots: follow them (refreshing the slot map) instead of failing.
         settings.setdefault("cluster_error_retry_attempts", 1)
-        return RedisCluster(startup_nodes=nodes, **settings)
+        return LazyCluster(lambda: RedisCluster(startup_nodes=nodes, **settings))
     sentinel_kwargs = dict(settings.pop("sentinel_kwargs", None) or {})
     sentinel_kwargs.setdefault("socket_timeout", timeout)
     sentinel_kwargs.setdefault("socket_connect_timeout", timeout)
     sentinels = Sentinel(list(topology.nodes), sentinel_kwargs=sentinel_kwargs, **settings)  # type: ignore[no-untyped-call]
     return sentinels.master_for(topology.service, db=topology.db)  # type: ignore[no-untyped-call]
+
+
+class LazyCluster:
+    """A Cluster client made at its first command, not when the store is built: redis-py's
+    client contacts the nodes as it is made, and a Cluster down when the app starts is a
+    store outage like any other (each call fails with ``StoreUnavailable`` until it
+    answers), not an error wherever the store is first touched. Every attribute is a
+    method deferred to the real client; scripts register without it."""
+
+    def __init__(self, make: Callable[[], RedisCluster]) -> None:
+        self._make = make
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def real(self) -> RedisCluster:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def register_script(self, source: str) -> Script:
+        return Script(self, source)  # type: ignore[arg-type]
+
+    def get_encoder(self) -> Any:
+        """The encoding a registered script's text is hashed in: redis-py's default, from a
+        client that never connects."""
+        return redis.Redis().get_encoder()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def deferred(*args: Any, **kwargs: Any) -> Any:
+            return getattr(self.real(), name)(*args, **kwargs)
+
+        return deferred

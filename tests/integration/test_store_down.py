@@ -61,3 +61,16 @@ def test_missing_store_fails_closed_when_configured() -> None:
     with pytest.raises(AdmissionUnavailable, match="unreachable"):
         work.apply_async(user_id="u1")
     assert broker.llen(queue) == 0
+
+
+def test_a_cluster_that_does_not_answer_fails_open() -> None:
+    """No node of the Cluster answers: every call is published unchecked, and counted."""
+    app, work, queue = make_app("redis+cluster://127.0.0.1:1,127.0.0.1:2", "open")
+    broker = redis.Redis.from_url(f"{REDIS_URL}/11")
+    try:
+        for _ in range(3):
+            work.apply_async(user_id="u1")
+        assert broker.llen(queue) == 3
+        assert Resilience.of(app).admission.stats["store_unavailable"] == 3
+    finally:
+        broker.delete(queue)
