@@ -4,8 +4,8 @@
 
 1. Semantic cache lookup latency (p50 / p99) with 1k, 10k and 50k cached entries in one
    namespace: candidates from the inverted index in one script, then similarity and the
-   quality gate in Python; with the default hashing embedder, then with the MiniLM extra,
-   embedding the question included. Embedding 50k questions with MiniLM would take 45
+   quality gate in Python; with the default hashing embedder, then with the WordLlama and
+   MiniLM extras, embedding the question included. Embedding 50k questions with MiniLM would take 45
    minutes, so entries are drawn from 2,000 questions, each stored many times under its
    own case number with the vector of the question without it (the vectors, the index and
    the work of a lookup are those of 50k real entries); each lookup embeds its question
@@ -32,6 +32,7 @@ from celery_resilience import AITask, BreakerState, Resilience
 from celery_resilience.fallbacks.cache import SemanticCache
 from celery_resilience.fallbacks.minilm import MiniLMEmbedder
 from celery_resilience.fallbacks.similarity import Embedder
+from celery_resilience.fallbacks.wordllama import WordLlamaEmbedder
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 
@@ -221,11 +222,12 @@ def main() -> None:
     runs: list[tuple[str, Embedder | None, int | None, float, int]] = [
         ("hashing", None, None, 0.3, args.lookups)
     ]
+    runs.append(("wordllama", WordLlamaEmbedder(), None, 0.3, args.lookups))
     if not args.no_minilm:
         runs.append(("minilm", MiniLMEmbedder(), 2000, 0.5, args.minilm_lookups))
     for name, embedder, pool, similarity, lookups in runs:
         for size, (p50, p99, served) in cache_benchmark(sizes, lookups, embedder, pool, similarity).items():
-            print(f"  semantic cache, {name:7} {size:>6} entries", end="")
+            print(f"  semantic cache, {name:9} {size:>6} entries", end="")
             print(f"   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   served {served:.0%}")
     print()
     routing = routing_benchmark(args.calls, args.rounds)

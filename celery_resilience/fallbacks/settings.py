@@ -15,6 +15,7 @@ from .evidence import same_answer
 from .minilm import MiniLMEmbedder
 from .result import FallbackKind
 from .similarity import Embedder
+from .wordllama import WordLlamaEmbedder
 
 __all__ = [
     "FallbackSettings",
@@ -192,6 +193,8 @@ def _embedder(setting: str, embedder: object) -> Embedder | None:
         return None
     if embedder == "minilm":
         return MiniLMEmbedder(f"{setting}['embedder']")
+    if embedder == "wordllama":
+        return WordLlamaEmbedder(f"{setting}['embedder']")
     if isinstance(embedder, str):
         embedder = import_dotted(f"{setting}['embedder']", embedder)
     if embedder is not None and not callable(embedder):
