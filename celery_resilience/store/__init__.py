@@ -10,7 +10,8 @@ from ..clock import Clock
 from .base import Store
 from .keys import KeySpace
 from .memory import MemoryStore
-from .redis import RedisStore, unreachable
+from .redis import RedisStore
+from .topology import unreachable
 
 __all__ = ["Store", "KeySpace", "MemoryStore", "RedisStore", "open_store", "masked_url", "store_problem"]
 

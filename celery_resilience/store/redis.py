@@ -39,7 +39,7 @@ from .script_lane import script_lane
 from .topology import CLUSTER, connect, parse_store_url
 from .transition_feed import TransitionFeed
 
-__all__ = ["RedisStore", "load_script", "unreachable"]
+__all__ = ["RedisStore", "load_script"]
 
 logger = logging.getLogger("celery_resilience.store")
 
@@ -56,22 +56,6 @@ def load_script(name: str) -> str:
     """The script, after prelude.lua (the clock every script reads)."""
     lua = resources.files("celery_resilience.store") / "lua"
     return (lua / "prelude.lua").read_text() + (lua / f"{name}.lua").read_text()
-
-
-def unreachable(url: str, timeout: float, options: Mapping[str, Any] | None = None) -> str | None:
-    """Why the Redis at ``url`` does not answer a PING now, or None when it does (a client
-    of its own, closed at once: nothing is shared with a process forked later)."""
-    try:
-        client = connect(parse_store_url(url), timeout, options)
-    except (redis.RedisError, RedisClusterException) as error:  # a Cluster is discovered at once
-        return str(error) or type(error).__name__
-    try:
-        client.ping()
-    except (redis.RedisError, RedisClusterException) as error:
-        return str(error) or type(error).__name__
-    finally:
-        client.close()
-    return None
 
 
 class RedisStore:

@@ -28,9 +28,10 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
-__all__ = ["Topology", "SCHEMES", "LazyCluster", "parse_store_url", "connect"]
+__all__ = ["Topology", "SCHEMES", "LazyCluster", "parse_store_url", "connect", "unreachable"]
 
 SERVER, CLUSTER, SENTINEL = "server", "cluster", "sentinel"
 SCHEMES = {
@@ -143,6 +144,22 @@ def connect(topology: Topology, timeout: float, options: Mapping[str, Any] | Non
     sentinel_kwargs.setdefault("socket_connect_timeout", timeout)
     sentinels = Sentinel(list(topology.nodes), sentinel_kwargs=sentinel_kwargs, **settings)  # type: ignore[no-untyped-call]
     return sentinels.master_for(topology.service, db=topology.db)  # type: ignore[no-untyped-call]
+
+
+def unreachable(url: str, timeout: float, options: Mapping[str, Any] | None = None) -> str | None:
+    """Why the Redis at ``url`` does not answer a PING now, or None when it does (a client
+    of its own, closed at once: nothing is shared with a process forked later)."""
+    try:
+        client = connect(parse_store_url(url), timeout, options)
+    except (redis.RedisError, RedisClusterException) as error:  # a Cluster is discovered at once
+        return str(error) or type(error).__name__
+    try:
+        client.ping()
+    except (redis.RedisError, RedisClusterException) as error:
+        return str(error) or type(error).__name__
+    finally:
+        client.close()
+    return None
 
 
 class LazyCluster:
