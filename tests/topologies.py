@@ -160,7 +160,7 @@ class Cluster:
         for server in self.servers:
             if not server.running:
                 continue
-            role = server.client().execute_command("ROLE")[0]
+            role = server.client().execute_command("ROLE")[0]  # type: ignore[no-untyped-call]
             if role in (b"master", "master"):
                 found[server.port] = server
         return found
@@ -169,7 +169,7 @@ class Cluster:
         """The live primary holding ``key``'s slot."""
         client = RedisCluster(host="127.0.0.1", port=next(s.port for s in self.servers if s.running))
         try:
-            node = client.get_node_from_key(key)
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
             return next(s for s in self.servers if s.port == int(node.port))
         finally:
             client.close()
@@ -215,12 +215,13 @@ class SentinelGroup:
         wait_until(lambda: self._known_replicas() >= 1, 20, "the sentinels seeing the replica")
 
     def _known_replicas(self) -> int:
-        replicas = self.sentinels[0].client().execute_command("SENTINEL", "REPLICAS", self.service)
+        client = self.sentinels[0].client()
+        replicas = client.execute_command("SENTINEL", "REPLICAS", self.service)  # type: ignore[no-untyped-call]
         return len(replicas)
 
     def master_port(self) -> int:
         client = self.sentinels[0].client()
-        address = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        address = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[no-untyped-call]
         return int(address[1])
 
     def master(self) -> Server:

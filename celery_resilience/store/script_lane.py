@@ -96,6 +96,7 @@ class ClusterLane:
 
     def __init__(self, client: Any, source: str) -> None:
         self._script = client.register_script(source)
+        self.sha: str = self._script.sha
 
     def __call__(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
         return self._script(keys=list(keys), args=list(args))

@@ -51,7 +51,9 @@ def provider() -> Iterator[ScriptedServer]:
 
 
 def counted(report: dict[str, Any], field: str) -> float:
-    return sum(report[minute][field].get("cache.ask", 0.0) for minute in ("this_minute", "last_minute"))
+    return float(
+        sum(report[minute][field].get("cache.ask", 0.0) for minute in ("this_minute", "last_minute"))
+    )
 
 
 def test_an_entry_the_provider_contradicted_is_not_served_when_it_is_down(

@@ -58,7 +58,7 @@ def test_admission_breakers_fallbacks_and_the_operator_command(
 ) -> None:
     """Publishes admitted per user, failures trip the shared breaker, the chain answers, status shows it."""
     app, env = topology
-    ask = app.tasks["topo.ask"]
+    ask: Any = app.tasks["topo.ask"]
     server.respond(200, {"answer": "from the provider"})
     assert ask.delay("is the invoice paid?", server.url).get(timeout=60) == "from the provider"
 

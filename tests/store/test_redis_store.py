@@ -141,7 +141,7 @@ def test_a_connection_dropped_just_before_the_command_is_retried_once(
 
     def checked_then_dropped(*args: Any, **kwargs: Any) -> Any:
         connection = checked_out(*args, **kwargs)
-        port = connection._sock.getsockname()[1]  # type: ignore[attr-defined]
+        port = connection._sock.getsockname()[1]
         admin.client_kill(f"127.0.0.1:{port}")
         return connection
 
