@@ -337,13 +337,15 @@ class AITask(ResilientTask):
         if prompt is None:
             return
         params = {name: arguments.get(name) for name in self.cache_match}
+        cache, question = resilience.cache, str(prompt)
         try:
+            vector = cache.embed(question)
             if random.random() < resilience.settings.fallbacks.cache_shadow_share:
                 # The provider answered anyway: a free judgement of what the cache would serve.
-                agreed = resilience.cache.check(self.name, params, str(prompt), result)
+                agreed = cache.check(self.name, params, question, result, vector)
                 if agreed is not None:
                     count_cache_check(resilience.record, self.name, agreed)
-            resilience.cache.put(self.name, params, str(prompt), result)
+            cache.put(self.name, params, question, result, vector)
         except StoreUnavailable as error:
             logger.debug("answer of %s not cached: %s", self.name, error)
         except (TypeError, ValueError) as error:

@@ -87,13 +87,25 @@ class SemanticCache:
     def terms(question: str) -> list[str]:
         return sorted(content_words(question))[:_MAX_TERMS]
 
-    def put(self, task: str, params: Mapping[str, Any], question: str, answer: Any) -> None:
+    def embed(self, question: str) -> dict[int, float]:
+        """The question's vector: computed once, it serves a ``check`` and a ``put`` of the
+        same answer (an embedder may take tens of milliseconds a text)."""
+        return _sparse(self.embedder(question))
+
+    def put(
+        self,
+        task: str,
+        params: Mapping[str, Any],
+        question: str,
+        answer: Any,
+        vector: dict[int, float] | None = None,
+    ) -> None:
         store = self._store()
         entry = CacheEntry(
             id=_entry_id(question),
             question=question,
             answer=answer,
-            vector=_sparse(self.embedder(question)),
+            vector=vector if vector is not None else self.embed(question),
             terms=self.terms(question),
             at=store.now(),
         )
@@ -110,13 +122,20 @@ class SemanticCache:
         self._store().cache_touch(namespace, entry.id)
         return CacheHit(entry.answer, entry.question, similar, score)
 
-    def check(self, task: str, params: Mapping[str, Any], question: str, answer: Any) -> bool | None:
+    def check(
+        self,
+        task: str,
+        params: Mapping[str, Any],
+        question: str,
+        answer: Any,
+        vector: dict[int, float] | None = None,
+    ) -> bool | None:
         """Judge every entry the gate would let answer ``question`` (evidence aside) against
         the provider's ``answer`` to it, each keeping its judgement: paraphrases cached apart
         share a wrong answer. Whether the best of them agreed; None when there is none but
         the question's own."""
         namespace = self.namespace(task, params)
-        found = self._passing(namespace, question, trusted=False, skip=_entry_id(question))
+        found = self._passing(namespace, question, trusted=False, skip=_entry_id(question), vector=vector)
         if not found:
             return None
         judged = [(e.id, (similar, bool(self.judge(e.answer, answer)))) for _, similar, e in found]
@@ -124,7 +143,13 @@ class SemanticCache:
         return judged[0][1][1]
 
     def _passing(
-        self, namespace: str, question: str, *, trusted: bool, skip: str | None = None
+        self,
+        namespace: str,
+        question: str,
+        *,
+        trusted: bool,
+        skip: str | None = None,
+        vector: dict[int, float] | None = None,
     ) -> list[tuple[float, float, CacheEntry]]:
         """The candidates similar enough that pass the gate (and, ``trusted``, their own
         evidence), best first."""
@@ -132,7 +157,8 @@ class SemanticCache:
         if not terms:
             return []
         store = self._store()
-        vector = _sparse(self.embedder(question))
+        if vector is None:
+            vector = self.embed(question)
         now = store.now()
         found: list[tuple[float, float, CacheEntry]] = []
         for entry in store.cache_candidates(namespace, terms, self.candidates, self.ttl):

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
 from redis.commands.core import Script
 
 from ..fallbacks.evidence import Judgement, parse_evidence
@@ -25,7 +24,7 @@ class RedisCache:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,  # redis.Redis, or a Cluster's client
         keys: KeySpace,
         call: Call,
         now: Callable[[], float],

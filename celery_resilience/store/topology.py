@@ -129,8 +129,7 @@ def connect(topology: Topology, timeout: float, options: Mapping[str, Any] | Non
     if topology.tls:
         settings["ssl"] = True
     settings.update(options or {})
-    if topology.kind == SERVER:
-        settings.pop("ssl", None)  # the scheme says it
+    if topology.kind == SERVER:  # rediss:// says TLS itself
         return redis.Redis.from_url(topology.url, **settings)
     if topology.kind == CLUSTER:
         settings.pop("health_check_interval", None)
