@@ -174,6 +174,27 @@ class Cluster:
         finally:
             client.close()
 
+    def move_slot(self, key: str, to: Server) -> None:
+        """Move ``key``'s slot, keys and all, to the primary ``to``, the way a resharding
+        does: importing and migrating marks, the keys moved in batches, the new owner
+        announced to every primary."""
+        source = self.node_for(key)
+        slot = int(source.client().cluster("keyslot", key))
+        source_id, target_id = (s.client().cluster("myid") for s in (source, to))
+        source_id, target_id = (i.decode() if isinstance(i, bytes) else i for i in (source_id, target_id))
+        to.client().cluster("setslot", slot, "importing", source_id)
+        source.client().cluster("setslot", slot, "migrating", target_id)
+        client = source.client()
+        while keys := client.cluster("getkeysinslot", slot, 100):
+            client.migrate("127.0.0.1", to.port, keys, 0, 5000)
+        for server in self._primaries().values():
+            server.client().cluster("setslot", slot, "node", target_id)
+        wait_until(lambda: self.node_for(key).port == to.port, 10, f"slot {slot} on {to.port}")
+
+    def primaries(self) -> list[Server]:
+        """The live primaries holding slots."""
+        return list(self._primaries().values())
+
     def stop(self) -> None:
         for server in self.servers:
             server.kill()

@@ -196,3 +196,47 @@ def test_the_sentinel_master_dies_under_publishes(sentinel: SentinelGroup) -> No
     finally:
         Resilience.of(app).store.close()
     assert sentinel.master_port() != old
+
+
+def script_calls(server: Any) -> int:
+    """EVALSHA calls the server has answered (MOVED and ASK replies count as failed ones)."""
+    stats = server.client().info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)) - int(stats.get("failed_calls", 0))
+
+
+def test_the_cluster_moves_a_users_slot_under_publishes(cluster: Cluster) -> None:
+    """Reshard the hot user's slot mid-stream: none lost, the bucket moves along, admission follows."""
+    app, task, queue = make_app(cluster.url)
+    resilience = Resilience.of(app)
+    key, _ = resilience.store.user_bucket("hot-user", "standard", None)
+    source = cluster.node_for(key)
+    target = next(server for server in cluster.primaries() if server is not source)
+    stream = Stream(task, "hot-user")
+    threads = [threading.Thread(target=stream.run) for _ in range(4)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: stream.throttled >= 20, 30, "the hot user held to its limit")
+        cluster.move_slot(key, target)
+        moved = stream.count()
+        wait_until(lambda: stream.count() >= moved + 20, 30, "publishes after the move")
+    finally:
+        stream.stop.set()
+        for thread in threads:
+            thread.join(30)
+    elapsed = time.monotonic() - start
+    assert stream.errors == []
+    assert sorted(queued_ids(queue)) == sorted(stream.published)
+    # A move is no outage: every publish was decided by the store, redirected where the
+    # slot went, and the bucket moved with it (the user got no fresh burst).
+    assert resilience.admission.stats["store_unavailable"] == 0
+    assert stream.count() <= RATE * (elapsed + LEASE_WINDOW) + BURST + GRACE
+    # Admission follows the move: the new owner answers, the old one hears nothing more.
+    before_source, before_target = script_calls(source), script_calls(target)
+    _, throttled, _ = admitted_in_a_burst(task, "hot-user", 0.5)
+    assert throttled > 0
+    assert script_calls(source) == before_source
+    assert script_calls(target) > before_target
+    resilience.store.close()
+    redis.Redis.from_url(f"{REDIS_URL}/11").delete(queue)
