@@ -55,6 +55,7 @@ def make_app(store_url: str, prefix: str, queue: str, tiers: dict[str, Any]) -> 
         resilience_tiers=tiers,
         resilience_default_tier="standard",
         resilience_lease_window=LEASE_WINDOW,
+        resilience_lease_max_tokens=int(__import__("os").environ.get("LMAX", "16")),
         resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 0}],
     )
     Resilience(app)

@@ -15,6 +15,8 @@ and one behavioural suite holds both to the same answers.
   extra tokens are taken now, for the caller to admit its next requests locally
   without asking the store. They come out of the same bucket, so no more is admitted
   overall; only when is shifted, by at most the lease's lifetime.
+- A caller holding leases may renew one with no request of its own (``renew``): the
+  same spare tokens, or none; nothing is admitted or refused.
 - Otherwise the request is throttled. If the caller's strategy paces work (delay or
   queue) and the wait is within ``horizon`` seconds, a future token is reserved now:
   the bucket goes into debt and the request is published to run when that token is
@@ -27,7 +29,17 @@ import enum
 import math
 from dataclasses import dataclass
 
-__all__ = ["Decision", "BucketSpec", "BucketState", "Outcome", "decide", "drain", "refund", "bucket_ttl"]
+__all__ = [
+    "Decision",
+    "BucketSpec",
+    "BucketState",
+    "Outcome",
+    "decide",
+    "renew",
+    "drain",
+    "refund",
+    "bucket_ttl",
+]
 
 
 class Decision(enum.Enum):
@@ -94,6 +106,19 @@ def decide(
             tokens -= 1.0
         outcome = Outcome(Decision.THROTTLE, tokens, wait, reserved, grace_used)
     return BucketState(tokens, stamp, window, grace_used), outcome
+
+
+def renew(state: BucketState | None, spec: BucketSpec, now: float, lease: int) -> tuple[BucketState, int]:
+    """Take ``lease`` tokens for a lease when the bucket can spare them as on an allow
+    (leaving a request's worth and its reserve), else none; returns the state and the
+    tokens taken."""
+    if state is None:
+        state = BucketState(tokens=spec.capacity, stamp=now)
+    tokens = min(spec.capacity, state.tokens + max(0.0, now - state.stamp) * spec.refill)
+    window = math.floor(now / spec.grace_period)
+    grace_used = state.grace_used if state.grace_window == window else 0
+    leased = lease if lease > 0 and tokens >= 1.0 + spec.reserve + lease else 0
+    return BucketState(tokens - leased, max(now, state.stamp), window, grace_used), leased
 
 
 def drain(state: BucketState | None, spec: BucketSpec, now: float, seconds: float) -> BucketState:

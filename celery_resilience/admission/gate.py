@@ -25,7 +25,7 @@ from ..errors import AdmissionUnavailable, StoreUnavailable, Throttled
 from ..load.signals import LoadFactors, Severity
 from ..monitoring.counters import ADMITTED, STORE_UNAVAILABLE, count_publish_failed, outcome_field
 from .bucket import Decision, Outcome
-from .leases import Leases
+from .leases import Leases, Renewal
 from .plan import CallContext, Plan, limit_text, make_plan
 from .port import AdmissionStore, AdmitPolicy, AdmitRequest, delay_for
 from .settings import AdmissionSettings
@@ -197,8 +197,10 @@ class Admission:
                 return verdict
         if self._monotonic() < self._store_down_until:
             return self._store_failed(ctx, task_name, None, policy.tier, pending)
+        request = AdmitRequest(bucket_key, shard, policy, policy.lease, pending)
+        renewals = self.leases.due() if policy.lease else []
         try:
-            outcome = self._store().admit(AdmitRequest(bucket_key, shard, policy, policy.lease, pending))
+            outcome = self._admit(request, renewals)
         except StoreUnavailable as error:
             self._store_down_until = self._monotonic() + self._retry_interval
             return self._store_failed(ctx, task_name, error, policy.tier, pending)
@@ -212,6 +214,38 @@ class Admission:
         return self._verdict(
             outcome, plan, _Taken(bucket_key, shard, policy, False), ctx, task_name, queue, breaker
         )
+
+    def _admit(self, request: AdmitRequest, renewals: list[Renewal]) -> Outcome:
+        """The request's outcome; the leases due renewed in the same round trip. Admissions
+        made from them that the store could not take are kept for its return."""
+        if not renewals:
+            return self._store().admit(request)
+        try:
+            outcomes = self._store().admit_many(
+                [
+                    request,
+                    *(
+                        AdmitRequest(r.bucket_key, r.shard, r.policy, r.policy.lease, r.used, renew=True)
+                        for r in renewals
+                    ),
+                ]
+            )
+        except StoreUnavailable:
+            self._keep_unreported(_lease_admissions(renewals))
+            raise
+        lost: list[Renewal] = []
+        for renewal, renewed in zip(renewals, outcomes[1:], strict=True):
+            if renewed is None:
+                lost.append(renewal)
+            elif renewed.leased:
+                self._report(
+                    self.leases.take(renewal.bucket_key, renewal.shard, renewal.policy, renewed.leased)
+                )
+        if lost:
+            self._keep_unreported(_lease_admissions(lost))
+        outcome = outcomes[0]
+        assert outcome is not None  # admit_many raises when the first is undecided
+        return outcome
 
     def _verdict(
         self,
@@ -377,6 +411,16 @@ class Admission:
             request_type=ctx.request_type,
             reason="the resilience store is unreachable and admission fails closed",
         )
+
+
+def _lease_admissions(renewals: list[Renewal]) -> dict[str, float]:
+    """Admissions made from leases, as metric fields to count when the store is back."""
+    fields: dict[str, float] = {}
+    for renewal in renewals:
+        if renewal.used:
+            name = outcome_field(ADMITTED, renewal.policy.tier)
+            fields[name] = fields.get(name, 0) + renewal.used
+    return fields
 
 
 # What this process had not reported must not be reported twice by a forked child.

@@ -6,7 +6,7 @@ make it a single round trip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,7 +40,8 @@ class AdmitRequest:
 
     ``lease`` asks for that many extra tokens when the bucket can spare them;
     ``pending`` reports admissions made locally from an earlier lease, so they reach
-    the metrics with this round trip.
+    the metrics with this round trip. ``renew``: no request of its own, only the lease
+    (``bucket.renew``), riding on another key's round trip.
     """
 
     bucket_key: str
@@ -48,6 +49,7 @@ class AdmitRequest:
     policy: AdmitPolicy
     lease: int = 0
     pending: int = 0
+    renew: bool = False
 
 
 class AdmissionStore(Protocol):
@@ -57,6 +59,11 @@ class AdmissionStore(Protocol):
 
     def admit(self, request: AdmitRequest) -> Outcome:
         """Decide one admission and record it in the per-minute metrics, atomically."""
+
+    def admit_many(self, requests: Sequence[AdmitRequest]) -> list[Outcome | None]:
+        """``admit`` for each, in as few round trips as the store can (each atomic on its
+        own). Raises ``StoreUnavailable`` when the first could not be decided; a later
+        one that could not be is None."""
 
     def refund(self, bucket_key: str, spec: BucketSpec, grace: bool) -> None:
         """Give back the grace or the token an admission took (its publish failed)."""

@@ -7,7 +7,17 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from ..admission.bucket import BucketSpec, BucketState, Outcome, bucket_ttl, decide, drain, refund
+from ..admission.bucket import (
+    BucketSpec,
+    BucketState,
+    Decision,
+    Outcome,
+    bucket_ttl,
+    decide,
+    drain,
+    refund,
+    renew,
+)
 from ..admission.port import AdmitRequest, delay_for
 from ..breakers.local import LocalBreakers
 from ..breakers.machine import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
@@ -17,7 +27,15 @@ from ..fallbacks.evidence import Judgement
 from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
-from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, admission_fields, derive, provider_call_fields
+from ..monitoring.counters import (
+    ADMITTED,
+    PROVIDER_SCOPE,
+    REQUESTS,
+    admission_fields,
+    derive,
+    outcome_field,
+    provider_call_fields,
+)
 from ..monitoring.port import SECONDS_PER_MINUTE
 from ..providers.budget import adjust, cap, schedule, take_all
 from ..providers.learned import LearnedRate, learned
@@ -149,6 +167,12 @@ class MemoryStore:
             stored = self._buckets.get(request.bucket_key)
             state = stored[0] if stored is not None and stored[1] > now else None
             spec = request.policy.spec
+            if request.renew:
+                renewed, leased = renew(state, spec, now, request.lease)
+                self._buckets[request.bucket_key] = (renewed, now + bucket_ttl(renewed, spec))
+                if request.pending:
+                    self._add(now, {outcome_field(ADMITTED, request.policy.tier): request.pending})
+                return Outcome(Decision.ALLOW, renewed.tokens, 0.0, False, renewed.grace_used, leased)
             new_state, outcome = decide(state, spec, now, request.lease)
             self._buckets[request.bucket_key] = (new_state, now + bucket_ttl(new_state, spec))
             delay = delay_for(outcome, request.policy.min_delay) if outcome.reserved else 0.0
@@ -167,6 +191,9 @@ class MemoryStore:
             if self._operations % _PRUNE_EVERY == 0:
                 self._prune(now)
             return outcome
+
+    def admit_many(self, requests: Sequence[AdmitRequest]) -> list[Outcome | None]:
+        return [self.admit(request) for request in requests]
 
     def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
         with self._lock:

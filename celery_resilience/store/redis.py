@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -19,8 +18,8 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 
-from ..admission.bucket import BucketSpec, Decision, Outcome
-from ..admission.port import AdmitPolicy, AdmitRequest
+from ..admission.bucket import BucketSpec, Outcome
+from ..admission.port import AdmitRequest
 from ..breakers.machine import BreakerPolicy, BreakerState, BreakerView, Denied, Permit, Recorded
 from ..breakers.port import BreakerOutcome, TransitionListener
 from ..clock import Clock
@@ -34,8 +33,8 @@ from ..providers import learned
 from ..providers.retry_budget import RetryBudget
 from .base import MinuteClock
 from .keys import KeySpace
+from .redis_admission import RedisAdmission
 from .redis_cache import RedisCache
-from .script_lane import script_lane
 from .topology import CLUSTER, connect, parse_store_url
 from .transition_feed import TransitionFeed
 
@@ -43,13 +42,8 @@ __all__ = ["RedisStore", "load_script"]
 
 logger = logging.getLogger("celery_resilience.store")
 
-# admit.lua's decision codes, and the layouts of its policy argument and its reply.
-_DECISIONS = (Decision.ALLOW, Decision.ALLOW_WITH_GRACE, Decision.THROTTLE)
-_ADMIT_POLICY = struct.Struct("<dddddBddd")
-_ADMIT_REPLY = struct.Struct("<BddBddd")
 _STATES = {s.value: s for s in BreakerState}
 _CLOCK_FRESH_SECONDS = 5.0
-_WIRE_CACHE_SIZE = 4096
 
 
 def load_script(name: str) -> str:
@@ -78,11 +72,17 @@ class RedisStore:
         self._metrics_ttl = metrics_ttl
         self._redis: Any = client or connect(self.topology, timeout, options)
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
-        # The admission script runs on its own lane: it is the one call on every publish.
-        self._admit = script_lane(self._redis, load_script("admit"), self.topology.kind == CLUSTER)
+        self._admission = RedisAdmission(
+            self._redis,
+            keys,
+            self._call,
+            clock=self._clock,
+            minutes=self._minutes,
+            metrics_ttl=metrics_ttl,
+            load=load_script,
+            clustered=self.topology.kind == CLUSTER,
+        )
         self._breaker: Script = self._redis.register_script(load_script("breaker"))
-        self._drain: Script = self._redis.register_script(load_script("drain"))
-        self._refund: Script = self._redis.register_script(load_script("refund"))
         self._budget: Script = self._redis.register_script(load_script("budget"))
         self._retry_budget: Script = self._redis.register_script(load_script("retry_budget"))
         self._schedule: Script = self._redis.register_script(load_script("schedule"))
@@ -91,8 +91,6 @@ class RedisStore:
         self._cache = RedisCache(self._redis, keys, self._call, self.now, load_script)
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
         self._feed = TransitionFeed(self._feed_client(options), keys.breaker_channel())
-        self._wire: dict[AdmitPolicy, bytes] = {}
-        self._metrics_keys: dict[tuple[int, int], str] = {}
 
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
         return self.keys.user_bucket(user_id, tier, request_type)
@@ -204,76 +202,16 @@ class RedisStore:
         return now
 
     def admit(self, request: AdmitRequest) -> Outcome:
-        wire = self._wire.get(request.policy)
-        if wire is None:
-            wire = self._encode(request.policy)
-        now_arg = "" if self._clock is None else repr(self._clock())
-        minute = self._minutes.minute()
-        metrics_key = self._metrics_keys.get((request.shard, minute)) or self._metrics_key(
-            request.shard, minute
-        )
-        reply = self._call(
-            self._admit,
-            keys=[request.bucket_key, metrics_key],
-            args=[now_arg, wire, str(request.lease), str(request.pending)],
-        )
-        decision, remaining, retry_after, reserved, grace_used, leased, store_now = _ADMIT_REPLY.unpack(reply)
-        self._minutes.observe(store_now)
-        return Outcome(
-            _DECISIONS[decision],
-            remaining,
-            retry_after,
-            reserved == 1,
-            int(grace_used),
-            int(leased),
-        )
+        return self._admission.admit(request)
 
-    def _metrics_key(self, shard: int, minute: int) -> str:
-        if len(self._metrics_keys) > 4 * self.keys.shards:
-            self._metrics_keys.clear()
-        key = self._metrics_keys[(shard, minute)] = self.keys.metrics(shard, minute)
-        return key
-
-    def _encode(self, policy: AdmitPolicy) -> bytes:
-        """The policy as the script's ARGV[2]; cached because it is the same for every call."""
-        spec = policy.spec
-        wire = _ADMIT_POLICY.pack(
-            spec.capacity,
-            spec.refill,
-            spec.grace_limit,
-            spec.grace_period,
-            spec.reserve,
-            1 if spec.grace_allowed else 0,
-            spec.horizon,
-            policy.min_delay,
-            self._metrics_ttl,
-        ) + b"%s\0%s\0" % (policy.strategy.encode(), policy.tier.encode())
-        if len(self._wire) >= _WIRE_CACHE_SIZE:
-            self._wire.clear()
-        self._wire[policy] = wire
-        return wire
+    def admit_many(self, requests: Sequence[AdmitRequest]) -> list[Outcome | None]:
+        return self._admission.admit_many(requests)
 
     def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
-        now_arg = "" if self._clock is None else repr(self._clock())
-        self._call(
-            self._drain,
-            keys=[bucket_key],
-            args=[now_arg, repr(seconds), repr(spec.capacity), repr(spec.refill)],
-        )
+        self._admission.drain(bucket_key, spec, seconds)
 
     def refund(self, bucket_key: str, spec: BucketSpec, grace: bool) -> None:
-        now_arg = "" if self._clock is None else repr(self._clock())
-        self._call(
-            self._refund,
-            keys=[bucket_key],
-            args=[
-                now_arg,
-                repr(spec.capacity),
-                repr(spec.refill),
-                repr(spec.grace_period),
-                "1" if grace else "0",
-            ],
-        )
+        self._admission.refund(bucket_key, spec, grace)
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         key = self.keys.metrics(shard, self._minutes.minute())

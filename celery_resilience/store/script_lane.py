@@ -32,11 +32,15 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
 )
 
-__all__ = ["ScriptLane", "ClusterLane", "script_lane", "encode_part"]
+__all__ = ["ScriptLane", "ClusterLane", "ScriptCall", "script_lane", "encode_part"]
+
+# One script call: its keys and its arguments.
+ScriptCall = tuple[Sequence[str | bytes], Sequence[str | bytes]]
 
 
 def encode_part(value: str | bytes) -> bytes:
@@ -60,6 +64,24 @@ class ScriptLane:
         self._needs_name = name is not None and name.default is inspect.Parameter.empty
 
     def __call__(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
+        command = self._command(keys, args)
+        try:
+            return self._run(command)
+        except NoScriptError:
+            self.client.script_load(self._source)
+            return self._run(command)
+
+    def many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Each call's reply, or the error the server answered it with, in one round trip:
+        every command written at once, every reply read in order."""
+        commands = [self._command(keys, args) for keys, args in calls]
+        replies = self._run_many(commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            self.client.script_load(self._source)
+            replies = self._run_many(commands)
+        return replies
+
+    def _command(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> bytes:
         parts = [
             b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + len(args)),
             self._sha_part,
@@ -67,12 +89,7 @@ class ScriptLane:
         ]
         parts.extend(encode_part(key) for key in keys)
         parts.extend(encode_part(arg) for arg in args)
-        command = b"".join(parts)
-        try:
-            return self._run(command)
-        except NoScriptError:
-            self.client.script_load(self._source)
-            return self._run(command)
+        return b"".join(parts)
 
     def _run(self, command: bytes) -> Any:
         connection = self._connection()
@@ -82,15 +99,38 @@ class ScriptLane:
             # Dropped after the pool's check: once more, on the connection reconnected.
             return self._exchange(connection, command)
         finally:
-            should_reconnect = getattr(connection, "should_reconnect", None)
-            if should_reconnect is not None and should_reconnect():
-                connection.disconnect()
-            self._pool.release(connection)
+            self._release(connection)
+
+    def _run_many(self, commands: list[bytes]) -> list[Any]:
+        connection = self._connection()
+        try:
+            return self._exchange_many(connection, commands)
+        except redis.ConnectionError:
+            return self._exchange_many(connection, commands)
+        finally:
+            self._release(connection)
+
+    def _release(self, connection: Any) -> None:
+        should_reconnect = getattr(connection, "should_reconnect", None)
+        if should_reconnect is not None and should_reconnect():
+            connection.disconnect()
+        self._pool.release(connection)
 
     @staticmethod
     def _exchange(connection: Any, command: bytes) -> Any:
         connection.send_packed_command([command])
         return connection.read_response()
+
+    @staticmethod
+    def _exchange_many(connection: Any, commands: list[bytes]) -> list[Any]:
+        connection.send_packed_command([b"".join(commands)])
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as error:  # read whole: the next reply follows
+                replies.append(error)
+        return replies
 
     def _connection(self) -> Any:
         if self._needs_name:
@@ -133,6 +173,34 @@ class ClusterLane:
             return lane(keys, args)
         except self._REROUTED:
             return self._routed(keys=list(keys), args=list(args))
+
+    def many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Each call's reply, or the error it met: one round trip per node holding any of
+        their slots; a call the node could not serve goes the routed way on its own."""
+        replies: list[Any] = [None] * len(calls)
+        by_node: dict[int, tuple[ScriptLane, list[int]]] = {}
+        for index, (keys, _) in enumerate(calls):
+            try:
+                lane = self._lane(keys[0])
+            except self._REROUTED as error:
+                replies[index] = error
+                continue
+            by_node.setdefault(id(lane), (lane, []))[1].append(index)
+        for lane, indexes in by_node.values():
+            try:
+                answered = lane.many([calls[index] for index in indexes])
+            except redis.RedisError as error:
+                answered = [error] * len(indexes)
+            for index, reply in zip(indexes, answered, strict=True):
+                replies[index] = reply
+        for index, reply in enumerate(replies):
+            if isinstance(reply, self._REROUTED):
+                keys, args = calls[index]
+                try:
+                    replies[index] = self._routed(keys=list(keys), args=list(args))
+                except (redis.RedisError, RedisClusterException) as error:
+                    replies[index] = error
+        return replies
 
     def _lane(self, key: str | bytes) -> ScriptLane:
         client = self._client

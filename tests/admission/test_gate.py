@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -273,6 +273,10 @@ class DeadStore:
         return self.keys.user_bucket(user_id, tier, request_type)
 
     def admit(self, request: AdmitRequest) -> Outcome:
+        self.calls += 1
+        raise StoreUnavailable("store did not answer: timed out")
+
+    def admit_many(self, requests: Sequence[AdmitRequest]) -> list[Outcome | None]:
         self.calls += 1
         raise StoreUnavailable("store did not answer: timed out")
 

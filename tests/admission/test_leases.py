@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from celery_resilience.admission.bucket import BucketSpec, Decision, Outcome
 from celery_resilience.admission.gate import Admission
-from celery_resilience.admission.port import AdmitRequest
+from celery_resilience.admission.leases import MAX_RENEWALS, Leases
+from celery_resilience.admission.port import AdmitPolicy, AdmitRequest
 from celery_resilience.errors import StoreUnavailable, Throttled
 from celery_resilience.settings import ResilienceSettings
 from celery_resilience.store import Store
@@ -24,6 +25,7 @@ class Counting:
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.requests: list[AdmitRequest] = []
+        self.trips = 0
         self.down = False  # answer as a store that cannot be reached
 
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
@@ -34,9 +36,17 @@ class Counting:
 
     def admit(self, request: AdmitRequest) -> Outcome:
         self.requests.append(request)
+        self.trips += 1
         if self.down:
             raise StoreUnavailable("store did not answer: timed out")
         return self.inner.admit(request)
+
+    def admit_many(self, requests: Sequence[AdmitRequest]) -> list[Outcome | None]:
+        self.requests.extend(requests)
+        self.trips += 1
+        if self.down:
+            raise StoreUnavailable("store did not answer: timed out")
+        return self.inner.admit_many(requests)
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         if self.down:
@@ -173,3 +183,76 @@ def test_a_forked_child_does_not_inherit_leases(store: Store) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert adm.leases._leases
+
+
+def test_leases_taken_together_end_together_on_the_half_window_grid() -> None:
+    """A lease lasts from half a window to a window, ending on the grid its neighbours end on."""
+    mono = Monotonic(1000.0)
+    leases = Leases(0.2, mono)
+    policy = AdmitPolicy(BucketSpec(capacity=10, refill=100, grace_limit=0, grace_period=60), "t", "delay")
+    for offset in (0.01, 0.04, 0.09):
+        mono.now = 1000.0 + offset
+        leases.take(f"k{offset}", 0, policy, 5)
+    ends = [lease.deadline for lease in leases._leases.values()]
+    assert ends == pytest.approx([1000.2] * 3)
+    mono.now = 1000.12
+    leases.take("late", 0, policy, 5)
+    assert leases._leases[("late", policy)].deadline == pytest.approx(1000.3)  # 0.18 s, within a window
+
+
+def test_only_used_leases_that_ended_are_due_and_at_most_a_trips_worth() -> None:
+    """Due: leases over and used, never more than MAX_RENEWALS at once; unused ones just leave."""
+    mono = Monotonic(1000.0)
+    leases = Leases(0.2, mono)
+    policy = AdmitPolicy(BucketSpec(capacity=10, refill=100, grace_limit=0, grace_period=60), "t", "delay")
+    for index in range(MAX_RENEWALS + 5):
+        leases.take(f"used-{index}", index % 3, policy, 4)
+        assert leases.use(f"used-{index}", policy) == (True, 0)
+    leases.take("idle", 0, policy, 4)
+    assert leases.due() == []  # nothing over yet
+    mono.now += 0.2
+    first = leases.due()
+    second = leases.due()
+    assert len(first) == MAX_RENEWALS and len(second) == 5
+    assert all(renewal.used == 1 and renewal.policy is policy for renewal in first + second)
+    assert {r.bucket_key for r in first + second} == {f"used-{i}" for i in range(MAX_RENEWALS + 5)}
+    assert leases.due() == [] and not leases._leases
+
+
+def test_hot_keys_renew_together_in_one_round_trip(store: Store) -> None:
+    """Ten hot keys: once their leases end, the first key's round trip renews the other nine."""
+    adm, counting, mono = make(store, "100/s", lease_window=0.1)
+    hot = [adm.context(f"hot-{i}", None, "interactive", None) for i in range(10)]
+    for ctx in hot:
+        for _ in range(3):  # one round trip each, then two from the lease
+            adm.decide(ctx, task_name="t")
+    assert counting.trips == 10
+    mono.now += 0.1
+    adm.decide(hot[0], task_name="t")
+    assert counting.trips == 11
+    renewed = [r for r in counting.requests[10:] if r.renew]
+    assert len(renewed) == 9 and all(r.pending == 2 for r in renewed)
+    for ctx in hot[1:]:
+        assert adm.decide(ctx, task_name="t").taken.leased  # type: ignore[union-attr]
+    assert counting.trips == 11
+    adm.flush_leases()
+    assert store.metrics()["admitted"] == 10 * 3 + 1 + 9
+
+
+def test_a_renewal_the_store_misses_is_counted_when_it_answers(store: Store) -> None:
+    """Lease admissions riding on a renewal that found the store down reach the metrics later."""
+    adm, counting, mono = make(store, "100/s", lease_window=0.1, store_retry_interval=1.0)
+    a, b = (adm.context(user, None, "interactive", None) for user in ("a", "b"))
+    for ctx in (a, b):
+        for _ in range(4):
+            adm.decide(ctx, task_name="t")
+    mono.now += 0.1
+    counting.down = True
+    assert not adm.decide(a, task_name="t").checked
+    counting.down = False
+    mono.now += 1.0
+    adm.decide(b, task_name="t")
+    adm.flush_leases()
+    metrics = store.metrics()
+    assert metrics["admitted"] == 2 * 4 + 1
+    assert metrics["store_unavailable"] == 1

@@ -21,6 +21,8 @@ import redis
 from celery import Celery
 
 from celery_resilience import Resilience, ResilientTask, Throttled
+from celery_resilience.admission.bucket import BucketSpec
+from celery_resilience.admission.port import AdmitPolicy, AdmitRequest
 from celery_resilience.cli import status_report
 from tests.conftest import REDIS_URL
 from tests.topologies import Cluster, SentinelGroup, wait_until
@@ -239,4 +241,36 @@ def test_the_cluster_moves_a_users_slot_under_publishes(cluster: Cluster) -> Non
     assert script_calls(source) == before_source
     assert script_calls(target) > before_target
     resilience.store.close()
+    redis.Redis.from_url(f"{REDIS_URL}/11").delete(queue)
+
+
+def test_renewals_riding_on_one_round_trip_follow_a_moved_slot(cluster: Cluster) -> None:
+    """A renewal whose slot moved since the client read the map is answered by its new owner."""
+    app, _, queue = make_app(cluster.url)
+    store = Resilience.of(app).store
+    spec = BucketSpec(capacity=50, refill=20.0, grace_limit=0, grace_period=60)
+    policy = AdmitPolicy(spec, tier="standard", strategy="reject_with_backoff")
+    by_node: dict[int, tuple[str, int]] = {}
+    for index in range(200):
+        key, shard = store.user_bucket(f"user-{index}", "standard", None)
+        by_node.setdefault(cluster.node_for(key).port, (key, shard))
+        if len(by_node) == 2:
+            break
+    (rider, rider_shard), (moving, moving_shard) = list(by_node.values())[:2]
+    for key, shard in ((rider, rider_shard), (moving, moving_shard)):
+        store.admit(AdmitRequest(key, shard, policy))  # the client reads the map, the buckets exist
+    target = next(
+        s for s in cluster.primaries() if s.port not in (cluster.node_for(k).port for k in (rider, moving))
+    )
+    cluster.move_slot(moving, target)
+    before = script_calls(target)
+    outcomes = store.admit_many(
+        [
+            AdmitRequest(rider, rider_shard, policy),
+            AdmitRequest(moving, moving_shard, policy, lease=3, pending=2, renew=True),
+        ]
+    )
+    assert [o.leased if o else None for o in outcomes] == [0, 3]
+    assert script_calls(target) == before + 1
+    store.close()
     redis.Redis.from_url(f"{REDIS_URL}/11").delete(queue)

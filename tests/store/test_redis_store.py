@@ -46,10 +46,21 @@ def test_keys_live_under_the_prefix_with_hash_tags_and_expire(live_store: RedisS
 def test_script_runs_by_sha_and_survives_a_script_flush(live_store: RedisStore, keys: KeySpace) -> None:
     """The script is cached server-side; after SCRIPT FLUSH it is reloaded transparently."""
     live_store.admit(req(keys))
-    sha = live_store._admit.sha
+    sha = live_store._admission._admit.sha
     assert live_store.client.script_exists(sha) == [True]
     live_store.client.script_flush()
     assert live_store.admit(req(keys)).decision is Decision.ALLOW
+
+
+def test_renewals_pipelined_with_an_admission_survive_a_script_flush(
+    live_store: RedisStore, keys: KeySpace
+) -> None:
+    """Several admissions written at once after SCRIPT FLUSH: the script is reloaded, every one decided."""
+    live_store.client.script_flush()
+    many = [req(keys, f"u{index}") for index in range(3)]
+    outcomes = live_store.admit_many(many)
+    assert [o.decision if o else None for o in outcomes] == [Decision.ALLOW] * 3
+    assert live_store.metrics()["admitted"] == 3
 
 
 def test_without_an_injected_clock_the_server_time_is_used(live_store: RedisStore, keys: KeySpace) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -76,6 +77,23 @@ def test_metrics_are_counted_in_the_same_operation(store: Store, keys: KeySpace)
     assert (m["admitted"], m["graced"], m["throttled"]) == (2, 1, 6)
     assert m["throttled:delay"] == 5 and m["throttled:reject_with_backoff"] == 1
     assert m["delay_total"] == pytest.approx(1 + 2 + 3 + 4 + 5)
+
+
+def test_a_renewal_takes_spare_tokens_and_admits_nothing(store: Store, keys: KeySpace) -> None:
+    """A renewal takes tokens only while a request's worth stays, and counts only what it reports."""
+    spec = BucketSpec(capacity=5, refill=0.001, grace_limit=1, grace_period=60)
+    rider = request(keys, "rider", BucketSpec(capacity=10, refill=1.0, grace_limit=0, grace_period=60))
+    renewal = dataclasses.replace(request(keys, spec=spec), lease=2, pending=3, renew=True)
+    leased = [store.admit_many([rider, renewal])[1] for _ in range(3)]
+    assert [outcome.leased if outcome else None for outcome in leased] == [2, 2, 0]
+    # One token is left for a request; a renewal never dips into grace or throttles.
+    assert [store.admit(request(keys, spec=spec)).decision for _ in range(2)] == [
+        Decision.ALLOW,
+        Decision.ALLOW_WITH_GRACE,
+    ]
+    m = store.metrics()
+    assert m["admitted"] == 3 * 1 + 3 * 3 + 1  # the riders, the reported lease admissions, the request
+    assert m["requests"] == 3 + 3 * 3 + 2 and m["graced"] == 1 and m.get("throttled", 0) == 0
 
 
 def test_metrics_keys_expire(redis_store: RedisStore, keys: KeySpace) -> None:
@@ -159,7 +177,20 @@ def test_memory_and_redis_agree_on_a_random_workload(
             grace = rng.random() < 0.5
             memory.refund(req.bucket_key, req.policy.spec, grace)
             redis_store.refund(req.bucket_key, req.policy.spec, grace)
-        expected, actual = memory.admit(req), redis_store.admit(req)
+        shape = rng.random()
+        if shape < 0.2:  # a lease's renewal riding on another key's round trip
+            other = request(keys, "rider", specs[0])
+            lease, pending = rng.randrange(1, 3), rng.randrange(3)
+            renewal = dataclasses.replace(req, lease=lease, pending=pending, renew=True)
+            expected = memory.admit_many([other, renewal])[1]
+            actual = redis_store.admit_many([other, renewal])[1]
+            assert expected is not None and actual is not None
+            assert actual.leased == expected.leased
+        else:
+            if shape < 0.4:  # an admission asking for a lease
+                req = dataclasses.replace(req, lease=rng.randrange(1, 3))
+            expected, actual = memory.admit(req), redis_store.admit(req)
+            assert actual.leased == expected.leased
         assert actual.decision is expected.decision
         assert actual.reserved == expected.reserved
         assert actual.grace_used == expected.grace_used

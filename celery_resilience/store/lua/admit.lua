@@ -11,6 +11,8 @@
 --          horizon min_delay metrics_ttl strategy tier (the last two NUL-terminated)
 -- ARGV[3]  lease: extra tokens to take on an allow, when the bucket can spare them
 -- ARGV[4]  pending: admissions made locally from an earlier lease, for the metrics
+-- ARGV[5]  "1": renew a lease only (bucket.py:renew): the spare tokens or none, no
+--          request of its own admitted, refused or counted
 -- Returns  decision(0 allow, 1 allow_with_grace, 2 throttle) remaining retry_after
 --          reserved(1/0) grace_used leased now, packed (struct "<BddBddd"): cheaper to
 --          build and read than formatted numbers, and no precision lost to integers.
@@ -44,6 +46,22 @@ end
 local need = 1 + reserve
 
 local ALLOW, ALLOW_WITH_GRACE, THROTTLE = 0, 1, 2
+
+if ARGV[5] == "1" then
+  local leased = 0
+  if lease > 0 and tokens >= need + lease then
+    leased = lease
+    tokens = tokens - leased
+  end
+  local ttl = math.max((capacity - tokens) / refill, grace_period) + 1
+  redis.call("SET", KEYS[1], string.format("%.17g %.17g %d %d", tokens, stamp, window, grace_used),
+    "PX", math.ceil(ttl * 1000))
+  if pending > 0 and redis.call("HINCRBY", KEYS[2], "admitted@" .. tier, pending) <= pending then
+    redis.call("EXPIRE", KEYS[2], metrics_ttl)
+  end
+  return struct.pack("<BddBddd", ALLOW, tokens, 0, 0, grace_used, leased, now)
+end
+
 local decision
 local retry_after = 0
 local reserved = 0
