@@ -16,6 +16,9 @@ What it keeps of redis-py's own path:
   reconnected; a timeout is not, so a hung store costs one socket timeout;
 - a flushed script cache (``SCRIPT FLUSH``, a restart, a fail-over) reloads the script
   and runs the call again.
+
+Several calls (an admission and the lease renewals riding on it) are written at once
+and their replies read in order (``many``): one round trip for all of them.
 """
 
 from __future__ import annotations
