@@ -14,6 +14,7 @@ the broker the local Redis:
    Twice: for 10 hot users (each publishing many times per lease window in every
    process, the case leases are for) and for 100 users (each about once per window per
    process here, where every publish makes a round trip).
+   First, plain against itself: the same measure's noise on this machine.
 2. Over-admission: every process publishes as fast as it can for ``--seconds`` for the
    same ten users, each limited to 20/s with a burst of 10 and a grace of 2. Reported:
    the most any user got, against the plain limit over the run (``rate x T + burst +
@@ -83,7 +84,7 @@ def publisher(
     with app.producer_or_acquire() as producer:
 
         def publish(index: int) -> None:
-            if mode == "plain":
+            if mode.startswith("plain"):
                 plain.apply_async(producer=producer)
             else:
                 resilient.apply_async(producer=producer, user_id=USERS[index % users])
@@ -140,22 +141,25 @@ def clean(queue: str, store_url: str, prefix: str) -> None:
     Resilience.of(app).store.purge()
 
 
-def publish_ratio(store_url: str, processes: int, calls: int, rounds: int, users: int) -> tuple[float, float]:
-    """(wall ratio, CPU ratio): the medians over paired rounds of leases against plain, the
-    wall time being the slowest process's, the CPU time all the publishers'."""
+def publish_ratio(
+    store_url: str, processes: int, calls: int, rounds: int, users: int, contender: str = "leases"
+) -> tuple[float, float]:
+    """(wall ratio, CPU ratio): the medians over paired rounds of ``contender`` against plain,
+    the wall time being the slowest process's, the CPU time all the publishers'. A
+    contender of ``"plain-again"`` (plain against itself) measures the machine's noise."""
     walls: list[float] = []
     cpus: list[float] = []
     prefix, queue = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
     try:
         for round_index in range(rounds):
-            order = ["plain", "leases"] if round_index % 2 == 0 else ["leases", "plain"]
+            order = ["plain", contender] if round_index % 2 == 0 else [contender, "plain"]
             got: dict[str, tuple[float, float]] = {}
             for mode in order:
                 times = run_processes(processes, publisher, store_url, prefix, queue, mode, calls, users)
                 got[mode] = (max(wall for wall, _ in times), sum(cpu for _, cpu in times))
                 redis.Redis.from_url(BROKER).delete(queue)
-            walls.append(got["leases"][0] / got["plain"][0])
-            cpus.append(got["leases"][1] / got["plain"][1])
+            walls.append(got[contender][0] / got["plain"][0])
+            cpus.append(got[contender][1] / got["plain"][1])
     finally:
         clean(queue, store_url, prefix)
     return statistics.median(walls), statistics.median(cpus)
@@ -200,6 +204,8 @@ def main() -> None:
         cluster.start()
         sentinel.start()
         topologies = {"one server": f"{REDIS}/13", "cluster": cluster.url, "sentinel": sentinel.url}
+        wall, cpu = publish_ratio(f"{REDIS}/13", args.processes, args.calls, args.rounds, 10, "plain-again")
+        print(f"  noise floor: plain against itself, wall {wall:5.2f}, publishers' CPU {cpu:5.2f}")
         for name, url in topologies.items():
             for users in (10, 100):
                 wall, cpu = publish_ratio(url, args.processes, args.calls, args.rounds, users)

@@ -140,13 +140,34 @@ class Admission:
         # made once per key, not once per publish (it is most of a leased decision's cost).
         self._leased: dict[tuple[str, AdmitPolicy], Verdict] = {}
         self._bucket_keys: dict[tuple[str | None, str, str | None], tuple[str, int]] = {}
+        self._contexts: dict[tuple[object, ...], CallContext] = {}
         _all_admissions.add(self)
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def context(
         self, user_id: object, tier: str | None, request_type: str | None, task_default: str | None
     ) -> CallContext:
-        """Resolve the call's context; a wrong tier or request type is the caller's error, raised now."""
+        """Resolve the call's context; a wrong tier or request type is the caller's error, raised now.
+        Contexts resolved without the tier resolver are kept: a publish asks the same
+        question for the same caller again and again (the resolver's answer may change)."""
+        settings = self.settings
+        memo = (type(user_id), user_id, tier, request_type, task_default)
+        try:
+            found = self._contexts.get(memo)
+        except TypeError:  # something unhashable: refused below, with the reason
+            found = None
+        if found is not None:
+            return found
+        ctx = self._resolve(user_id, tier, request_type, task_default)
+        if settings.tier_resolver is None or tier is not None or user_id is None:
+            if len(self._contexts) >= _CACHE_SIZE:
+                self._contexts.clear()
+            self._contexts[memo] = ctx
+        return ctx
+
+    def _resolve(
+        self, user_id: object, tier: str | None, request_type: str | None, task_default: str | None
+    ) -> CallContext:
         settings = self.settings
         if user_id is not None and not isinstance(user_id, str | int):
             raise TypeError(f"user_id must be a string or an integer, got {type(user_id).__name__}")
@@ -233,8 +254,12 @@ class Admission:
         except StoreUnavailable:
             self._keep_unreported(_lease_admissions(renewals))
             raise
+        outcome, *renewed_outcomes = outcomes
+        if outcome is None:  # a store breaking its contract: as undecided
+            self._keep_unreported(_lease_admissions(renewals))
+            raise StoreUnavailable("the store left the admission undecided")
         lost: list[Renewal] = []
-        for renewal, renewed in zip(renewals, outcomes[1:], strict=True):
+        for renewal, renewed in zip(renewals, renewed_outcomes, strict=True):
             if renewed is None:
                 lost.append(renewal)
             elif renewed.leased:
@@ -243,8 +268,6 @@ class Admission:
                 )
         if lost:
             self._keep_unreported(_lease_admissions(lost))
-        outcome = outcomes[0]
-        assert outcome is not None  # admit_many raises when the first is undecided
         return outcome
 
     def _verdict(

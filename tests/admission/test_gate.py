@@ -55,6 +55,23 @@ def test_context_resolves_tier_explicitly_by_resolver_or_by_default(clock: FakeC
     assert adm.context(42, None, None, None).user_id == "42"
 
 
+def test_a_resolved_context_is_kept_unless_the_resolver_may_answer_otherwise(clock: FakeClock) -> None:
+    """Contexts are reused per caller; a tier resolver is asked on every call, and 1 and True stay apart."""
+    upgraded: set[str] = set()
+    adm = make(clock, tier_resolver=lambda uid: "enterprise" if uid in upgraded else None)
+    assert adm.context("u", None, None, None).tier == "free"
+    upgraded.add("u")
+    assert adm.context("u", None, None, None).tier == "enterprise"
+    plain = make(clock)
+    assert plain.context("u", None, None, None) is plain.context("u", None, None, None)
+    assert plain.context(1, None, None, None).user_id == "1"
+    assert plain.context(True, None, None, None).user_id == "True"
+    with pytest.raises(TypeError, match="user_id must be a string or an integer"):
+        plain.context(["u"], None, None, None)
+    with pytest.raises(ValueError, match="tier must be a non-empty name"):
+        plain.context("u", ["free"], None, None)  # type: ignore[arg-type]
+
+
 def test_request_type_defaults_to_the_task_then_the_setting(clock: FakeClock) -> None:
     """Per call beats the task attribute, which beats resilience_default_request_type."""
     adm = make(clock)
