@@ -8,7 +8,8 @@ them, plus what the composition root needs to manage it.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from ..admission.port import AdmissionStore
 from ..breakers.port import BreakerStore
@@ -18,7 +19,10 @@ from ..load.port import LoadStore
 from ..monitoring.port import SECONDS_PER_MINUTE, MonitoringStore
 from ..providers.port import ProviderStore
 
-__all__ = ["Store", "MinuteClock"]
+__all__ = ["Store", "MinuteClock", "Call"]
+
+# ``RedisStore._call``: runs a redis call, every redis error surfacing as ``StoreUnavailable``.
+Call = Callable[..., Any]
 
 
 @runtime_checkable

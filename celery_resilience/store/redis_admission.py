@@ -12,7 +12,7 @@ from redis.commands.core import Script
 from ..admission.bucket import BucketSpec, Decision, Outcome
 from ..admission.port import AdmitPolicy, AdmitRequest
 from ..errors import StoreUnavailable
-from .base import MinuteClock
+from .base import Call, MinuteClock
 from .keys import KeySpace
 from .script_lane import ScriptCall, script_lane
 
@@ -23,8 +23,6 @@ _DECISIONS = (Decision.ALLOW, Decision.ALLOW_WITH_GRACE, Decision.THROTTLE)
 _ADMIT_POLICY = struct.Struct("<dddddBddd")
 _ADMIT_REPLY = struct.Struct("<BddBddd")
 _WIRE_CACHE_SIZE = 4096
-
-Call = Callable[..., Any]
 
 
 class RedisAdmission:

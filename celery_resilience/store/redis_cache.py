@@ -12,11 +12,10 @@ from redis.commands.core import Script
 
 from ..fallbacks.evidence import Judgement, parse_evidence
 from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
+from .base import Call
 from .keys import KeySpace
 
 __all__ = ["RedisCache"]
-
-Call = Callable[..., Any]
 
 
 class RedisCache:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -95,21 +95,19 @@ class ScriptLane:
         return b"".join(parts)
 
     def _run(self, command: bytes) -> Any:
-        connection = self._connection()
-        try:
-            return self._exchange(connection, command)
-        except redis.ConnectionError:
-            # Dropped after the pool's check: once more, on the connection reconnected.
-            return self._exchange(connection, command)
-        finally:
-            self._release(connection)
+        return self._on_connection(self._exchange, command)
 
     def _run_many(self, commands: list[bytes]) -> list[Any]:
+        result: list[Any] = self._on_connection(self._exchange_many, commands)
+        return result
+
+    def _on_connection(self, exchange: Callable[[Any, Any], Any], payload: Any) -> Any:
         connection = self._connection()
         try:
-            return self._exchange_many(connection, commands)
+            return exchange(connection, payload)
         except redis.ConnectionError:
-            return self._exchange_many(connection, commands)
+            # Dropped after the pool's check: once more, on the connection reconnected.
+            return exchange(connection, payload)
         finally:
             self._release(connection)
 
