@@ -94,20 +94,14 @@ _CELERY_OPTIONS = frozenset(
 )
 
 
+_KNOWN_OPTIONS = _CELERY_OPTIONS | frozenset(CALLER_KEYWORDS)
+
+
 def take_caller_keywords(options: dict[str, Any]) -> tuple[object, str | None, str | None]:
     """Pop our keywords from ``options``; what they leave out comes from ``caller(...)``.
     Raises ``TypeError`` for a near miss of one of them, before anything is admitted."""
-    for key in options:
-        if key in CALLER_KEYWORDS or key in _CELERY_OPTIONS:
-            continue
-        spelled = key.lower().replace("-", "_")
-        close = (
-            [spelled]
-            if spelled in CALLER_KEYWORDS
-            else difflib.get_close_matches(spelled, CALLER_KEYWORDS, 1, 0.7)
-        )
-        if close:
-            raise TypeError(f"unexpected keyword {key!r}: did you mean {close[0]!r}?")
+    if not options.keys() <= _KNOWN_OPTIONS:
+        _refuse_near_misses(options)
     user_id = options.pop("user_id", None)
     tier = options.pop("tier", None)
     request_type = options.pop("request_type", None)
@@ -117,6 +111,20 @@ def take_caller_keywords(options: dict[str, Any]) -> tuple[object, str | None, s
         tier = around.tier if tier is None else tier
         request_type = around.request_type if request_type is None else request_type
     return user_id, tier, request_type
+
+
+def _refuse_near_misses(options: dict[str, Any]) -> None:
+    for key in options:
+        if key in _KNOWN_OPTIONS:
+            continue
+        spelled = key.lower().replace("-", "_")
+        close = (
+            [spelled]
+            if spelled in CALLER_KEYWORDS
+            else difflib.get_close_matches(spelled, CALLER_KEYWORDS, 1, 0.7)
+        )
+        if close:
+            raise TypeError(f"unexpected keyword {key!r}: did you mean {close[0]!r}?")
 
 
 def running_context(app: Any) -> dict[str, Any]:
@@ -207,7 +215,7 @@ class PublishGate:
         verdict = self.admission.decide(
             ctx, task_name=name, queue=queue, breaker=breaker, refusable=refusable
         )
-        header: dict[str, Any] = {**ctx.as_header(), "decision": verdict.label}
+        header: dict[str, Any] = ctx.header(verdict.label)
         headers[HEADER] = header
         schedule(verdict, header)
         return verdict

@@ -91,6 +91,16 @@ class Verdict:
         return self.decision.value
 
 
+class _Route(NamedTuple):
+    """Everything a caller's decision needs short of the store, for one load situation:
+    worked out once, then one lookup per publish."""
+
+    plan: Plan
+    bucket_key: str
+    shard: int
+    from_lease: Verdict  # an admission from the key's lease: the same every time
+
+
 def warn_if_evicting(store: object) -> bool:
     """Warn, once per store, when Redis may evict keys: limits and breakers would silently reset."""
     check = getattr(store, "eviction_policy", None)
@@ -134,12 +144,9 @@ class Admission:
         # admissions whose report failed), counted with the first decision it answers again.
         self._unreported: dict[str, float] = {}
         self._unreported_lock = threading.Lock()  # publishing threads add while one reports
-        # Derived from immutable settings and cached: the hot path is a lookup per part.
-        self._plans: dict[tuple[Severity, str, str, float, bool], Plan] = {}
-        # A verdict is immutable, and a key's admissions from its lease all read the same:
-        # made once per key, not once per publish (it is most of a leased decision's cost).
-        self._leased: dict[tuple[str, AdmitPolicy], Verdict] = {}
-        self._bucket_keys: dict[tuple[str | None, str, str | None], tuple[str, int]] = {}
+        # Derived from immutable settings and cached: the hot path is one lookup per caller
+        # and load situation (the criticality follows from the request type).
+        self._routes: dict[tuple[str | None, str, str, Severity, float, bool], _Route] = {}
         self._contexts: dict[tuple[object, ...], CallContext] = {}
         _all_admissions.add(self)
         atexit.register(_flush_at_exit, weakref.ref(self))
@@ -202,20 +209,17 @@ class Admission:
         """One admission decision; raises ``Throttled`` when the policy says reject.
         ``refusable=False``: the publish must go out (see ``make_plan``)."""
         multiplier = self.load.multiplier(queue, breaker) if self.load is not None else 1.0
-        plan = self._plan(self.severity.severity(queue), ctx, multiplier, refusable)
+        severity = self.severity.severity(queue)
+        route = self._routes.get((ctx.user_id, ctx.tier, ctx.request_type, severity, multiplier, refusable))
+        if route is None:
+            route = self._route(ctx, severity, multiplier, refusable)
+        plan, bucket_key, shard = route.plan, route.bucket_key, route.shard
         policy = plan.policy
-        bucket_key, shard = self._bucket_key(ctx, plan.own_bucket)
         pending = 0
         if policy.lease:
             leased, pending = self.leases.use(bucket_key, policy)
             if leased:
-                verdict = self._leased.get((bucket_key, policy))
-                if verdict is None:
-                    if len(self._leased) >= _CACHE_SIZE:
-                        self._leased.clear()
-                    verdict = Verdict(Decision.ALLOW, taken=_Taken(bucket_key, shard, policy, True))
-                    self._leased[(bucket_key, policy)] = verdict
-                return verdict
+                return route.from_lease
         if self._monotonic() < self._store_down_until:
             return self._store_failed(ctx, task_name, None, policy.tier, pending)
         request = AdmitRequest(bucket_key, shard, policy, policy.lease, pending)
@@ -348,27 +352,21 @@ class Admission:
         """Report admissions made from leases to the metrics and drop every lease."""
         self._report(self.leases.drain())
 
-    def _plan(self, severity: Severity, ctx: CallContext, multiplier: float, refusable: bool) -> Plan:
-        key = (severity, ctx.tier, ctx.request_type, multiplier, refusable)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = make_plan(
-                self.settings, severity, self.settings.tiers[ctx.tier], ctx, multiplier, refusable
-            )
-            if len(self._plans) >= _CACHE_SIZE:
-                self._plans.clear()
-            self._plans[key] = plan
-        return plan
-
-    def _bucket_key(self, ctx: CallContext, own_bucket: bool) -> tuple[str, int]:
-        cache_key = (ctx.user_id, ctx.tier, ctx.request_type if own_bucket else None)
-        found = self._bucket_keys.get(cache_key)
-        if found is None:
-            found = self._store().user_bucket(*cache_key)
-            if len(self._bucket_keys) >= _CACHE_SIZE:
-                self._bucket_keys.clear()
-            self._bucket_keys[cache_key] = found
-        return found
+    def _route(self, ctx: CallContext, severity: Severity, multiplier: float, refusable: bool) -> _Route:
+        plan = make_plan(self.settings, severity, self.settings.tiers[ctx.tier], ctx, multiplier, refusable)
+        bucket_key, shard = self._store().user_bucket(
+            ctx.user_id, ctx.tier, ctx.request_type if plan.own_bucket else None
+        )
+        route = _Route(
+            plan,
+            bucket_key,
+            shard,
+            Verdict(Decision.ALLOW, taken=_Taken(bucket_key, shard, plan.policy, True)),
+        )
+        if len(self._routes) >= _CACHE_SIZE:
+            self._routes.clear()
+        self._routes[(ctx.user_id, ctx.tier, ctx.request_type, severity, multiplier, refusable)] = route
+        return route
 
     def _shrinking_factors(self, queue: str | None, breaker: str | None) -> dict[str, float]:
         """The adaptive factors below 1 that apply to this publish (asked only on a refusal)."""

@@ -31,8 +31,14 @@ class CallContext:
     request_type: str
     criticality: Criticality
 
-    def as_header(self) -> dict[str, str | None]:
-        return {"user_id": self.user_id, "tier": self.tier, "request_type": self.request_type}
+    def header(self, decision: str) -> dict[str, str | None]:
+        """The message header: this context and what admission decided."""
+        return {
+            "user_id": self.user_id,
+            "tier": self.tier,
+            "request_type": self.request_type,
+            "decision": decision,
+        }
 
 
 class Plan(NamedTuple):
