@@ -125,7 +125,7 @@ def _listen(prefix: str, ready: Any, heard: Any, count: int) -> None:
         if name == "seen" and view is not None:
             times.setdefault(view.generation, time.time())
 
-    store.subscribe(on_event)
+    store.subscribe(on_event, ["seen"])
     ready.put(True)
     deadline = time.monotonic() + 60
     while len(times) < count and time.monotonic() < deadline:

@@ -100,6 +100,11 @@ class Server:
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
 
+    def followers(self, channel: str, *, sharded: bool) -> int:
+        """How many connections follow ``channel`` (a sharded one, or a broadcast one) here."""
+        command = "SHARDNUMSUB" if sharded else "NUMSUB"
+        return int(self.client().execute_command("PUBSUB", command, channel)[1])  # type: ignore[no-untyped-call]
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

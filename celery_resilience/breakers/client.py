@@ -324,7 +324,7 @@ class Breakers:
         if self._subscribed_store is not store:
             with self._lock:
                 if self._subscribed_store is not store:
-                    store.subscribe(self._on_transition)
+                    store.subscribe(self._on_transition, self.policies)
                     self._subscribed_store = store
         return store
 

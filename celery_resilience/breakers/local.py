@@ -7,7 +7,7 @@ does not answer falls back to one of these with the same policies until it answe
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .machine import (
     BreakerData,
@@ -90,7 +90,8 @@ class LocalBreakers:
         with self._lock:
             return view(self._breakers.setdefault(name, BreakerData()), policy, self._now())
 
-    def subscribe(self, listener: TransitionListener) -> None:
+    def subscribe(self, listener: TransitionListener, breakers: Iterable[str]) -> None:
+        """Every transition of this process reaches ``listener``, whichever ``breakers`` it names."""
         with self._lock:
             if listener not in self._listeners:
                 self._listeners.append(listener)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,7 +47,8 @@ class BreakerStore(Protocol):
     def breaker_read(self, name: str, policy: BreakerPolicy) -> BreakerView:
         """The breaker's state, windowed calls and weight, probes held."""
 
-    def subscribe(self, listener: TransitionListener) -> None:
-        """Call ``listener(name, view)`` on every breaker transition made by any process
-        sharing this store, as soon as it happens. ``listener(None, None)`` means the
-        feed was interrupted: anything cached from it may be stale."""
+    def subscribe(self, listener: TransitionListener, breakers: Iterable[str]) -> None:
+        """Call ``listener(name, view)`` on every transition of the named ``breakers`` made by
+        any process sharing this store, as soon as it happens (a store may announce others
+        too). ``listener(None, None)`` means the feed was interrupted: anything cached from
+        it may be stale."""

@@ -74,8 +74,8 @@ class LoadMonitor:
 
     def severity(self, queue: str | None) -> Severity:
         self._refresh()
-        of_queue = self._queue_severity(queue)
-        return self._health_severity if of_queue is Severity.NORMAL else worst(self._health_severity, of_queue)
+        health, of_queue = self._health_severity, self._queue_severity(queue)
+        return health if of_queue is Severity.NORMAL else worst(health, of_queue)
 
     def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
         """Every factor on its own; their product scales the admitted rate."""

@@ -113,6 +113,11 @@ class KeySpace:
         """Pub/sub channel on which every breaker transition is announced."""
         return f"{self.prefix}:breaker-events"
 
+    def breaker_shard_channel(self, name: str) -> str:
+        """Sharded pub/sub channel of one breaker's transitions (a Cluster's): in the slot of
+        the breaker's keys, so the script announcing a transition publishes on its own node."""
+        return f"{self.prefix}:{{b.{escape_part(name)}}}:events"
+
     def cache(self, namespace: str) -> tuple[str, str, str, str]:
         """A semantic cache's entries hash, order set, evidence hash and term-set key prefix
         (one hash tag)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..admission.bucket import (
     BucketSpec,
@@ -352,8 +352,8 @@ class MemoryStore:
         with self._lock:
             return dict(self._demand)
 
-    def subscribe(self, listener: TransitionListener) -> None:
-        self._breakers.subscribe(listener)
+    def subscribe(self, listener: TransitionListener, breakers: Iterable[str]) -> None:
+        self._breakers.subscribe(listener, breakers)
 
     def purge(self) -> int:
         with self._lock:

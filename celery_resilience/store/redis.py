@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 
@@ -35,8 +36,8 @@ from .base import MinuteClock
 from .keys import KeySpace
 from .redis_admission import RedisAdmission
 from .redis_cache import RedisCache
-from .topology import CLUSTER, connect, parse_store_url
-from .transition_feed import TransitionFeed
+from .topology import CLUSTER, LazyCluster, connect, parse_store_url
+from .transition_feed import Sharding, TransitionFeed
 
 __all__ = ["RedisStore", "load_script"]
 
@@ -90,7 +91,15 @@ class RedisStore:
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache = RedisCache(self._redis, keys, self._call, self.now, load_script)
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
-        self._feed = TransitionFeed(self._feed_client(options), keys.breaker_channel())
+        # Whether breaker transitions go out on sharded pub/sub: asked of a Cluster once.
+        self._sharded_events: bool | None = None if self.topology.kind == CLUSTER else False
+        self._feed = TransitionFeed(
+            self._feed_client(options),
+            keys.breaker_channel(),
+            Sharding(self._announces_per_shard, keys.breaker_shard_channel, self._refresh_slots)
+            if self.topology.kind == CLUSTER
+            else None,
+        )
 
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
         return self.keys.user_bucket(user_id, tier, request_type)
@@ -188,6 +197,19 @@ class RedisStore:
         if self.topology.kind == CLUSTER:
             return self._redis
         return connect(self.topology, self._timeout, {"socket_timeout": None, **(options or {})})
+
+    def _announces_per_shard(self) -> bool:
+        """On a Cluster whose servers have sharded pub/sub (Redis 7), a breaker announces its
+        transitions on a channel in its own slot; elsewhere on the key space's channel."""
+        if self._sharded_events is None:
+            info = self._call(self._redis.info, "server", target_nodes=RedisCluster.RANDOM)
+            major = str(info.get("redis_version", "0")).split(".", 1)[0]
+            self._sharded_events = major.isdigit() and int(major) >= 7
+        return self._sharded_events
+
+    def _refresh_slots(self) -> None:
+        client = self._redis.real() if isinstance(self._redis, LazyCluster) else self._redis
+        client.nodes_manager.initialize()
 
     def now(self) -> float:
         """The server's clock: from the offset the last answers carried when they are recent
@@ -304,9 +326,15 @@ class RedisStore:
         reply = self._call(
             self._breaker,
             keys=self.keys.breaker(name),
-            args=[op, now_arg, wire, name, self.keys.breaker_channel(), *args],
+            args=[op, now_arg, wire, name, *self._announcement(name), *args],
         )
         return reply.decode().split()  # type: ignore[no-any-return]
+
+    def _announcement(self, name: str) -> tuple[str, str]:
+        """The command and channel a breaker's transitions are announced with."""
+        if self._announces_per_shard():
+            return "SPUBLISH", self.keys.breaker_shard_channel(name)
+        return "PUBLISH", self.keys.breaker_channel()
 
     def cache_put(self, namespace: str, entry: CacheEntry, max_entries: int, ttl: float) -> int:
         return self._cache.cache_put(namespace, entry, max_entries, ttl)
@@ -418,8 +446,8 @@ class RedisStore:
         raw = self._call(self._redis.hgetall, self.keys.demand())
         return {int(hour): float(value) for hour, value in raw.items()}
 
-    def subscribe(self, listener: TransitionListener) -> None:
-        self._feed.subscribe(listener)
+    def subscribe(self, listener: TransitionListener, breakers: Iterable[str]) -> None:
+        self._feed.subscribe(listener, breakers)
 
     def purge(self) -> int:
         deleted = 0

@@ -103,7 +103,7 @@ def test_transitions_are_announced(store: Store) -> None:
         heard.append((name, view))
         got.set()
 
-    store.subscribe(listener)
+    store.subscribe(listener, ["ai"])
     deadline_ok = False
     for _ in range(50):  # the Redis listener subscribes asynchronously: retry the trip until heard
         store.breaker_force("ai", POLICY, BreakerState.CLOSED)

@@ -1,4 +1,5 @@
-"""A trip in one process reaches every other process, which then refuses without a round trip."""
+"""A trip in one process reaches every other process, which then refuses without a round trip,
+on one server, a Cluster (on the breaker's own shard) and behind Sentinel."""
 
 from __future__ import annotations
 
@@ -6,24 +7,27 @@ import multiprocessing
 import time
 from typing import Any
 
+import pytest
+
 from celery_resilience.breakers.classification import Classifier
 from celery_resilience.breakers.client import Breakers
 from celery_resilience.breakers.machine import BreakerPolicy, BreakerState
 from celery_resilience.errors import CircuitOpen
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
-from tests.conftest import store_url
+from tests.conftest import topology_url
+from tests.topologies import Cluster
 
 POLICY = BreakerPolicy(failure_threshold=4, minimum_calls=1, recovery_timeout=60, jitter=0)
 
 
-def client(prefix: str) -> tuple[RedisStore, Breakers]:
-    store = RedisStore(store_url(), KeySpace(prefix, 4), timeout=2.0)
+def client(url: str, prefix: str) -> tuple[RedisStore, Breakers]:
+    store = RedisStore(url, KeySpace(prefix, 4), timeout=2.0)
     return store, Breakers({"seen": POLICY}, lambda: store, Classifier.default())
 
 
-def _watch(prefix: str, ready: Any, results: Any) -> None:
-    _, breakers = client(prefix)
+def _watch(url: str, prefix: str, ready: Any, results: Any) -> None:
+    _, breakers = client(url, prefix)
     breakers.acquire("seen")  # learns CLOSED, and subscribes to transitions
     ready.put(True)
     deadline = time.monotonic() + 10
@@ -44,14 +48,18 @@ def _watch(prefix: str, ready: Any, results: Any) -> None:
     results.put(("missed", 0.0, 0))
 
 
-def test_a_trip_in_one_process_is_seen_by_four_others(redis_available: None, prefix: str) -> None:
+@pytest.mark.parametrize("topology", ["redis", "cluster", "sentinel"])
+def test_a_trip_in_one_process_is_seen_by_four_others(
+    request: pytest.FixtureRequest, topology: str, prefix: str
+) -> None:
     """Four processes hear the trip over pub/sub and refuse locally (no store round trip)."""
+    url = topology_url(request, topology)
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_watch, args=(prefix, ready, results)) for _ in range(4)]
+    procs = [ctx.Process(target=_watch, args=(url, prefix, ready, results)) for _ in range(4)]
     for proc in procs:
         proc.start()
-    store, breakers = client(prefix)
+    store, breakers = client(url, prefix)
     try:
         for _ in procs:
             ready.get(timeout=60)
@@ -64,6 +72,9 @@ def test_a_trip_in_one_process_is_seen_by_four_others(redis_available: None, pre
                 feeds += results.get()[0] == "feed"
             time.sleep(0.05)
         assert feeds == 4
+        if topology == "cluster":
+            # The four watchers and this process, whose breakers follow the channel too.
+            assert_announced_on_the_breakers_shard(request.getfixturevalue("redis_cluster"), store, 5)
         tripped_at = time.time()
         while breakers.read("seen").state is BreakerState.CLOSED:
             breakers.record(breakers.acquire("seen"), TimeoutError())
@@ -76,3 +87,14 @@ def test_a_trip_in_one_process_is_seen_by_four_others(redis_available: None, pre
             proc.join(timeout=30)
         store.purge()
         store.close()
+
+
+def assert_announced_on_the_breakers_shard(cluster: Cluster, store: RedisStore, followers: int) -> None:
+    """The processes follow the breaker's sharded channel on the node holding its slot, and
+    nobody follows the key space's broadcast channel."""
+    channel = store.keys.breaker_shard_channel("seen")
+    owner = cluster.node_for(channel)
+    assert owner.followers(channel, sharded=True) == followers
+    assert owner.port == cluster.node_for(store.keys.breaker("seen")[0]).port
+    for node in cluster.primaries():
+        assert node.followers(store.keys.breaker_channel(), sharded=False) == 0

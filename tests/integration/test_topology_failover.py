@@ -24,7 +24,10 @@ from celery import Celery
 from celery_resilience import Resilience, ResilientTask, Throttled
 from celery_resilience.admission.bucket import BucketSpec
 from celery_resilience.admission.port import AdmitPolicy, AdmitRequest
+from celery_resilience.breakers.machine import BreakerPolicy, BreakerState, BreakerView
 from celery_resilience.cli import status_report
+from celery_resilience.store.keys import KeySpace
+from celery_resilience.store.redis import RedisStore
 from tests.conftest import REDIS_URL
 from tests.topologies import Cluster, SentinelGroup, wait_until
 
@@ -281,3 +284,34 @@ def test_renewals_riding_on_one_round_trip_follow_a_moved_slot(cluster: Cluster)
     assert script_calls(target) == before + 1
     store.close()
     redis.Redis.from_url(f"{REDIS_URL}/11").delete(queue)
+
+
+def test_a_breakers_announcements_follow_its_moved_slot(cluster: Cluster) -> None:
+    """A process following a breaker's sharded channel follows its moved slot, hearing what comes next."""
+    keys = KeySpace(f"t-{uuid.uuid4().hex[:8]}", 4)
+    watcher, actor = RedisStore(cluster.url, keys, timeout=2.0), RedisStore(cluster.url, keys, timeout=2.0)
+    heard: list[tuple[str | None, BreakerView | None]] = []
+    watcher.subscribe(lambda name, view: heard.append((name, view)), ["seen"])
+    policy = BreakerPolicy(failure_threshold=1, minimum_calls=1, recovery_timeout=60, jitter=0)
+
+    def hears(state: BreakerState) -> Callable[[], bool]:
+        def heard_it() -> bool:
+            actor.breaker_force("seen", policy, state)
+            return any(view is not None and view.state is state for _, view in heard[-3:])
+
+        return heard_it
+
+    try:
+        wait_until(hears(BreakerState.FORCED_OPEN), 10, "the watcher following the breaker")
+        channel = keys.breaker_shard_channel("seen")
+        source = cluster.node_for(channel)
+        target = next(s for s in cluster.primaries() if s.port != source.port)
+        heard.clear()
+        cluster.move_slot(channel, target)
+        wait_until(hears(BreakerState.CLOSED), 10, "the watcher following the moved breaker")
+        assert (None, None) in heard  # the move was an interruption: nothing cached is trusted
+        assert (target.followers(channel, sharded=True), source.followers(channel, sharded=True)) == (1, 0)
+    finally:
+        actor.purge()
+        watcher.close()
+        actor.close()

@@ -9,17 +9,19 @@
 -- ARGV[3]  policy, space-separated: failure_threshold window minimum_calls
 --          recovery_timeout max_recovery_timeout backoff jitter half_open_probes
 --          success_threshold probe_lease quota_open_seconds buckets
--- ARGV[4]  breaker name, ARGV[5] channel for transitions ("name state gen open_until")
--- acquire: ARGV[6] lease id
+-- ARGV[4]  breaker name
+-- ARGV[5]  PUBLISH, or SPUBLISH on a Cluster (a channel in this breaker's slot)
+-- ARGV[6]  channel for transitions ("name state gen open_until")
+-- acquire: ARGV[7] lease id
 --   -> "permit <gen> <probe 1/0> <recording 1/0> <state> <open_until>"
 --   -> "deny <state> <retry_after or -1 for none> <gen> <open_until>"
--- record:  ARGV[6] generation, ARGV[7] lease, ARGV[8] weight, ARGV[9] retry_after (-1 none),
---          ARGV[10] trip now (1/0), ARGV[11] jitter draw in [0, 1), ARGV[12] calls this
+-- record:  ARGV[7] generation, ARGV[8] lease, ARGV[9] weight, ARGV[10] retry_after (-1 none),
+--          ARGV[11] trip now (1/0), ARGV[12] jitter draw in [0, 1), ARGV[13] calls this
 --          report stands for (successes counted locally ride along; CLOSED only)
 --   -> "<state> <gen> <open_until> <changed 1/0> <ignored 1/0>"
--- release: ARGV[6] generation, ARGV[7] lease: a probe gives its slot back, no outcome
+-- release: ARGV[7] generation, ARGV[8] lease: a probe gives its slot back, no outcome
 --   -> "<state>"
--- force:   ARGV[6] closed | forced_open | disabled  -> "<state> <gen> <open_until>"
+-- force:   ARGV[7] closed | forced_open | disabled  -> "<state> <gen> <open_until>"
 -- read:    -> "<state> <gen> <open_until> <trips> <calls> <weight> <probes>"
 
 local now = clock(ARGV[2])
@@ -31,6 +33,7 @@ local threshold, window, minimum_calls, recovery, max_recovery, backoff, jitter,
   half_open_probes, success_threshold, probe_lease, quota_open, buckets =
   p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12]
 local fmt = "%.17g"
+local publish = ARGV[5] == "SPUBLISH" and "SPUBLISH" or "PUBLISH"
 
 local h = redis.call("HMGET", KEYS[1], "state", "gen", "open_until", "trips", "successes")
 local state = h[1] or "closed"
@@ -44,7 +47,7 @@ local function save()
   redis.call("HSET", KEYS[1], "state", state, "gen", gen, "open_until", string.format(fmt, open_until),
     "trips", trips, "successes", successes)
   if state ~= before_state or gen ~= before_gen then
-    redis.call("PUBLISH", ARGV[5], ARGV[4] .. " " .. state .. " " .. gen .. " " .. string.format(fmt, open_until))
+    redis.call(publish, ARGV[6], ARGV[4] .. " " .. state .. " " .. gen .. " " .. string.format(fmt, open_until))
   end
 end
 
@@ -93,7 +96,7 @@ if op == "acquire" then
     redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", string.format(fmt, now))
     local held = redis.call("ZCARD", KEYS[3])
     if held < half_open_probes then
-      redis.call("ZADD", KEYS[3], string.format(fmt, now + probe_lease), ARGV[6])
+      redis.call("ZADD", KEYS[3], string.format(fmt, now + probe_lease), ARGV[7])
       save()
       return string.format("permit %d 1 1 %s %.17g", gen, state, open_until)
     end
@@ -106,16 +109,16 @@ if op == "acquire" then
 end
 
 if op == "record" then
-  local generation = tonumber(ARGV[6])
-  local weight = tonumber(ARGV[8])
-  local retry_after = math.max(0, tonumber(ARGV[9]))
-  local trip_now = ARGV[10] == "1"
-  local draw = tonumber(ARGV[11])
+  local generation = tonumber(ARGV[7])
+  local weight = tonumber(ARGV[9])
+  local retry_after = math.max(0, tonumber(ARGV[10]))
+  local trip_now = ARGV[11] == "1"
+  local draw = tonumber(ARGV[12])
   if state == "disabled" or state == "forced_open" or generation ~= gen then
     return string.format("%s %d %.17g 0 1", state, gen, open_until)
   end
   if state == "half_open" then
-    redis.call("ZREM", KEYS[3], ARGV[7])
+    redis.call("ZREM", KEYS[3], ARGV[8])
     if weight > 0 or trip_now then
       trip(retry_after, trip_now, draw)
     else
@@ -143,7 +146,7 @@ if op == "record" then
         weights = weights + tonumber(w)
       end
     end
-    this_calls = this_calls + tonumber(ARGV[12])
+    this_calls = this_calls + tonumber(ARGV[13])
     this_weight = this_weight + weight
     redis.call("HSET", KEYS[2], current, string.format("%d %.17g", this_calls, this_weight))
     redis.call("PEXPIRE", KEYS[2], math.ceil(window * 1000) + 1000)
@@ -159,14 +162,14 @@ if op == "record" then
 end
 
 if op == "release" then
-  if state == "half_open" and tonumber(ARGV[6]) == gen then
-    redis.call("ZREM", KEYS[3], ARGV[7])
+  if state == "half_open" and tonumber(ARGV[7]) == gen then
+    redis.call("ZREM", KEYS[3], ARGV[8])
   end
   return state
 end
 
 if op == "force" then
-  local target = ARGV[6]
+  local target = ARGV[7]
   if target == "closed" then
     close()
   else
