@@ -286,8 +286,9 @@ def test_renewals_riding_on_one_round_trip_follow_a_moved_slot(cluster: Cluster)
     redis.Redis.from_url(f"{REDIS_URL}/11").delete(queue)
 
 
-def test_a_breakers_announcements_follow_its_moved_slot(cluster: Cluster) -> None:
-    """A process following a breaker's sharded channel follows its moved slot, hearing what comes next."""
+@pytest.mark.parametrize("change", ["slot moved", "primary killed"])
+def test_a_breakers_announcements_follow_its_slot(cluster: Cluster, change: str) -> None:
+    """A process following a breaker's sharded channel follows the slot's new owner and hears what follows."""
     keys = KeySpace(f"t-{uuid.uuid4().hex[:8]}", 4)
     watcher, actor = RedisStore(cluster.url, keys, timeout=2.0), RedisStore(cluster.url, keys, timeout=2.0)
     heard: list[tuple[str | None, BreakerView | None]] = []
@@ -305,12 +306,19 @@ def test_a_breakers_announcements_follow_its_moved_slot(cluster: Cluster) -> Non
         wait_until(hears(BreakerState.FORCED_OPEN), 10, "the watcher following the breaker")
         channel = keys.breaker_shard_channel("seen")
         source = cluster.node_for(channel)
-        target = next(s for s in cluster.primaries() if s.port != source.port)
         heard.clear()
-        cluster.move_slot(channel, target)
-        wait_until(hears(BreakerState.CLOSED), 10, "the watcher following the moved breaker")
-        assert (None, None) in heard  # the move was an interruption: nothing cached is trusted
-        assert (target.followers(channel, sharded=True), source.followers(channel, sharded=True)) == (1, 0)
+        if change == "slot moved":
+            target = next(s for s in cluster.primaries() if s.port != source.port)
+            cluster.move_slot(channel, target)
+        else:
+            source.kill()
+            cluster.wait_settled()
+            target = cluster.node_for(channel)
+        wait_until(hears(BreakerState.CLOSED), 20, "the watcher following the breaker's new owner")
+        assert (None, None) in heard  # an interruption: nothing cached from the feed is trusted
+        assert target.followers(channel, sharded=True) == 1
+        if source.running:
+            assert source.followers(channel, sharded=True) == 0
     finally:
         actor.purge()
         watcher.close()
