@@ -21,6 +21,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -45,19 +46,14 @@ class _Resubscribe(Exception):
     """A node gave up a subscription (its slot moved): follow the channel again."""
 
 
+@dataclass(frozen=True)
 class Sharding:
     """How a Cluster announces transitions: whether its servers have sharded pub/sub
     (asked of the store once), each breaker's channel, and how to read the slot map again."""
 
-    def __init__(
-        self,
-        available: Callable[[], bool],
-        channel: Callable[[str], str],
-        refresh_slots: Callable[[], None],
-    ) -> None:
-        self.available = available
-        self.channel = channel
-        self.refresh_slots = refresh_slots
+    available: Callable[[], bool]
+    channel: Callable[[str], str]
+    refresh_slots: Callable[[], None]
 
 
 class TransitionFeed:
@@ -156,10 +152,9 @@ class TransitionFeed:
             message = pubsub.get_sharded_message(ignore_subscribe_messages=False, timeout=_SHARD_POLL_SECONDS)
             if message is None:
                 continue
-            kind = message["type"]
-            if kind in ("smessage", b"smessage"):
+            if message["type"] == "smessage":
                 self._deliver(message["data"])
-            elif kind in ("sunsubscribe", b"sunsubscribe"):
+            elif message["type"] == "sunsubscribe":
                 raise _Resubscribe()
 
     def close(self) -> None:
