@@ -19,7 +19,7 @@ from tests.integration.conftest import wait_for
 GATE = threading.Event()
 
 
-def build(**conf: Any) -> tuple[Celery, Any]:
+def build(quota_hold: float = 0.0, **conf: Any) -> tuple[Celery, Any]:
     app = Celery("waits", broker="memory://localhost/", backend="cache+memory://", set_as_current=False)
     app.conf.update(
         resilience_store_url="memory://",
@@ -33,7 +33,7 @@ def build(**conf: Any) -> tuple[Celery, Any]:
     Resilience(app)
 
     @app.task(base=AITask, bind=True, name="waits.ask", breaker="p", fallbacks=["template"], shared=False,
-              quota_wait_limit=0.0)  # fmt: skip
+              quota_wait_limit=0.0, quota_hold=quota_hold)  # fmt: skip
     def ask(self: AITask, prompt: str) -> str:
         if prompt == "block":
             GATE.wait(10)
@@ -82,6 +82,16 @@ def test_a_request_that_would_wait_for_the_budget_too_long_is_answered_by_the_ch
     assert first == "primary answer to one"
     assert isinstance(second, FallbackResult)
     assert second.kind == "template" and "budget is spent" in second.reason
+
+
+def test_a_wait_for_the_budget_within_quota_hold_is_spent_in_the_worker() -> None:
+    """With quota_hold, a short wait for the budget is held in the worker and the provider answers."""
+    app, ask = build(quota_hold=2.0, resilience_providers={"p": {"rate": "2/s"}})
+    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False, loglevel="ERROR"):
+        results = [ask.apply_async((f"q{i}",), user_id=f"u{i}") for i in range(4)]
+        answers = [result.get(timeout=10, disable_sync_subtasks=False) for result in results]
+    # The same requests without the hold: the third is answered by the chain (the test above).
+    assert answers == [f"primary answer to q{i}" for i in range(4)]
 
 
 def test_a_task_can_hand_its_request_to_the_chain_itself() -> None:
