@@ -7,7 +7,9 @@
    (target: at least 2x faster than pybreaker when CLOSED; no round trip when OPEN,
    counted with the server's own command counter). CLOSED successes are reported in
    batches; a failing call (reported at once, one round trip) is measured apart.
-2. Time for a transition to reach four other processes over pub/sub (target p99 <= 100 ms).
+2. Time for a transition to reach four other processes over pub/sub (target p99 <= 100 ms),
+   on the local Redis (one channel) and on a three-primary Cluster started here (each
+   breaker's sharded channel, followed on the node holding its slot).
 
 Rounds alternate between contenders and the median round is reported: only the
 ratios are meant to be compared, the machine is noisy.
@@ -19,8 +21,10 @@ import argparse
 import contextlib
 import multiprocessing
 import statistics
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pybreaker
@@ -33,6 +37,9 @@ from celery_resilience.breakers.machine import BreakerPolicy, BreakerState
 from celery_resilience.errors import CircuitOpen
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.topologies: the test run's servers
+from tests.topologies import Cluster
 
 URL = "redis://127.0.0.1:6379/13"
 POLICY = BreakerPolicy(failure_threshold=5, minimum_calls=1, recovery_timeout=3600, jitter=0)
@@ -117,8 +124,8 @@ def overhead(calls: int, rounds: int) -> tuple[dict[str, float], int]:
     return results, round_trips_when_open
 
 
-def _listen(prefix: str, ready: Any, heard: Any, count: int) -> None:
-    store = RedisStore(URL, KeySpace(prefix, 4), timeout=2.0)
+def _listen(url: str, prefix: str, ready: Any, heard: Any, count: int) -> None:
+    store = RedisStore(url, KeySpace(prefix, 4), timeout=2.0)
     times: dict[int, float] = {}
 
     def on_event(name: str | None, view: Any) -> None:
@@ -133,16 +140,16 @@ def _listen(prefix: str, ready: Any, heard: Any, count: int) -> None:
     heard.put(times)
 
 
-def propagation(trips: int) -> list[float]:
+def propagation(url: str, trips: int) -> list[float]:
     """Milliseconds from a transition's reply to its arrival in each of four processes."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     ctx = multiprocessing.get_context("spawn")
     ready, heard = ctx.Queue(), ctx.Queue()
     warmup = 20
-    procs = [ctx.Process(target=_listen, args=(prefix, ready, heard, trips + warmup)) for _ in range(4)]
+    procs = [ctx.Process(target=_listen, args=(url, prefix, ready, heard, trips + warmup)) for _ in range(4)]
     for proc in procs:
         proc.start()
-    store = RedisStore(URL, KeySpace(prefix, 4))
+    store = RedisStore(url, KeySpace(prefix, 4))
     sent: dict[int, float] = {}
     try:
         for _ in procs:
@@ -193,11 +200,21 @@ def main() -> None:
         "     (target: none per call; one refresh of the cached state every 2 s)\n"
     )
 
-    latencies = sorted(propagation(args.trips))
+    report_propagation("one server, one channel", propagation(URL, args.trips))
+    cluster = Cluster()
+    try:
+        cluster.start()
+        report_propagation("Cluster, sharded channel", propagation(cluster.url, args.trips))
+    finally:
+        cluster.stop()
+
+
+def report_propagation(where: str, latencies: list[float]) -> None:
+    latencies = sorted(latencies)
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(
-        f"  transition reaching 4 processes: {len(latencies)} samples, "
+        f"  transition reaching 4 processes ({where}): {len(latencies)} samples, "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms   (target p99 <= 100 ms)"
     )
 
