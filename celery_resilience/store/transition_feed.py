@@ -10,7 +10,8 @@ Where they go: on one server (and behind Sentinel) one channel for the whole key
 On a Cluster whose servers have sharded pub/sub (Redis 7), each breaker has a channel in
 its own slot (``SPUBLISH``): an announcement stays on the shard that made it instead of
 crossing the whole Cluster's bus, and the feed follows the channels of the breakers its
-listeners named, one connection per node holding any of them. When a slot moves, the
+listeners named, one connection per node holding any of them (its own connections, not
+redis-py's cluster pub/sub, whose reading and resubscribing differ between releases). When a slot moves, the
 node gives up the subscription (``sunsubscribe``); the feed then reads the slot map
 again and follows the channel on its new owner.
 """
@@ -36,9 +37,9 @@ __all__ = ["TransitionFeed", "Sharding"]
 logger = logging.getLogger("celery_resilience.store")
 
 _STATES = {s.value: s for s in BreakerState}
-# How long a read waits on each node holding a followed channel before trying the next
-# (redis-py reads one node's connection at a time): the worst delay before an event on
-# another node is heard.
+# How long a read waits on each node holding a followed channel before trying the next,
+# when there are several (a read waits on one connection): the worst delay before an
+# event on another node is heard.
 _SHARD_POLL_SECONDS = 0.05
 
 
@@ -91,8 +92,7 @@ class TransitionFeed:
             try:
                 sharding = self._sharding
                 if sharding is not None and sharding.available():
-                    pubsub = self._client.pubsub()
-                    self._follow_shards(pubsub, sharding)
+                    self._follow_shards(sharding)
                 else:
                     pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                     self._follow_channel(pubsub)
@@ -133,29 +133,43 @@ class TransitionFeed:
             if message is not None:
                 self._deliver(message["data"])
 
-    def _follow_shards(self, pubsub: Any, sharding: Sharding) -> None:
-        """Follow each named breaker's channel on the node holding its slot, until closed or
-        a node gives one up."""
+    def _follow_shards(self, sharding: Sharding) -> None:
+        """Follow each named breaker's channel on the node holding its slot (a connection of
+        its own per node), until closed or a node gives one up."""
+        by_node: dict[str, Any] = {}
         following: set[str] = set()
-        while not self._closed.is_set():
-            if self._breakers_added.is_set() or not following:
-                self._breakers_added.clear()
-                with self._lock:
-                    wanted = self._breakers - following
-                for name in sorted(wanted):
-                    pubsub.ssubscribe(sharding.channel(name))
-                following |= wanted
-                self._retry_delay = 0.1
-            if not following:
-                self._breakers_added.wait(1.0)  # no breaker named yet: nothing to follow
-                continue
-            message = pubsub.get_sharded_message(ignore_subscribe_messages=False, timeout=_SHARD_POLL_SECONDS)
-            if message is None:
-                continue
-            if message["type"] == "smessage":
-                self._deliver(message["data"])
-            elif message["type"] == "sunsubscribe":
-                raise _Resubscribe()
+        try:
+            while not self._closed.is_set():
+                if self._breakers_added.is_set() or not following:
+                    self._breakers_added.clear()
+                    with self._lock:
+                        wanted = self._breakers - following
+                    for name in sorted(wanted):
+                        channel = sharding.channel(name)
+                        node = self._client.get_node_from_key(channel)
+                        pubsub = by_node.get(node.name)
+                        if pubsub is None:
+                            pubsub = by_node[node.name] = self._client.get_redis_connection(node).pubsub()
+                        pubsub.ssubscribe(channel)
+                    following |= wanted
+                    self._retry_delay = 0.1
+                if not following:
+                    self._breakers_added.wait(1.0)  # no breaker named yet: nothing to follow
+                    continue
+                # One node: wait on it. Several: each in turn, briefly (a read waits on one).
+                timeout = 1.0 if len(by_node) == 1 else _SHARD_POLL_SECONDS
+                for pubsub in list(by_node.values()):
+                    message = pubsub.get_message(timeout=timeout)
+                    if message is None:
+                        continue
+                    if message["type"] == "smessage":
+                        self._deliver(message["data"])
+                    elif message["type"] == "sunsubscribe":
+                        raise _Resubscribe()
+        finally:
+            for pubsub in by_node.values():
+                with contextlib.suppress(Exception):
+                    pubsub.close()
 
     def close(self) -> None:
         """Stop following the announcements (within a second): the store is closed."""
