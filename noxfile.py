@@ -9,7 +9,7 @@ nox.options.sessions = ["newest"]
 nox.options.default_venv_backend = "venv"
 
 # The lower bounds of pyproject.toml's dependencies, as tested.
-OLDEST = ["celery==5.5.0", "kombu[redis]==5.5.4", "redis==5.0.0", "sentry-sdk==2.0.0", "psutil==5.9.0"]
+OLDEST = ["celery==5.5.0", "kombu[redis]==5.5.4", "redis==5.0.1", "sentry-sdk==2.0.0", "psutil==5.9.0"]
 
 
 @nox.session
