@@ -15,6 +15,7 @@ from celery_resilience_harness.simulation.token_provider import TokenLimits, Tok
 
 from celery_resilience import FallbackResult, Resilience, Throttled
 from celery_resilience.cli import status_report
+from celery_resilience.providers.learned import DECREASE
 from tests.integration.conftest import start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
@@ -158,8 +159,10 @@ def test_a_learned_budget_finds_an_unstated_limit_from_429s(app: ModuleType) -> 
 
     # A bucket of count C lets about 0.87 C into a 3 s window (its burst, and the slack for
     # late arrivals), and reservations of the 150-token cap settle at 109: so the learned
-    # count sits above what the provider takes. What counts is what it takes.
-    assert learned(app, "unstated") <= 1.4 * 3000
+    # count sits above what the provider takes, on a sawtooth (cut by 429s, grown back
+    # between them) whose top is about 1.5 times the limit. It must stay below the guess
+    # cut once; what counts is what the provider takes.
+    assert learned(app, "unstated") <= DECREASE * 6000
     assert provider.most_in_any_window() >= 0.8 * 3000
     assert answered_by_provider(results) >= 110
     assert provider.statuses.count(429) <= len(provider.statuses) * 0.1
