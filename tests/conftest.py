@@ -16,7 +16,7 @@ from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from celery_resilience.testing import FakeClock
 from tests.http_server import ScriptedServer
-from tests.topologies import Cluster, SentinelGroup
+from tests.topologies import Cluster, SentinelGroup, TlsServer
 
 REDIS_URL = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
 STORE_DB = 13
@@ -103,6 +103,17 @@ def redis_sentinel() -> Iterator[SentinelGroup]:
         group.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_tls() -> Iterator[TlsServer]:
+    """One server speaking only TLS, for the whole run."""
+    server = TlsServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
     """The store URL of a topology: one server, the run's Cluster or its Sentinel group."""
     if topology == "cluster":
@@ -113,13 +124,17 @@ def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
     return store_url()
 
 
-@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel", "tls"])
 def store(request: pytest.FixtureRequest, keys: KeySpace, clock: FakeClock) -> Iterator[Store]:
     """Each behavioural test runs once per implementation and Redis topology, on an injected clock."""
     if request.param == "memory":
         yield MemoryStore(keys, clock=clock)
         return
-    store = RedisStore(topology_url(request, request.param), keys, clock=clock)
+    if request.param == "tls":
+        tls: TlsServer = request.getfixturevalue("redis_tls")
+        store = RedisStore(tls.url, keys, clock=clock, options=tls.options)
+    else:
+        store = RedisStore(topology_url(request, request.param), keys, clock=clock)
     yield store
     store.purge()
     store.close()

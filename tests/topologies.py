@@ -1,4 +1,5 @@
-"""Real Redis topologies on loopback for a test run: a Cluster and a Sentinel group.
+"""Real Redis topologies on loopback for a test run: a Cluster, a Sentinel group and one
+server speaking only TLS.
 
 Each server is a ``redis-server`` process of this machine, in a directory of its own,
 keeping nothing on disk, stopped when the run ends. Timeouts are short (a node is
@@ -20,9 +21,13 @@ from pathlib import Path
 import redis
 from redis.cluster import RedisCluster
 
-__all__ = ["Server", "Cluster", "SentinelGroup", "free_ports", "wait_until"]
+__all__ = ["Server", "Cluster", "SentinelGroup", "TlsServer", "TLS_CERTIFICATE", "free_ports", "wait_until"]
 
 NODE_TIMEOUT_MS = 1000
+# A self-signed certificate for 127.0.0.1 and its key, made for these tests only: the server
+# presents it, clients trust it as their CA.
+TLS_CERTIFICATE = Path(__file__).parent / "data" / "tls" / "server.crt"
+TLS_KEY = TLS_CERTIFICATE.with_name("server.key")
 
 
 def free_ports(count: int) -> list[int]:
@@ -63,12 +68,15 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 class Server:
     """One redis-server process on 127.0.0.1."""
 
-    def __init__(self, port: int, directory: Path, *options: str, sentinel: bool = False) -> None:
+    def __init__(
+        self, port: int, directory: Path, *options: str, sentinel: bool = False, tls: bool = False
+    ) -> None:
         self.port = port
         self.directory = directory / str(port)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.options = options
         self.sentinel = sentinel
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -83,6 +91,7 @@ class Server:
             "repl-diskless-sync yes",
             "repl-diskless-sync-delay 0",
             f'logfile "{self.directory / "redis.log"}"',
+            *self._tls_options(),
             *self.options,
         ]
         config.write_text("\n".join(lines) + "\n")
@@ -97,7 +106,25 @@ class Server:
 
         wait_until(answering, 10, f"redis-server on {self.port} answering")
 
+    def _tls_options(self) -> list[str]:
+        """TLS on the server's port, and nothing else listening."""
+        if not self.tls:
+            return []
+        return [
+            "port 0",
+            f"tls-port {self.port}",
+            f'tls-cert-file "{TLS_CERTIFICATE}"',
+            f'tls-key-file "{TLS_KEY}"',
+            f'tls-ca-cert-file "{TLS_CERTIFICATE}"',
+            "tls-auth-clients no",
+        ]
+
     def client(self) -> redis.Redis:
+        if self.tls:
+            return redis.Redis(
+                port=self.port, socket_timeout=1, socket_connect_timeout=1, ssl=True,
+                ssl_ca_certs=str(TLS_CERTIFICATE),
+            )  # fmt: skip
         return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
 
     def followers(self, channel: str, *, sharded: bool) -> int:
@@ -203,6 +230,30 @@ class Cluster:
     def stop(self) -> None:
         for server in self.servers:
             server.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class TlsServer:
+    """One server that speaks only TLS, as managed Redis offerings do (``rediss://``)."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="crtest-tls-"))
+        self.server = Server(free_ports(1)[0], self.directory, tls=True)
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.server.port}/0"
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The store options that make a client trust the server's certificate."""
+        return {"ssl_ca_certs": str(TLS_CERTIFICATE)}
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -1,5 +1,5 @@
 """A trip in one process reaches every other process, which then refuses without a round trip,
-on one server, a Cluster (on the breaker's own shard) and behind Sentinel."""
+on one server, a Cluster (on the breaker's own shard), behind Sentinel and over TLS."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from celery_resilience.errors import CircuitOpen
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
 from tests.conftest import topology_url
-from tests.topologies import Cluster
+from tests.topologies import Cluster, TlsServer
 
 POLICY = BreakerPolicy(failure_threshold=4, minimum_calls=1, recovery_timeout=60, jitter=0)
 
 
-def client(url: str, prefix: str) -> tuple[RedisStore, Breakers]:
-    store = RedisStore(url, KeySpace(prefix, 4), timeout=2.0)
+def client(url: str, prefix: str, options: dict[str, str]) -> tuple[RedisStore, Breakers]:
+    store = RedisStore(url, KeySpace(prefix, 4), timeout=2.0, options=options)
     return store, Breakers({"seen": POLICY}, lambda: store, Classifier.default())
 
 
-def _watch(url: str, prefix: str, ready: Any, results: Any) -> None:
-    _, breakers = client(url, prefix)
+def _watch(url: str, prefix: str, options: dict[str, str], ready: Any, results: Any) -> None:
+    _, breakers = client(url, prefix, options)
     breakers.acquire("seen")  # learns CLOSED, and subscribes to transitions
     ready.put(True)
     deadline = time.monotonic() + 10
@@ -48,18 +48,23 @@ def _watch(url: str, prefix: str, ready: Any, results: Any) -> None:
     results.put(("missed", 0.0, 0))
 
 
-@pytest.mark.parametrize("topology", ["redis", "cluster", "sentinel"])
+@pytest.mark.parametrize("topology", ["redis", "cluster", "sentinel", "tls"])
 def test_a_trip_in_one_process_is_seen_by_four_others(
     request: pytest.FixtureRequest, topology: str, prefix: str
 ) -> None:
     """Four processes hear the trip over pub/sub and refuse locally (no store round trip)."""
-    url = topology_url(request, topology)
+    options: dict[str, str] = {}
+    if topology == "tls":
+        tls: TlsServer = request.getfixturevalue("redis_tls")
+        url, options = tls.url, tls.options
+    else:
+        url = topology_url(request, topology)
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_watch, args=(url, prefix, ready, results)) for _ in range(4)]
+    procs = [ctx.Process(target=_watch, args=(url, prefix, options, ready, results)) for _ in range(4)]
     for proc in procs:
         proc.start()
-    store, breakers = client(url, prefix)
+    store, breakers = client(url, prefix, options)
     try:
         for _ in procs:
             ready.get(timeout=60)

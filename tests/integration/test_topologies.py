@@ -18,23 +18,28 @@ from celery_resilience import FallbackResult, Resilience, Throttled
 from celery_resilience.breakers.machine import BreakerState
 from tests.http_server import ScriptedServer
 from tests.integration.conftest import ROOT, start_worker, stop_worker
+from tests.topologies import TLS_CERTIFICATE
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["cluster", "sentinel"])
+@pytest.fixture(params=["cluster", "sentinel", "tls"])
 def topology(
     request: pytest.FixtureRequest, integration_env: dict[str, str]
 ) -> Iterator[tuple[Celery, dict[str, str]]]:
-    """A worker whose store is the run's Cluster or Sentinel group, and the test's app on the same store."""
+    """A worker whose store is the run's Cluster, Sentinel group or TLS server, and the test's app on
+    the same store."""
     from tests.integration import topoapp
 
-    fixture = "redis_cluster" if request.param == "cluster" else "redis_sentinel"
-    url = str(request.getfixturevalue(fixture).url)
+    servers = {"cluster": "redis_cluster", "sentinel": "redis_sentinel", "tls": "redis_tls"}
+    url = str(request.getfixturevalue(servers[request.param]).url)
+    ca = str(TLS_CERTIFICATE) if request.param == "tls" else None
     env = {**integration_env, "RESILIENCE_TEST_STORE_URL": url}
+    if ca is not None:
+        env["RESILIENCE_TEST_STORE_CA"] = ca
     worker = start_worker(env, "tests.integration.topoapp", topoapp.QUEUE,
                           extra=["-n", f"topo-{uuid.uuid4().hex[:6]}@%h"])  # fmt: skip
-    app = topoapp.create(url)
+    app = topoapp.create(url, ca)
     try:
         assert app.tasks["topo.ping"].delay().get(timeout=60) == "pong"
         yield app, env

@@ -1,5 +1,6 @@
 """An app whose store is the topology the test names (``RESILIENCE_TEST_STORE_URL``: one
-server, a Cluster or Sentinel), run by a real worker; the broker is the local Redis."""
+server, a Cluster, Sentinel or a server speaking TLS, whose certificate
+``RESILIENCE_TEST_STORE_CA`` names), run by a real worker; the broker is the local Redis."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from celery_resilience import AITask, Resilience
 
 REDIS = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
 STORE = os.environ.get("RESILIENCE_TEST_STORE_URL", f"{REDIS}/13")
+STORE_CA = os.environ.get("RESILIENCE_TEST_STORE_CA")
 PREFIX = os.environ.get("RESILIENCE_TEST_PREFIX", "crtest-topo") + "-topo"
 QUEUE = os.environ.get("RESILIENCE_TEST_AI_QUEUE", "crtest-topo") + "-topo"
 
@@ -21,8 +23,9 @@ def tier_of(user_id: str) -> str | None:
     return "limited" if user_id.startswith("limited") else None
 
 
-def create(store_url: str) -> Celery:
-    """The app on the store at ``store_url``: the worker's, and the test's own publisher."""
+def create(store_url: str, store_ca: str | None = None) -> Celery:
+    """The app on the store at ``store_url`` (trusting the certificate ``store_ca`` for TLS): the
+    worker's, and the test's own publisher."""
     app = Celery("topoapp", broker=f"{REDIS}/11", backend=f"{REDIS}/12", set_as_current=False)
     app.conf.update(
         task_default_queue=QUEUE,
@@ -30,6 +33,7 @@ def create(store_url: str) -> Celery:
         worker_prefetch_multiplier=1,
         result_expires=600,
         resilience_store_url=store_url,
+        resilience_store_options={"ssl_ca_certs": store_ca} if store_ca else {},
         resilience_key_prefix=PREFIX,
         resilience_tiers={
             "standard": {"rate": "100000/s", "burst": 100000},
@@ -66,4 +70,4 @@ def create(store_url: str) -> Celery:
     return app
 
 
-app = create(STORE)
+app = create(STORE, STORE_CA)
