@@ -7,6 +7,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -81,60 +82,64 @@ def redis_store(redis_available: None, keys: KeySpace, clock: FakeClock) -> Iter
     store.close()
 
 
+def _for_the_run(servers: Cluster | SentinelGroup | TlsServer) -> Iterator[Any]:
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Cluster]:
     """A Redis Cluster of three primaries, each with a replica, for the whole run."""
-    cluster = Cluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _for_the_run(Cluster())
+
+
+@pytest.fixture(scope="session")
+def redis_tls_cluster() -> Iterator[Cluster]:
+    """A Redis Cluster of three primaries speaking only TLS, for the whole run."""
+    yield from _for_the_run(Cluster(replicas=0, tls=True))
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[SentinelGroup]:
     """A primary, its replica and three sentinels, for the whole run."""
-    group = SentinelGroup()
-    try:
-        group.start()
-        yield group
-    finally:
-        group.stop()
+    yield from _for_the_run(SentinelGroup())
 
 
 @pytest.fixture(scope="session")
 def redis_tls() -> Iterator[TlsServer]:
     """One server speaking only TLS, for the whole run."""
-    server = TlsServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _for_the_run(TlsServer())
 
 
-def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
-    """The store URL of a topology: one server, the run's Cluster or its Sentinel group."""
-    if topology == "cluster":
-        return str(request.getfixturevalue("redis_cluster").url)
-    if topology == "sentinel":
-        return str(request.getfixturevalue("redis_sentinel").url)
-    request.getfixturevalue("redis_available")
-    return store_url()
+# Each Redis topology the suite runs on, by the name tests are parametrized with.
+TOPOLOGIES = {
+    "cluster": "redis_cluster",
+    "sentinel": "redis_sentinel",
+    "tls": "redis_tls",
+    "tls-cluster": "redis_tls_cluster",
+}
 
 
-@pytest.fixture(params=["memory", "redis", "cluster", "sentinel", "tls"])
+def topology_store(request: pytest.FixtureRequest, topology: str) -> tuple[str, dict[str, str]]:
+    """The store URL and options of a topology: one server, or one the run started."""
+    if topology == "redis":
+        request.getfixturevalue("redis_available")
+        return store_url(), {}
+    servers = request.getfixturevalue(TOPOLOGIES[topology])
+    return str(servers.url), dict(getattr(servers, "options", {}))
+
+
+@pytest.fixture(params=["memory", "redis", *TOPOLOGIES])
 def store(request: pytest.FixtureRequest, keys: KeySpace, clock: FakeClock) -> Iterator[Store]:
     """Each behavioural test runs once per implementation and Redis topology, on an injected clock."""
     if request.param == "memory":
         yield MemoryStore(keys, clock=clock)
         return
-    if request.param == "tls":
-        tls: TlsServer = request.getfixturevalue("redis_tls")
-        store = RedisStore(tls.url, keys, clock=clock, options=tls.options)
-    else:
-        store = RedisStore(topology_url(request, request.param), keys, clock=clock)
+    url, options = topology_store(request, request.param)
+    store = RedisStore(url, keys, clock=clock, options=options)
     yield store
     store.purge()
     store.close()

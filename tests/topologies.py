@@ -143,9 +143,10 @@ class Server:
 
 
 class Cluster:
-    """Three primaries, each with a replica; ``url`` names all six."""
+    """Three primaries, each with a replica; ``url`` names all six. ``tls``: every node, its
+    bus and its replication speak only TLS."""
 
-    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+    def __init__(self, primaries: int = 3, replicas: int = 1, *, tls: bool = False) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="crtest-cluster-"))
         ports = free_ports(primaries * (1 + replicas))
         options = (
@@ -154,19 +155,28 @@ class Cluster:
             f"cluster-node-timeout {NODE_TIMEOUT_MS}",
             # A replica may take over however long ago it last heard its primary.
             "cluster-replica-validity-factor 0",
+            *(("tls-cluster yes", "tls-replication yes") if tls else ()),
         )
-        self.servers = [Server(port, self.directory, *options) for port in ports]
+        self.servers = [Server(port, self.directory, *options, tls=tls) for port in ports]
         self.replicas = replicas
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The store options that make a client trust the nodes' certificate (none without TLS)."""
+        return {"ssl_ca_certs": str(TLS_CERTIFICATE)} if self.tls else {}
 
     def start(self) -> None:
         for server in self.servers:
             server.start()
+        tls = ["--tls", "--cacert", str(TLS_CERTIFICATE)] if self.tls else []
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+            ["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
         )  # fmt: skip
@@ -199,7 +209,12 @@ class Cluster:
 
     def node_for(self, key: str) -> Server:
         """The live primary holding ``key``'s slot."""
-        client = RedisCluster(host="127.0.0.1", port=next(s.port for s in self.servers if s.running))
+        port = next(s.port for s in self.servers if s.running)
+        client = (
+            RedisCluster(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(TLS_CERTIFICATE))
+            if self.tls
+            else RedisCluster(host="127.0.0.1", port=port)
+        )
         try:
             node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
             return next(s for s in self.servers if s.port == int(node.port))

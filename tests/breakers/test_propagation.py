@@ -1,5 +1,6 @@
 """A trip in one process reaches every other process, which then refuses without a round trip,
-on one server, a Cluster (on the breaker's own shard), behind Sentinel and over TLS."""
+on one server, a Cluster (on the breaker's own shard), behind Sentinel, and over TLS (one server
+and a Cluster)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from celery_resilience.breakers.machine import BreakerPolicy, BreakerState
 from celery_resilience.errors import CircuitOpen
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
-from tests.conftest import topology_url
-from tests.topologies import Cluster, TlsServer
+from tests.conftest import TOPOLOGIES, topology_store
+from tests.topologies import Cluster
 
 POLICY = BreakerPolicy(failure_threshold=4, minimum_calls=1, recovery_timeout=60, jitter=0)
 
@@ -48,17 +49,12 @@ def _watch(url: str, prefix: str, options: dict[str, str], ready: Any, results: 
     results.put(("missed", 0.0, 0))
 
 
-@pytest.mark.parametrize("topology", ["redis", "cluster", "sentinel", "tls"])
+@pytest.mark.parametrize("topology", ["redis", *TOPOLOGIES])
 def test_a_trip_in_one_process_is_seen_by_four_others(
     request: pytest.FixtureRequest, topology: str, prefix: str
 ) -> None:
     """Four processes hear the trip over pub/sub and refuse locally (no store round trip)."""
-    options: dict[str, str] = {}
-    if topology == "tls":
-        tls: TlsServer = request.getfixturevalue("redis_tls")
-        url, options = tls.url, tls.options
-    else:
-        url = topology_url(request, topology)
+    url, options = topology_store(request, topology)
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=_watch, args=(url, prefix, options, ready, results)) for _ in range(4)]
@@ -77,9 +73,9 @@ def test_a_trip_in_one_process_is_seen_by_four_others(
                 feeds += results.get()[0] == "feed"
             time.sleep(0.05)
         assert feeds == 4
-        if topology == "cluster":
+        if topology.endswith("cluster"):
             # The four watchers and this process, whose breakers follow the channel too.
-            assert_announced_on_the_breakers_shard(request.getfixturevalue("redis_cluster"), store, 5)
+            assert_announced_on_the_breakers_shard(request.getfixturevalue(TOPOLOGIES[topology]), store, 5)
         tripped_at = time.time()
         while breakers.read("seen").state is BreakerState.CLOSED:
             breakers.record(breakers.acquire("seen"), TimeoutError())

@@ -16,24 +16,22 @@ from celery import Celery
 
 from celery_resilience import FallbackResult, Resilience, Throttled
 from celery_resilience.breakers.machine import BreakerState
+from tests.conftest import topology_store
 from tests.http_server import ScriptedServer
 from tests.integration.conftest import ROOT, start_worker, stop_worker
-from tests.topologies import TLS_CERTIFICATE
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["cluster", "sentinel", "tls"])
+@pytest.fixture(params=["cluster", "sentinel", "tls", "tls-cluster"])
 def topology(
     request: pytest.FixtureRequest, integration_env: dict[str, str]
 ) -> Iterator[tuple[Celery, dict[str, str]]]:
-    """A worker whose store is the run's Cluster, Sentinel group or TLS server, and the test's app on
-    the same store."""
+    """A worker whose store is one of the run's topologies, and the test's app on the same store."""
     from tests.integration import topoapp
 
-    servers = {"cluster": "redis_cluster", "sentinel": "redis_sentinel", "tls": "redis_tls"}
-    url = str(request.getfixturevalue(servers[request.param]).url)
-    ca = str(TLS_CERTIFICATE) if request.param == "tls" else None
+    url, options = topology_store(request, request.param)
+    ca = options.get("ssl_ca_certs")
     env = {**integration_env, "RESILIENCE_TEST_STORE_URL": url}
     if ca is not None:
         env["RESILIENCE_TEST_STORE_CA"] = ca
