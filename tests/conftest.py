@@ -109,6 +109,12 @@ def redis_sentinel() -> Iterator[SentinelGroup]:
 
 
 @pytest.fixture(scope="session")
+def redis_tls_sentinel() -> Iterator[SentinelGroup]:
+    """A primary, its replica and three sentinels, all speaking only TLS, for the whole run."""
+    yield from _for_the_run(SentinelGroup(tls=True))
+
+
+@pytest.fixture(scope="session")
 def redis_tls() -> Iterator[TlsServer]:
     """One server speaking only TLS, for the whole run."""
     yield from _for_the_run(TlsServer())
@@ -120,6 +126,7 @@ TOPOLOGIES = {
     "sentinel": "redis_sentinel",
     "tls": "redis_tls",
     "tls-cluster": "redis_tls_cluster",
+    "tls-sentinel": "redis_tls_sentinel",
 }
 
 

@@ -273,26 +273,38 @@ class TlsServer:
 
 
 class SentinelGroup:
-    """A primary, a replica and three sentinels watching them as ``service``."""
+    """A primary, a replica and three sentinels watching them as ``service``. ``tls``: the
+    servers, their replication and the sentinels speak only TLS."""
 
-    def __init__(self, service: str = "crtest") -> None:
+    def __init__(self, service: str = "crtest", *, tls: bool = False) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="crtest-sentinel-"))
         self.service = service
+        self.tls = tls
         primary, replica, *sentinels = free_ports(5)
-        self.primary = Server(primary, self.directory)
-        self.replica = Server(replica, self.directory, f"replicaof 127.0.0.1 {primary}")
+        replication = ("tls-replication yes",) if tls else ()
+        self.primary = Server(primary, self.directory, *replication, tls=tls)
+        self.replica = Server(
+            replica, self.directory, f"replicaof 127.0.0.1 {primary}", *replication, tls=tls
+        )
         watch = (
             f"sentinel monitor {service} 127.0.0.1 {primary} 2",
             f"sentinel down-after-milliseconds {service} {NODE_TIMEOUT_MS}",
             f"sentinel failover-timeout {service} 5000",
             f"sentinel parallel-syncs {service} 1",
+            *replication,
         )
-        self.sentinels = [Server(port, self.directory, *watch, sentinel=True) for port in sentinels]
+        self.sentinels = [Server(port, self.directory, *watch, sentinel=True, tls=tls) for port in sentinels]
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{hosts}/{self.service}"
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The store options that make a client trust the servers' certificate (none without TLS)."""
+        return {"ssl_ca_certs": str(TLS_CERTIFICATE)} if self.tls else {}
 
     def start(self) -> None:
         self.primary.start()

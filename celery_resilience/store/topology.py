@@ -9,8 +9,9 @@ limiters know:
   any of the nodes named (``rediss+cluster://`` over TLS);
 - ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``: the master of
   ``service``, found through any of the sentinels named, and found again after a
-  failover (``rediss+sentinel://`` over TLS). The password in the URL is the master's;
-  ``resilience_store_options["sentinel_kwargs"]`` carries the sentinels' own.
+  failover (``rediss+sentinel://`` over TLS, to the sentinels too, with the same ``ssl_*``
+  options unless ``sentinel_kwargs`` says otherwise). The password in the URL is the
+  master's; ``resilience_store_options["sentinel_kwargs"]`` carries the sentinels' own.
 
 ``resilience_store_options`` are passed to every connection (``password``,
 ``ssl_ca_certs``, ``socket_keepalive``...), after the store's own timeouts, which they
@@ -139,6 +140,12 @@ def connect(topology: Topology, timeout: float, options: Mapping[str, Any] | Non
         settings.setdefault("cluster_error_retry_attempts", 1)
         return LazyCluster(lambda: RedisCluster(startup_nodes=nodes, **settings))
     sentinel_kwargs = dict(settings.pop("sentinel_kwargs", None) or {})
+    if topology.tls:
+        # rediss+sentinel://: the sentinels speak TLS too, trusting what the servers are trusted
+        # by, unless sentinel_kwargs says otherwise ({"ssl": False} for plain sentinels).
+        for name, value in settings.items():
+            if name == "ssl" or name.startswith("ssl_"):
+                sentinel_kwargs.setdefault(name, value)
     sentinel_kwargs.setdefault("socket_timeout", timeout)
     sentinel_kwargs.setdefault("socket_connect_timeout", timeout)
     sentinels = Sentinel(list(topology.nodes), sentinel_kwargs=sentinel_kwargs, **settings)  # type: ignore[no-untyped-call]

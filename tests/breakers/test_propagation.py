@@ -1,6 +1,5 @@
 """A trip in one process reaches every other process, which then refuses without a round trip,
-on one server, a Cluster (on the breaker's own shard), behind Sentinel, and over TLS (one server
-and a Cluster)."""
+on one server, a Cluster (on the breaker's own shard), behind Sentinel, and each of them over TLS."""
 
 from __future__ import annotations
 

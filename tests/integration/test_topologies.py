@@ -16,14 +16,14 @@ from celery import Celery
 
 from celery_resilience import FallbackResult, Resilience, Throttled
 from celery_resilience.breakers.machine import BreakerState
-from tests.conftest import topology_store
+from tests.conftest import TOPOLOGIES, topology_store
 from tests.http_server import ScriptedServer
 from tests.integration.conftest import ROOT, start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["cluster", "sentinel", "tls", "tls-cluster"])
+@pytest.fixture(params=list(TOPOLOGIES))
 def topology(
     request: pytest.FixtureRequest, integration_env: dict[str, str]
 ) -> Iterator[tuple[Celery, dict[str, str]]]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from celery_resilience import ConfigurationError
 from celery_resilience.settings import ResilienceSettings
-from celery_resilience.store.topology import CLUSTER, SENTINEL, SERVER, parse_store_url
+from celery_resilience.store.topology import CLUSTER, SENTINEL, SERVER, connect, parse_store_url
 
 
 def test_one_server_keeps_its_url() -> None:
@@ -69,3 +71,18 @@ def test_store_options_must_be_a_mapping() -> None:
         ResilienceSettings.from_conf({"resilience_store_options": ["password"]})
     options = ResilienceSettings.from_conf({"resilience_store_options": {"password": "x"}}).store_options
     assert dict(options) == {"password": "x"}
+
+
+def test_sentinels_of_a_tls_url_speak_tls_unless_told_otherwise() -> None:
+    """rediss+sentinel:// gives the sentinels the servers' ssl options; sentinel_kwargs may opt them out."""
+
+    def sentinel_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
+        client = connect(parse_store_url(url), 1.0, options)  # nothing is connected yet
+        sentinel = client.connection_pool.sentinel_manager.sentinels[0]
+        return dict(sentinel.connection_pool.connection_kwargs)
+
+    tls, plain = "rediss+sentinel://s1:26379/mymaster", "redis+sentinel://s1:26379/mymaster"
+    assert sentinel_options(tls, {"ssl_ca_certs": "/ca.pem"})["ssl_ca_certs"] == "/ca.pem"
+    opted_out = {"ssl_ca_certs": "/ca.pem", "sentinel_kwargs": {"ssl": False}}
+    assert "ssl_ca_certs" not in sentinel_options(tls, opted_out)
+    assert "ssl_ca_certs" not in sentinel_options(plain, {"ssl_ca_certs": "/ca.pem"})
