@@ -1,4 +1,5 @@
-"""Failover on a real Redis Cluster and behind real Sentinel, under a stream of publishes.
+"""Failover on a real Redis Cluster and behind real Sentinel (plain and over TLS), under a stream
+of publishes.
 
 The node holding a hot user's bucket (or Sentinel's master) is killed while several
 threads publish for that user. Publishes go on (the store-outage policy: fail open), every
@@ -70,12 +71,13 @@ class Stream:
             return len(self.published)
 
 
-def make_app(store_url: str) -> tuple[Celery, Any, str]:
+def make_app(store_url: str, options: dict[str, str] | None = None) -> tuple[Celery, Any, str]:
     queue = f"crtest-failover-{uuid.uuid4().hex[:8]}"
     app = Celery("failover", broker=f"{REDIS_URL}/11", set_as_current=False)
     app.conf.update(
         task_default_queue=queue,
         resilience_store_url=store_url,
+        resilience_store_options=options or {},
         resilience_key_prefix=f"crtest-{uuid.uuid4().hex[:8]}",
         resilience_tiers={"standard": {"rate": f"{RATE}/s", "burst": BURST, "grace": GRACE}},
         resilience_default_tier="standard",
@@ -173,13 +175,14 @@ def cluster(redis_cluster: Cluster) -> Iterator[Cluster]:
     redis_cluster.wait_settled()
 
 
-@pytest.fixture
-def sentinel(redis_sentinel: SentinelGroup) -> Iterator[SentinelGroup]:
-    yield redis_sentinel
-    for server in (redis_sentinel.primary, redis_sentinel.replica):
+@pytest.fixture(params=["redis_sentinel", "redis_tls_sentinel"], ids=["plain", "tls"])
+def sentinel(request: pytest.FixtureRequest) -> Iterator[SentinelGroup]:
+    group: SentinelGroup = request.getfixturevalue(request.param)
+    yield group
+    for server in (group.primary, group.replica):
         if not server.running:
             server.start()  # Sentinel makes the old master a replica of the new one
-    wait_until(lambda: redis_sentinel.replicas_in_sync() >= 1, 30, "the old master back as a replica")
+    wait_until(lambda: group.replicas_in_sync() >= 1, 30, "the old master back as a replica")
 
 
 def test_the_cluster_node_holding_a_users_bucket_dies_under_publishes(cluster: Cluster) -> None:
@@ -197,7 +200,7 @@ def test_the_cluster_node_holding_a_users_bucket_dies_under_publishes(cluster: C
 
 def test_the_sentinel_master_dies_under_publishes(sentinel: SentinelGroup) -> None:
     """Kill Sentinel's master: publishes go on, none is lost, admission holds on the promoted replica."""
-    app, task, queue = make_app(sentinel.url)
+    app, task, queue = make_app(sentinel.url, sentinel.options)
     old = sentinel.master_port()
 
     def promoted() -> None:
