@@ -136,7 +136,7 @@ def topology_store(request: pytest.FixtureRequest, topology: str) -> tuple[str, 
         request.getfixturevalue("redis_available")
         return store_url(), {}
     servers = request.getfixturevalue(TOPOLOGIES[topology])
-    return str(servers.url), dict(getattr(servers, "options", {}))
+    return str(servers.url), dict(servers.options)
 
 
 @pytest.fixture(params=["memory", "redis", *TOPOLOGIES])

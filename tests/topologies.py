@@ -17,17 +17,28 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
-__all__ = ["Server", "Cluster", "SentinelGroup", "TlsServer", "TLS_CERTIFICATE", "free_ports", "wait_until"]
+__all__ = ["Server", "Cluster", "SentinelGroup", "TlsServer", "free_ports", "wait_until"]
 
 NODE_TIMEOUT_MS = 1000
 # A self-signed certificate for 127.0.0.1 and its key, made for these tests only: the server
 # presents it, clients trust it as their CA.
 TLS_CERTIFICATE = Path(__file__).parent / "data" / "tls" / "server.crt"
 TLS_KEY = TLS_CERTIFICATE.with_name("server.key")
+
+
+def tls_client_options(tls: bool) -> dict[str, Any]:
+    """What a redis-py client of a test server needs to trust its certificate (nothing without TLS)."""
+    return {"ssl": True, "ssl_ca_certs": str(TLS_CERTIFICATE)} if tls else {}
+
+
+def tls_store_options(tls: bool) -> dict[str, str]:
+    """The ``resilience_store_options`` a user would write for it: the URL's scheme says TLS."""
+    return {"ssl_ca_certs": str(TLS_CERTIFICATE)} if tls else {}
 
 
 def free_ports(count: int) -> list[int]:
@@ -120,12 +131,9 @@ class Server:
         ]
 
     def client(self) -> redis.Redis:
-        if self.tls:
-            return redis.Redis(
-                port=self.port, socket_timeout=1, socket_connect_timeout=1, ssl=True,
-                ssl_ca_certs=str(TLS_CERTIFICATE),
-            )  # fmt: skip
-        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        return redis.Redis(
+            port=self.port, socket_timeout=1, socket_connect_timeout=1, **tls_client_options(self.tls)
+        )
 
     def followers(self, channel: str, *, sharded: bool) -> int:
         """How many connections follow ``channel`` (a sharded one, or a broadcast one) here."""
@@ -168,8 +176,7 @@ class Cluster:
 
     @property
     def options(self) -> dict[str, str]:
-        """The store options that make a client trust the nodes' certificate (none without TLS)."""
-        return {"ssl_ca_certs": str(TLS_CERTIFICATE)} if self.tls else {}
+        return tls_store_options(self.tls)
 
     def start(self) -> None:
         for server in self.servers:
@@ -210,11 +217,7 @@ class Cluster:
     def node_for(self, key: str) -> Server:
         """The live primary holding ``key``'s slot."""
         port = next(s.port for s in self.servers if s.running)
-        client = (
-            RedisCluster(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(TLS_CERTIFICATE))
-            if self.tls
-            else RedisCluster(host="127.0.0.1", port=port)
-        )
+        client = RedisCluster(host="127.0.0.1", port=port, **tls_client_options(self.tls))
         try:
             node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
             return next(s for s in self.servers if s.port == int(node.port))
@@ -261,8 +264,7 @@ class TlsServer:
 
     @property
     def options(self) -> dict[str, str]:
-        """The store options that make a client trust the server's certificate."""
-        return {"ssl_ca_certs": str(TLS_CERTIFICATE)}
+        return tls_store_options(True)
 
     def start(self) -> None:
         self.server.start()
@@ -303,8 +305,7 @@ class SentinelGroup:
 
     @property
     def options(self) -> dict[str, str]:
-        """The store options that make a client trust the servers' certificate (none without TLS)."""
-        return {"ssl_ca_certs": str(TLS_CERTIFICATE)} if self.tls else {}
+        return tls_store_options(self.tls)
 
     def start(self) -> None:
         self.primary.start()

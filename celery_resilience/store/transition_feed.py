@@ -11,9 +11,9 @@ On a Cluster whose servers have sharded pub/sub (Redis 7), each breaker has a ch
 its own slot (``SPUBLISH``): an announcement stays on the shard that made it instead of
 crossing the whole Cluster's bus, and the feed follows the channels of the breakers its
 listeners named, one connection per node holding any of them (its own connections, not
-redis-py's cluster pub/sub, whose reading and resubscribing differ between releases). When a slot moves, the
-node gives up the subscription (``sunsubscribe``); the feed then reads the slot map
-again and follows the channel on its new owner.
+redis-py's cluster pub/sub, whose reading and resubscribing differ between releases).
+When a slot moves, the node gives up the subscription (``sunsubscribe``); the feed then
+reads the slot map again and follows the channel on its new owner.
 """
 
 from __future__ import annotations
