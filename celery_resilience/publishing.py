@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from celery.signals import task_prerun
+
 from .admission.caller import current_caller
 from .admission.gate import Admission, Verdict
 from .admission.plan import CallContext
@@ -127,11 +129,27 @@ def _refuse_near_misses(options: dict[str, Any]) -> None:
             raise TypeError(f"unexpected keyword {key!r}: did you mean {close[0]!r}?")
 
 
+# Whether this process has run a task (as a worker, or eagerly). Until it has, no publish
+# comes from inside one, and Celery's lookup of the running task (which raises and catches
+# on every call made outside a task) is skipped: most publishes come from web processes.
+_ran_a_task = False
+
+
+@task_prerun.connect(weak=False, dispatch_uid="celery_resilience.publishing.ran_a_task")
+def _note_a_task_runs(**_: Any) -> None:
+    global _ran_a_task
+    _ran_a_task = True
+
+
+def _running_task(app: Any) -> Any:
+    return app.current_worker_task if _ran_a_task else None
+
+
 def running_context(app: Any) -> dict[str, Any]:
     """The caller's context (user, tier, request type) of the task this worker is running,
     empty when there is none. Celery publishes a task's callbacks, errbacks and next chain
     step while the task is still the current one."""
-    running = app.current_worker_task
+    running = _running_task(app)
     if running is None or getattr(running.request, "id", None) is None:
         return {}
     context = getattr(running.request, HEADER, None)
@@ -143,7 +161,7 @@ def running_context(app: Any) -> dict[str, Any]:
 def continued_context(app: Any, user_id: object) -> dict[str, Any] | None:
     """The running task's context when this publish continues its work: made from inside a
     running task, for no user or for that task's own user. None otherwise."""
-    running = app.current_worker_task
+    running = _running_task(app)
     if running is None or getattr(running.request, "id", None) is None:
         return None
     context = running_context(app)

@@ -81,14 +81,18 @@ class Verdict:
     remaining: float = 0.0
     checked: bool = True
     taken: _Taken | None = field(default=None, compare=False, repr=False)
+    # What the message header says was decided; worked out once (a lease's verdict is reused
+    # for every publish it admits, and an enum's ``value`` is a descriptor call).
+    label: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def label(self) -> str:
+    def __post_init__(self) -> None:
         if not self.checked:
-            return "unchecked"
-        if self.decision is Decision.THROTTLE and self.strategy is not None:
-            return self.strategy.kind.value
-        return self.decision.value
+            label = "unchecked"
+        elif self.decision is Decision.THROTTLE and self.strategy is not None:
+            label = self.strategy.kind.value
+        else:
+            label = self.decision.value
+        object.__setattr__(self, "label", label)
 
 
 class _Route(NamedTuple):
