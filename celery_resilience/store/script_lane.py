@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.crc import key_slot
@@ -40,10 +40,17 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-__all__ = ["ScriptLane", "ClusterLane", "ScriptCall", "script_lane", "encode_part"]
+__all__ = ["ScriptLane", "ClusterLane", "ScriptCall", "Written", "script_lane", "encode_part"]
 
 # One script call: its keys and its arguments.
 ScriptCall = tuple[Sequence[str | bytes], Sequence[str | bytes]]
+
+
+class Written(NamedTuple):
+    """Calls written and not yet read: the connection they wait on, and the commands."""
+
+    connection: Any
+    commands: list[bytes]
 
 
 def encode_part(value: str | bytes) -> bytes:
@@ -77,12 +84,44 @@ class ScriptLane:
     def many(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Each call's reply, or the error the server answered it with, in one round trip:
         every command written at once, every reply read in order."""
+        return self.read(self.write(calls))
+
+    def write(self, calls: Sequence[ScriptCall]) -> Written:
+        """Write every call at once, on a connection held until ``read``: a Cluster writes
+        to each node holding the calls before reading any, so that they run at once."""
         commands = [self._command(keys, args) for keys, args in calls]
-        replies = self._run_many(commands)
+        connection = self._connection()
+        try:
+            try:
+                connection.send_packed_command([b"".join(commands)])
+            except redis.ConnectionError:
+                # Dropped after the pool's check: once more, on the connection reconnected.
+                connection.send_packed_command([b"".join(commands)])
+        except BaseException:
+            self._release(connection)
+            raise
+        return Written(connection, commands)
+
+    def read(self, written: Written) -> list[Any]:
+        """The replies to what ``write`` wrote, in order; the connection goes back to its pool."""
+        connection, commands = written
+        try:
+            try:
+                replies = self._replies(connection, len(commands))
+            except redis.ConnectionError:
+                replies = self._exchange_many(connection, commands)
+        finally:
+            self._release(connection)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             self.client.script_load(self._source)
             replies = self._run_many(commands)
         return replies
+
+    def abandon(self, written: Written) -> None:
+        """Give up what ``write`` wrote unread: the connection is closed, so that no later
+        caller reads these replies."""
+        written.connection.disconnect()
+        self._release(written.connection)
 
     def _command(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> bytes:
         parts = [
@@ -122,11 +161,15 @@ class ScriptLane:
         connection.send_packed_command([command])
         return connection.read_response()
 
-    @staticmethod
-    def _exchange_many(connection: Any, commands: list[bytes]) -> list[Any]:
+    @classmethod
+    def _exchange_many(cls, connection: Any, commands: list[bytes]) -> list[Any]:
         connection.send_packed_command([b"".join(commands)])
+        return cls._replies(connection, len(commands))
+
+    @staticmethod
+    def _replies(connection: Any, count: int) -> list[Any]:
         replies: list[Any] = []
-        for _ in commands:
+        for _ in range(count):
             try:
                 replies.append(connection.read_response())
             except redis.ResponseError as error:  # read whole: the next reply follows
@@ -187,13 +230,7 @@ class ClusterLane:
                 replies[index] = error
                 continue
             by_node.setdefault(id(lane), (lane, []))[1].append(index)
-        for lane, indexes in by_node.values():
-            try:
-                answered = lane.many([calls[index] for index in indexes])
-            except redis.RedisError as error:
-                answered = [error] * len(indexes)
-            for index, reply in zip(indexes, answered, strict=True):
-                replies[index] = reply
+        self._on_nodes(calls, list(by_node.values()), replies)
         for index, reply in enumerate(replies):
             if isinstance(reply, self._REROUTED):
                 keys, args = calls[index]
@@ -202,6 +239,32 @@ class ClusterLane:
                 except (redis.RedisError, RedisClusterException) as error:
                     replies[index] = error
         return replies
+
+    @staticmethod
+    def _on_nodes(
+        calls: Sequence[ScriptCall], nodes: list[tuple[ScriptLane, list[int]]], replies: list[Any]
+    ) -> None:
+        """Every node's calls written before any reply is read: the nodes run them at once,
+        and the caller waits for the slowest node, not for each in turn."""
+        written: list[tuple[ScriptLane, list[int], Written]] = []
+        try:
+            for lane, indexes in nodes:
+                try:
+                    written.append((lane, indexes, lane.write([calls[index] for index in indexes])))
+                except redis.RedisError as error:
+                    for index in indexes:
+                        replies[index] = error
+            while written:
+                lane, indexes, pending = written.pop(0)
+                try:
+                    answered = lane.read(pending)
+                except redis.RedisError as error:
+                    answered = [error] * len(indexes)
+                for index, reply in zip(indexes, answered, strict=True):
+                    replies[index] = reply
+        finally:
+            for lane, _, pending in written:  # interrupted: nobody reads these replies
+                lane.abandon(pending)
 
     def _lane(self, key: str | bytes) -> ScriptLane:
         client = self._client
