@@ -129,20 +129,22 @@ def _refuse_near_misses(options: dict[str, Any]) -> None:
             raise TypeError(f"unexpected keyword {key!r}: did you mean {close[0]!r}?")
 
 
-# Whether this process has run a task (as a worker, or eagerly). Until it has, no publish
-# comes from inside one, and Celery's lookup of the running task (which raises and catches
-# on every call made outside a task) is skipped: most publishes come from web processes.
-_ran_a_task = False
+class _ThisProcess:
+    """Whether this process has run a task (as a worker, or eagerly). Until it has, no
+    publish comes from inside one, and Celery's lookup of the running task (which raises
+    and catches on every call made outside a task) is skipped: most publishes come from
+    web processes."""
+
+    ran_a_task = False
 
 
 @task_prerun.connect(weak=False, dispatch_uid="celery_resilience.publishing.ran_a_task")
 def _note_a_task_runs(**_: Any) -> None:
-    global _ran_a_task
-    _ran_a_task = True
+    _ThisProcess.ran_a_task = True
 
 
 def _running_task(app: Any) -> Any:
-    return app.current_worker_task if _ran_a_task else None
+    return app.current_worker_task if _ThisProcess.ran_a_task else None
 
 
 def running_context(app: Any) -> dict[str, Any]:
