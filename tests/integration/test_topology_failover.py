@@ -326,3 +326,30 @@ def test_a_breakers_announcements_follow_its_slot(cluster: Cluster, change: str)
         actor.purge()
         watcher.close()
         actor.close()
+
+
+def test_a_cluster_without_sharded_pub_sub_announces_on_the_broadcast_channel(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers before Redis 7 (their version feigned): transitions go over PUBLISH and are heard."""
+    monkeypatch.setattr(RedisStore, "_announces_per_shard", lambda self: False)
+    keys = KeySpace(f"t-{uuid.uuid4().hex[:8]}", 4)
+    watcher, actor = RedisStore(cluster.url, keys, timeout=2.0), RedisStore(cluster.url, keys, timeout=2.0)
+    heard: list[tuple[str | None, BreakerView | None]] = []
+    watcher.subscribe(lambda name, view: heard.append((name, view)), ["seen"])
+    policy = BreakerPolicy(failure_threshold=1, minimum_calls=1, recovery_timeout=60, jitter=0)
+
+    def heard_it() -> bool:
+        actor.breaker_force("seen", policy, BreakerState.FORCED_OPEN)
+        return any(name == "seen" and view is not None for name, view in heard)
+
+    try:
+        wait_until(heard_it, 10, "the watcher following the broadcast channel")
+        nodes = [node for node in cluster.servers if node.running]
+        assert sum(node.followers(keys.breaker_channel(), sharded=False) for node in nodes) == 1
+        sharded = keys.breaker_shard_channel("seen")
+        assert all(node.followers(sharded, sharded=True) == 0 for node in nodes)
+    finally:
+        actor.purge()
+        watcher.close()
+        actor.close()
