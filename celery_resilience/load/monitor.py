@@ -73,8 +73,7 @@ class LoadMonitor:
     # -- what admission asks -----------------------------------------------------------------
 
     def severity(self, queue: str | None) -> Severity:
-        if self._monotonic() - self._refreshed >= self.settings.adaptive_interval:
-            self._refresh()
+        self._refresh()
         health, of_queue = self._health_severity, self._queue_severity(queue)
         return health if of_queue is Severity.NORMAL else worst(health, of_queue)
 
@@ -98,8 +97,7 @@ class LoadMonitor:
 
     def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float:
         """The product of the factors, kept until the next refresh or depth probe changes them."""
-        if self._monotonic() - self._refreshed >= self.settings.adaptive_interval:
-            self._refresh()
+        self._refresh()
         key = (queue, breaker, self._queue_severity(queue), self._breaker_state(breaker) if breaker else None)
         found = self._multipliers.get(key)
         if found is None:
