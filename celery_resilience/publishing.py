@@ -144,7 +144,16 @@ def _note_a_task_runs(**_: Any) -> None:
 
 
 def _running_task(app: Any) -> Any:
-    return app.current_worker_task if _ThisProcess.ran_a_task else None
+    """The task this worker is running (a request with an id), None outside one."""
+    running = app.current_worker_task if _ThisProcess.ran_a_task else None
+    return None if running is None or getattr(running.request, "id", None) is None else running
+
+
+def _context_of(running: Any) -> dict[str, Any]:
+    context = getattr(running.request, HEADER, None)
+    if not isinstance(context, dict):
+        return {}
+    return {key: context[key] for key in CALLER_KEYWORDS if key in context}
 
 
 def running_context(app: Any) -> dict[str, Any]:
@@ -152,21 +161,16 @@ def running_context(app: Any) -> dict[str, Any]:
     empty when there is none. Celery publishes a task's callbacks, errbacks and next chain
     step while the task is still the current one."""
     running = _running_task(app)
-    if running is None or getattr(running.request, "id", None) is None:
-        return {}
-    context = getattr(running.request, HEADER, None)
-    if not isinstance(context, dict):
-        return {}
-    return {key: context[key] for key in CALLER_KEYWORDS if key in context}
+    return {} if running is None else _context_of(running)
 
 
 def continued_context(app: Any, user_id: object) -> dict[str, Any] | None:
     """The running task's context when this publish continues its work: made from inside a
     running task, for no user or for that task's own user. None otherwise."""
     running = _running_task(app)
-    if running is None or getattr(running.request, "id", None) is None:
+    if running is None:
         return None
-    context = running_context(app)
+    context = _context_of(running)
     if user_id is not None and str(user_id) != context.get("user_id"):
         return None  # work for another user is a new request: it is admitted
     return context
