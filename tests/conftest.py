@@ -98,8 +98,8 @@ def redis_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def redis_tls_cluster() -> Iterator[Cluster]:
-    """A Redis Cluster of three primaries speaking only TLS, for the whole run."""
-    yield from _for_the_run(Cluster(replicas=0, tls=True))
+    """A Redis Cluster of three primaries, each with a replica, speaking only TLS, for the whole run."""
+    yield from _for_the_run(Cluster(tls=True))
 
 
 @pytest.fixture(scope="session")

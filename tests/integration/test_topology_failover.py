@@ -166,13 +166,24 @@ def fail_over_under_publishes(
     redis.Redis.from_url(f"{REDIS_URL}/11").delete(queue)  # the probes and the burst
 
 
+def rejoined(cluster: Cluster) -> None:
+    for server in cluster.servers:  # a killed node rejoins, as a replica
+        if not server.running:
+            server.start()
+    cluster.wait_settled()
+
+
 @pytest.fixture
 def cluster(redis_cluster: Cluster) -> Iterator[Cluster]:
     yield redis_cluster
-    for server in redis_cluster.servers:  # a killed node rejoins, as a replica
-        if not server.running:
-            server.start()
-    redis_cluster.wait_settled()
+    rejoined(redis_cluster)
+
+
+@pytest.fixture(params=["redis_cluster", "redis_tls_cluster"], ids=["plain", "tls"])
+def any_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    cluster: Cluster = request.getfixturevalue(request.param)
+    yield cluster
+    rejoined(cluster)
 
 
 @pytest.fixture(params=["redis_sentinel", "redis_tls_sentinel"], ids=["plain", "tls"])
@@ -185,17 +196,17 @@ def sentinel(request: pytest.FixtureRequest) -> Iterator[SentinelGroup]:
     wait_until(lambda: group.replicas_in_sync() >= 1, 30, "the old master back as a replica")
 
 
-def test_the_cluster_node_holding_a_users_bucket_dies_under_publishes(cluster: Cluster) -> None:
+def test_the_cluster_node_holding_a_users_bucket_dies_under_publishes(any_cluster: Cluster) -> None:
     """Kill the primary of the hot user's slot: publishes go on, none is lost, admission holds after."""
-    app, task, queue = make_app(cluster.url)
+    app, task, queue = make_app(any_cluster.url, any_cluster.options)
     resilience = Resilience.of(app)
     key, _ = resilience.store.user_bucket("hot-user", "standard", None)
-    holder = cluster.node_for(key)
+    holder = any_cluster.node_for(key)
     try:
-        fail_over_under_publishes(app, task, queue, holder.kill, cluster.wait_settled)
+        fail_over_under_publishes(app, task, queue, holder.kill, any_cluster.wait_settled)
     finally:
         resilience.store.close()
-    assert cluster.node_for(key).port != holder.port
+    assert any_cluster.node_for(key).port != holder.port
 
 
 def test_the_sentinel_master_dies_under_publishes(sentinel: SentinelGroup) -> None:
