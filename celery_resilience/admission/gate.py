@@ -260,20 +260,20 @@ class Admission:
                 ]
             )
         except StoreUnavailable:
+            self.leases.renewal_failed(renewals)
             self._keep_unreported(_lease_admissions(renewals))
             raise
         outcome, *renewed_outcomes = outcomes
         if outcome is None:  # a store breaking its contract: as undecided
+            self.leases.renewal_failed(renewals)
             self._keep_unreported(_lease_admissions(renewals))
             raise StoreUnavailable("the store left the admission undecided")
-        lost: list[Renewal] = []
-        for renewal, renewed in zip(renewals, renewed_outcomes, strict=True):
-            if renewed is None:
-                lost.append(renewal)
-            elif renewed.leased:
-                self._report(
-                    self.leases.take(renewal.bucket_key, renewal.shard, renewal.policy, renewed.leased)
-                )
+        self.leases.renewed(
+            renewals, [0 if renewed is None else renewed.leased for renewed in renewed_outcomes]
+        )
+        lost = [
+            renewal for renewal, renewed in zip(renewals, renewed_outcomes, strict=True) if renewed is None
+        ]
         if lost:
             self._keep_unreported(_lease_admissions(lost))
         return outcome

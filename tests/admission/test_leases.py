@@ -256,3 +256,117 @@ def test_a_renewal_the_store_misses_is_counted_when_it_answers(store: Store) -> 
     metrics = store.metrics()
     assert metrics["admitted"] == 2 * 4 + 1
     assert metrics["store_unavailable"] == 1
+
+
+POLICY = AdmitPolicy(BucketSpec(capacity=10, refill=100, grace_limit=0, grace_period=60), "t", "delay")
+
+
+def two_phases(mono: Monotonic) -> Leases:
+    """Used leases on both phases of the grid: "early" ends at 1000.2, "late" at 1000.3."""
+    leases = Leases(0.2, mono)
+    leases.take("early", 0, POLICY, 5)
+    mono.now = 1000.11
+    leases.take("late", 1, POLICY, 5)
+    leases.take("idle", 1, POLICY, 5)
+    assert leases.use("early", POLICY) == (True, 0)
+    assert leases.use("late", POLICY) == (True, 0)
+    return leases
+
+
+def test_a_renewal_brings_along_the_used_leases_ending_on_the_next_line() -> None:
+    """Renewing "early" after its end brings "late" along; both then end on one line."""
+    mono = Monotonic(1000.0)
+    leases = two_phases(mono)
+    mono.now = 1000.15
+    assert leases.due() == []  # nothing over: nothing comes along either
+    mono.now = 1000.21
+    renewals = leases.due()
+    assert [(r.bucket_key, r.used) for r in renewals] == [("early", 1), ("late", 1)]  # not "idle"
+    assert leases.due() == []  # "late" is on its way
+    leases.renewed(renewals, [5, 4])
+    early, late = leases._leases[("early", POLICY)], leases._leases[("late", POLICY)]
+    assert early.deadline == pytest.approx(1000.4) and early.remaining == 5
+    assert late.deadline == pytest.approx(1000.3) and late.remaining == 4  # its own tokens first
+    assert late.successor == 4 and late.successor_deadline == pytest.approx(1000.4)
+
+
+def test_a_successor_is_spent_when_the_lease_ends_or_runs_out_and_never_after_its_own_end() -> None:
+    """The successor's tokens follow the lease's; none is spent past the successor's deadline."""
+    mono = Monotonic(1000.0)
+    leases = two_phases(mono)
+    mono.now = 1000.21
+    leases.renewed(leases.due(), [5, 2])
+    for _ in range(4):
+        assert leases.use("late", POLICY) == (True, 0)  # its own four tokens left
+    assert leases.use("late", POLICY) == (True, 0)  # ran out before its end: the successor's
+    mono.now = 1000.31
+    assert leases.use("late", POLICY) == (True, 0)
+    assert leases.use("late", POLICY) == (False, 6)  # spent: its admissions since the renewal
+    mono.now = 1000.41
+    assert leases.use("early", POLICY) == (False, 0)  # over, with no successor
+
+
+def test_a_renewal_answered_after_a_drain_is_dropped() -> None:
+    """A drain between a renewal's question and its answer leaves the table empty."""
+    mono = Monotonic(1000.0)
+    leases = two_phases(mono)
+    mono.now = 1000.21
+    renewals = leases.due()
+    assert leases.drain() == {}  # their admissions ride on the renewal
+    leases.renewed(renewals, [5, 5])
+    assert not leases._leases
+
+
+def test_a_lease_brought_along_whose_renewal_failed_ends_as_it_would_have() -> None:
+    """Unanswered: "late" keeps its tokens to its end, and is renewed by a round trip after it."""
+    mono = Monotonic(1000.0)
+    leases = two_phases(mono)
+    mono.now = 1000.21
+    leases.renewal_failed(leases.due())
+    assert leases.use("late", POLICY) == (True, 0)
+    mono.now = 1000.31
+    assert [(r.bucket_key, r.used) for r in leases.due()] == [("late", 1)]  # the first rode on the failed one
+
+
+def test_a_token_given_back_never_moves_to_the_successor_before_it_gave_one() -> None:
+    """A failed publish's token returns to the lease only if that lease gave one: none outlives its lease."""
+    mono = Monotonic(1000.0)
+    leases = Leases(0.2, mono)
+    leases.take("early", 0, POLICY, 5)
+    mono.now = 1000.11
+    leases.take("late", 1, POLICY, 1)
+    leases.use("early", POLICY)
+    leases.use("late", POLICY)
+    mono.now = 1000.21
+    leases.renewed(leases.due(), [5, 3])
+    leases.use("late", POLICY)  # the successor's first
+    assert leases.give_back("late", POLICY)
+    assert not leases.give_back("late", POLICY)  # the successor is whole again: the bucket takes it
+
+
+def test_hot_keys_half_a_window_apart_come_to_renew_in_one_round_trip(store: Store) -> None:
+    """Five keys leased half a window after five others: after one renewal, all renew together."""
+    adm, counting, mono = make(store, "100/s", lease_window=0.1)
+    first = [adm.context(f"first-{i}", None, "interactive", None) for i in range(5)]
+    later = [adm.context(f"later-{i}", None, "interactive", None) for i in range(5)]
+    for group in (first, later):
+        for ctx in group:
+            for _ in range(3):
+                adm.decide(ctx, task_name="t")
+        mono.now += 0.06  # "later" ends on the line after "first"
+    assert counting.trips == 10
+    mono.now = 1000.11  # "first" over, "later" ends at 1000.15
+    asked = len(counting.requests)
+    adm.decide(first[0], task_name="t")
+    assert counting.trips == 11 and sum(r.renew for r in counting.requests[asked:]) == 9
+    for when in (1000.16, 1000.19):
+        mono.now = when
+        for ctx in first + later:
+            assert adm.decide(ctx, task_name="t").taken.leased  # type: ignore[union-attr]
+    assert counting.trips == 11  # "later" went on on its successors
+    mono.now = 1000.21
+    asked = len(counting.requests)
+    adm.decide(later[0], task_name="t")
+    assert counting.trips == 12 and sum(r.renew for r in counting.requests[asked:]) == 9
+    adm.flush_leases()
+    assert store.metrics()["admitted"] == 10 * 3 + 1 + 2 * 10 + 1
