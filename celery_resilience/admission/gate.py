@@ -263,6 +263,9 @@ class Admission:
             self.leases.renewal_failed(renewals)
             self._keep_unreported(_lease_admissions(renewals))
             raise
+        except BaseException:  # cut off (an interrupt): the leases brought along end as they would have
+            self.leases.renewal_failed(renewals)
+            raise
         outcome, *renewed_outcomes = outcomes
         if outcome is None:  # a store breaking its contract: as undecided
             self.leases.renewal_failed(renewals)

@@ -27,6 +27,7 @@ class Counting:
         self.requests: list[AdmitRequest] = []
         self.trips = 0
         self.down = False  # answer as a store that cannot be reached
+        self.interrupt = False  # the caller interrupted while a round trip is on its way
 
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
         return self.inner.user_bucket(user_id, tier, request_type)
@@ -44,6 +45,8 @@ class Counting:
     def admit_many(self, requests: Sequence[AdmitRequest]) -> list[Outcome | None]:
         self.requests.extend(requests)
         self.trips += 1
+        if self.interrupt:
+            raise KeyboardInterrupt
         if self.down:
             raise StoreUnavailable("store did not answer: timed out")
         return self.inner.admit_many(requests)
@@ -370,3 +373,25 @@ def test_hot_keys_half_a_window_apart_come_to_renew_in_one_round_trip(store: Sto
     assert counting.trips == 12 and sum(r.renew for r in counting.requests[asked:]) == 9
     adm.flush_leases()
     assert store.metrics()["admitted"] == 10 * 3 + 1 + 2 * 10 + 1
+
+
+def test_a_renewal_cut_off_leaves_the_lease_brought_along_to_be_renewed_after_its_end(store: Store) -> None:
+    """An interrupt mid-renewal: the lease that came along is renewed by the first trip after its end."""
+    adm, counting, mono = make(store, "100/s", lease_window=0.1)
+    first, other, later = (
+        adm.context(user, None, "interactive", None) for user in ("first", "other", "later")
+    )
+    for group in ((first, other), (later,)):
+        for ctx in group:
+            for _ in range(3):
+                adm.decide(ctx, task_name="t")
+        mono.now += 0.06
+    mono.now = 1000.11  # "other" over and renewed along with "first"'s round trip, "later" along
+    counting.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        adm.decide(first, task_name="t")  # "later" came along
+    counting.interrupt = False
+    mono.now = 1000.16
+    asked = len(counting.requests)
+    adm.decide(first, task_name="t")
+    assert [r.renew for r in counting.requests[asked:]] == [False, True]  # its own, and "later"'s
