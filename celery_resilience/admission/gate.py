@@ -259,12 +259,10 @@ class Admission:
                     ),
                 ]
             )
-        except StoreUnavailable:
+        except BaseException as error:  # the store down, or the call cut off (an interrupt)
             self.leases.renewal_failed(renewals)
-            self._keep_unreported(_lease_admissions(renewals))
-            raise
-        except BaseException:  # cut off (an interrupt): the leases brought along end as they would have
-            self.leases.renewal_failed(renewals)
+            if isinstance(error, StoreUnavailable):
+                self._keep_unreported(_lease_admissions(renewals))
             raise
         outcome, *renewed_outcomes = outcomes
         if outcome is None:  # a store breaking its contract: as undecided

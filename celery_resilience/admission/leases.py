@@ -166,9 +166,9 @@ class Leases:
         """The store's answers: the tokens it spared for each renewal (0 when none) become a
         lease, or the successor of a lease still running."""
         with self._lock:
+            if renewals and renewals[0].generation != self._generation:
+                return  # a drain emptied the table since they were asked for
             for renewal, tokens in zip(renewals, leased, strict=True):
-                if renewal.generation != self._generation:
-                    return
                 key = (renewal.bucket_key, renewal.policy)
                 lease = self._leases.get(key)
                 if lease is not None:
