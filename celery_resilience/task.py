@@ -129,6 +129,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     ) -> None:
         """Apply the verdict's countdown and expiry to the publish (a subclass may keep the
         expiry in ``header`` instead, to act on it itself)."""
+        if verdict.countdown <= 0 and verdict.expires is None:
+            return  # most publishes: nothing to apply, no clock to read
         now = resilience.clock.now()
         apply_countdown(options, verdict.countdown, now)
         if verdict.expires is not None:

@@ -53,6 +53,10 @@ class RateMultiplier(Protocol):
         """Each factor of the multiplier on its own, to tell a refused caller why."""
 
 
+def _same(one: object, other: object) -> bool:
+    return one is other
+
+
 class ConstantSeverity:
     def __init__(self, severity: Severity = Severity.NORMAL) -> None:
         self.value = severity
@@ -136,6 +140,10 @@ class Admission:
         self.settings = settings
         self.severity: SeveritySource = severity or ConstantSeverity()
         self.load = load
+        # The load monitor is the severity source too, by default: one call answers both.
+        self._situation: Callable[[str | None, str | None], tuple[Severity, float]] | None = (
+            getattr(load, "situation", None) if load is not None and _same(severity, load) else None
+        )
         self.stats: Counter[str] = Counter()
         self._store = store
         self._retry_interval = retry_interval
@@ -212,8 +220,11 @@ class Admission:
     ) -> Verdict:
         """One admission decision; raises ``Throttled`` when the policy says reject.
         ``refusable=False``: the publish must go out (see ``make_plan``)."""
-        multiplier = self.load.multiplier(queue, breaker) if self.load is not None else 1.0
-        severity = self.severity.severity(queue)
+        if self._situation is not None:
+            severity, multiplier = self._situation(queue, breaker)
+        else:
+            multiplier = self.load.multiplier(queue, breaker) if self.load is not None else 1.0
+            severity = self.severity.severity(queue)
         route = self._routes.get((ctx.user_id, ctx.tier, ctx.request_type, severity, multiplier, refusable))
         if route is None:
             route = self._route(ctx, severity, multiplier, refusable)

@@ -64,7 +64,7 @@ class LoadMonitor:
         self._depths = depths
         self._breaker_state = breaker_state
         self._monotonic = clock.monotonic
-        self._refreshed = -math.inf
+        self._fresh_until = -math.inf
         self._health_severity = Severity.NORMAL  # what self.health says, kept per refresh
         self._multipliers: dict[tuple[object, ...], float] = {}
         self._load_minute = -1
@@ -76,6 +76,18 @@ class LoadMonitor:
         self._refresh()
         health, of_queue = self._health_severity, self._queue_severity(queue)
         return health if of_queue is Severity.NORMAL else worst(health, of_queue)
+
+    def situation(self, queue: str | None, breaker: str | None) -> tuple[Severity, float]:
+        """The severity and the multiplier together, from one freshness check and one
+        probe of the queue: admission asks both on every publish."""
+        self._refresh()
+        health, of_queue = self._health_severity, self._queue_severity(queue)
+        severity = health if of_queue is Severity.NORMAL else worst(health, of_queue)
+        key = (queue, breaker, of_queue, self._breaker_state(breaker) if breaker else None)
+        found = self._multipliers.get(key)
+        if found is None:
+            found = self._multipliers[key] = round(self.factors(queue, breaker).product, 4)
+        return severity, found
 
     def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
         """Every factor on its own; their product scales the admitted rate."""
@@ -97,12 +109,7 @@ class LoadMonitor:
 
     def multiplier(self, queue: str | None = None, breaker: str | None = None) -> float:
         """The product of the factors, kept until the next refresh or depth probe changes them."""
-        self._refresh()
-        key = (queue, breaker, self._queue_severity(queue), self._breaker_state(breaker) if breaker else None)
-        found = self._multipliers.get(key)
-        if found is None:
-            found = self._multipliers[key] = round(self.factors(queue, breaker).product, 4)
-        return found
+        return self.situation(queue, breaker)[1]
 
     # -- refreshing --------------------------------------------------------------------------
 
@@ -115,12 +122,12 @@ class LoadMonitor:
         return queue_severity(self._depths.depth(queue), thresholds)
 
     def _refresh(self) -> None:
-        if self._monotonic() - self._refreshed < self.settings.adaptive_interval:
+        if self._monotonic() < self._fresh_until:
             return
         with self._lock:
-            if self._monotonic() - self._refreshed < self.settings.adaptive_interval:
+            if self._monotonic() < self._fresh_until:
                 return
-            self._refreshed = self._monotonic()
+            self._fresh_until = self._monotonic() + self.settings.adaptive_interval
             self._multipliers = {}
             try:
                 store = self._store()

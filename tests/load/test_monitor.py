@@ -39,6 +39,17 @@ def test_a_loaded_cluster_lowers_the_multiplier_and_raises_severity(store: Store
     assert load.severity(None) is Severity.CRITICAL
 
 
+def test_the_situation_answers_what_severity_and_multiplier_answer(store: Store, clock: FakeClock) -> None:
+    """Admission's one call per publish agrees with the two questions, before and after a refresh."""
+    mono = Monotonic(0.0)
+    load = monitor(store, mono, heartbeat_interval=5, adaptive_interval=1.0, prediction={"enabled": False})
+    assert load.situation(None, None) == (Severity.NORMAL, 1.0)
+    beat(store, "w1", 0.95, clock())
+    assert load.situation(None, None) == (Severity.NORMAL, 1.0)  # still the cached reading
+    mono.now += 1.1
+    assert load.situation(None, None) == (load.severity(None), load.multiplier()) == (Severity.CRITICAL, 0.3)
+
+
 def test_a_stale_heartbeat_stops_counting(store: Store, clock: FakeClock) -> None:
     """A worker that stopped reporting 15 s ago (3 heartbeats) no longer weighs on the decision."""
     mono = Monotonic(0.0)
