@@ -40,8 +40,7 @@ from .providers.retry_budget import RetryBudgets
 from .publishing import (
     HEADER,
     PublishGate,
-    apply_countdown,
-    apply_expiry,
+    apply_verdict,
     queue_name,
     take_caller_keywords,
 )
@@ -343,13 +342,6 @@ class Resilience:
         headers = dict(options.get("headers") or {})
         admitted = None
         if not self.gate.passes(self.app, options, headers, name, caller[0]):
-
-            def schedule(verdict: Any, header: dict[str, Any]) -> None:
-                now = self.clock.now()
-                apply_countdown(options, verdict.countdown, now)
-                if verdict.expires is not None:
-                    apply_expiry(options, verdict.expires, now)
-
             admitted = self.gate.admit(
                 name,
                 caller,
@@ -358,8 +350,9 @@ class Resilience:
                 breaker=None,
                 refusable=not options.get("group_index"),
                 headers=headers,
-                schedule=schedule,
             )
+            if admitted is not None:
+                apply_verdict(options, admitted, self.clock.now)
         options["headers"] = headers
         try:
             return send_task(name, args, kwargs, **options)

@@ -37,6 +37,7 @@ __all__ = [
     "queue_name",
     "apply_countdown",
     "apply_expiry",
+    "apply_verdict",
 ]
 
 # Message header carrying the caller's context and the admission decision.
@@ -223,10 +224,9 @@ class PublishGate:
         breaker: str | None,
         refusable: bool,
         headers: dict[str, Any],
-        schedule: Callable[[Verdict, dict[str, Any]], None],
     ) -> Verdict | None:
-        """Decide a new request; the context and decision go into ``headers`` and ``schedule``
-        applies the verdict. None when an anonymous call passes ungated."""
+        """Decide a new request; the context and decision go into ``headers`` (the caller
+        applies the verdict to the publish). None when an anonymous call passes ungated."""
         user_id, tier, request_type = caller
         if user_id is None and self.anonymous != "shared":
             if self.anonymous == "refuse":
@@ -241,10 +241,19 @@ class PublishGate:
         verdict = self.admission.decide(
             ctx, task_name=name, queue=queue, breaker=breaker, refusable=refusable
         )
-        header: dict[str, Any] = ctx.header(verdict.label)
-        headers[HEADER] = header
-        schedule(verdict, header)
+        headers[HEADER] = ctx.header(verdict.label)
         return verdict
+
+
+def apply_verdict(options: dict[str, Any], verdict: Verdict, now: Callable[[], float]) -> None:
+    """Merge the verdict's countdown and expiry into the publish's options (most verdicts
+    have neither: the clock is read only when one has)."""
+    if verdict.countdown <= 0 and verdict.expires is None:
+        return
+    at = now()
+    apply_countdown(options, verdict.countdown, at)
+    if verdict.expires is not None:
+        apply_expiry(options, verdict.expires, at)
 
 
 def apply_countdown(options: dict[str, Any], countdown: float, now: float) -> None:

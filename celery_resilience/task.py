@@ -18,7 +18,7 @@ from celery import Task
 from .admission.gate import Verdict
 from .errors import ConfigurationError
 from .extension import Resilience
-from .publishing import HEADER, apply_countdown, apply_expiry, queue_name, take_caller_keywords
+from .publishing import HEADER, apply_verdict, queue_name, take_caller_keywords
 from .settings import ResilienceSettings
 from .validation import choice
 
@@ -111,7 +111,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         gate = resilience.gate
         if gate.passes(self.app, options, headers, self.name, caller[0]):
             return None
-        return gate.admit(
+        verdict = gate.admit(
             self.name,
             caller,
             self.request_type,
@@ -121,20 +121,17 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             # published, a refusal would leave the rest of the group half run.
             refusable=not options.get("group_index"),
             headers=headers,
-            schedule=lambda verdict, header: self._schedule(resilience, options, verdict, header),
         )
+        if verdict is not None:
+            self._schedule(resilience, options, verdict, headers[HEADER])
+        return verdict
 
     def _schedule(
         self, resilience: Resilience, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]
     ) -> None:
         """Apply the verdict's countdown and expiry to the publish (a subclass may keep the
         expiry in ``header`` instead, to act on it itself)."""
-        if verdict.countdown <= 0 and verdict.expires is None:
-            return  # most publishes: nothing to apply, no clock to read
-        now = resilience.clock.now()
-        apply_countdown(options, verdict.countdown, now)
-        if verdict.expires is not None:
-            apply_expiry(options, verdict.expires, now)
+        apply_verdict(options, verdict, resilience.clock.now)
 
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """Publish the admitted call (a subclass may publish something else under its id)."""
@@ -145,7 +142,10 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     ) -> str | None:
         """The queue this publish lands in: the call's, the task's, the router's, the default."""
         explicit = queue_name(options.get("queue")) or queue_name(getattr(self, "queue", None))
-        return explicit if explicit is not None else resilience.route(self.name, args, kwargs, options)
+        if explicit is not None:
+            return explicit
+        routes, default_queue = resilience.routing()
+        return resilience.route(self.name, args, kwargs, options) if routes else default_queue
 
     @property
     def resilience_context(self) -> dict[str, Any]:

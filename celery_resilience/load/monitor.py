@@ -80,7 +80,8 @@ class LoadMonitor:
     def situation(self, queue: str | None, breaker: str | None) -> tuple[Severity, float]:
         """The severity and the multiplier together, from one freshness check and one
         probe of the queue: admission asks both on every publish."""
-        self._refresh()
+        if self._monotonic() >= self._fresh_until:
+            self._refresh()
         health, of_queue = self._health_severity, self._queue_severity(queue)
         severity = health if of_queue is Severity.NORMAL else worst(health, of_queue)
         key = (queue, breaker, of_queue, self._breaker_state(breaker) if breaker else None)
