@@ -1,6 +1,6 @@
 """The publish path on each Redis topology, with eight publishing processes, in one run.
 
-    python benchmarks/topologies.py [--processes 8] [--calls 600] [--rounds 9] [--seconds 3]
+    python benchmarks/topologies.py [--processes 8] [--calls 600] [--rounds 15] [--seconds 3]
 
 For one server (the local Redis), a three-primary Cluster with replicas and a Sentinel
 group (both started here on loopback, stopped after), the store being that topology and
@@ -10,12 +10,14 @@ the broker the local Redis:
    plain ``Task.apply_async``, each process publishing ``--calls`` after a barrier; the
    wall time of the slowest process counts, and the CPU time of all of them. A round
    runs both contenders back to back, in alternating order; the median of the rounds'
-   ratios is reported (short paired rounds: a shared machine's drift cancels out).
+   ratios is reported (short paired rounds: a shared machine's drift cancels out). The
+   publishing processes live through all the rounds of a measure, as a web server's
+   do, and warm up before each timed run: a round costs its publishes, not a start.
    Twice: for 10 hot users (each publishing many times per lease window in every
    process, the case leases are for) and for 100 users (each about once per window per
    process here, where every publish makes a round trip).
    First, plain against itself: the same measure's noise on this machine. Then, for the
-   10 hot users, leases long enough (30 s, 10,000 tokens) that no store round trip is
+   10 hot users, leases long enough (10 minutes, 10,000 tokens) that no store round trip is
    made while timed: the gate's own work, apart from the renewals' round trips.
 2. Over-admission: every process publishes as fast as it can for ``--seconds`` for the
    same ten users, each limited to 20/s with a burst of 10 and a grace of 2. Reported:
@@ -50,6 +52,7 @@ from tests.topologies import Cluster, SentinelGroup
 REDIS = "redis://127.0.0.1:6379"
 BROKER = f"{REDIS}/11"
 RATE, BURST, GRACE, LEASE_WINDOW = 20, 10, 2, 0.2
+WARM_UP = 100  # publishes before each timed run, unmeasured
 USERS = [f"user-{i}" for i in range(100)]
 
 
@@ -63,7 +66,7 @@ def make_app(
         resilience_key_prefix=prefix,
         resilience_tiers=tiers,
         resilience_default_tier="standard",
-        resilience_lease_window=30.0 if long_leases else LEASE_WINDOW,
+        resilience_lease_window=600.0 if long_leases else LEASE_WINDOW,
         resilience_lease_max_tokens=10_000 if long_leases else 16,
         resilience_throttle_strategies=[{"strategy": "reject_with_backoff", "seconds": 0}],
     )
@@ -81,26 +84,38 @@ def make_app(
 
 
 def publisher(
-    store_url: str, prefix: str, queue: str, mode: str, calls: int, users: int, barrier: Any, out: Any
+    store_url: str,
+    prefix: str,
+    queue: str,
+    contender: str,
+    calls: int,
+    users: int,
+    commands: Any,
+    barrier: Any,
+    out: Any,
 ) -> None:
-    """One publishing process: warm up, wait for the others, publish, report its wall and CPU time."""
+    """One publishing process, for every round of a measure: for each mode it is told
+    (``None``: stop), warm up, wait for the others, publish, report its wall and CPU time."""
     generous = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
-    app, plain, resilient = make_app(store_url, prefix, queue, generous, long_leases=mode == "no-round-trips")
+    app, plain, resilient = make_app(
+        store_url, prefix, queue, generous, long_leases=contender == "no-round-trips"
+    )
     with app.producer_or_acquire() as producer:
 
-        def publish(index: int) -> None:
+        def publish(mode: str, index: int) -> None:
             if mode.startswith("plain"):
                 plain.apply_async(producer=producer)
             else:
                 resilient.apply_async(producer=producer, user_id=USERS[index % users])
 
-        for index in range(200):
-            publish(index)
-        barrier.wait()
-        start, cpu = time.perf_counter(), time.process_time()
-        for index in range(calls):
-            publish(index)
-        out.put((time.perf_counter() - start, time.process_time() - cpu))
+        while (mode := commands.get()) is not None:
+            for index in range(WARM_UP):
+                publish(mode, index)
+            barrier.wait()
+            start, cpu = time.perf_counter(), time.process_time()
+            for index in range(calls):
+                publish(mode, index)
+            out.put((time.perf_counter() - start, time.process_time() - cpu))
     Resilience.of(app).admission.flush_leases()
 
 
@@ -156,17 +171,36 @@ def publish_ratio(
     walls: list[float] = []
     cpus: list[float] = []
     prefix, queue = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
+    context = multiprocessing.get_context("fork")
+    barrier, out = context.Barrier(processes), context.Queue()
+    commands = [context.Queue() for _ in range(processes)]
+    publishers = [
+        context.Process(
+            target=publisher,
+            args=(store_url, prefix, queue, contender, calls, users, commands[index], barrier, out),
+        )
+        for index in range(processes)
+    ]
+    broker = redis.Redis.from_url(BROKER)
     try:
+        for process in publishers:
+            process.start()
         for round_index in range(rounds):
             order = ["plain", contender] if round_index % 2 == 0 else [contender, "plain"]
             got: dict[str, tuple[float, float]] = {}
             for mode in order:
-                times = run_processes(processes, publisher, store_url, prefix, queue, mode, calls, users)
+                for command in commands:
+                    command.put(mode)
+                times = [out.get(timeout=300) for _ in publishers]
                 got[mode] = (max(wall for wall, _ in times), sum(cpu for _, cpu in times))
-                redis.Redis.from_url(BROKER).delete(queue)
+                broker.delete(queue)
             walls.append(got[contender][0] / got["plain"][0])
             cpus.append(got[contender][1] / got["plain"][1])
     finally:
+        for command in commands:
+            command.put(None)
+        for process in publishers:
+            process.join(60)
         clean(queue, store_url, prefix)
     return statistics.median(walls), statistics.median(cpus)
 
@@ -200,7 +234,7 @@ def main() -> None:
     )
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--calls", type=int, default=600)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     print(f"publish path by topology: {args.processes} processes, {args.calls} publishes each, "
