@@ -245,15 +245,15 @@ def main() -> None:
         sentinel.start()
         topologies = {"one server": f"{REDIS}/13", "cluster": cluster.url, "sentinel": sentinel.url}
         wall, cpu = publish_ratio(f"{REDIS}/13", args.processes, args.calls, args.rounds, 10, "plain-again")
-        print(f"  noise floor: plain against itself, wall {wall:5.2f}, publishers' CPU {cpu:5.2f}")
+        print(f"  noise floor: plain against itself, wall {wall:6.3f}, publishers' CPU {cpu:6.3f}")
         for name, url in topologies.items():
             for users in (10, 100):
                 wall, cpu = publish_ratio(url, args.processes, args.calls, args.rounds, users)
-                print(f"  {name:10}  {users:3} users  publish ratio: wall {wall:5.2f}, "
-                      f"publishers' CPU {cpu:5.2f}")  # fmt: skip
+                print(f"  {name:10}  {users:3} users  publish ratio: wall {wall:6.3f}, "
+                      f"publishers' CPU {cpu:6.3f}")  # fmt: skip
             wall, cpu = publish_ratio(url, args.processes, args.calls, args.rounds, 10, "no-round-trips")
-            print(f"  {name:10}   10 users  no round trip while timed: wall {wall:5.2f}, "
-                  f"publishers' CPU {cpu:5.2f}")  # fmt: skip
+            print(f"  {name:10}   10 users  no round trip while timed: wall {wall:6.3f}, "
+                  f"publishers' CPU {cpu:6.3f}")  # fmt: skip
             most, span, over_limit, over_bound = over_admission(url, args.processes, args.seconds)
             print(f"  {name:10}  over-admission: most to one user {most} in {span:.2f} s, "
                   f"{over_limit:5.3f} x the limit, {over_bound:5.3f} x the bound with leases")  # fmt: skip
