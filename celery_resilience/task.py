@@ -142,10 +142,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     ) -> str | None:
         """The queue this publish lands in: the call's, the task's, the router's, the default."""
         explicit = queue_name(options.get("queue")) or queue_name(getattr(self, "queue", None))
-        if explicit is not None:
-            return explicit
-        routes, default_queue = resilience.routing()
-        return resilience.route(self.name, args, kwargs, options) if routes else default_queue
+        return explicit if explicit is not None else resilience.route(self.name, args, kwargs, options)
 
     @property
     def resilience_context(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import AdmissionUnavailable, StoreUnavailable, Throttled
@@ -51,10 +51,6 @@ class RateMultiplier(Protocol):
 
     def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
         """Each factor of the multiplier on its own, to tell a refused caller why."""
-
-
-def _same(one: object, other: object) -> bool:
-    return one is other
 
 
 class ConstantSeverity:
@@ -142,7 +138,7 @@ class Admission:
         self.load = load
         # The load monitor is the severity source too, by default: one call answers both.
         self._situation: Callable[[str | None, str | None], tuple[Severity, float]] | None = (
-            getattr(load, "situation", None) if load is not None and _same(severity, load) else None
+            getattr(load, "situation", None) if load is not None and cast(object, severity) is load else None
         )
         self.stats: Counter[str] = Counter()
         self._store = store

@@ -74,21 +74,22 @@ class LoadMonitor:
 
     def severity(self, queue: str | None) -> Severity:
         self._refresh()
-        health, of_queue = self._health_severity, self._queue_severity(queue)
-        return health if of_queue is Severity.NORMAL else worst(health, of_queue)
+        return self._with_health(self._queue_severity(queue))
 
     def situation(self, queue: str | None, breaker: str | None) -> tuple[Severity, float]:
         """The severity and the multiplier together, from one freshness check and one
         probe of the queue: admission asks both on every publish."""
-        if self._monotonic() >= self._fresh_until:
-            self._refresh()
-        health, of_queue = self._health_severity, self._queue_severity(queue)
-        severity = health if of_queue is Severity.NORMAL else worst(health, of_queue)
+        self._refresh()
+        of_queue = self._queue_severity(queue)
         key = (queue, breaker, of_queue, self._breaker_state(breaker) if breaker else None)
         found = self._multipliers.get(key)
         if found is None:
             found = self._multipliers[key] = round(self.factors(queue, breaker).product, 4)
-        return severity, found
+        return self._with_health(of_queue), found
+
+    def _with_health(self, of_queue: Severity) -> Severity:
+        health = self._health_severity
+        return health if of_queue is Severity.NORMAL else worst(health, of_queue)
 
     def factors(self, queue: str | None = None, breaker: str | None = None) -> LoadFactors:
         """Every factor on its own; their product scales the admitted rate."""
