@@ -102,6 +102,9 @@ class Resilience:
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._routing: tuple[bool, str] | None = None
+        # Names of registered tasks that are neither gated nor resilient, as ``send_task`` found
+        # them: their publishes need no look at the registry again.
+        self._plain_names: set[str] = set()
         # Only an injected clock reaches the store: a Redis store otherwise keeps the server's.
         self._store_clock = clock
         self._build(severity)
@@ -371,13 +374,17 @@ class Resilience:
         send_task = app.send_task
 
         def gated_send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            # Every publish of the app comes through here: what was admitted already (the
+            # header is set) and plain tasks go straight on, at the cost of two lookups.
+            headers = options.get("headers")
             registered = _registered(app)
-            headers = options.get("headers") or {}
-            if registered is None or HEADER in headers:
+            if (headers and HEADER in headers) or registered is None or name in registered._plain_names:
                 return send_task(name, args, kwargs, **options)
             if name in registered.settings.admission.gated_tasks:
                 return registered._send_gated(send_task, name, args, kwargs, options)
-            if not _is_plain_task(app, name):
+            if _is_plain_task(app, name):
+                registered._plain_names.add(name)
+            else:
                 # A publish by name of a resilient (or unknown) task skips the gate: counted.
                 count_ungated(registered.record)
             return send_task(name, args, kwargs, **options)

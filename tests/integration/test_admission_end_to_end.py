@@ -247,11 +247,13 @@ def test_a_gated_task_published_by_name_is_admitted_and_run_for_its_caller(app_m
 
 
 def test_send_task_publishes_are_counted_as_ungated(app_module: ModuleType) -> None:
-    """send_task bypasses apply_async; before_task_publish counts it. Plain tasks are not counted."""
+    """Publishes by name of a resilient task skip the gate and are counted, each; plain tasks never."""
     before = metric(app_module, "ungated")
-    app_module.app.send_task(app_module.whoami.name).get(timeout=30)
-    app_module.ping.delay().get(timeout=30)
-    assert metric(app_module, "ungated") == before + 1
+    for _ in range(2):  # the second time, the app knows each name already
+        app_module.app.send_task(app_module.whoami.name).get(timeout=30)
+        app_module.ping.delay().get(timeout=30)
+        app_module.app.send_task(app_module.ping.name).get(timeout=30)
+    assert metric(app_module, "ungated") == before + 2
 
 
 def _stored_result(module: ModuleType, task_id: str) -> Any:
