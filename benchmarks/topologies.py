@@ -1,18 +1,23 @@
 """The publish path on each Redis topology, with eight publishing processes, in one run.
 
-    python benchmarks/topologies.py [--processes 8] [--calls 600] [--rounds 15] [--seconds 3]
+    python benchmarks/topologies.py [--processes 8] [--window 2] [--rounds 16] [--seconds 3]
 
 For one server (the local Redis), a three-primary Cluster with replicas and a Sentinel
 group (both started here on loopback, stopped after), the store being that topology and
 the broker the local Redis:
 
 1. Publish ratio: ``ResilientTask.apply_async`` with token leases (the default) against a
-   plain ``Task.apply_async``, each process publishing ``--calls`` after a barrier; the
-   wall time of the slowest process counts, and the CPU time of all of them. A round
-   runs both contenders back to back, in alternating order; the median of the rounds'
-   ratios is reported (short paired rounds: a shared machine's drift cancels out). The
-   publishing processes live through all the rounds of a measure, as a web server's
-   do, and warm up before each timed run: a round costs its publishes, not a start.
+   plain ``Task.apply_async`` of an app without the plugin (the plugin sees its own app's
+   plain publishes too), on the same broker. In a round of ``--window`` seconds, every
+   process publishes from a barrier to a shared deadline, as plain or as the contender
+   by turns of ``SLOT`` on the shared clock: all processes run the same contender at
+   the same time, so the store servers' work lands in its contender's turns, and a
+   machine whose speed drifts from one second to the next slows both alike. The cost of
+   a publish is the inverse of the publishes made in a contender's turns, and the
+   publishers' CPU time per publish. Rounds come in pairs, starting with each contender
+   in turn; a pair's ratio is the geometric mean of its two, and the median over pairs
+   is reported. The publishing processes live through all the rounds of a measure, as
+   a web server's do, and warm up before each timed run: a round costs its publishes.
    Twice: for 10 hot users (each publishing many times per lease window in every
    process, the case leases are for) and for 100 users (each about once per window per
    process here, where every publish makes a round trip).
@@ -52,13 +57,17 @@ from tests.topologies import Cluster, SentinelGroup
 REDIS = "redis://127.0.0.1:6379"
 BROKER = f"{REDIS}/11"
 RATE, BURST, GRACE, LEASE_WINDOW = 20, 10, 2, 0.2
-WARM_UP = 100  # publishes before each timed run, unmeasured
+WARM_UP = 100  # publishes of each contender before each timed run, unmeasured
+# Seconds each contender publishes before the other's turn, in every process at once: a
+# few lease windows, so that a process renews its leases about as often per publish as
+# one that publishes all the time (shorter turns would charge it twice the renewals).
+SLOT = 0.25
 USERS = [f"user-{i}" for i in range(100)]
 
 
 def make_app(
     store_url: str, prefix: str, queue: str, tiers: dict[str, Any], *, long_leases: bool = False
-) -> tuple[Celery, Any, Any]:
+) -> tuple[Celery, Any]:
     app = Celery("bench-topology", broker=BROKER, set_as_current=False)
     app.conf.update(
         task_default_queue=queue,
@@ -72,15 +81,24 @@ def make_app(
     )
     Resilience(app)
 
-    @app.task(name="bench.plain", shared=False)
-    def plain() -> None:
-        return None
-
     @app.task(base=ResilientTask, name="bench.resilient", shared=False)
     def resilient() -> None:
         return None
 
-    return app, plain, resilient
+    return app, resilient
+
+
+def make_plain_app(queue: str) -> tuple[Celery, Any]:
+    """Plain Celery on the same broker, without the plugin: the baseline (the plugin also
+    sees every plain publish of its own app, which is part of its cost)."""
+    app = Celery("bench-plain", broker=BROKER, set_as_current=False)
+    app.conf.update(task_default_queue=queue)
+
+    @app.task(name="bench.plain", shared=False)
+    def plain() -> None:
+        return None
+
+    return app, plain
 
 
 def publisher(
@@ -88,34 +106,48 @@ def publisher(
     prefix: str,
     queue: str,
     contender: str,
-    calls: int,
     users: int,
+    window: float,
     commands: Any,
     barrier: Any,
+    start: Any,
     out: Any,
 ) -> None:
-    """One publishing process, for every round of a measure: for each mode it is told
-    (``None``: stop), warm up, wait for the others, publish, report its wall and CPU time."""
+    """One publishing process, for every round of a measure: for each round it is told of
+    (its parity; ``None``: stop), warm up both contenders, wait for the others, then
+    publish until the round's deadline, as plain or as the contender by the slot of the
+    shared clock, and report, per contender, the publishes made and the CPU time spent."""
     generous = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
-    app, plain, resilient = make_app(
-        store_url, prefix, queue, generous, long_leases=contender == "no-round-trips"
-    )
-    with app.producer_or_acquire() as producer:
+    app, resilient = make_app(store_url, prefix, queue, generous, long_leases=contender == "no-round-trips")
+    plain_app, plain = make_plain_app(queue)
+    modes = ("plain", contender)
+    with app.producer_or_acquire() as producer, plain_app.producer_or_acquire() as plain_producer:
 
         def publish(mode: str, index: int) -> None:
             if mode.startswith("plain"):
-                plain.apply_async(producer=producer)
+                plain.apply_async(producer=plain_producer)
             else:
                 resilient.apply_async(producer=producer, user_id=USERS[index % users])
 
-        while (mode := commands.get()) is not None:
-            for index in range(WARM_UP):
-                publish(mode, index)
+        while (parity := commands.get()) is not None:
+            for mode in modes:
+                for index in range(WARM_UP):
+                    publish(mode, index)
             barrier.wait()
-            start, cpu = time.perf_counter(), time.process_time()
-            for index in range(calls):
-                publish(mode, index)
-            out.put((time.perf_counter() - start, time.process_time() - cpu))
+            began = start.value
+            deadline = began + window
+            counts, cpus = [0, 0], [0.0, 0.0]
+            index, now = 0, time.monotonic()
+            while now < deadline:
+                which = (int((now - began) / SLOT) + parity) % 2
+                cpu = time.process_time()
+                while now < deadline and (int((now - began) / SLOT) + parity) % 2 == which:
+                    publish(modes[which], index)
+                    counts[which] += 1
+                    index += 1
+                    now = time.monotonic()
+                cpus[which] += time.process_time() - cpu
+            out.put((counts, cpus))
     Resilience.of(app).admission.flush_leases()
 
 
@@ -123,7 +155,7 @@ def flooder(store_url: str, prefix: str, queue: str, seconds: float, barrier: An
     """One process publishing for ten users as fast as it can: what each was admitted, and
     when (wall clock) it started and stopped."""
     limited = {"standard": {"rate": f"{RATE}/s", "burst": BURST, "grace": GRACE}}
-    app, _, resilient = make_app(store_url, prefix, queue, limited)
+    app, resilient = make_app(store_url, prefix, queue, limited)
     admitted: Counter[str] = Counter()
     with app.producer_or_acquire() as producer:
         barrier.wait()
@@ -157,27 +189,35 @@ def run_processes(count: int, target: Callable[..., None], *args: Any) -> list[A
 
 def clean(queue: str, store_url: str, prefix: str) -> None:
     redis.Redis.from_url(BROKER).delete(queue)
-    app, _, _ = make_app(store_url, prefix, queue, {"standard": {"rate": "1/s"}})
+    app, _ = make_app(store_url, prefix, queue, {"standard": {"rate": "1/s"}})
     Resilience.of(app).store.purge()
 
 
 def publish_ratio(
-    store_url: str, processes: int, calls: int, rounds: int, users: int, contender: str = "leases"
+    store_url: str, processes: int, window: float, rounds: int, users: int, contender: str = "leases"
 ) -> tuple[float, float]:
-    """(wall ratio, CPU ratio): the medians over paired rounds of ``contender`` against plain,
-    the wall time being the slowest process's, the CPU time all the publishers'. A
-    contender of ``"plain-again"`` (plain against itself) measures the machine's noise, one
-    of ``"no-round-trips"`` the gate with leases that outlast the run."""
+    """(wall ratio, CPU ratio) of ``contender`` against plain: what one publish costs, as the
+    inverse of the publishes all processes made in its slots, and as their CPU time per
+    publish. Every process runs the same contender at the same time, switching every
+    ``SLOT`` by the shared clock: a machine whose speed drifts from one second to the next
+    slows both alike, and the store's own work lands in its contender's slots. Rounds
+    come in pairs, starting with each contender in turn; a pair's ratio is the geometric
+    mean of its two, and the median over pairs is reported. A contender of
+    ``"plain-again"`` (plain against itself) measures the machine's noise, one of
+    ``"no-round-trips"`` the gate with leases that outlast the run."""
     walls: list[float] = []
     cpus: list[float] = []
     prefix, queue = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
     context = multiprocessing.get_context("fork")
-    barrier, out = context.Barrier(processes), context.Queue()
+    # The barrier's last arrival stamps the round's start: the slots are the same in every process.
+    start = context.Value("d", 0.0)
+    barrier = context.Barrier(processes, action=lambda: setattr(start, "value", time.monotonic()))
+    out = context.Queue()
     commands = [context.Queue() for _ in range(processes)]
     publishers = [
         context.Process(
             target=publisher,
-            args=(store_url, prefix, queue, contender, calls, users, commands[index], barrier, out),
+            args=(store_url, prefix, queue, contender, users, window, commands[index], barrier, start, out),
         )
         for index in range(processes)
     ]
@@ -185,24 +225,28 @@ def publish_ratio(
     try:
         for process in publishers:
             process.start()
-        for round_index in range(rounds):
-            order = ["plain", contender] if round_index % 2 == 0 else [contender, "plain"]
-            got: dict[str, tuple[float, float]] = {}
-            for mode in order:
-                for command in commands:
-                    command.put(mode)
-                times = [out.get(timeout=300) for _ in publishers]
-                got[mode] = (max(wall for wall, _ in times), sum(cpu for _, cpu in times))
-                broker.delete(queue)
-            walls.append(got[contender][0] / got["plain"][0])
-            cpus.append(got[contender][1] / got["plain"][1])
+        for round_index in range(2 * math.ceil(rounds / 2)):
+            for command in commands:
+                command.put(round_index % 2)
+            results = [out.get(timeout=300) for _ in publishers]
+            broker.delete(queue)
+            (plain_count, count) = (sum(counts[i] for counts, _ in results) for i in (0, 1))
+            (plain_cpu, cpu) = (sum(spent[i] for _, spent in results) for i in (0, 1))
+            walls.append(plain_count / count)
+            cpus.append((cpu / count) / (plain_cpu / plain_count))
     finally:
         for command in commands:
             command.put(None)
         for process in publishers:
             process.join(60)
         clean(queue, store_url, prefix)
-    return statistics.median(walls), statistics.median(cpus)
+    return _paired_median(walls), _paired_median(cpus)
+
+
+def _paired_median(ratios: list[float]) -> float:
+    """The median over pairs of rounds (one starting with each contender) of the pair's geometric mean."""
+    pairs = zip(ratios[::2], ratios[1::2], strict=True)
+    return statistics.median(math.sqrt(first * second) for first, second in pairs)
 
 
 def over_admission(store_url: str, processes: int, seconds: float) -> tuple[int, float, float, float]:
@@ -233,25 +277,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--calls", type=int, default=600)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--window", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    print(f"publish path by topology: {args.processes} processes, {args.calls} publishes each, "
+    print(f"publish path by topology: {args.processes} processes, rounds of {args.window:g} s, "
           f"{args.rounds} rounds; over-admission over {args.seconds:g} s\n")  # fmt: skip
     cluster, sentinel = Cluster(), SentinelGroup()
     try:
         cluster.start()
         sentinel.start()
         topologies = {"one server": f"{REDIS}/13", "cluster": cluster.url, "sentinel": sentinel.url}
-        wall, cpu = publish_ratio(f"{REDIS}/13", args.processes, args.calls, args.rounds, 10, "plain-again")
+        wall, cpu = publish_ratio(f"{REDIS}/13", args.processes, args.window, args.rounds, 10, "plain-again")
         print(f"  noise floor: plain against itself, wall {wall:6.3f}, publishers' CPU {cpu:6.3f}")
         for name, url in topologies.items():
             for users in (10, 100):
-                wall, cpu = publish_ratio(url, args.processes, args.calls, args.rounds, users)
+                wall, cpu = publish_ratio(url, args.processes, args.window, args.rounds, users)
                 print(f"  {name:10}  {users:3} users  publish ratio: wall {wall:6.3f}, "
                       f"publishers' CPU {cpu:6.3f}")  # fmt: skip
-            wall, cpu = publish_ratio(url, args.processes, args.calls, args.rounds, 10, "no-round-trips")
+            wall, cpu = publish_ratio(url, args.processes, args.window, args.rounds, 10, "no-round-trips")
             print(f"  {name:10}   10 users  no round trip while timed: wall {wall:6.3f}, "
                   f"publishers' CPU {cpu:6.3f}")  # fmt: skip
             most, span, over_limit, over_bound = over_admission(url, args.processes, args.seconds)
