@@ -21,7 +21,7 @@ the broker the local Redis:
    Twice: for 10 hot users (each publishing many times per lease window in every
    process, the case leases are for) and for 100 users (each about once per window per
    process here, where every publish makes a round trip).
-   First, plain against itself: the same measure's noise on this machine. Then, for the
+   First, plain against a second app without the plugin: the measure's noise here. Then, for the
    10 hot users, leases long enough (10 minutes, 10,000 tokens) that no store round trip is
    made while timed: the gate's own work, apart from the renewals' round trips.
 2. Over-admission: every process publishes as fast as it can for ``--seconds`` for the
@@ -120,12 +120,21 @@ def publisher(
     generous = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
     app, resilient = make_app(store_url, prefix, queue, generous, long_leases=contender == "no-round-trips")
     plain_app, plain = make_plain_app(queue)
+    # Plain against itself: the second contender is a second app without the plugin, as
+    # the contender is a second app beside the baseline's.
+    again_app, again = make_plain_app(queue)
     modes = ("plain", contender)
-    with app.producer_or_acquire() as producer, plain_app.producer_or_acquire() as plain_producer:
+    with (
+        app.producer_or_acquire() as producer,
+        plain_app.producer_or_acquire() as plain_producer,
+        again_app.producer_or_acquire() as again_producer,
+    ):
 
         def publish(mode: str, index: int) -> None:
-            if mode.startswith("plain"):
+            if mode == "plain":
                 plain.apply_async(producer=plain_producer)
+            elif mode == "plain-again":
+                again.apply_async(producer=again_producer)
             else:
                 resilient.apply_async(producer=producer, user_id=USERS[index % users])
 
