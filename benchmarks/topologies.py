@@ -59,8 +59,8 @@ BROKER = f"{REDIS}/11"
 RATE, BURST, GRACE, LEASE_WINDOW = 20, 10, 2, 0.2
 WARM_UP = 100  # publishes of each contender before each timed run, unmeasured
 # Seconds each contender publishes before the other's turn, in every process at once:
-# longer than a lease window, so that a process makes as many store round trips per
-# publish as with turns of a second (turns of 0.05 s made half as many again).
+# longer than a lease window, so that the turns add no lease renewals that a process
+# publishing without a pause would not make.
 SLOT = 0.25
 USERS = [f"user-{i}" for i in range(100)]
 
@@ -113,10 +113,10 @@ def publisher(
     start: Any,
     out: Any,
 ) -> None:
-    """One publishing process, for every round of a measure: for each round it is told of
-    (its parity; ``None``: stop), warm up both contenders, wait for the others, then
-    publish until the round's deadline, as plain or as the contender by the slot of the
-    shared clock, and report, per contender, the publishes made and the CPU time spent."""
+    """One publishing process, for every round of a measure: told which contender has the
+    first turn (``None``: stop), it warms up both, waits for the others, publishes until
+    the round's deadline, each contender in its turns on the shared clock, and reports,
+    per contender, the publishes made and the CPU time spent."""
     generous = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
     app, resilient = make_app(store_url, prefix, queue, generous, long_leases=contender == "no-round-trips")
     plain_app, plain = make_plain_app(queue)
@@ -145,12 +145,17 @@ def publisher(
             barrier.wait()
             began = start.value
             deadline = began + window
+
+            def turn(now: float, began: float = began, parity: int = parity) -> int:
+                """Whose turn it is on the shared clock: 0 plain, 1 the contender."""
+                return (int((now - began) / SLOT) + parity) % 2
+
             counts, cpus = [0, 0], [0.0, 0.0]
             index, now = 0, time.monotonic()
             while now < deadline:
-                which = (int((now - began) / SLOT) + parity) % 2
+                which = turn(now)
                 cpu = time.process_time()
-                while now < deadline and (int((now - began) / SLOT) + parity) % 2 == which:
+                while now < deadline and turn(now) == which:
                     publish(modes[which], index)
                     counts[which] += 1
                     index += 1
@@ -212,7 +217,7 @@ def publish_ratio(
     slows both alike, and the store's own work lands in its contender's slots. Rounds
     come in pairs, starting with each contender in turn; a pair's ratio is the geometric
     mean of its two, and the median over pairs is reported. A contender of
-    ``"plain-again"`` (plain against itself) measures the machine's noise, one of
+    ``"plain-again"`` (plain from a second app without the plugin) measures the noise, one of
     ``"no-round-trips"`` the gate with leases that outlast the run."""
     walls: list[float] = []
     cpus: list[float] = []
@@ -298,7 +303,8 @@ def main() -> None:
         sentinel.start()
         topologies = {"one server": f"{REDIS}/13", "cluster": cluster.url, "sentinel": sentinel.url}
         wall, cpu = publish_ratio(f"{REDIS}/13", args.processes, args.window, args.rounds, 10, "plain-again")
-        print(f"  noise floor: plain against itself, wall {wall:6.3f}, publishers' CPU {cpu:6.3f}")
+        print(f"  noise floor: plain against plain from a second app, wall {wall:6.3f}, "
+              f"publishers' CPU {cpu:6.3f}")  # fmt: skip
         for name, url in topologies.items():
             for users in (10, 100):
                 wall, cpu = publish_ratio(url, args.processes, args.window, args.rounds, users)

@@ -103,7 +103,8 @@ class Resilience:
         self._store_lock = threading.Lock()
         self._routing: tuple[bool, str] | None = None
         # Names of registered tasks that are neither gated nor resilient, as ``send_task`` found
-        # them: their publishes need no look at the registry again.
+        # them: their publishes need no look at the registry again (Celery keeps a name's
+        # task once registered; a new ``Resilience(app)`` starts with none).
         self._plain_names: set[str] = set()
         # Only an injected clock reaches the store: a Redis store otherwise keeps the server's.
         self._store_clock = clock
