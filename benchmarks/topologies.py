@@ -23,7 +23,7 @@ the broker the local Redis:
    process here, where every publish makes a round trip).
    First, plain against a second app without the plugin: the measure's noise here. Then, for the
    10 hot users, leases long enough (10 minutes, 10,000 tokens) that no store round trip is
-   made while timed: the gate's own work, apart from the renewals' round trips.
+   made while timed: the plugin's own work, apart from the renewals' round trips.
 2. Over-admission: every process publishes as fast as it can for ``--seconds`` for the
    same ten users, each limited to 20/s with a burst of 10 and a grace of 2. Reported:
    the most any user got, against the plain limit over the run (``rate x T + burst +
