@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/cache_quality.py
 	$(PY) benchmarks/tokens.py
 	$(PY) benchmarks/topologies.py
+	$(PY) benchmarks/instructions.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -69,10 +69,11 @@ USERS = [f"user-{i}" for i in range(100)]
 
 
 def make_app(
-    store_url: str, prefix: str, queue: str, tiers: dict[str, Any], *, long_leases: bool = False
+    store_url: str, prefix: str, queue: str, tiers: dict[str, Any], *, long_leases: bool = False, **conf: Any
 ) -> tuple[Celery, Any]:
     app = Celery("bench-topology", broker=BROKER, set_as_current=False)
     app.conf.update(
+        conf,
         task_default_queue=queue,
         resilience_store_url=store_url,
         resilience_key_prefix=prefix,
