@@ -102,7 +102,8 @@ def publish_benchmark(calls: int, rounds: int) -> dict[str, float]:
                 calls,
                 rounds,
                 with_index=True,
-                # Turns longer than a lease window: a publishing process's leases renew as they would.
+                # The other contenders' turns outlast a lease window: each turn with leases
+                # starts with them over, as a process does after a pause in publishing.
                 turn=PUBLISH_TURN,
             )
     finally:

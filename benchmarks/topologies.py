@@ -1,6 +1,6 @@
 """The publish path on each Redis topology, with eight publishing processes, in one run.
 
-    python benchmarks/topologies.py [--processes 8] [--window 2] [--rounds 16] [--seconds 3]
+    python benchmarks/topologies.py [--processes 8] [--window 2] [--rounds 16] [--seconds 3] [--slot 0.25]
 
 For one server (the local Redis), a three-primary Cluster with replicas and a Sentinel
 group (both started here on loopback, stopped after), the store being that topology and
@@ -10,7 +10,7 @@ the broker the local Redis:
    plain ``Task.apply_async`` of an app without the plugin (the plugin sees its own app's
    plain publishes too), on the same broker. In a round of ``--window`` seconds, every
    process publishes from a barrier to a shared deadline, as plain or as the contender
-   by turns of ``SLOT`` on the shared clock: all processes run the same contender at
+   by turns of ``--slot`` seconds on the shared clock: all processes run the same contender at
    the same time, so the store servers' work lands in its contender's turns, and a
    machine whose speed drifts from one second to the next slows both alike. The cost of
    a publish is the inverse of the publishes made in a contender's turns, and the
@@ -59,13 +59,16 @@ BROKER = f"{REDIS}/11"
 RATE, BURST, GRACE, LEASE_WINDOW = 20, 10, 2, 0.2
 WARM_UP = 100  # publishes of each contender before each timed run, unmeasured
 # Seconds each contender publishes before the other's turn, in every process at once:
-# short, so that the machine's drift slows both alike (in turns of a second, plain
-# against plain read 1.04). The price: each turn of the contender starts with every
+# short, so that the machine's drift slows both alike (``--slot 1``: plain against plain
+# read 1.04 in a run). The price: each turn of the contender starts with every
 # lease over (the plain turn outlasted them), a round of renewals that a process
 # publishing without a pause does not make (it renews each hot key once a lease window).
 # The run prints the renewals made: the ratio with leases overstates their cost.
 SLOT = 0.25
 USERS = [f"user-{i}" for i in range(100)]
+STORE = f"{REDIS}/13"  # the one-server topology: the local Redis
+# Limits no publisher reaches: the publish ratio measures the plugin's cost, not refusals.
+GENEROUS = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
 
 
 def make_app(
@@ -112,6 +115,7 @@ def publisher(
     contender: str,
     users: int,
     window: float,
+    slot: float,
     commands: Any,
     barrier: Any,
     start: Any,
@@ -121,8 +125,7 @@ def publisher(
     first turn (``None``: stop), it warms up both, waits for the others, publishes until
     the round's deadline, each contender in its turns on the shared clock, and reports,
     per contender, the publishes made and the CPU time spent."""
-    generous = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
-    app, resilient = make_app(store_url, prefix, queue, generous, long_leases=contender == "no-round-trips")
+    app, resilient = make_app(store_url, prefix, queue, GENEROUS, long_leases=contender == "no-round-trips")
     renewals = count_renewals(app)
     plain_app, plain = make_plain_app(queue)
     # Plain against itself: the second contender is a second app without the plugin, as
@@ -153,7 +156,7 @@ def publisher(
 
             def turn(now: float, began: float = began, parity: int = parity) -> int:
                 """Whose turn it is on the shared clock: 0 plain, 1 the contender."""
-                return (int((now - began) / SLOT) + parity) % 2
+                return (int((now - began) / slot) + parity) % 2
 
             counts, cpus = [0, 0], [0.0, 0.0]
             renewed = renewals[0]
@@ -229,12 +232,18 @@ def clean(queue: str, store_url: str, prefix: str) -> None:
 
 
 def publish_ratio(
-    store_url: str, processes: int, window: float, rounds: int, users: int, contender: str = "leases"
+    store_url: str,
+    processes: int,
+    window: float,
+    rounds: int,
+    users: int,
+    contender: str = "leases",
+    slot: float = SLOT,
 ) -> tuple[float, float, float]:
     """(wall ratio, CPU ratio, lease renewals a second per process in the contender's turns)
     of ``contender`` against plain: what one publish costs, as the inverse of the
     publishes all processes made in its slots, and as their CPU time per publish. Every
-    process runs the same contender at the same time, switching every ``SLOT`` by the
+    process runs the same contender at the same time, switching every ``slot`` by the
     shared clock: a machine whose speed drifts from one second to the next slows both
     alike, and the store's own work lands in its contender's slots. Rounds come in pairs,
     starting with each contender in turn; a pair's ratio is the geometric mean of its
@@ -254,7 +263,19 @@ def publish_ratio(
     publishers = [
         context.Process(
             target=publisher,
-            args=(store_url, prefix, queue, contender, users, window, commands[index], barrier, start, out),
+            args=(
+                store_url,
+                prefix,
+                queue,
+                contender,
+                users,
+                window,
+                slot,
+                commands[index],
+                barrier,
+                start,
+                out,
+            ),
         )
         for index in range(processes)
     ]
@@ -320,6 +341,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--slot", type=float, default=SLOT, help="seconds of each contender's turn")
     args = parser.parse_args()
     print(f"publish path by topology: {args.processes} processes, rounds of {args.window:g} s, "
           f"{args.rounds} rounds; over-admission over {args.seconds:g} s\n")  # fmt: skip
@@ -327,18 +349,23 @@ def main() -> None:
     try:
         cluster.start()
         sentinel.start()
-        topologies = {"one server": f"{REDIS}/13", "cluster": cluster.url, "sentinel": sentinel.url}
-        noise = publish_ratio(f"{REDIS}/13", args.processes, args.window, args.rounds, 10, "plain-again")
-        wall, cpu = noise[:2]
+        topologies = {"one server": STORE, "cluster": cluster.url, "sentinel": sentinel.url}
+        wall, cpu, _ = publish_ratio(
+            STORE, args.processes, args.window, args.rounds, 10, "plain-again", args.slot
+        )
         print(f"  noise floor: plain against plain from a second app, wall {wall:6.3f}, "
               f"publishers' CPU {cpu:6.3f}")  # fmt: skip
         for name, url in topologies.items():
             for users in (10, 100):
-                wall, cpu, renewals = publish_ratio(url, args.processes, args.window, args.rounds, users)
+                wall, cpu, renewals = publish_ratio(
+                    url, args.processes, args.window, args.rounds, users, slot=args.slot
+                )
                 print(f"  {name:10}  {users:3} users  publish ratio: wall {wall:6.3f}, "
                       f"publishers' CPU {cpu:6.3f}; {renewals:.0f} lease renewals a second "
                       "per process")  # fmt: skip
-            wall, cpu, _ = publish_ratio(url, args.processes, args.window, args.rounds, 10, "no-round-trips")
+            wall, cpu, _ = publish_ratio(
+                url, args.processes, args.window, args.rounds, 10, "no-round-trips", args.slot
+            )
             print(f"  {name:10}   10 users  no round trip while timed: wall {wall:6.3f}, "
                   f"publishers' CPU {cpu:6.3f}")  # fmt: skip
             most, span, over_limit, over_bound = over_admission(url, args.processes, args.seconds)
