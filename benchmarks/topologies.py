@@ -60,7 +60,7 @@ RATE, BURST, GRACE, LEASE_WINDOW = 20, 10, 2, 0.2
 WARM_UP = 100  # publishes of each contender before each timed run, unmeasured
 # Seconds each contender publishes before the other's turn, in every process at once:
 # short, so that the machine's drift slows both alike (``--slot 1``: plain against plain
-# read 1.04 in a run). The price: each turn of the contender starts with every
+# read 1.04 in two runs). The price: each turn of the contender starts with every
 # lease over (the plain turn outlasted them), a round of renewals that a process
 # publishing without a pause does not make (it renews each hot key once a lease window).
 # The run prints the renewals made: the ratio with leases overstates their cost.
@@ -343,8 +343,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--slot", type=float, default=SLOT, help="seconds of each contender's turn")
     args = parser.parse_args()
-    print(f"publish path by topology: {args.processes} processes, rounds of {args.window:g} s, "
-          f"{args.rounds} rounds; over-admission over {args.seconds:g} s\n")  # fmt: skip
+    print(f"publish path by topology: {args.processes} processes, rounds of {args.window:g} s "
+          f"in turns of {args.slot:g} s, {args.rounds} rounds; over-admission over "
+          f"{args.seconds:g} s\n")  # fmt: skip
     cluster, sentinel = Cluster(), SentinelGroup()
     try:
         cluster.start()
