@@ -39,13 +39,12 @@ from typing import Any
 
 CONTENDERS = ("plain", "plain with header", "resilient", "gate alone")
 WARM_UP = 300
-HEADER = {"tier": "standard", "request_type": "default", "decision": "allow"}
 
 
 def publish(contender: str, publishes: int, prefix: str) -> None:
     """In the counted process: set up both apps, warm both up, make ``publishes`` of one."""
     import redis
-    from topologies import BROKER, GENEROUS, STORE, USERS, make_app, make_plain_app
+    from topologies import BROKER, GENEROUS, STORE, USERS, make_app, make_plain_app, with_header
 
     # Work done once a second (the load signals' refresh) would count per publish here,
     # where valgrind slows publishing fifty-fold: it is left to the hour.
@@ -59,7 +58,7 @@ def publish(contender: str, publishes: int, prefix: str) -> None:
         calls: dict[str, Callable[[int], Any]] = {
             "plain": lambda index: plain.apply_async(producer=plain_producer),
             "plain with header": lambda index: plain.apply_async(
-                producer=plain_producer, headers={"resilience": {"user_id": USERS[index % 10], **HEADER}}
+                producer=plain_producer, headers=with_header(USERS[index % 10])
             ),
             "resilient": lambda index: resilient.apply_async(producer=producer, user_id=USERS[index % 10]),
         }

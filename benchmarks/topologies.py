@@ -21,7 +21,10 @@ the broker the local Redis:
    Twice: for 10 hot users (each publishing many times per lease window in every
    process, the case leases are for) and for 100 users (each about once per window per
    process here, where every publish makes a round trip).
-   First, plain against a second app without the plugin: the measure's noise here. Then, for the
+   First, plain against a second app without the plugin: the measure's noise here; and
+   plain against plain publishes carrying the ``resilience`` header a gated publish
+   carries (what workers read), no plugin at work: the part of the cost that is the
+   header's, not the gate's. Then, for the
    10 hot users, leases long enough (10 minutes, 10,000 tokens) that no store round trip is
    made while timed: the plugin's own work, apart from the renewals' round trips.
 2. Over-admission: every process publishes as fast as it can for ``--seconds`` for the
@@ -69,6 +72,12 @@ USERS = [f"user-{i}" for i in range(100)]
 STORE = f"{REDIS}/13"  # the one-server topology: the local Redis
 # Limits no publisher reaches: the publish ratio measures the plugin's cost, not refusals.
 GENEROUS = {"standard": {"rate": "1000000/s", "burst": 1000000, "grace": 10}}
+
+
+def with_header(user: str) -> dict[str, Any]:
+    """The headers of a publish the gate admitted for ``user`` (what workers read)."""
+    context = {"user_id": user, "tier": "standard", "request_type": "default", "decision": "allow"}
+    return {"resilience": context}
 
 
 def make_app(
@@ -143,6 +152,8 @@ def publisher(
                 plain.apply_async(producer=plain_producer)
             elif mode == "plain-again":
                 again.apply_async(producer=again_producer)
+            elif mode == "plain-with-header":
+                again.apply_async(producer=again_producer, headers=with_header(USERS[index % users]))
             else:
                 resilient.apply_async(producer=producer, user_id=USERS[index % users])
 
@@ -248,8 +259,9 @@ def publish_ratio(
     alike, and the store's own work lands in its contender's slots. Rounds come in pairs,
     starting with each contender in turn; a pair's ratio is the geometric mean of its
     two, and the median over pairs is reported. A contender of ``"plain-again"`` (plain
-    from a second app without the plugin) measures the noise, one of ``"no-round-trips"``
-    the gate with leases that outlast the run."""
+    from a second app without the plugin) measures the noise, one of ``"plain-with-header"``
+    the header alone (plain publishes carrying it), one of ``"no-round-trips"`` the gate
+    with leases that outlast the run."""
     walls: list[float] = []
     cpus: list[float] = []
     renewed = 0
@@ -356,6 +368,11 @@ def main() -> None:
         )
         print(f"  noise floor: plain against plain from a second app, wall {wall:6.3f}, "
               f"publishers' CPU {cpu:6.3f}")  # fmt: skip
+        wall, cpu, _ = publish_ratio(
+            STORE, args.processes, args.window, args.rounds, 10, "plain-with-header", args.slot
+        )
+        print(f"  the header alone: plain publishes carrying the resilience header, 10 users, "
+              f"wall {wall:6.3f}, publishers' CPU {cpu:6.3f}")  # fmt: skip
         for name, url in topologies.items():
             for users in (10, 100):
                 wall, cpu, renewals = publish_ratio(

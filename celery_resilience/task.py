@@ -107,12 +107,14 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         caller: tuple[object, str | None, str | None],
     ) -> Verdict | None:
         """Pass work already admitted, or admit a new request; returns an admission's verdict."""
-        resilience = Resilience.of(self.app)
+        app = self.app  # read once: a descriptor call on a task
+        resilience = Resilience.of(app)
         gate = resilience.gate
-        if gate.passes(self.app, options, headers, self.name, caller[0]):
+        name = self.name
+        if gate.passes(app, options, headers, name, caller[0]):
             return None
         verdict = gate.admit(
-            self.name,
+            name,
             caller,
             self.request_type,
             queue=self._target_queue(resilience, args, kwargs, options),
@@ -141,6 +143,10 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         self, resilience: Resilience, args: Any, kwargs: Any, options: dict[str, Any]
     ) -> str | None:
         """The queue this publish lands in: the call's, the task's, the router's, the default."""
+        if options.get("queue") is None and getattr(self, "queue", None) is None:
+            routes, default_queue = resilience.routing()  # the common case, on every publish
+            if not routes:
+                return default_queue
         explicit = queue_name(options.get("queue")) or queue_name(getattr(self, "queue", None))
         return explicit if explicit is not None else resilience.route(self.name, args, kwargs, options)
 
