@@ -10,7 +10,7 @@ Instructions do not drift. Each contender runs in its own process under valgrind
 made (inside ``map``, which calls them): not the set-up, not the warm-up. It runs twice,
 with a quarter of the publishes and with all of them: the difference in instructions
 over the difference in publishes is what one publish costs. Two counts of the same
-contender agree to within a few instructions per publish.
+contender agree to within about a thousandth.
 
 What counts is the publishing process's own work in user space, the broker's client
 (kombu, redis-py) included: not the kernel's, not the servers'. The store's leases

@@ -184,7 +184,7 @@ class Resilience:
     @classmethod
     def of(cls, app: Celery) -> Resilience:
         """The app's extension, created with the app's settings on first use."""
-        found: Resilience | None = getattr(app, _ON_THE_APP, None)  # on every publish: no call
+        found = _registered(app)
         return found if found is not None else cls(app)
 
     @property
@@ -378,7 +378,7 @@ class Resilience:
             # Every publish of the app comes through here: what was admitted already (the
             # header is set) and plain tasks go straight on, at the cost of two lookups.
             headers = options.get("headers")
-            registered: Resilience | None = getattr(app, _ON_THE_APP, None)
+            registered = _registered(app)
             if (headers and HEADER in headers) or registered is None or name in registered._plain_names:
                 return send_task(name, args, kwargs, **options)
             if name in registered.settings.admission.gated_tasks:

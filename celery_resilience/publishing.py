@@ -205,8 +205,6 @@ class PublishGate:
             if HEADER not in headers:
                 headers[HEADER] = {**running_context(app), "decision": "passed"}
             return True
-        if not _ThisProcess.ran_a_task:
-            return False  # no task ever ran here: nothing to continue (most publishers)
         inherited = continued_context(app, user_id)
         if inherited is None:
             return False

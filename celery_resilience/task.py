@@ -143,10 +143,6 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         self, resilience: Resilience, args: Any, kwargs: Any, options: dict[str, Any]
     ) -> str | None:
         """The queue this publish lands in: the call's, the task's, the router's, the default."""
-        if options.get("queue") is None and getattr(self, "queue", None) is None:
-            routes, default_queue = resilience.routing()  # the common case, on every publish
-            if not routes:
-                return default_queue
         explicit = queue_name(options.get("queue")) or queue_name(getattr(self, "queue", None))
         return explicit if explicit is not None else resilience.route(self.name, args, kwargs, options)
 

@@ -62,10 +62,6 @@ class LoadMonitor:
         self.upcoming: Prediction | None = None
         self._store = store
         self._depths = depths
-        # The queues whose depth can raise the severity: any other is NORMAL without a probe.
-        self._watched: frozenset[str | None] = (
-            frozenset(settings.queue_thresholds) if depths is not None else frozenset()
-        )
         self._breaker_state = breaker_state
         self._monotonic = clock.monotonic
         self._fresh_until = -math.inf
@@ -82,16 +78,14 @@ class LoadMonitor:
 
     def situation(self, queue: str | None, breaker: str | None) -> tuple[Severity, float]:
         """The severity and the multiplier together, from one freshness check and one
-        probe of the queue: admission asks both on every publish (hence the inlined checks)."""
-        if self._monotonic() >= self._fresh_until:
-            self._refresh()
-        of_queue = self._queue_severity(queue) if queue in self._watched else Severity.NORMAL
+        probe of the queue: admission asks both on every publish."""
+        self._refresh()
+        of_queue = self._queue_severity(queue)
         key = (queue, breaker, of_queue, self._breaker_state(breaker) if breaker else None)
         found = self._multipliers.get(key)
         if found is None:
             found = self._multipliers[key] = round(self.factors(queue, breaker).product, 4)
-        health = self._health_severity
-        return (health if of_queue is Severity.NORMAL else worst(health, of_queue)), found
+        return self._with_health(of_queue), found
 
     def _with_health(self, of_queue: Severity) -> Severity:
         health = self._health_severity
