@@ -213,9 +213,14 @@ class Resilience:
             self._routing = (bool(self.app.conf.task_routes), str(self.app.conf.task_default_queue))
         return self._routing
 
-    def route(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> str | None:
-        """The queue a publish of ``name`` lands in: the call's, the router's, the default."""
+    def route(
+        self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_queue: Any = None
+    ) -> str | None:
+        """The queue a publish of ``name`` lands in: the call's, the task's own (``task_queue``),
+        the router's, the default."""
         explicit = queue_name(options.get("queue"))
+        if explicit is None and task_queue is not None:
+            explicit = queue_name(task_queue)
         if explicit is not None:
             return explicit
         routes, default_queue = self.routing()

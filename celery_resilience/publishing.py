@@ -23,7 +23,6 @@ from celery.signals import task_prerun
 
 from .admission.caller import current_caller
 from .admission.gate import Admission, Verdict
-from .admission.plan import CallContext
 from .clock import Clock
 from .monitoring.counters import Count, count_ungated
 
@@ -235,10 +234,10 @@ class PublishGate:
             count_ungated(self._count)
             headers[HEADER] = {"user_id": None, "decision": "ungated"}
             return None
-        ctx: CallContext = self.admission.context(user_id, tier, request_type, task_request_type)
-        verdict = self.admission.decide(
-            ctx, task_name=name, queue=queue, breaker=breaker, refusable=refusable
-        )
+        ctx, verdict = self.admission.admit_call(
+            user_id, tier, request_type, task_request_type,
+            task_name=name, queue=queue, breaker=breaker, refusable=refusable,
+        )  # fmt: skip
         headers[HEADER] = ctx.header(verdict.label)
         return verdict
 

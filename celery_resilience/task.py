@@ -18,7 +18,7 @@ from celery import Task
 from .admission.gate import Verdict
 from .errors import ConfigurationError
 from .extension import Resilience
-from .publishing import HEADER, apply_verdict, queue_name, take_caller_keywords
+from .publishing import HEADER, apply_verdict, take_caller_keywords
 from .settings import ResilienceSettings
 from .validation import choice
 
@@ -117,7 +117,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             name,
             caller,
             self.request_type,
-            queue=self._target_queue(resilience, args, kwargs, options),
+            queue=resilience.route(name, args, kwargs, options, getattr(self, "queue", None)),
             breaker=getattr(self, "breaker", None),
             # A group is refused at its first member or not at all: once that one is
             # published, a refusal would leave the rest of the group half run.
@@ -138,13 +138,6 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """Publish the admitted call (a subclass may publish something else under its id)."""
         return super().apply_async(args, kwargs, **options)
-
-    def _target_queue(
-        self, resilience: Resilience, args: Any, kwargs: Any, options: dict[str, Any]
-    ) -> str | None:
-        """The queue this publish lands in: the call's, the task's, the router's, the default."""
-        explicit = queue_name(options.get("queue")) or queue_name(getattr(self, "queue", None))
-        return explicit if explicit is not None else resilience.route(self.name, args, kwargs, options)
 
     @property
     def resilience_context(self) -> dict[str, Any]:

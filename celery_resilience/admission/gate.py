@@ -36,6 +36,7 @@ __all__ = ["Verdict", "Admission", "SeveritySource", "RateMultiplier", "Constant
 logger = logging.getLogger("celery_resilience.admission")
 
 _CACHE_SIZE = 65536
+_ROUTES_PER_CALLER = 256
 
 
 class SeveritySource(Protocol):
@@ -105,6 +106,17 @@ class _Route(NamedTuple):
     from_lease: Verdict  # an admission from the key's lease: the same every time
 
 
+class _Caller:
+    """One caller's context and its routes, one per load situation: what a publish for
+    that caller looks up, found with one lookup of what the call named."""
+
+    __slots__ = ("ctx", "routes")
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.routes: dict[tuple[Severity, float, bool], _Route] = {}
+
+
 def warn_if_evicting(store: object) -> bool:
     """Warn, once per store, when Redis may evict keys: limits and breakers would silently reset."""
     check = getattr(store, "eviction_policy", None)
@@ -152,33 +164,67 @@ class Admission:
         # admissions whose report failed), counted with the first decision it answers again.
         self._unreported: dict[str, float] = {}
         self._unreported_lock = threading.Lock()  # publishing threads add while one reports
-        # Derived from immutable settings and cached: the hot path is one lookup per caller
-        # and load situation (the criticality follows from the request type).
-        self._routes: dict[tuple[str | None, str, str, Severity, float, bool], _Route] = {}
-        self._contexts: dict[tuple[object, ...], CallContext] = {}
+        # Derived from immutable settings and cached: the hot path is one lookup of what the
+        # call named, then one of the load situation (the criticality follows from the
+        # request type). Callers by their resolved context, and by what calls named.
+        self._callers: dict[tuple[str | None, str, str], _Caller] = {}
+        self._named: dict[tuple[object, ...], _Caller] = {}
         _all_admissions.add(self)
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def context(
         self, user_id: object, tier: str | None, request_type: str | None, task_default: str | None
     ) -> CallContext:
-        """Resolve the call's context; a wrong tier or request type is the caller's error, raised now.
-        Contexts resolved without the tier resolver are kept: a publish asks the same
-        question for the same caller again and again (the resolver's answer may change)."""
-        settings = self.settings
+        """Resolve the call's context; a wrong tier or request type is the caller's error, raised now."""
+        return self._named_caller(user_id, tier, request_type, task_default).ctx
+
+    def admit_call(
+        self,
+        user_id: object,
+        tier: str | None,
+        request_type: str | None,
+        task_default: str | None,
+        *,
+        task_name: str,
+        queue: str | None = None,
+        breaker: str | None = None,
+        refusable: bool = True,
+    ) -> tuple[CallContext, Verdict]:
+        """``context`` and ``decide`` in one: the publish path's single lookup of its caller."""
+        caller = self._named_caller(user_id, tier, request_type, task_default)
+        return caller.ctx, self._decide(caller, task_name, queue, breaker, refusable)
+
+    def _named_caller(
+        self, user_id: object, tier: str | None, request_type: str | None, task_default: str | None
+    ) -> _Caller:
+        """Callers resolved without the tier resolver are kept by what the call named: a
+        publish asks the same question for the same caller again and again (the
+        resolver's answer may change)."""
         memo = (type(user_id), user_id, tier, request_type, task_default)
         try:
-            found = self._contexts.get(memo)
+            found = self._named.get(memo)
         except TypeError:  # something unhashable: refused below, with the reason
             found = None
         if found is not None:
             return found
-        ctx = self._resolve(user_id, tier, request_type, task_default)
-        if settings.tier_resolver is None or tier is not None or user_id is None:
-            if len(self._contexts) >= _CACHE_SIZE:
-                self._contexts.clear()
-            self._contexts[memo] = ctx
-        return ctx
+        caller = self._caller(self._resolve(user_id, tier, request_type, task_default))
+        if self.settings.tier_resolver is None or tier is not None or user_id is None:
+            if len(self._named) >= _CACHE_SIZE:
+                self._named.clear()
+            self._named[memo] = caller
+        return caller
+
+    def _caller(self, ctx: CallContext) -> _Caller:
+        """The one entry of a resolved context, whatever the call named: its routes, and the
+        policies its leases are kept under, are the same for every call of it."""
+        key = (ctx.user_id, ctx.tier, ctx.request_type)
+        found = self._callers.get(key)
+        if found is None:
+            if len(self._callers) >= _CACHE_SIZE:
+                self._callers.clear()
+                self._named.clear()
+            found = self._callers[key] = _Caller(ctx)
+        return found
 
     def _resolve(
         self, user_id: object, tier: str | None, request_type: str | None, task_default: str | None
@@ -216,14 +262,20 @@ class Admission:
     ) -> Verdict:
         """One admission decision; raises ``Throttled`` when the policy says reject.
         ``refusable=False``: the publish must go out (see ``make_plan``)."""
+        return self._decide(self._caller(ctx), task_name, queue, breaker, refusable)
+
+    def _decide(
+        self, caller: _Caller, task_name: str, queue: str | None, breaker: str | None, refusable: bool
+    ) -> Verdict:
         if self._situation is not None:
             severity, multiplier = self._situation(queue, breaker)
         else:
             multiplier = self.load.multiplier(queue, breaker) if self.load is not None else 1.0
             severity = self.severity.severity(queue)
-        route = self._routes.get((ctx.user_id, ctx.tier, ctx.request_type, severity, multiplier, refusable))
+        ctx = caller.ctx
+        route = caller.routes.get((severity, multiplier, refusable))
         if route is None:
-            route = self._route(ctx, severity, multiplier, refusable)
+            route = self._route(caller, severity, multiplier, refusable)
         plan, bucket_key, shard = route.plan, route.bucket_key, route.shard
         policy = plan.policy
         pending = 0
@@ -364,7 +416,8 @@ class Admission:
         """Report admissions made from leases to the metrics and drop every lease."""
         self._report(self.leases.drain())
 
-    def _route(self, ctx: CallContext, severity: Severity, multiplier: float, refusable: bool) -> _Route:
+    def _route(self, caller: _Caller, severity: Severity, multiplier: float, refusable: bool) -> _Route:
+        ctx = caller.ctx
         plan = make_plan(self.settings, severity, self.settings.tiers[ctx.tier], ctx, multiplier, refusable)
         bucket_key, shard = self._store().user_bucket(
             ctx.user_id, ctx.tier, ctx.request_type if plan.own_bucket else None
@@ -375,9 +428,9 @@ class Admission:
             shard,
             Verdict(Decision.ALLOW, taken=_Taken(bucket_key, shard, plan.policy, True)),
         )
-        if len(self._routes) >= _CACHE_SIZE:
-            self._routes.clear()
-        self._routes[(ctx.user_id, ctx.tier, ctx.request_type, severity, multiplier, refusable)] = route
+        if len(caller.routes) >= _ROUTES_PER_CALLER:  # situations come and go: keep the recent
+            caller.routes.clear()
+        caller.routes[(severity, multiplier, refusable)] = route
         return route
 
     def _shrinking_factors(self, queue: str | None, breaker: str | None) -> dict[str, float]:

@@ -30,6 +30,7 @@ from .settings import LoadSettings
 from .signals import (
     ClusterHealth,
     LoadFactors,
+    QueueThresholds,
     Severity,
     api_multiplier,
     cluster_health,
@@ -67,6 +68,9 @@ class LoadMonitor:
         self._fresh_until = -math.inf
         self._health_severity = Severity.NORMAL  # what self.health says, kept per refresh
         self._multipliers: dict[tuple[object, ...], float] = {}
+        # Situations that change only with a refresh (no depth probe, no breaker behind
+        # them), by (queue, breaker): a publish's answer is then one lookup.
+        self._settled: dict[tuple[str | None, str | None], tuple[Severity, float]] = {}
         self._load_minute = -1
         self._lock = threading.Lock()
 
@@ -80,12 +84,18 @@ class LoadMonitor:
         """The severity and the multiplier together, from one freshness check and one
         probe of the queue: admission asks both on every publish."""
         self._refresh()
+        settled = self._settled.get((queue, breaker))
+        if settled is not None:
+            return settled
         of_queue = self._queue_severity(queue)
         key = (queue, breaker, of_queue, self._breaker_state(breaker) if breaker else None)
         found = self._multipliers.get(key)
         if found is None:
             found = self._multipliers[key] = round(self.factors(queue, breaker).product, 4)
-        return self._with_health(of_queue), found
+        answer = self._with_health(of_queue), found
+        if breaker is None and self._thresholds(queue) is None:
+            self._settled[(queue, breaker)] = answer
+        return answer
 
     def _with_health(self, of_queue: Severity) -> Severity:
         health = self._health_severity
@@ -115,12 +125,17 @@ class LoadMonitor:
 
     # -- refreshing --------------------------------------------------------------------------
 
-    def _queue_severity(self, queue: str | None) -> Severity:
+    def _thresholds(self, queue: str | None) -> QueueThresholds | None:
+        """The queue's depth thresholds, None when its depth is never probed."""
         if queue is None or self._depths is None:
-            return Severity.NORMAL
-        thresholds = self.settings.queue_thresholds.get(queue)
+            return None
+        return self.settings.queue_thresholds.get(queue)
+
+    def _queue_severity(self, queue: str | None) -> Severity:
+        thresholds = self._thresholds(queue)
         if thresholds is None:
             return Severity.NORMAL
+        assert queue is not None and self._depths is not None  # as _thresholds found them
         return queue_severity(self._depths.depth(queue), thresholds)
 
     def _refresh(self) -> None:
@@ -131,6 +146,7 @@ class LoadMonitor:
                 return
             self._fresh_until = self._monotonic() + self.settings.adaptive_interval
             self._multipliers = {}
+            self._settled = {}
             try:
                 store = self._store()
                 now = store.now()

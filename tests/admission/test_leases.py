@@ -97,6 +97,17 @@ def test_a_hot_key_admits_from_its_lease_without_a_round_trip(store: Store) -> N
     assert counting.requests[1].pending == 10
 
 
+def test_a_publish_and_a_decision_for_the_same_caller_share_its_lease(store: Store) -> None:
+    """The publish path (what the call named) and ``decide`` (a resolved context) spend one lease."""
+    adm, counting, _ = make(store, "100/s", lease_window=0.1)
+    ctx, first = adm.admit_call("hot", None, "interactive", None, task_name="t")
+    assert first.decision is Decision.ALLOW and ctx == adm.context("hot", None, "interactive", None)
+    for _ in range(5):
+        adm.decide(ctx, task_name="t")
+        adm.admit_call("hot", None, None, "interactive", task_name="t")
+    assert counting.trips == 1
+
+
 def test_lease_admissions_reach_the_metrics(store: Store) -> None:
     """Admissions made from a lease are counted, at the next round trip or at a flush."""
     adm, _, _ = make(store, "100/s", lease_window=0.1)

@@ -50,6 +50,17 @@ def test_the_situation_answers_what_severity_and_multiplier_answer(store: Store,
     assert load.situation(None, None) == (load.severity(None), load.multiplier()) == (Severity.CRITICAL, 0.3)
 
 
+def test_a_breakers_state_moves_the_situation_between_refreshes(store: Store, clock: FakeClock) -> None:
+    """An answer kept until the next refresh never hides a breaker that opened meanwhile."""
+    mono, states = Monotonic(0.0), {"openai": "closed"}
+    settings = read_load_settings(SettingsReader({"resilience_prediction": {"enabled": False}}))
+    load = LoadMonitor(settings, lambda: store, None, states.get, clock=SplitClock(FakeClock(), mono))
+    assert load.situation(None, None) == load.situation(None, "openai") == (Severity.NORMAL, 1.0)
+    states["openai"] = "open"
+    assert load.situation(None, "openai") == (Severity.NORMAL, 0.3)
+    assert load.situation(None, None) == (Severity.NORMAL, 1.0)
+
+
 def test_a_stale_heartbeat_stops_counting(store: Store, clock: FakeClock) -> None:
     """A worker that stopped reporting 15 s ago (3 heartbeats) no longer weighs on the decision."""
     mono = Monotonic(0.0)
