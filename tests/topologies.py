@@ -41,16 +41,22 @@ def tls_store_options(tls: bool) -> dict[str, str]:
     return {"ssl_ca_certs": str(TLS_CERTIFICATE)} if tls else {}
 
 
+# Ports handed out by this process: two groups made before either starts (a Cluster and
+# a Sentinel group) would otherwise both find the same idle port free.
+_handed_out: set[int] = set()
+
+
 def free_ports(count: int) -> list[int]:
     """Ports nothing listens on now, nor on the port 10,000 above (a Cluster node's bus),
-    all below the ephemeral range, where a client's outgoing connection could take one
-    between this check and the server's start."""
+    none handed out before by this process, all below the ephemeral range, where a
+    client's outgoing connection could take one between this check and the server's start."""
     rng = random.Random()
     found: list[int] = []
     while len(found) < count:
         port = rng.randrange(20_000, 22_700)
-        if port in found or not all(_bindable(p) for p in (port, port + 10_000)):
+        if port in _handed_out or not all(_bindable(p) for p in (port, port + 10_000)):
             continue
+        _handed_out.add(port)
         found.append(port)
     return found
 
