@@ -97,10 +97,12 @@ class TransitionFeed:
                     pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                     self._follow_channel(pubsub)
             # Besides redis errors, a connection torn down under the reader (a failover, a
-            # client closed) surfaces from the socket as OSError or ValueError: the feed
-            # must outlive all of them.
+            # client closed) surfaces from the socket as OSError or ValueError, or from
+            # redis-py's parser, whose buffer is gone once another thread disconnected it
+            # mid-read, as AttributeError: the feed must outlive all of them.
             except (
-                redis.RedisError, RedisClusterException, StoreUnavailable, OSError, ValueError, _Resubscribe
+                redis.RedisError, RedisClusterException, StoreUnavailable, OSError, ValueError,
+                AttributeError, _Resubscribe,
             ) as error:  # fmt: skip
                 if self._closed.is_set():
                     return

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,9 +14,11 @@ import redis
 
 from celery_resilience.admission.bucket import BucketSpec, Decision
 from celery_resilience.admission.port import AdmitPolicy, AdmitRequest
+from celery_resilience.breakers.machine import BreakerState, BreakerView
 from celery_resilience.errors import StoreUnavailable
 from celery_resilience.store.keys import KeySpace, escape_part
 from celery_resilience.store.redis import RedisStore
+from celery_resilience.store.transition_feed import TransitionFeed
 from tests.conftest import store_url
 
 SPEC = BucketSpec(capacity=2, refill=1.0, grace_limit=0, grace_period=60)
@@ -180,3 +186,44 @@ def test_a_timed_out_call_never_hands_its_late_reply_to_the_next_call(
     finally:
         admin.close()
     assert outcome.remaining == pytest.approx(1.0, abs=0.01)  # capacity 2, one taken: not roomy's 8
+
+
+class _TornOnce:
+    """A client whose first subscription fails as redis-py's parser does when another
+    thread disconnected the connection mid-read (its buffer gone)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.torn = False
+
+    def pubsub(self, **options: Any) -> Any:
+        pubsub = self.client.pubsub(**options)
+        if not self.torn:
+            self.torn = True
+
+            def torn(*channels: Any) -> None:
+                raise AttributeError("'NoneType' object has no attribute 'readline'")
+
+            pubsub.subscribe = torn
+        return pubsub
+
+
+def test_the_breaker_feed_outlives_a_read_torn_by_another_thread(redis_available: None) -> None:
+    """After a torn read the feed warns its listeners their cache may be stale, follows again, delivers."""
+    client = redis.Redis.from_url(store_url())
+    channel = f"crtest-feed-{uuid.uuid4().hex}"
+    feed = TransitionFeed(_TornOnce(client), channel)
+    heard: queue.Queue[tuple[str | None, BreakerView | None]] = queue.Queue()
+    feed.subscribe(lambda name, view: heard.put((name, view)), ["openai"])
+    try:
+        assert heard.get(timeout=5) == (None, None)
+        deadline = time.monotonic() + 10
+        event: tuple[str | None, BreakerView | None] | None = None
+        while event is None and time.monotonic() < deadline:
+            client.publish(channel, "openai open 3 0")  # the feed subscribes in its own time
+            with contextlib.suppress(queue.Empty):
+                event = heard.get(timeout=0.2)
+        assert event == ("openai", BreakerView(BreakerState.OPEN, 3, 0.0))
+    finally:
+        feed.close()
+        client.close()
