@@ -197,7 +197,7 @@ class _TornOnce:
         self.torn = False
 
     def pubsub(self, **options: Any) -> Any:
-        pubsub = self.client.pubsub(**options)
+        pubsub = self.client.pubsub(**options)  # type: ignore[no-untyped-call]
         if not self.torn:
             self.torn = True
 
