@@ -223,7 +223,8 @@ class Admission:
             if len(self._callers) >= _CACHE_SIZE:
                 self._callers.clear()
                 self._named.clear()
-            found = self._callers[key] = _Caller(ctx)
+            # Threads resolving the same caller at once keep the first entry: one lease per key.
+            found = self._callers.setdefault(key, _Caller(ctx))
         return found
 
     def _resolve(
@@ -430,8 +431,8 @@ class Admission:
         )
         if len(caller.routes) >= _ROUTES_PER_CALLER:  # situations come and go: keep the recent
             caller.routes.clear()
-        caller.routes[(severity, multiplier, refusable)] = route
-        return route
+        # Threads working out the same route at once keep the first: its policy keys the lease.
+        return caller.routes.setdefault((severity, multiplier, refusable), route)
 
     def _shrinking_factors(self, queue: str | None, breaker: str | None) -> dict[str, float]:
         """The adaptive factors below 1 that apply to this publish (asked only on a refusal)."""
