@@ -184,7 +184,7 @@ class Resilience:
     @classmethod
     def of(cls, app: Celery) -> Resilience:
         """The app's extension, created with the app's settings on first use."""
-        found = _registered(app)
+        found: Resilience | None = getattr(app, _ON_THE_APP, None)  # every publish asks
         return found if found is not None else cls(app)
 
     @property
@@ -218,12 +218,14 @@ class Resilience:
     ) -> str | None:
         """The queue a publish of ``name`` lands in: the call's, the task's own (``task_queue``),
         the router's, the default."""
-        explicit = queue_name(options.get("queue"))
+        explicit = options.get("queue")
+        if explicit is not None and not isinstance(explicit, str):
+            explicit = queue_name(explicit)
         if explicit is None and task_queue is not None:
             explicit = queue_name(task_queue)
         if explicit is not None:
             return explicit
-        routes, default_queue = self.routing()
+        routes, default_queue = self._routing or self.routing()
         if routes:
             return queue_name(self.app.amqp.router.route(dict(options), name, args, kwargs).get("queue"))
         return default_queue

@@ -33,6 +33,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     """
 
     request_type: str | None = None
+    # Read on every publish, so declared here (``getattr`` with a default raises and
+    # catches inside on every call when the class has no such attribute): the task's own
+    # queue (``@app.task(queue=...)``) and the breaker its calls go through (``AITask``).
+    queue: Any = None
+    breaker: str | None = None
     # Marks tasks whose publishes go through the gate (a publish by name of one is counted).
     resilience_gated = True
 
@@ -90,7 +95,17 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         headers = dict(options.get("headers") or {})
         admitted = self._gate(args, kwargs, options, headers, caller)
         options["headers"] = headers
-        options.update(task_id=task_id, producer=producer, link=link, link_error=link_error, shadow=shadow)
+        # Celery's own defaults are None: only what the call gave goes back in.
+        if task_id is not None:
+            options["task_id"] = task_id
+        if producer is not None:
+            options["producer"] = producer
+        if link is not None:
+            options["link"] = link
+        if link_error is not None:
+            options["link_error"] = link_error
+        if shadow is not None:
+            options["shadow"] = shadow
         try:
             return self._publish(args, kwargs, options)
         except Exception:
@@ -107,7 +122,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         caller: tuple[object, str | None, str | None],
     ) -> Verdict | None:
         """Pass work already admitted, or admit a new request; returns an admission's verdict."""
-        app = self.app  # read once: a descriptor call on a task
+        # A bound task's app, without the two calls of Celery's ``app`` descriptor.
+        app = self._app if self.__bound__ else self.app  # type: ignore[attr-defined]
         resilience = Resilience.of(app)
         gate = resilience.gate
         name = self.name
@@ -117,8 +133,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             name,
             caller,
             self.request_type,
-            queue=resilience.route(name, args, kwargs, options, getattr(self, "queue", None)),
-            breaker=getattr(self, "breaker", None),
+            queue=resilience.route(name, args, kwargs, options, self.queue),
+            breaker=self.breaker,
             # A group is refused at its first member or not at all: once that one is
             # published, a refusal would leave the rest of the group half run.
             refusable=not options.get("group_index"),

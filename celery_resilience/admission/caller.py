@@ -47,9 +47,9 @@ _current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
 )
 
 
-def current_caller() -> Caller | None:
-    """The caller set by the innermost ``caller(...)`` around this code, if any."""
-    return _current.get()
+# The caller set by the innermost ``caller(...)`` around this code, if any: the variable's
+# own getter, since every publish asks.
+current_caller: Callable[[], Caller | None] = _current.get
 
 
 class caller:
