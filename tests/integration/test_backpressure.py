@@ -152,3 +152,38 @@ def test_a_filling_queue_moves_callers_from_delay_to_queue_to_reject(
     wait_for(lambda: strategy_now() == "reject_with_backoff(30s)", timeout=10)
     # And through the task's own apply_async, which resolves the queue itself:
     assert second_call(ask).startswith("rejected after 30")
+
+
+def test_a_tasks_own_queue_is_the_one_whose_depth_judges_its_callers(queue: str, prefix: str) -> None:
+    """A task declared with its own queue is refused when that queue is critical, the default one empty."""
+    url, options = BROKERS["redis"]
+    default_queue = f"{queue}-default"
+    app = make_app(
+        url,
+        options,
+        queue,
+        prefix,
+        task_default_queue=default_queue,
+        resilience_tiers={"free": {"rate": "60/m", "burst": 1}},
+        resilience_queue_thresholds={
+            queue: {"high": 5, "critical": 10},
+            default_queue: {"high": 5, "critical": 10},
+        },
+        resilience_depth_interval=0.01,
+        resilience_prediction={"enabled": False},
+    )
+    Resilience(app)
+
+    @app.task(base=ResilientTask, name="bp.own_queue", queue=queue, shared=False)
+    def own_queue() -> None:
+        return None
+
+    try:
+        assert second_call(own_queue) == "published"  # paced at normal depth
+        for _ in range(11):
+            app.tasks["bp.filler"].apply_async(queue=queue)
+        wait_for(lambda: second_call(own_queue).startswith("rejected after 30"), timeout=10)
+    finally:
+        purge(app, queue)
+        purge(app, default_queue)
+        Resilience.of(app).store.purge()
