@@ -87,24 +87,30 @@ def test_depth_is_cached_for_the_interval(queue: str, prefix: str) -> None:
         purge(app, queue)
 
 
-@pytest.fixture(params=["redis", "rabbitmq"])
-def backpressured(
-    request: pytest.FixtureRequest, queue: str, prefix: str
-) -> Iterator[tuple[Celery, Any, str]]:
-    url, options = BROKERS[request.param]
+def backpressured_app(broker: str, queue: str, prefix: str, default_queue: str) -> Celery:
+    """Depth thresholds on ``queue`` (and the default queue), at a limit whose next token is seconds away."""
+    url, options = BROKERS[broker]
     app = make_app(
         url,
         options,
         queue,
         prefix,
-        task_default_queue=queue,
+        task_default_queue=default_queue,
         # At 60/m the next token is seconds away, so the policy's 30 s back-off governs.
         resilience_tiers={"free": {"rate": "60/m", "burst": 1}},
-        resilience_queue_thresholds={queue: {"high": 5, "critical": 10}},
+        resilience_queue_thresholds={name: {"high": 5, "critical": 10} for name in {queue, default_queue}},
         resilience_depth_interval=0.01,
         resilience_prediction={"enabled": False},
     )
     Resilience(app)
+    return app
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def backpressured(
+    request: pytest.FixtureRequest, queue: str, prefix: str
+) -> Iterator[tuple[Celery, Any, str]]:
+    app = backpressured_app(request.param, queue, prefix, default_queue=queue)
 
     @app.task(base=ResilientTask, name="bp.ask", shared=False)
     def ask() -> None:
@@ -156,23 +162,8 @@ def test_a_filling_queue_moves_callers_from_delay_to_queue_to_reject(
 
 def test_a_tasks_own_queue_is_the_one_whose_depth_judges_its_callers(queue: str, prefix: str) -> None:
     """A task declared with its own queue is refused when that queue is critical, the default one empty."""
-    url, options = BROKERS["redis"]
     default_queue = f"{queue}-default"
-    app = make_app(
-        url,
-        options,
-        queue,
-        prefix,
-        task_default_queue=default_queue,
-        resilience_tiers={"free": {"rate": "60/m", "burst": 1}},
-        resilience_queue_thresholds={
-            queue: {"high": 5, "critical": 10},
-            default_queue: {"high": 5, "critical": 10},
-        },
-        resilience_depth_interval=0.01,
-        resilience_prediction={"enabled": False},
-    )
-    Resilience(app)
+    app = backpressured_app("redis", queue, prefix, default_queue)
 
     @app.task(base=ResilientTask, name="bp.own_queue", queue=queue, shared=False)
     def own_queue() -> None:
