@@ -184,7 +184,7 @@ class Resilience:
     @classmethod
     def of(cls, app: Celery) -> Resilience:
         """The app's extension, created with the app's settings on first use."""
-        found = _registered(app)
+        found: Resilience | None = getattr(app, _ON_THE_APP, None)  # every publish asks
         return found if found is not None else cls(app)
 
     @property
@@ -225,7 +225,7 @@ class Resilience:
             explicit = queue_name(task_queue)
         if explicit is not None:
             return explicit
-        routes, default_queue = self.routing()
+        routes, default_queue = self._routing or self.routing()
         if routes:
             return queue_name(self.app.amqp.router.route(dict(options), name, args, kwargs).get("queue"))
         return default_queue

@@ -204,6 +204,8 @@ class PublishGate:
             if HEADER not in headers:
                 headers[HEADER] = {**running_context(app), "decision": "passed"}
             return True
+        if not _ThisProcess.ran_a_task:  # most publishes: no task runs in this process
+            return False
         inherited = continued_context(app, user_id)
         if inherited is None:
             return False

@@ -191,7 +191,12 @@ class Admission:
         refusable: bool = True,
     ) -> tuple[CallContext, Verdict]:
         """``context`` and ``decide`` in one: the publish path's single lookup of its caller."""
-        caller = self._named_caller(user_id, tier, request_type, task_default)
+        try:
+            caller = self._named.get((type(user_id), user_id, tier, request_type, task_default))
+        except TypeError:  # something unhashable: refused by the resolution, with the reason
+            caller = None
+        if caller is None:
+            caller = self._named_caller(user_id, tier, request_type, task_default)
         return caller.ctx, self._decide(caller, task_name, queue, breaker, refusable)
 
     def _named_caller(

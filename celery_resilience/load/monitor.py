@@ -83,7 +83,8 @@ class LoadMonitor:
     def situation(self, queue: str | None, breaker: str | None) -> tuple[Severity, float]:
         """The severity and the multiplier together, from one freshness check and one
         probe of the queue: admission asks both on every publish."""
-        self._refresh()
+        if self._monotonic() >= self._fresh_until:
+            self._refresh()
         settled = self._settled.get((queue, breaker))
         if settled is not None:
             return settled
