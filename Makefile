@@ -1,47 +1,63 @@
 # Two commands do everything: `make demo` (the main job: the reference's incidents replayed
 # before and after, embedded, nothing else needed) and `make test` (lint, types, tests
-# against a local Redis and RabbitMQ, started if none answers).
-VENV ?= .venv
-PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# against a local Redis and RabbitMQ, started if none answers). Both install from uv.lock,
+# with uv itself pinned by hash in requirements/uv.txt: the same releases on any machine,
+# any day. `make lock` refreshes the lock; `make versions` tries the bounds' oldest and
+# newest releases apart.
 PYTHON ?= python3
+VENV ?= .venv
+DEMO_VENV ?= .venv-demo
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
 CHECKED := celery_resilience harness tests benchmarks examples noxfile.py
 
-.PHONY: demo test lint bench versions clean
+# The machine's Python, never one uv would download.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 
-$(STAMP): pyproject.toml harness/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]" -e ./harness
-	touch $(STAMP)
+.PHONY: demo test lint bench versions lock dev clean
 
-demo: $(STAMP)
-	$(VENV)/bin/celery-resilience simulate all
+$(UV): requirements/uv.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
+	touch $(UV)
 
-lint: $(STAMP)
+# The library and the harness with their locked requirements, and nothing else.
+demo: $(UV)
+	UV_PROJECT_ENVIRONMENT=$(DEMO_VENV) $(UV) sync --frozen --quiet --no-dev --package celery-resilience-harness
+	$(DEMO_VENV)/bin/celery-resilience simulate all
+
+# The library, the harness, every extra's packages and the tools, as locked.
+dev: $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --all-packages
+
+lint: dev
 	$(VENV)/bin/ruff check $(CHECKED)
 	$(VENV)/bin/ruff format --check $(CHECKED)
 	$(VENV)/bin/mypy
-	$(PY) scripts/check-test-docstrings
+	$(VENV)/bin/python scripts/check-test-docstrings
 
 test: lint
 	scripts/ensure-services
 	$(VENV)/bin/pytest
 
-versions: $(STAMP)
+versions: dev
 	scripts/ensure-services
 	$(VENV)/bin/nox -s oldest newest
 
-bench: $(STAMP)
+lock: $(UV)
+	scripts/lock $(UV)
+
+bench: dev
 	scripts/ensure-services
-	$(PY) benchmarks/admission.py
-	$(PY) benchmarks/breaker.py
-	$(PY) benchmarks/backpressure.py
-	$(PY) benchmarks/fallback.py
-	$(PY) benchmarks/cache_quality.py
-	$(PY) benchmarks/tokens.py
-	$(PY) benchmarks/topologies.py
-	$(PY) benchmarks/instructions.py
+	$(VENV)/bin/python benchmarks/admission.py
+	$(VENV)/bin/python benchmarks/breaker.py
+	$(VENV)/bin/python benchmarks/backpressure.py
+	$(VENV)/bin/python benchmarks/fallback.py
+	$(VENV)/bin/python benchmarks/cache_quality.py
+	$(VENV)/bin/python benchmarks/tokens.py
+	$(VENV)/bin/python benchmarks/topologies.py
+	$(VENV)/bin/python benchmarks/instructions.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(DEMO_VENV) $(TOOLS) .nox .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -148,8 +148,10 @@ def connect(topology: Topology, timeout: float, options: Mapping[str, Any] | Non
                 sentinel_kwargs.setdefault(name, value)
     sentinel_kwargs.setdefault("socket_timeout", timeout)
     sentinel_kwargs.setdefault("socket_connect_timeout", timeout)
-    sentinels = Sentinel(list(topology.nodes), sentinel_kwargs=sentinel_kwargs, **settings)  # type: ignore[no-untyped-call]
-    return sentinels.master_for(topology.service, db=topology.db)  # type: ignore[no-untyped-call]
+    # Typed from redis-py 8.2 on, untyped before: held as Any so that both type-check.
+    sentinel_class: Any = Sentinel
+    sentinels = sentinel_class(list(topology.nodes), sentinel_kwargs=sentinel_kwargs, **settings)
+    return sentinels.master_for(topology.service, db=topology.db)
 
 
 def unreachable(url: str, timeout: float, options: Mapping[str, Any] | None = None) -> str | None:

@@ -1,6 +1,10 @@
 """``pip install celery-resilience`` (the built wheel, no extras) into a fresh virtualenv runs
 the README's quick start: a real worker on the Redis broker and one on RabbitMQ, each
-answering one admitted task, and the operator command."""
+answering one admitted task, and the operator command.
+
+pip resolves the wheel's requirements as a user's install does, held to the releases in
+``uv.lock`` so that the suite's verdict does not move with the day; ``make versions`` runs
+it on the newest releases the bounds admit (``RESILIENCE_INSTALL_UNLOCKED=1``)."""
 
 from __future__ import annotations
 
@@ -28,18 +32,31 @@ RABBITMQ_URL = os.environ.get("RESILIENCE_TEST_AMQP", "amqp://guest:guest@127.0.
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtualenv holding the wheel built from this checkout and what it requires, nothing else."""
     built = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(built), str(ROOT)],
-        check=True,
-        timeout=600,
-    )
-    wheel = next(built.glob("celery_resilience-*.whl"))
     home = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(home)], check=True, timeout=120)
-    subprocess.run(
-        [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)], check=True, timeout=900
-    )
+    pip = [str(home / "bin" / "python"), "-m", "pip"]
+    build = [*pip, "wheel", "--quiet", "--no-deps", "-w", str(built), str(ROOT)]
+    subprocess.run(build, check=True, timeout=600)
+    wheel = next(built.glob("celery_resilience-*.whl"))
+    held: list[str] = []
+    if os.environ.get("RESILIENCE_INSTALL_UNLOCKED") != "1":
+        held = ["--constraint", str(locked_requirements(tmp_path_factory.mktemp("lock")))]
+    subprocess.run([*pip, "install", "--quiet", str(wheel), *held], check=True, timeout=900)
     return home
+
+
+def locked_requirements(where: Path) -> Path:
+    """The releases uv.lock holds for the library's own requirements, as pip constraints."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv is not installed: the suite runs in the environment `make test` syncs from uv.lock")
+    out = where / "constraints.txt"
+    subprocess.run(
+        [uv, "export", "--frozen", "--quiet", "--package", "celery-resilience", "--no-dev",
+         "--no-emit-project", "--no-hashes", "--no-header", "--output-file", str(out)],
+        cwd=ROOT, check=True, timeout=120, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -197,7 +197,8 @@ class _TornOnce:
         self.torn = False
 
     def pubsub(self, **options: Any) -> Any:
-        pubsub = self.client.pubsub(**options)  # type: ignore[no-untyped-call]
+        opener: Any = self.client.pubsub  # typed from redis-py 8.2 on: Any for every release
+        pubsub = opener(**options)
         if not self.torn:
             self.torn = True
 
