@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from celery import bootsteps
+from celery.signals import task_prerun
 from celery.worker import state
 
 from .errors import StoreUnavailable
@@ -30,12 +32,16 @@ class HealthHeartbeat(bootsteps.StartStopStep):
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         self.timer_ref: Any = None
         self.usage: WorkerUsage | None = None
+        self.threads: _WorkerThreads | None = None
 
     def start(self, worker: Any) -> None:
         resilience = Resilience.of(worker.app)
-        prefork = "prefork" in type(getattr(worker, "pool", None)).__module__
+        pool = type(getattr(worker, "pool", None)).__module__
+        prefork = "prefork" in pool
         parallelism = int(getattr(worker, "concurrency", 1) or 1) if prefork else 1
-        self.usage = WorkerUsage(parallelism, resilience.clock.monotonic)
+        if pool == "celery.concurrency.thread":
+            self.threads = _WorkerThreads(worker.app)
+        self.usage = WorkerUsage(parallelism, resilience.clock.monotonic, self.threads)
         # The first reading only sets the start: it would measure the worker's own boot.
         self.usage.cpu()
         self.timer_ref = worker.timer.call_repeatedly(
@@ -46,6 +52,9 @@ class HealthHeartbeat(bootsteps.StartStopStep):
         if self.timer_ref is not None:
             self.timer_ref.cancel()
             self.timer_ref = None
+        if self.threads is not None:
+            self.threads.close()
+            self.threads = None
 
     def beat(self, worker: Any) -> None:
         resilience = Resilience.of(worker.app)
@@ -66,6 +75,27 @@ class HealthHeartbeat(bootsteps.StartStopStep):
             store.publish_health(snapshot)
         except StoreUnavailable as error:
             logger.warning("could not publish this worker's health: %s", error)
+
+
+class _WorkerThreads:
+    """A thread-pool worker's own threads, by native id: the one that starts it (and runs
+    its consumer) and each that has begun one of its app's tasks. Whatever else runs in
+    the process is not the worker's load."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.ids = {threading.get_native_id()}
+        task_prerun.connect(self._began, weak=False)
+
+    def _began(self, sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is self.app:
+            self.ids.add(threading.get_native_id())
+
+    def __call__(self) -> frozenset[int]:
+        return frozenset(self.ids)
+
+    def close(self) -> None:
+        task_prerun.disconnect(self._began)
 
 
 class AlertMonitorStep(bootsteps.StartStopStep):

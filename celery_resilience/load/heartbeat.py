@@ -1,15 +1,16 @@
 """A worker's heartbeat: what the worker itself uses, and the user's probes.
 
-What a heartbeat measures is the worker itself (its process and its pool's processes),
-not the host it runs on: another job on the same machine, or a web process publishing
-beside it, does not change anybody's limits.
+What a heartbeat measures is the worker itself (its process and its pool's processes,
+or, for a thread pool, the worker's own threads), not the host it runs on: another job on
+the same machine, a web process publishing beside it, or other work in the same process
+(a server embedding a worker, a test harness) does not change anybody's limits.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import psutil
 
@@ -32,15 +33,31 @@ def available_cores() -> int:
 class WorkerUsage:
     """The CPU and memory a worker uses: its own process and its pool's, over the time
     between two readings, as a share of the CPUs it can use (``parallelism`` of them at
-    most: one for a thread pool under the GIL, the concurrency for prefork)."""
+    most: one for a thread pool under the GIL, the concurrency for prefork).
 
-    def __init__(self, parallelism: int, monotonic: Callable[[], float]) -> None:
+    ``threads`` names the native ids of the worker's own threads when the worker shares
+    its process: only their CPU counts then, since a thread pool's process may hold work
+    that is not the worker's (a web server, a load generator, fake services) whose CPU
+    would otherwise turn the worker's limits down for load the worker is not under."""
+
+    def __init__(
+        self,
+        parallelism: int,
+        monotonic: Callable[[], float],
+        threads: Callable[[], Collection[int]] | None = None,
+    ) -> None:
         self._process = psutil.Process()
         self._cores = max(1, min(available_cores(), parallelism))
         self._clock = monotonic
+        self._threads = threads
         self._last: tuple[float, float] | None = None
 
     def _cpu_seconds(self) -> float:
+        if self._threads is not None:
+            # A thread that ended since the last reading takes its seconds with it: the
+            # difference is clamped at zero, and the next reading is exact again.
+            wanted = self._threads()
+            return sum(t.user_time + t.system_time for t in self._process.threads() if t.id in wanted)
         own = self._process.cpu_times()
         # Reaped children (recycled pool processes) count in children_*; live ones apart.
         total = own.user + own.system + own.children_user + own.children_system

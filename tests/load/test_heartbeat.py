@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -57,3 +58,36 @@ def test_severity_thresholds_are_settings_and_can_be_turned_off() -> None:
     assert health_severity(health, (0.9, 0.95)).value == "normal"
     assert health_severity(health, None).value == "normal"
     assert step_multiplier(0.99, ()) == 1.0  # resource_thresholds = []: rates left alone
+
+
+def test_a_thread_pools_reading_counts_only_the_workers_threads() -> None:
+    """With the worker's threads named, another thread's CPU in the process is not counted."""
+    ready, go, spent, done = (threading.Event() for _ in range(4))
+    native: list[int] = []
+
+    def busy() -> None:
+        native.append(threading.get_native_id())
+        ready.set()
+        go.wait(10)
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:
+            sum(range(10_000))
+        spent.set()
+        done.wait(10)  # alive while read: an ended thread's seconds leave the listing
+
+    other = threading.Thread(target=busy)
+    other.start()
+    try:
+        assert ready.wait(10)
+        # One second between readings on each clock: the share is the seconds counted.
+        mine = WorkerUsage(1, iter([0.0, 1.0]).__next__, threads=lambda: {threading.get_native_id()})
+        theirs = WorkerUsage(1, iter([0.0, 1.0]).__next__, threads=lambda: set(native))
+        assert mine.cpu() is None and theirs.cpu() is None
+        go.set()
+        assert spent.wait(10)
+        assert (mine.cpu() or 0.0) < 0.15  # this thread only waited
+        assert (theirs.cpu() or 0.0) >= 0.25  # the other thread's 0.3 s, at the kernel's tick
+    finally:
+        go.set()
+        done.set()
+        other.join(10)
