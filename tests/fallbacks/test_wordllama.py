@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from celery_resilience.fallbacks.cache import SemanticCache
@@ -48,3 +51,19 @@ def test_the_setting_names_it_and_entries_keep_to_their_embedder(wordllama: Word
     hit = SemanticCache(lambda: store, wordllama, similarity=0.6).lookup("t", {}, "Do you deliver to Canada?")
     assert hit is not None and hit.answer == "yes"
     assert SemanticCache(lambda: store, HashingEmbedder()).lookup("t", {}, "Do you ship to Canada?") is None
+
+
+def test_using_the_embedder_leaves_the_applications_root_logger_alone() -> None:
+    """WordLlama's import configures the root logger; the library's import and use of it do not."""
+    script = (
+        "import logging\n"
+        "import celery_resilience\n"
+        "from celery_resilience.fallbacks.wordllama import WordLlamaEmbedder\n"
+        "before = (list(logging.getLogger().handlers), logging.getLogger().level)\n"
+        "WordLlamaEmbedder()('hello')\n"
+        "assert (list(logging.getLogger().handlers), logging.getLogger().level) == before\n"
+        "assert before == ([], logging.WARNING), before\n"
+    )
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
