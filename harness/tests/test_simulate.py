@@ -20,7 +20,7 @@ from conftest import REDIS_URL
 SMALL = ["--scale", "0.05", "--speedup", "20"]
 
 
-def simulate(tmp_path: Path, *args: str, timeout: float = 240) -> tuple[dict[str, Any], str]:
+def simulate(tmp_path: Path, *args: str, timeout: float = 240) -> tuple[dict[str, Any], str, str]:
     """Run ``celery-resilience simulate`` as installed, from an empty directory."""
     out = tmp_path / "report"
     empty = tmp_path / "empty"
@@ -36,7 +36,7 @@ def simulate(tmp_path: Path, *args: str, timeout: float = 240) -> tuple[dict[str
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "report.json").read_text()), done.stdout
+    return json.loads((out / "report.json").read_text()), done.stdout, done.stderr
 
 
 def check_accounting(run: dict[str, Any]) -> None:
@@ -51,7 +51,7 @@ def check_accounting(run: dict[str, Any]) -> None:
 
 def test_the_surge_on_the_embedded_default(tmp_path: Path) -> None:
     """The surge replays on the embedded default, every request and task accounted for."""
-    report, printed = simulate(tmp_path, "surge")
+    report, printed, progress = simulate(tmp_path, "surge")
     before, after = report["scenarios"]["surge"]["before"], report["scenarios"]["surge"]["after"]
     for run in (before, after):
         check_accounting(run)
@@ -74,6 +74,15 @@ def test_the_surge_on_the_embedded_default(tmp_path: Path) -> None:
     assert after["right_answers"].get("fallback:cached_similar", [0, 0])[1] == cached
     assert "Fallback answers right" in printed and "cached right" in printed
     assert (tmp_path / "report" / "chart.png").read_bytes().startswith(b"\x89PNG")
+    # The terminal shows the plan, the progress and the tables; the workers' tracebacks go
+    # to their logs, and the errors users saw are counted by kind.
+    assert "2 runs (each scenario before and after), about 1 min in all" in printed
+    assert "Traceback" not in progress and "[surge after] [####################]" in progress
+    for run in (before, after):
+        assert sum(run["errors_by_kind"].values()) == run["outcomes"].get("error", 0)
+    if before["errors_by_kind"]:
+        assert "Requests that ended in an error, by kind" in printed
+        assert "Traceback" in (tmp_path / "report" / "worker-surge-before.log").read_text()
 
 
 @pytest.mark.integration
@@ -81,7 +90,7 @@ def test_an_outage_with_real_worker_processes(tmp_path: Path, redis_available: N
     """An outage replays against real worker processes, and the breaker's probe closes it again."""
     databases = {"broker": 11, "backend": 12, "store": 13}
     try:
-        report, _ = simulate(
+        report, _, progress = simulate(
             tmp_path,
             "outage",
             "--broker", f"{REDIS_URL}/{databases['broker']}",
@@ -103,6 +112,8 @@ def test_an_outage_with_real_worker_processes(tmp_path: Path, redis_available: N
     assert after["downtime"] < before["downtime"]
     assert after["outcomes"].get("fallback:alternative_provider", 0) > 0
     assert after["recovery"] is not None  # the breaker probed the provider and closed again
+    assert "Traceback" not in progress
+    assert (tmp_path / "report" / "worker-outage-before.log").exists()
 
 
 @pytest.mark.parametrize(

@@ -50,13 +50,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    """One live line on a terminal; a line every few seconds otherwise."""
+    """One live line per run on a terminal, left on screen when the run ends; a line every
+    few seconds otherwise."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
+        self.line = ""
 
     def __call__(self, line: str) -> None:
+        self.line = line
         if self.tty:
             sys.stderr.write("\r\x1b[2K" + line[:160])
             sys.stderr.flush()
@@ -67,6 +70,17 @@ class _Progress:
     def done(self) -> None:
         if self.tty:
             sys.stderr.write("\n")
+        elif self.line:
+            print(self.line, file=sys.stderr, flush=True)
+        self.line = ""
+
+
+def expected_seconds(names: Sequence[str], scale: Scale) -> float:
+    """How long the replay takes, about: each scenario's traffic twice (before, after), each
+    followed by a patience's wait for the last answers, and a few seconds to start and stop
+    its worker."""
+    wait = scale.wall(scale.patience) + 3
+    return sum(2 * (scale.wall(scenario(name).minutes * 60) + wait) for name in names)
 
 
 def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunOptions:
@@ -91,6 +105,7 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunOp
         seed=args.seed,
         external_workers=args.external_workers,
         queue=args.queue,
+        logs=args.out,
     )
 
 
@@ -110,6 +125,11 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
         else f"workers on {options.broker}, store {options.store}"
     )
     print(f"celery-resilience simulate: {', '.join(names)}; {where}; fake services at {services.url}")
+    minutes = expected_seconds(names, options.scale) / 60
+    print(
+        f"{len(names) * 2} runs (each scenario before and after), about {minutes:.0f} min in all; "
+        f"workers' logs go to {args.out}/"
+    )
     progress = _Progress()
     results: dict[str, dict[str, RunSummary]] = {}
     errors: dict[str, object] = {}

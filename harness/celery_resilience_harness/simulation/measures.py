@@ -12,7 +12,7 @@ from .load import Request
 from .runner import RunData
 from .traffic import right_answer
 
-__all__ = ["RunSummary", "summarise", "percentile", "timeline"]
+__all__ = ["RunSummary", "summarise", "percentile", "timeline", "error_kind"]
 
 ANSWER_KINDS = (
     "primary",
@@ -34,6 +34,7 @@ class RunSummary:
     answered: int
     answered_share: float
     failed: int  # errors and timeouts: what the user saw go wrong
+    errors_by_kind: dict[str, int]  # the requests that ended in an error, by what raised
     throttled_submits: int
     tasks_published: int
     tasks_final: int
@@ -119,10 +120,21 @@ def _right_answers(requests: Sequence[Request]) -> dict[str, list[int]]:
     return scored
 
 
+def error_kind(detail: str) -> str:
+    """What ended a request in an error, named once per kind: the exception's type (a
+    publish that failed says so), or why the task never ran."""
+    publish = detail.startswith("publish failed: ")
+    if publish:
+        detail = detail.removeprefix("publish failed: ")
+    kind = detail.split(":", 1)[0] if ":" in detail else detail or "unknown"
+    return f"{kind} (at publish)" if publish else kind
+
+
 def summarise(data: RunData, window: float = 1.0) -> RunSummary:
     load = data.load
     requests = load.requests
     outcomes = Counter(r.outcome or "timeout" for r in requests)
+    errors = Counter(error_kind(r.detail) for r in requests if r.outcome == "error")
     answered = sum(outcomes[k] for k in ANSWER_KINDS)
     latencies = [r.latency for r in requests if r.latency is not None]
     buckets = timeline(requests, load.duration, window)
@@ -141,6 +153,7 @@ def summarise(data: RunData, window: float = 1.0) -> RunSummary:
         answered=answered,
         answered_share=answered / len(requests) if requests else 0.0,
         failed=outcomes["error"] + outcomes["timeout"],
+        errors_by_kind=dict(errors.most_common()),
         throttled_submits=sum(r.throttles for r in requests),
         tasks_published=load.tasks_published,
         tasks_final=final,

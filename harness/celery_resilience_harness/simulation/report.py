@@ -10,7 +10,7 @@ from typing import Any
 from .measures import RunSummary
 from .scenarios import Scale
 
-__all__ = ["reference_table", "detail_table", "write_json", "render"]
+__all__ = ["reference_table", "detail_table", "errors_table", "write_json", "render"]
 
 Pair = Mapping[str, RunSummary]  # "before" / "after"
 
@@ -201,6 +201,18 @@ def detail_table(results: Mapping[str, Pair]) -> str:
     return _grid(DETAIL_COLUMNS, rows)
 
 
+def errors_table(results: Mapping[str, Pair]) -> str | None:
+    """The requests each run ended in an error, counted by kind (the workers' logs, in the
+    report's folder, hold each one's traceback); None when no run had any."""
+    rows = [
+        [f"{pair[mode].scenario} {mode}", str(count), kind]
+        for pair in results.values()
+        for mode in ("before", "after")
+        for kind, count in pair[mode].errors_by_kind.items()
+    ]
+    return _grid(("run", "errors", "kind"), rows) if rows else None
+
+
 def render(results: Mapping[str, Pair], scale: Scale) -> str:
     header = (
         f"Scale {scale.scale:g} (users, provider limit and pool), time x{scale.speedup:g} "
@@ -210,7 +222,9 @@ def render(results: Mapping[str, Pair], scale: Scale) -> str:
     reference = _grid(
         ("Scenario", "Before (plain Celery)", "After (celery-resilience)", "Change"), reference_table(results)
     )
-    return f"{header}\n\n{reference}\n\n{detail_table(results)}\n"
+    errors = errors_table(results)
+    tail = "" if errors is None else f"\nRequests that ended in an error, by kind:\n\n{errors}\n"
+    return f"{header}\n\n{reference}\n\n{detail_table(results)}\n{tail}"
 
 
 def write_json(path: Path, results: Mapping[str, Pair], scale: Scale, extra: Mapping[str, Any]) -> None:

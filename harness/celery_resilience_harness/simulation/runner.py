@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sentry_sdk
@@ -55,6 +57,9 @@ class RunOptions:
     # "<queue>.<mode>" with the key prefix "<queue>", configured like this run.
     external_workers: bool = False
     queue: str = "pipeline"
+    # Where the workers' own logs go (each task failure's traceback among them): a file per
+    # run here, so that the terminal shows the progress and the tables; None: the terminal.
+    logs: Path | None = None
 
     @property
     def embedded(self) -> bool:
@@ -158,7 +163,8 @@ def run_scenario(
         if progress is not None:
             progress(_progress_line(label, now, total, requests, sampler.breaker))
 
-    with _workers(app, module, config, options) as workers:
+    log = None if options.logs is None else options.logs / f"worker-{scenario.name}-{mode}.log"
+    with _workers(app, module, config, options, log) as workers:
         if progress is not None:
             progress(f"[{label}] {workers.count} worker(s) up, sending {len(schedule)} requests")
         switcher = threading.Thread(
@@ -305,18 +311,26 @@ def _held_in_memory(qos: Any) -> frozenset[str]:
 
 
 @contextlib.contextmanager
-def _workers(app: Celery, module: Any, config: Any, options: RunOptions) -> Iterator[_Workers]:
+def _workers(
+    app: Celery, module: Any, config: Any, options: RunOptions, log: Path | None
+) -> Iterator[_Workers]:
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
     if options.embedded:
         from celery.contrib.testing.worker import start_worker
 
-        with start_worker(
-            app,
-            pool="threads",
-            concurrency=options.concurrency,
-            perform_ping_check=False,
-            loglevel="ERROR",
-            shutdown_timeout=30.0,
-        ) as worker:
+        with (
+            _logging_to(log),
+            start_worker(
+                app,
+                pool="threads",
+                concurrency=options.concurrency,
+                perform_ping_check=False,
+                loglevel="WARNING" if log is not None else "ERROR",
+                shutdown_timeout=30.0,
+            ) as worker,
+        ):
             consumer = getattr(worker, "consumer", None)
             channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
             qos = getattr(channel, "qos", None)
@@ -330,9 +344,14 @@ def _workers(app: Celery, module: Any, config: Any, options: RunOptions) -> Iter
     command = [sys.executable, "-m", "celery", "-A", module.__name__, "worker", "-P", "threads"]
     command += ["-c", str(options.concurrency), "-Q", config.queue, "-l", "WARNING"]
     command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    stderr = contextlib.ExitStack()
+    sink = None if log is None else stderr.enter_context(log.open("ab"))
     processes = [
         subprocess.Popen(
-            [*command, "-n", f"sim{index}-{config.key_prefix}@%h"], env=env, stdout=subprocess.DEVNULL
+            [*command, "-n", f"sim{index}-{config.key_prefix}@%h"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
         )
         for index in range(options.processes)
     ]
@@ -347,6 +366,26 @@ def _workers(app: Celery, module: Any, config: Any, options: RunOptions) -> Iter
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
+        stderr.close()
+
+
+@contextlib.contextmanager
+def _logging_to(log: Path | None) -> Iterator[None]:
+    """This process's log records go to ``log`` alone while the embedded worker runs (the
+    worker finds the root logger configured and adds no handler of its own)."""
+    if log is None:
+        yield
+        return
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    handler = logging.FileHandler(log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(threadName)s] %(name)s %(message)s"))
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+        handler.close()
 
 
 def _forget(store_url: str | None, prefix: str) -> None:
@@ -422,7 +461,10 @@ def _progress_line(label: str, now: float, total: float, requests: list[Any], br
     fallback = sum(1 for r in ended if r.outcome and r.outcome.startswith("fallback:"))
     failed = sum(1 for r in ended if r.outcome in ("error", "timeout"))
     rejected = sum(1 for r in ended if r.outcome == "rejected")
+    done = min(1.0, now / total) if total > 0 else 1.0
+    filled = round(20 * done)
+    stage = f"{min(now, total):3.0f}/{total:.0f}s" if now < total else "waiting for answers"
     return (
-        f"[{label}] {min(now, total):5.1f}/{total:.0f}s sent {len(requests)} answered {answered} "
-        f"(fallback {fallback}) rejected {rejected} failed {failed} breaker {breaker}"
+        f"[{label}] [{'#' * filled}{'.' * (20 - filled)}] {stage} sent {len(requests)} "
+        f"answered {answered} (fallback {fallback}) rejected {rejected} failed {failed} breaker {breaker}"
     )
