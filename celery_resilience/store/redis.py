@@ -71,6 +71,7 @@ class RedisStore:
         # An injected clock (tests) replaces the server's TIME in every script.
         self._clock = clock.now if clock is not None else None
         self._metrics_ttl = metrics_ttl
+        self._closed = False
         self._redis: Any = client or connect(self.topology, timeout, options)
         self._minutes = MinuteClock(clock) if clock is not None else MinuteClock()
         self._admission = RedisAdmission(
@@ -464,10 +465,15 @@ class RedisStore:
         return policy.decode() if isinstance(policy, bytes) else policy
 
     def close(self) -> None:
+        self._closed = True
         self._feed.close()
         self._redis.close()
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        # redis-py opens a closed client again on its next command: a closed store must not,
+        # or what runs after it (leases reported at exit) reconnects to servers long gone.
+        if self._closed:
+            raise StoreUnavailable("the store was closed")
         try:
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as error:

@@ -86,6 +86,17 @@ def test_a_refused_server_surfaces_as_store_unavailable(keys: KeySpace) -> None:
         store.admit(req(keys))
 
 
+def test_a_closed_store_does_not_connect_again(redis_available: None, keys: KeySpace) -> None:
+    """After close, a call (leases reported at exit, say) is StoreUnavailable, not a new connection."""
+    store = RedisStore(store_url(), keys, timeout=0.2)
+    store.count({"admitted:free": 1}, 0)
+    store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.count({"admitted:free": 1}, 0)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.admit(req(keys))
+
+
 def test_a_hung_server_times_out_as_store_unavailable(silent_server: int, keys: KeySpace) -> None:
     """A server that never replies costs one socket timeout and raises StoreUnavailable."""
     store = RedisStore(f"redis://127.0.0.1:{silent_server}/0", keys, timeout=0.2)
