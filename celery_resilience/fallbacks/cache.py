@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .alignment import aligned, index_term
 from .evidence import KEEP, estimated_error, same_answer
 from .gate import quality
 from .port import CacheEntry, CacheStore
@@ -85,7 +86,9 @@ class SemanticCache:
 
     @staticmethod
     def terms(question: str) -> list[str]:
-        return sorted(content_words(question))[:_MAX_TERMS]
+        """What the question is indexed under: its content words, each in the one form its
+        inflections share, so that "dogs" finds "dog"."""
+        return sorted({index_term(word) for word in content_words(question)})[:_MAX_TERMS]
 
     def embed(self, question: str) -> dict[int, float]:
         """The question's vector: computed once, it serves a ``check`` and a ``put`` of the
@@ -118,7 +121,9 @@ class SemanticCache:
         found = self._passing(namespace, question, trusted=True)
         if not found:
             return None
-        score, similar, entry = found[0]
+        same, score, similar, entry = found[0]
+        if same and len({_canonical(e.answer) for s, _, _, e in found if s}) > 1:
+            return None  # two answers to what reads as this very question: neither is shown right
         self._store().cache_touch(namespace, entry.id)
         return CacheHit(entry.answer, entry.question, similar, score)
 
@@ -138,7 +143,7 @@ class SemanticCache:
         found = self._passing(namespace, question, trusted=False, skip=_entry_id(question), vector=vector)
         if not found:
             return None
-        judged = [(e.id, (similar, bool(self.judge(e.answer, answer)))) for _, similar, e in found]
+        judged = [(e.id, (similar, bool(self.judge(e.answer, answer)))) for _, _, similar, e in found]
         self._store().cache_judge(namespace, judged, KEEP)
         return judged[0][1][1]
 
@@ -150,9 +155,10 @@ class SemanticCache:
         trusted: bool,
         skip: str | None = None,
         vector: dict[int, float] | None = None,
-    ) -> list[tuple[float, float, CacheEntry]]:
+    ) -> list[tuple[bool, float, float, CacheEntry]]:
         """The candidates similar enough that pass the gate (and, ``trusted``, their own
-        evidence), best first."""
+        evidence), best first: those saying the same thing as the question, then by quality
+        and similarity. Each with whether it says the same thing, its quality, its similarity."""
         terms = self.terms(question)
         if not terms:
             return []
@@ -160,20 +166,26 @@ class SemanticCache:
         if vector is None:
             vector = self.embed(question)
         now = store.now()
-        found: list[tuple[float, float, CacheEntry]] = []
+        found: list[tuple[bool, float, float, CacheEntry]] = []
         for entry in store.cache_candidates(namespace, terms, self.candidates, self.ttl):
             if entry.id == skip:
                 continue
             similar = cosine(vector, entry.vector)
             if similar < self.similarity:
                 continue
-            if trusted and estimated_error(entry.evidence, similar) > self.max_error:
-                continue
             score = quality(question, entry.question, age=max(0.0, now - entry.at), max_age=self.max_age)
-            if score > self.min_quality:
-                found.append((score, similar, entry))
-        found.sort(key=lambda item: item[:2], reverse=True)
+            if score <= self.min_quality:
+                continue
+            same = aligned(question, entry.question)
+            if trusted and estimated_error(entry.evidence, similar, same) > self.max_error:
+                continue
+            found.append((same, score, similar, entry))
+        found.sort(key=lambda item: item[:3], reverse=True)
         return found
+
+
+def _canonical(answer: Any) -> str:
+    return json.dumps(answer, sort_keys=True, default=str)
 
 
 def _entry_id(question: str) -> str:

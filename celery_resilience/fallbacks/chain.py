@@ -144,7 +144,9 @@ class FallbackRunner:
             hit = self._cached(walk)
             if hit is None:
                 raise _Skipped("no cached answer similar enough and good enough")
-            return self._result(walk, hit.answer, FallbackKind.CACHED_SIMILAR, hit.quality, CACHED_SIMILAR)
+            return self._result(
+                walk, hit.answer, FallbackKind.CACHED_SIMILAR, hit.quality, CACHED_SIMILAR, hit.question
+            )
         if step == TEMPLATE:
             template = self.settings.templates.get(walk.task_name)
             if template is None:
@@ -165,12 +167,20 @@ class FallbackRunner:
         return self._result(walk, value, result_kind, confidence, step_task.name)
 
     @staticmethod
-    def _result(walk: _Run, value: Any, kind: str, confidence: float, source: str) -> FallbackResult:
+    def _result(
+        walk: _Run, value: Any, kind: str, confidence: float, source: str, question: str | None = None
+    ) -> FallbackResult:
         if isinstance(value, FallbackResult):  # a step may state its own kind and confidence
             return FallbackResult(
-                value.value, value.kind, value.confidence, value.source or source, walk.reason, walk.attempts
+                value.value,
+                value.kind,
+                value.confidence,
+                value.source or source,
+                walk.reason,
+                walk.attempts,
+                value.question,
             )
-        return FallbackResult(value, kind, confidence, source, walk.reason, walk.attempts)
+        return FallbackResult(value, kind, confidence, source, walk.reason, walk.attempts, question)
 
     def _kind(self, step: Any) -> str:
         if step in (CACHED_SIMILAR, TEMPLATE):

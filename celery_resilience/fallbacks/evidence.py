@@ -14,14 +14,24 @@ is no likelier to need another answer:
 
 - a disagreement at a similarity at least as high as the question's counts against it;
 - an agreement at a similarity no higher than the question's counts for it;
-- a prior of ``PRIOR_ERROR`` (the gate's error on the repository's labelled near misses,
-  1.1 %), weighing as much as ``PRIOR_WEIGHT`` judgements, stands in for what is unknown.
+- a prior stands in for what is unknown, by whether the question says the same thing as
+  the entry's (``alignment.aligned``). Both priors are the gate's error measured on 430
+  near misses written apart from it (``benchmarks/data/written``: the test half and the
+  held-out set), never on the pairs it was tuned on:
 
-So an entry never judged serves under the default bound of 2 %; one disagreement at or
-above a question's similarity stops it serving there until about 45 agreements below
-that similarity outweigh it. The similarity of the disagreement is, in effect, the
-entry's own threshold. A bound below the prior (``max_error < 0.011``) serves only
-entries whose agreements have brought the estimate under it.
+  - the same thing: ``PRIOR_ERROR``, 1.0 % (4 of the 430 served), weighing as much as
+    ``PRIOR_WEIGHT`` (10) judgements;
+  - anything else (another object, intent, role, tense, a word the lexicon does not
+    pair): ``DIFFERENT_PRIOR_ERROR``, 45 % (192 of the 430 would pass the rest of the
+    gate), weighing as much as one judgement (``DIFFERENT_PRIOR_WEIGHT``).
+
+So an entry never judged serves the same question under the default bound of 2 %, and
+nothing else; one disagreement at or above a question's similarity stops it serving
+there until about 45 agreements below that similarity outweigh it. A question that
+differs is served once about 22 agreements at or below its similarity, and no
+disagreement above, bring the estimate under the bound: evidence, not the gate, decides
+the looser matches. A bound below the prior (``max_error < 0.010``) serves only entries
+whose agreements have brought the estimate under it.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ __all__ = [
     "KEEP",
     "PRIOR_ERROR",
     "PRIOR_WEIGHT",
+    "DIFFERENT_PRIOR_ERROR",
+    "DIFFERENT_PRIOR_WEIGHT",
     "estimated_error",
     "same_answer",
     "parse_evidence",
@@ -48,9 +60,11 @@ __all__ = [
 Judgement = tuple[float, bool]
 """One comparison: the question's similarity to the entry, and whether the answers agreed."""
 
-KEEP = 32
-PRIOR_ERROR = 0.011
+KEEP = 64
+PRIOR_ERROR = 0.010
 PRIOR_WEIGHT = 10.0
+DIFFERENT_PRIOR_ERROR = 0.45
+DIFFERENT_PRIOR_WEIGHT = 1.0
 # Long answers agree when they say the same things in other words: similar enough, and
 # no fact of one (a number, a name, a negation) contradicted by the other.
 _LONG_ANSWER_WORDS = 8
@@ -63,15 +77,17 @@ _SAME = 1e-9
 _embed = HashingEmbedder()
 
 
-def estimated_error(evidence: Iterable[Judgement], similarity: float) -> float:
-    """The entry's estimated chance of a wrong answer to a question this similar to it."""
+def estimated_error(evidence: Iterable[Judgement], similarity: float, same: bool = True) -> float:
+    """The entry's estimated chance of a wrong answer to a question this similar to it, which
+    says the same thing (``same``, the alignment of ``alignment.aligned``) or differs."""
     wrong = right = 0
     for seen, agreed in evidence:
         if agreed and seen <= similarity + _SAME:
             right += 1
         elif not agreed and seen >= similarity - _SAME:
             wrong += 1
-    return (wrong + PRIOR_ERROR * PRIOR_WEIGHT) / (wrong + right + PRIOR_WEIGHT)
+    prior, weight = (PRIOR_ERROR, PRIOR_WEIGHT) if same else (DIFFERENT_PRIOR_ERROR, DIFFERENT_PRIOR_WEIGHT)
+    return (wrong + prior * weight) / (wrong + right + weight)
 
 
 def same_answer(cached: Any, fresh: Any) -> bool:

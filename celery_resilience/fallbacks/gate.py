@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
+from .alignment import matches
 from .similarity import content_words, words
 
 __all__ = ["Facts", "facts", "opposed", "quality"]
@@ -285,6 +286,15 @@ def facts(text: str) -> Facts:
     )
 
 
+def _unmatched_names(facts: Facts, other: Facts) -> bool:
+    """Whether a name of one question is missing from the other's words (in any inflection)."""
+    return any(
+        not all(any(matches(part, word) for word in other.words) for part in name.split())
+        for name in facts.names
+        if name not in other.words
+    )
+
+
 def quality(question: str, cached_question: str, age: float = 0.0, max_age: float = 86400.0) -> float:
     """How well an answer to ``cached_question`` (``age`` seconds old) fits ``question``, in [0, 1].
 
@@ -303,7 +313,9 @@ def quality(question: str, cached_question: str, age: float = 0.0, max_age: floa
         score *= 0.3
     if new.units != old.units:
         score *= 0.4
-    if new.names != old.names:
+    # A name counts as another only when the other question does not have it as a word:
+    # "Uber" and "uber", "AirPods" and "airpods" are the same name, whatever their case.
+    if _unmatched_names(new, old) or _unmatched_names(old, new):
         score *= 0.4
     if new.times != old.times:
         score *= 0.3
@@ -311,7 +323,7 @@ def quality(question: str, cached_question: str, age: float = 0.0, max_age: floa
         score *= 0.3
     wanted = new.content
     if wanted:
-        covered = len(wanted & old.content) / len(wanted)
+        covered = sum(any(matches(word, other) for other in old.content) for word in wanted) / len(wanted)
         if covered < MIN_COVERED:
             return 0.0  # mostly another question that shares its context words
         score *= 0.5 + 0.5 * covered

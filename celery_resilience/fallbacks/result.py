@@ -33,8 +33,10 @@ DEFAULT_CONFIDENCE = {
 @dataclass(frozen=True)
 class FallbackResult:
     """The answer (``value``), the kind of fallback that produced it, how far to trust it,
-    which step (``source``), why the primary was not used (``reason``), and what was tried
-    before (``attempts``: ``[{"step": ..., "error": ...}]``)."""
+    which step (``source``), why the primary was not used (``reason``), what was tried
+    before (``attempts``: ``[{"step": ..., "error": ...}]``), and, for a cached answer, the
+    question it answered (``question``), so that an application can say "the answer to a
+    similar question: ..." instead of passing it off as an answer to this one."""
 
     value: Any
     kind: str
@@ -42,6 +44,7 @@ class FallbackResult:
     source: str
     reason: str = ""
     attempts: list[dict[str, str]] = field(default_factory=list)
+    question: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .alignment import index_term
+
 __all__ = [
     "Vector",
     "Embedder",
@@ -48,8 +50,9 @@ def content_words(text: str) -> set[str]:
 
 
 def features(text: str, dimensions: int = 1 << 20) -> Counter[int]:
-    """Hashed word unigrams and bigrams of ``text`` with their counts."""
-    tokens = words(text)
+    """Hashed word unigrams and bigrams of ``text`` with their counts, each word in the one
+    form its inflections share ("servers" as "server"), so that inflection costs nothing."""
+    tokens = [index_term(word) for word in words(text)]
     grams = tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)]
     return Counter(zlib.crc32(gram.encode()) % dimensions for gram in grams)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery_resilience.fallbacks.cache import SemanticCache
+from celery_resilience.fallbacks.evidence import KEEP
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
 
@@ -81,20 +82,39 @@ def test_an_answer_that_is_not_json_is_refused_by_the_cache(store: Store) -> Non
         cache.put("ai.ask", PARAMS, "how do I reset my password", object())
 
 
-def test_an_entry_the_provider_contradicted_stops_serving_questions_like_it(store: Store) -> None:
-    """Upgrading is not cancelling: told so by the provider, cancel's entry stops serving downgrade."""
-    learned, fresh = {"shop": "learned"}, {"shop": "fresh"}
+def test_without_evidence_only_the_same_question_is_served(store: Store) -> None:
+    """An entry never judged answers a question that says the same thing, not another intent."""
     cache = SemanticCache(lambda: store)
-    for params in (learned, fresh):
-        cache.put("ai.ask", params, "How do I cancel my subscription?", "Settings, then Cancel.")
-    # While the provider answers: its answer to upgrade is checked against cancel's.
-    upgrade, upgraded = "How do I upgrade my subscription?", "Settings, then Upgrade."
-    assert cache.check("ai.ask", learned, upgrade, upgraded) is False
-    cache.put("ai.ask", learned, upgrade, upgraded)
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
+    assert cache.lookup("ai.ask", PARAMS, "How do I downgrade my subscription?") is None
+    assert cache.lookup("ai.ask", PARAMS, "How do I cancel my subscription plan?") is None
+    hit = cache.lookup("ai.ask", PARAMS, "how can i cancel my SUBSCRIPTIONS")
+    assert hit is not None and hit.answer == "Settings, then Cancel."
+    assert hit.question == "How do I cancel my subscription?"
 
-    gate_alone = cache.lookup("ai.ask", fresh, "How do I downgrade my subscription?")
-    assert gate_alone is not None and gate_alone.answer == "Settings, then Cancel."
-    assert cache.lookup("ai.ask", learned, "How do I downgrade my subscription?") is None
+
+def test_agreements_let_an_entry_serve_a_question_that_differs(store: Store) -> None:
+    """A difference serves once enough of the provider's answers agreed at that similarity."""
+    cache = SemanticCache(lambda: store)
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
+    question = "How do I cancel my subscription plan?"
+    for _ in range(21):
+        assert cache.check("ai.ask", PARAMS, question, "Settings, then Cancel.") is True
+    assert cache.lookup("ai.ask", PARAMS, question) is None  # 0.45 / 22: not yet under 2 %
+    assert cache.check("ai.ask", PARAMS, question, "Settings, then Cancel.") is True
+    hit = cache.lookup("ai.ask", PARAMS, question)
+    assert hit is not None and hit.answer == "Settings, then Cancel."
+
+
+def test_an_entry_the_provider_contradicted_stops_serving_questions_like_it(store: Store) -> None:
+    """Upgrading is not cancelling: told so, the entry stops serving even the same question."""
+    cache = SemanticCache(lambda: store)
+    cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
+    assert (
+        cache.check("ai.ask", PARAMS, "How do I upgrade my subscription?", "Settings, then Upgrade.") is False
+    )
+    # The disagreement came from a question at least as similar as this one: it now counts.
+    assert cache.lookup("ai.ask", PARAMS, "How do I downgrade my subscription?") is None
 
 
 def test_agreeing_answers_keep_an_entry_serving(store: Store) -> None:
@@ -129,13 +149,24 @@ def test_evidence_is_bounded_and_goes_with_its_entry(store: Store, clock: FakeCl
     """An entry keeps its latest judgements only; expired, it takes them with it."""
     cache = SemanticCache(lambda: store, ttl=100, max_age=10_000)
     cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
-    for _ in range(40):
+    for _ in range(KEEP + 8):
         cache.check("ai.ask", PARAMS, "How can I cancel my subscription?", "Settings, then Cancel.")
     namespace = cache.namespace("ai.ask", PARAMS)
     (entry,) = store.cache_candidates(namespace, ["cancel"], 5, 100)
-    assert len(entry.evidence) == 32
+    assert len(entry.evidence) == KEEP
     clock.advance(101)
     cache.put("ai.ask", PARAMS, "How do I renew my subscription?", "Settings, then Renew.")
     cache.put("ai.ask", PARAMS, "How do I cancel my subscription?", "Settings, then Cancel.")
     (entry,) = [e for e in store.cache_candidates(namespace, ["cancel"], 5, 100) if "cancel" in e.question]
     assert entry.evidence == ()
+
+
+def test_two_answers_to_the_same_question_serve_neither(store: Store) -> None:
+    """When two entries read as the asked question and answer it differently, neither is served."""
+    cache = SemanticCache(lambda: store)
+    cache.put("ai.ask", PARAMS, "How do I reset my password?", "Use the link in Settings.")
+    cache.put("ai.ask", PARAMS, "how do I reset my passwords", "Ask your administrator.")
+    assert cache.lookup("ai.ask", PARAMS, "How can I reset my password?") is None
+    cache.put("ai.ask", PARAMS, "how do I reset my passwords", "Use the link in Settings.")
+    hit = cache.lookup("ai.ask", PARAMS, "How can I reset my password?")
+    assert hit is not None and hit.answer == "Use the link in Settings."

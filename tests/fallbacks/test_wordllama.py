@@ -47,10 +47,17 @@ def test_the_setting_names_it_and_entries_keep_to_their_embedder(wordllama: Word
     settings = read_fallback_settings(SettingsReader(conf))
     assert isinstance(settings.embedder, WordLlamaEmbedder)
     store = MemoryStore(KeySpace("wordllama", 1))
-    SemanticCache(lambda: store, wordllama, similarity=0.6).put("t", {}, "Do you ship to Canada?", "yes")
-    hit = SemanticCache(lambda: store, wordllama, similarity=0.6).lookup("t", {}, "Do you deliver to Canada?")
+    SemanticCache(lambda: store, wordllama, similarity=0.6).put(
+        "t", {}, "Can I purchase a gift card online?", "yes"
+    )
+    hit = SemanticCache(lambda: store, wordllama, similarity=0.6).lookup(
+        "t", {}, "Can I buy gift cards online?"
+    )
     assert hit is not None and hit.answer == "yes"
-    assert SemanticCache(lambda: store, HashingEmbedder()).lookup("t", {}, "Do you ship to Canada?") is None
+    assert (
+        SemanticCache(lambda: store, HashingEmbedder()).lookup("t", {}, "Can I purchase a gift card online?")
+        is None
+    )
 
 
 def test_using_the_embedder_leaves_the_applications_root_logger_alone() -> None:
