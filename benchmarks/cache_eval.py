@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from celery_resilience.fallbacks.cache import SemanticCache
-from celery_resilience.fallbacks.similarity import Embedder
+from celery_resilience.fallbacks.port import CacheEntry
+from celery_resilience.fallbacks.similarity import Embedder, cosine
 from celery_resilience.store import MemoryStore
 from celery_resilience.store.keys import KeySpace
 
@@ -109,9 +110,26 @@ class Outcome:
                 self.wrong_pairs.append(pair)
 
 
+class Ungated(SemanticCache):
+    """The baseline: whatever is similar enough is served, with no gate and no evidence."""
+
+    def _passing(
+        self, namespace: str, question: str, *, trusted: bool, skip: str | None = None, vector: Any = None
+    ) -> list[tuple[bool, float, float, CacheEntry]]:
+        vector = self.embed(question) if vector is None else vector
+        store = self._store()
+        found = []
+        for entry in store.cache_candidates(namespace, self.terms(question), self.candidates, self.ttl):
+            similar = cosine(vector, entry.vector)
+            if entry.id != skip and similar >= self.similarity:
+                found.append((False, 1.0, similar, entry))
+        return sorted(found, key=lambda item: item[2], reverse=True)
+
+
 def cache_for(embedder: Embedder, similarity: float, gate: bool, name: str) -> SemanticCache:
     store = MemoryStore(KeySpace(f"bench-{name}", 1))
-    return SemanticCache(lambda: store, embedder, similarity=similarity, min_quality=0.6 if gate else -1.0)
+    kind = SemanticCache if gate else Ungated
+    return kind(lambda: store, embedder, similarity=similarity)
 
 
 def alone(pairs: Sequence[Pair], embedder: Embedder, similarity: float, gate: bool = True) -> Outcome:

@@ -2,7 +2,9 @@
 
 Arrivals are a Poisson process per phase, drawn from a seeded generator, so a scenario
 sends the same requests before and after. Texts repeat with variations, as real
-support messages do, which is what gives a semantic cache something to find.
+support messages do, which is what gives a semantic cache something to find; and some
+are near misses of others (another intent, object, role, tense or a negation) whose right
+answer differs, so that a cache serving them would be counted wrong.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ _MESSAGES = (
     ("Is there a way to share {thing} with the {team} team?", "question"),
     ("We think an API key leaked in a public repository, {team} needs help", "security"),
     ("Feature request: dark mode for {thing}", "feature"),
+    # Near misses of the texts above, whose answer differs: another intent on the same
+    # object, another object for the same verb, a role swapped. A cache that served the
+    # first text's answer to one of these would be wrong, and the report would say so.
+    ("Exporting {thing} to a spreadsheet crashes the app", "bug"),
+    ("My invoice for {month} fails to load with an error", "bug"),
+    ("Someone outside shared our {thing} with the {team} team without permission", "security"),
+    ("How can I export {thing} to a spreadsheet?", "question"),
 )
 _TITLES = (
     ("Production outage in {region}: checkout is down", "p0"),
@@ -42,6 +51,10 @@ _TITLES = (
     ("Urgent: {name} reports data loss in {thing}", "p0"),
     ("Prepare the {month} billing report", "p2"),
     ("Investigate slow {thing} for {name} today", "p1"),
+    # Near misses of the titles above: another tense, a negation, another object.
+    ("Production outage in {region}: write the postmortem for last week's checkout outage", "p2"),
+    ("Not urgent: {name} reports a typo in {thing}", "p3"),
+    ("Customer {name} asks about pricing for {thing}", "p2"),
 )
 _URGENT_DAYS = 2
 _FILL = {
