@@ -56,6 +56,13 @@ _PAST = frozenset({"did", "was", "were", "had", "didn't", "wasn't", "weren't", "
 _FUTURE = frozenset({"will", "shall", "won't", "ll", "gonna"})
 _CONTRACTIONS = {"n't": "not", "'s": "poss", "'re": "re", "'ve": "ve", "'ll": "ll", "'d": "d", "'m": "m"}
 _CLAUSE = re.compile(r"[,;:]")
+# Contractions whose stem is not the word: "can't" is "can not", "won't" "will not".
+_WHOLE = {
+    "can't": ("can", "not"),
+    "cannot": ("can", "not"),
+    "won't": ("will", "not"),
+    "shan't": ("shall", "not"),
+}
 _SUFFIXES = (
     ("iest", "y"), ("ier", "y"), ("ies", "y"), ("ied", "y"), ("est", ""), ("er", ""),
     ("est", "e"), ("er", "e"), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
@@ -188,7 +195,9 @@ def _tokens(text: str) -> Iterable[str]:
             yield ","
         for raw in _TOKEN.findall(piece):
             ending = next((e for e in _CONTRACTIONS if raw.endswith(e) and len(raw) > len(e)), None)
-            if ending is None:
+            if raw in _WHOLE:
+                yield from _WHOLE[raw]
+            elif ending is None:
                 yield raw
             else:
                 yield raw[: -len(ending)]
