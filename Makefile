@@ -19,7 +19,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 $(UV): requirements/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
+	$(TOOLS)/bin/python -m pip install -qq --disable-pip-version-check --require-hashes -r requirements/uv.txt
 	touch $(UV)
 
 # The library and the harness with their locked requirements, and nothing else.
