@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-__all__ = ["Reading", "read", "aligned", "unaligned", "matches", "lemmas", "index_term"]
+__all__ = ["Reading", "read", "aligned", "unaligned", "matches", "matches_any", "lemmas", "index_term"]
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # Words that carry no meaning of their own in a question: articles, pronouns, auxiliaries,
@@ -204,6 +204,19 @@ def _tokens(text: str) -> Iterable[str]:
                 yield _CONTRACTIONS[ending]
 
 
+@lru_cache(maxsize=8192)
+def _senses(words: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The lemmas and the meanings (lemmas and their synonyms) of a set of words."""
+    forms = frozenset().union(*(lemmas(word) for word in words))
+    return forms, frozenset().union(*(_meanings(word) for word in words))
+
+
+def matches_any(word: str, words: frozenset[str]) -> bool:
+    """Whether ``word`` aligns with one of ``words``: ``matches`` against each, at once."""
+    forms, meanings = _senses(words)
+    return bool(lemmas(word) & meanings) or bool(_meanings(word) & forms)
+
+
 def matches(a: str, b: str) -> bool:
     """Whether two words align: one lemma ("dogs" / "dog") or synonyms ("buy" / "purchase")."""
     return (
@@ -216,32 +229,36 @@ def matches(a: str, b: str) -> bool:
 
 def unaligned(new: Reading, old: Reading) -> list[str]:
     """Why the two readings do not say the same thing; empty when they do."""
-    reasons = []
+    return list(_differences(new, old))
+
+
+@lru_cache(maxsize=16384)
+def aligned(question: str, cached_question: str) -> bool:
+    """Whether the two questions say the same thing, word for word in meaning (stopping at
+    the first difference: a lookup asks this of every candidate that passed the rest)."""
+    return next(_differences(read(question), read(cached_question)), None) is None
+
+
+def _differences(new: Reading, old: Reading) -> Iterator[str]:
     pairs: list[tuple[Word, Word]] = []
     for word in new.words:
         other = next((o for o in old.words if matches(word.text, o.text)), None)
         if other is None:
-            reasons.append(f"{word.text!r} has no counterpart")
+            yield f"{word.text!r} has no counterpart"
         else:
             pairs.append((word, other))
     for word in old.words:
         if not any(matches(word.text, w.text) for w in new.words):
-            reasons.append(f"{word.text!r} is not asked")
+            yield f"{word.text!r} is not asked"
     for word, other in pairs:
         # A place stays the place with or without its preposition ("in Mexico City" / "Mexico
         # City tap water"); any other role must be the same.
         if word.role != other.role and {word.role, other.role} != {"in", ""}:
-            reasons.append(f"{word.text!r} plays another role")
+            yield f"{word.text!r} plays another role"
     # The order that tells who does what to whom: that of the words whose place tells it.
     free = [(w.position, o.position) for w, o in pairs if w.free and o.free]
     ordered = [old_position for _, old_position in sorted(free)]
     if any(a > b for a, b in itertools.pairwise(ordered)):
-        reasons.append("the words no preposition governs come in another order")
+        yield "the words no preposition governs come in another order"
     if new.tense != old.tense and new.tense and old.tense:
-        reasons.append("another tense")
-    return reasons
-
-
-def aligned(question: str, cached_question: str) -> bool:
-    """Whether the two questions say the same thing, word for word in meaning."""
-    return not unaligned(read(question), read(cached_question))
+        yield "another tense"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-from .alignment import matches
+from .alignment import matches_any
 from .similarity import content_words, words
 
 __all__ = ["Facts", "facts", "opposed", "quality"]
@@ -289,7 +289,7 @@ def facts(text: str) -> Facts:
 def _unmatched_names(facts: Facts, other: Facts) -> bool:
     """Whether a name of one question is missing from the other's words (in any inflection)."""
     return any(
-        not all(any(matches(part, word) for word in other.words) for part in name.split())
+        not all(matches_any(part, other.words) for part in name.split())
         for name in facts.names
         if name not in other.words
     )
@@ -323,7 +323,9 @@ def quality(question: str, cached_question: str, age: float = 0.0, max_age: floa
         score *= 0.3
     wanted = new.content
     if wanted:
-        covered = sum(any(matches(word, other) for other in old.content) for word in wanted) / len(wanted)
+        exact = wanted & old.content
+        inflected = sum(matches_any(word, old.content) for word in wanted - exact)
+        covered = (len(exact) + inflected) / len(wanted)
         if covered < MIN_COVERED:
             return 0.0  # mostly another question that shares its context words
         score *= 0.5 + 0.5 * covered
