@@ -82,9 +82,10 @@ def test_admission_breakers_fallbacks_and_the_operator_command(
 
     # Routed at enqueue: the cache answers a paraphrase without a call to the provider.
     calls = server.requests
-    cached = ask.delay("is the invoice paid yet?", server.url).get(timeout=60)
+    cached = ask.delay("Are the invoices paid?", server.url).get(timeout=60)
     assert isinstance(cached, FallbackResult) and cached.kind == "cached_similar"
     assert cached.value == "from the provider" and server.requests == calls
+    assert cached.question == "is the invoice paid?"
 
     report = json.loads(operator(env, "status", "--json"))
     assert report["breakers"]["provider"]["state"] == "open"
