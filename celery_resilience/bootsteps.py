@@ -85,7 +85,11 @@ class _WorkerThreads:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.ids = {threading.get_native_id()}
-        task_prerun.connect(self._began, weak=False)
+        # Celery before 5.6 tells bound methods apart by their function alone: without a
+        # uid of its own, a second worker's receiver would replace nothing and never run.
+        # Held weakly: a worker stopped without its bootsteps' stop leaves nothing behind.
+        self._uid = f"celery_resilience.worker_threads.{id(self)}"
+        task_prerun.connect(self._began, weak=True, dispatch_uid=self._uid)
 
     def _began(self, sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is self.app:
@@ -95,7 +99,7 @@ class _WorkerThreads:
         return frozenset(self.ids)
 
     def close(self) -> None:
-        task_prerun.disconnect(self._began)
+        task_prerun.disconnect(self._began, dispatch_uid=self._uid)
 
 
 class AlertMonitorStep(bootsteps.StartStopStep):

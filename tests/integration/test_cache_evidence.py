@@ -92,3 +92,40 @@ def test_an_entry_the_provider_contradicted_is_not_served_when_it_is_down(
     assert isinstance(paraphrase, FallbackResult) and paraphrase.kind == "cached_similar"
     assert paraphrase.value == "Settings, then Cancel."
     assert paraphrase.question in ("How do I cancel my subscription?", "How can I cancel my subscription?")
+
+
+OWNERS = ("team", "family", "school", "club", "office", "shop", "studio", "church", "charity", "clinic",
+          "band", "lab", "farm", "gym", "hotel", "cafe", "garage", "library", "museum", "theatre", "union",
+          "league")  # fmt: skip
+
+
+def test_agreements_from_the_provider_let_an_entry_serve_a_question_that_differs(
+    cache: ModuleType, provider: ScriptedServer
+) -> None:
+    """After 22 agreeing answers to less similar questions, an entry serves one that differs from its own."""
+    shop = f"agreed-{uuid.uuid4().hex[:6]}"
+
+    def ask(question: str) -> Any:
+        return cache.ask.delay(question, provider.url, shop).get(timeout=60)
+
+    assert ask("How do I cancel my subscription?") == "Settings, then Cancel."
+    asked = "How do I cancel my subscription plan?"
+    breakers = Resilience.of(cache.app).breakers
+    breakers.force("provider", BreakerState.FORCED_OPEN)
+    try:
+        unjudged = ask(asked)
+    finally:
+        breakers.force("provider", BreakerState.CLOSED)
+    # The provider answers questions that differ more: each agreement is judged and kept.
+    for owner in OWNERS:
+        assert ask(f"How do I cancel my subscription plan for the {owner}?") == "Settings, then Cancel."
+    breakers.force("provider", BreakerState.FORCED_OPEN)
+    try:
+        calls = provider.requests
+        judged = ask(asked)
+        assert provider.requests == calls
+    finally:
+        breakers.force("provider", BreakerState.CLOSED)
+    assert isinstance(unjudged, FallbackResult) and unjudged.kind == "template"
+    assert isinstance(judged, FallbackResult) and judged.kind == "cached_similar"
+    assert judged.value == "Settings, then Cancel." and judged.question != asked  # another question's answer

@@ -21,6 +21,9 @@ def build() -> tuple[Celery, Any]:
         resilience_store_url="memory://",
         resilience_heartbeat_interval=0.2,
         resilience_adaptive_interval=0.1,
+        # A low step, so that a task's load shows on a machine that other processes keep
+        # busy too (its thread then gets a share of a core, not all of one).
+        resilience_resource_thresholds=[[0.25, 0.5]],
         broker_transport_options={"polling_interval": 0.01},
         worker_hijack_root_logger=False,
     )
@@ -62,7 +65,7 @@ def test_other_work_in_the_process_is_not_the_workers_load() -> None:
                 return len(readings) >= 3
 
             wait_for(three_readings, timeout=20)
-            assert all(s.cpu < 0.3 for s in readings.values()), readings
+            assert all(s.cpu < 0.25 for s in readings.values()), readings
             assert Resilience.of(app).load.factors().resources == 1.0
         finally:
             stop.set()
@@ -75,6 +78,6 @@ def test_the_workers_own_tasks_are_its_load() -> None:
     with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="ERROR"):
         since = Resilience.of(app).store.now()
         result = burn.delay(3.0)
-        wait_for(lambda: any(s.cpu > 0.8 for s in fresh(app, since)), timeout=20)
-        wait_for(lambda: Resilience.of(app).load.factors().resources < 1.0, timeout=5)
+        wait_for(lambda: any(s.cpu > 0.3 for s in fresh(app, since)), timeout=20)
+        wait_for(lambda: Resilience.of(app).load.factors().resources == 0.5, timeout=5)
         assert result.get(timeout=20, disable_sync_subtasks=False) >= 3.0
