@@ -177,3 +177,18 @@ def test_the_sentry_stand_in_counts_what_the_real_sdk_sends(services: FakeServic
     assert stats["events"] == 3
     assert stats["by_level"] == {"warning": 2, "error": 1}
     assert stats["issues"] == 2
+
+
+def test_a_client_that_gives_up_mid_request_prints_nothing(
+    services: FakeServices, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request cut short is logged, never printed as a traceback over the replay's progress."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG, "celery_resilience_harness.fake_services"):
+        try:
+            raise BrokenPipeError("the client went away")
+        except BrokenPipeError:
+            services.httpd.handle_error(None, ("127.0.0.1", 50650))
+    assert any("ended early" in record.getMessage() for record in caplog.records)
+    assert "Traceback" not in capfd.readouterr().err

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 import time
 import zlib
@@ -96,6 +97,18 @@ def _title(event: dict[str, Any]) -> str:
     return f"{event.get('level')}: {str(event.get('message', ''))[:90]}"
 
 
+class _Server(ThreadingHTTPServer):
+    """A client that gave up (its timeout, a worker stopping) is part of every replay: it is
+    logged, not printed with a traceback over the replay's progress."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logging.getLogger("celery_resilience_harness.fake_services").debug(
+            "request from %s ended early", client_address, exc_info=True
+        )
+
+
 class FakeServices:
     """The fake providers, database and Sentry behind one ``ThreadingHTTPServer``."""
 
@@ -114,7 +127,7 @@ class FakeServices:
         }
         self.database = FakeDatabase(database)
         self.sentry = SentryCollector()
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self.httpd = _Server((host, port), _handler(self))
         self.httpd.daemon_threads = True
         self.httpd.request_queue_size = 256
         self.port = int(self.httpd.server_address[1])
