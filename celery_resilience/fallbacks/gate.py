@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-from .alignment import matches_any
+from .alignment import lemmas, matches_any
 from .similarity import content_words, words
 
 __all__ = ["Facts", "facts", "opposed", "quality"]
@@ -117,27 +117,12 @@ def _entities() -> frozenset[str]:
     )
 
 
-@lru_cache(maxsize=16384)
-def stems(word: str) -> frozenset[str]:
-    """The word and the forms it may be inflected from: cheapest -> cheap, raised -> raise."""
-    found = {word}
-    for suffix, replacement in (("iest", "y"), ("ier", "y"), ("ies", "y"), ("est", ""), ("er", ""),
-                                ("est", "e"), ("er", "e"), ("ed", ""), ("ed", "e"), ("ing", ""),
-                                ("ing", "e"), ("es", ""), ("s", ""), ("ly", "")):  # fmt: skip
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            root = word[: -len(suffix)] + replacement
-            found.add(root)
-            if len(root) > 3 and root[-1] == root[-2]:  # biggest -> bigg -> big
-                found.add(root[:-1])
-    return frozenset(found)
-
-
 def opposed(new_only: set[str], old_only: set[str]) -> bool:
     """A word only in one question is the opposite of a word only in the other."""
     table = _opposites()
-    old_stems = set().union(*(stems(word) for word in old_only)) if old_only else set()
+    old_stems = set().union(*(lemmas(word) for word in old_only)) if old_only else set()
     for word in new_only:
-        for form in stems(word):
+        for form in lemmas(word):
             if table.get(form, frozenset()) & old_stems:
                 return True
     return False
