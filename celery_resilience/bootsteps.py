@@ -92,8 +92,10 @@ class _WorkerThreads:
         task_prerun.connect(self._began, weak=True, dispatch_uid=self._uid)
 
     def _began(self, sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is self.app:
-            self.ids.add(threading.get_native_id())
+        # Run before every task: a thread already known costs one set lookup.
+        native = threading.get_native_id()
+        if native not in self.ids and getattr(sender, "app", None) is self.app:
+            self.ids.add(native)
 
     def __call__(self) -> frozenset[int]:
         return frozenset(self.ids)
