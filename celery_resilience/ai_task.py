@@ -283,7 +283,7 @@ class AITask(ResilientTask):
         if call is not None:
             resilience.breakers.record(call, None)
         if provider is not None:
-            resilience.quota.succeeded(provider)
+            resilience.quota.succeeded(provider, reservation)
         if self.cache_prompt is not None:
             self._remember_answer(resilience, args, kwargs, result)
         return result

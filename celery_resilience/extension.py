@@ -238,16 +238,15 @@ class Resilience:
     def provider_hooks(self, provider: str, *, asynchronous: bool = False) -> dict[str, list[Any]]:
         """``event_hooks`` for the HTTP client a provider's SDK sends through (``httpx2`` or
         ``httpx``), so that every response steers ``provider``'s budget (its headers) and
-        settles the guarded call's reservation (its ``usage``)::
+        settles the guarded call's reservation (its ``usage``, streamed or not)::
 
             client = OpenAI(http_client=httpx2.Client(event_hooks=resilience.provider_hooks("openai")))
 
-        ``asynchronous=True`` for an async client."""
-        if provider not in self.quota.providers:
-            raise ValueError(
-                f"no provider budget named {provider!r}; configured in resilience_providers: "
-                f"{sorted(self.quota.providers)}"
-            )
+        ``asynchronous=True`` for an async client. A provider without a budget in
+        ``resilience_providers`` gets hooks all the same, which count its 429s: removing a
+        budget from the settings must not break the code that builds the client."""
+        if not isinstance(provider, str) or not provider:
+            raise ValueError(f"provider_hooks needs a provider's name, not {provider!r}")
         make = async_response_hook if asynchronous else response_hook
         return {"response": [make(self.quota, provider, self.clock)]}
 

@@ -36,6 +36,7 @@ __all__ = [
     "FALLBACK",
     "FALLBACK_EXHAUSTED",
     "PROVIDER_429",
+    "PROVIDER_UNSETTLED",
     "RETRY_REFUSED",
     "CACHE_CHECKED",
     "CACHE_DISAGREED",
@@ -51,6 +52,7 @@ __all__ = [
     "count_fallback",
     "count_fallback_exhausted",
     "count_provider_429",
+    "count_unsettled",
     "count_retry_refused",
     "count_cache_check",
     "provider_call_fields",
@@ -84,6 +86,8 @@ BREAKER_OPEN_SECONDS = "breaker_open_seconds:"
 FALLBACK = "fallback:"
 FALLBACK_EXHAUSTED = "fallback_exhausted"
 PROVIDER_429 = "provider_429:"
+# + provider: calls of a token budget that no response settled (no hooks, a stream without usage)
+PROVIDER_UNSETTLED = "provider_unsettled:"
 RETRY_REFUSED = "retry_refused:"
 CACHE_CHECKED = "cache_checked:"
 CACHE_DISAGREED = "cache_disagreed:"
@@ -184,3 +188,8 @@ def count_cache_check(count: Count, task: str, agreed: bool) -> None:
 def count_provider_429(count: Count, provider: str) -> None:
     """A provider answered 429 despite its budget."""
     count({PROVIDER_429 + provider: 1})
+
+
+def count_unsettled(count: Count, provider: str, calls: int) -> None:
+    """Calls of a token budget that ended without the provider's count settling them."""
+    count({PROVIDER_UNSETTLED + provider: calls})

@@ -27,6 +27,7 @@ from .counters import (
     GRACED,
     PROVIDER_429,
     PROVIDER_SCOPE,
+    PROVIDER_UNSETTLED,
     PUBLISH_FAILED,
     REJECTED,
     REQUESTS,
@@ -62,6 +63,7 @@ class MinuteSummary:
     breaker_open_seconds: Mapping[str, float] = field(default_factory=dict)
     provider_calls: Mapping[str, float] = field(default_factory=dict)
     provider_429s: Mapping[str, float] = field(default_factory=dict)
+    provider_unsettled: Mapping[str, float] = field(default_factory=dict)
     retries_refused: Mapping[str, float] = field(default_factory=dict)
     # Per task: the provider's answers compared with the cache's, and those that differed.
     cache_checks: Mapping[str, float] = field(default_factory=dict)
@@ -106,6 +108,7 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         breaker_open_seconds=_prefixed(fields, BREAKER_OPEN_SECONDS),
         provider_calls=_prefixed(provider, calls),
         provider_429s=_prefixed(fields, PROVIDER_429),
+        provider_unsettled=_prefixed(fields, PROVIDER_UNSETTLED),
         retries_refused=_prefixed(fields, RETRY_REFUSED),
         cache_checks=_prefixed(fields, CACHE_CHECKED),
         cache_disagreements=_prefixed(fields, CACHE_DISAGREED),

@@ -1,32 +1,39 @@
 """A provider's budget in several units: requests, and tokens (in total, or input and
 output apart), each over its own period, all shared by every worker.
 
-Providers count in their own sliding windows, so the budget must keep *every* window of
-the period within the count, not just the average. A bucket holding the whole period's
-count lets twice the count through in the first period (the full bucket, then its
-refill). So each unit is a bucket of a small ``burst`` (a tenth of the count by default)
-refilled at ``(count - burst)`` per period: over any window of the period at most
-``burst + (count - burst) = count`` goes out. The period is stretched by
-``WINDOW_MARGIN`` (and at least ``WINDOW_SLACK`` seconds) so that calls admitted at the
-edges of a window and arriving a little late or early (network, a worker's first
-connection, scheduling) still fall inside the provider's count.
+Providers count each unit over a sliding window: a call counts from when it arrives
+until a period later, at its reserved cost until it is answered, then at what it used.
+The budget keeps the same ledger. Each unit is a window of reservations (when each was
+made, what it costs now); a call is admitted when the window's sum plus its cost fits
+the count, so any window of the period holds up to the count, whatever the output cap,
+and never more. A reservation counts for the period stretched by ``WINDOW_MARGIN`` (and
+at least ``WINDOW_SLACK`` seconds), so that a call admitted at the edge of a window and
+arriving a little later (network, a worker's first connection, scheduling) is still
+counted when the provider counts it.
 
 A call takes from every unit at once or from none (``take_all``): a call refused for
-tokens has not spent a request. What a call took is an estimate; ``adjust`` gives back
-the difference from what the provider counted (or takes the excess, leaving the bucket
-in debt, so that later calls wait for it).
+tokens has not spent a request. What a call took is an estimate; ``settle`` sets it to
+what the provider counted. A 429 fills the window until the wait the provider named
+(``block``); headers that say less is left than the window thinks hold the difference
+(``hold_to``).
+
+Queued calls book their turn at enqueue on a timetable of their own: a bucket per unit
+that may go into debt (``schedule``), refilled at the count per stretched period.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..admission.bucket import BucketSpec, BucketState
 from ..rates import Rate
 
 __all__ = [
+    "BLOCKED",
+    "HELD",
     "INPUT_TOKENS",
     "OUTPUT_TOKENS",
     "REQUESTS",
@@ -34,13 +41,17 @@ __all__ = [
     "UNITS",
     "WINDOW_MARGIN",
     "WINDOW_SLACK",
+    "Ledger",
     "ProviderBudget",
+    "Said",
     "UnitBudget",
+    "Window",
     "adjust",
-    "cap",
-    "default_burst",
+    "block",
+    "hold_to",
     "refilled",
     "schedule",
+    "settle",
     "stretched",
     "take_all",
 ]
@@ -49,50 +60,53 @@ REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS = "requests", "tokens", "input_tok
 UNITS = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
 
 # Share by which each unit's period is stretched, for calls that reach the provider a
-# little later or earlier than they were admitted.
+# little later than they were admitted.
 WINDOW_MARGIN = 0.02
 WINDOW_SLACK = 0.5
 
+# Entries that are not calls: a 429's wait, and what the headers say is gone. Call ids
+# are hexadecimal, so neither can collide with one.
+BLOCKED, HELD = "~blocked", "~held"
+
 
 def stretched(period: float) -> float:
-    """The period a unit's bucket refills over: the provider's, with room for arrival jitter."""
+    """How long a reservation counts: the provider's period, with room for arrival jitter."""
     return period + max(period * WINDOW_MARGIN, WINDOW_SLACK)
 
 
-def default_burst(count: float) -> int:
-    """A tenth of the period's count, at least one, and always less than the count (a
-    burst of the whole count would leave nothing to refill within the window)."""
-    if count <= 1:
-        return 1
-    return max(1, min(math.ceil(count) - 1, math.ceil(count / 10)))
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A unit as the store keeps it: up to ``count`` within any ``span`` seconds."""
+
+    count: float
+    span: float
+
+    def timetable(self) -> BucketSpec:
+        """The bucket queued calls book their turn on: a window's count, refilled over the span."""
+        return BucketSpec(
+            capacity=self.count,
+            refill=self.count / self.span,
+            grace_limit=0,
+            grace_period=self.span,
+            grace_allowed=False,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class UnitBudget:
-    """``rate`` of one unit per period, of which ``burst`` may go out at once."""
+    """``rate`` of one unit per period: the provider's count per its window."""
 
     rate: Rate
-    burst: int
     # Learned from the provider's answers (``providers/learned.py``); ``rate`` is the guess
     # it starts from.
     learned: bool = False
 
     def at(self, per_second: float) -> UnitBudget:
-        """The same unit at a learned rate, with the default burst for it."""
-        count = max(1.0, per_second * self.rate.period)
-        return UnitBudget(Rate(count, self.rate.period), default_burst(count), self.learned)
+        """The same unit at a learned rate."""
+        return UnitBudget(Rate(max(1.0, per_second * self.rate.period), self.rate.period), self.learned)
 
-    def spec(self) -> BucketSpec:
-        period = stretched(self.rate.period)
-        # A count of one per period: the next is due a full (stretched) period after it.
-        refill = (self.rate.count - self.burst if self.rate.count > self.burst else self.rate.count) / period
-        return BucketSpec(
-            capacity=self.burst,
-            refill=refill,
-            grace_limit=0,
-            grace_period=self.rate.period,
-            grace_allowed=False,
-        )
+    def window(self) -> Window:
+        return Window(self.rate.count, stretched(self.rate.period))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,48 +119,125 @@ class ProviderBudget:
         return next((budget for unit, budget in self.units if unit == name), None)
 
 
+@dataclass(frozen=True, slots=True)
+class Said:
+    """What the provider said of one unit after a call: what it counted for the call (None:
+    nothing to settle), what is left and the seconds until its reset (None: not said)."""
+
+    counted: float | None = None
+    left: float | None = None
+    reset: float | None = None
+
+
+@dataclass(slots=True)
+class Ledger:
+    """One unit's reservations: ``(at, id)`` in time order, each id's cost, and their sum.
+    ``store/lua/budget.lua`` keeps the same as a sorted set, a hash and a sum."""
+
+    entries: list[tuple[float, str]] = field(default_factory=list)
+    costs: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+
+    def add(self, at: float, entry: str, cost: float) -> None:
+        self.remove(entry)
+        bisect.insort(self.entries, (at, entry))
+        self.costs[entry] = cost
+        self.total += cost
+
+    def remove(self, entry: str) -> None:
+        cost = self.costs.pop(entry, None)
+        if cost is None:
+            return
+        self.entries = [item for item in self.entries if item[1] != entry]
+        self.total -= cost
+
+    def expire(self, now: float, span: float) -> None:
+        """Forget what no longer counts: reservations made ``span`` or more seconds ago."""
+        cut = bisect.bisect_right(self.entries, (now - span, "\uffff"))
+        for _, entry in self.entries[:cut]:
+            self.total -= self.costs.pop(entry)
+        del self.entries[:cut]
+        if not self.entries:
+            self.total = 0.0  # no float drift survives an empty window
+
+    def wait_for(self, amount: float, window: Window, now: float) -> float:
+        """Seconds until ``amount`` fits (0.0: now), as the oldest reservations leave."""
+        excess = self.total + amount - window.count
+        if excess <= 0:
+            return 0.0
+        freed = 0.0
+        for at, entry in self.entries:
+            freed += self.costs[entry]
+            if freed >= excess:
+                return max(0.0, at + window.span - now)
+        return window.span  # not reached while amount <= count
+
+
+def take_all(
+    ledgers: Sequence[Ledger], windows: Sequence[Window], amounts: Sequence[float], entry: str, now: float
+) -> float:
+    """Reserve ``amounts[i]`` in ledger ``i`` under ``entry``, in all of them or none.
+    Returns 0.0 when taken, else the seconds until every amount fits. An amount above a
+    unit's count is taken as the whole count (it could never be granted otherwise)."""
+    wait = 0.0
+    for ledger, window, amount in zip(ledgers, windows, amounts, strict=True):
+        ledger.expire(now, window.span)
+        wait = max(wait, ledger.wait_for(min(amount, window.count), window, now))
+    if wait > 0:
+        return wait
+    for ledger, window, amount in zip(ledgers, windows, amounts, strict=True):
+        ledger.add(now, entry, min(amount, window.count))
+    return 0.0
+
+
+def settle(ledger: Ledger, entry: str, cost: float) -> None:
+    """The provider counted ``cost`` for the call: it counts that until it leaves the window
+    (a reservation that already left stays gone)."""
+    if entry in ledger.costs:
+        ledger.total += cost - ledger.costs[entry]
+        ledger.costs[entry] = cost
+
+
+def block(ledger: Ledger, window: Window, now: float, seconds: float) -> float:
+    """A 429: nothing fits for ``seconds``. Returns the window's sum before (what the
+    provider had accepted when it refused)."""
+    ledger.expire(now, window.span)
+    before = ledger.total - ledger.costs.get(BLOCKED, 0.0) - ledger.costs.get(HELD, 0.0)
+    ends = now + seconds - window.span
+    previous = next((at for at, entry in ledger.entries if entry == BLOCKED), None)
+    ledger.add(max(ends, previous if previous is not None else ends), BLOCKED, window.count)
+    return max(0.0, before)
+
+
+def hold_to(ledger: Ledger, window: Window, now: float, left: float, reset: float | None) -> None:
+    """The provider says only ``left`` is left (another client on the key, an estimate
+    short of its count): with nothing left, nothing fits until its reset; else the window
+    holds the difference until then."""
+    ends_in = min(reset, window.span) if reset is not None else window.span
+    if left < 1:
+        block(ledger, window, now, ends_in)
+        return
+    ledger.expire(now, window.span)
+    gone = ledger.total + left - window.count  # negative: the window thinks more is left
+    if gone >= 0:
+        return
+    held = ledger.costs.get(HELD, 0.0) - gone
+    ledger.add(now + ends_in - window.span, HELD, min(held, window.count))
+
+
 def refilled(state: BucketState | None, spec: BucketSpec, now: float) -> BucketState:
-    """The bucket as it stands at ``now`` (a missing one is full)."""
+    """A timetable bucket as it stands at ``now`` (a missing one is full)."""
     if state is None:
         return BucketState(tokens=spec.capacity, stamp=now)
     tokens = min(spec.capacity, state.tokens + max(0.0, now - state.stamp) * spec.refill)
     return BucketState(tokens, max(now, state.stamp), state.grace_window, state.grace_used)
 
 
-def take_all(
-    states: Sequence[BucketState | None],
-    specs: Sequence[BucketSpec],
-    amounts: Sequence[float],
-    now: float,
-) -> tuple[list[BucketState], float]:
-    """Take ``amounts[i]`` from bucket ``i``, from all of them or none. Returns the new
-    states and 0.0, or the unchanged (refilled) states and the seconds until every
-    bucket holds its amount. ``store/lua/budget.lua`` is the same arithmetic."""
-    current = [refilled(state, spec, now) for state, spec in zip(states, specs, strict=True)]
-    wait = 0.0
-    for state, spec, amount in zip(current, specs, amounts, strict=True):
-        if state.tokens < amount:
-            wait = max(wait, (amount - state.tokens) / spec.refill if spec.refill > 0 else math.inf)
-    if wait > 0:
-        return current, wait
-    return [
-        BucketState(state.tokens - amount, state.stamp, state.grace_window, state.grace_used)
-        for state, amount in zip(current, amounts, strict=True)
-    ], 0.0
-
-
 def adjust(state: BucketState | None, spec: BucketSpec, now: float, delta: float) -> BucketState:
-    """Give ``delta`` back (or, negative, take it): never past a full bucket, and into
-    debt when the provider counted more than was taken."""
+    """Give ``delta`` back to a timetable bucket (or, negative, take it): never past full."""
     current = refilled(state, spec, now)
     tokens = min(spec.capacity, current.tokens + delta)
     return BucketState(tokens, current.stamp, current.grace_window, current.grace_used)
-
-
-def cap(state: BucketState | None, spec: BucketSpec, now: float, most: float) -> BucketState:
-    """Hold no more than ``most``: the provider says that is all that is left."""
-    current = refilled(state, spec, now)
-    return BucketState(min(current.tokens, most), current.stamp, current.grace_window, current.grace_used)
 
 
 def schedule(

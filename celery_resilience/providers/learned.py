@@ -8,11 +8,14 @@ says, shared by every worker through the store:
   ``anthropic-ratelimit-*-limit``) sets it outright: the provider is the ground truth;
 - otherwise additive increase, multiplicative decrease (AIMD), as TCP finds a link's
   capacity: a 429 cuts the rate to ``DECREASE`` of itself, at most once per
-  ``COOL_DOWN`` (the 429s of calls already in flight say the same thing again); while
-  calls succeed and the budget is what held them back, the rate grows back towards the
-  rate at the last cut by ``INCREASE`` of it per second, and past it (the limit may
-  have risen) by ``PROBE`` of itself per second, as CUBIC probes. For ``QUIET`` seconds
-  after a cut it does not grow: the calls held back then were held by the 429's drain.
+  ``COOL_DOWN`` (the 429s of calls already in flight say the same thing again), and at
+  least to what the window held when the provider refused (more than that cannot fit);
+  while calls succeed and the budget is what held them back, the rate grows back towards
+  the rate at the last cut by ``INCREASE`` of it per second, and past it (the limit may
+  have risen) by ``PROBE`` of itself per second for each second since the last cut, as
+  CUBIC probes: gently near the last limit, fast once it has held a while. For ``QUIET``
+  seconds after a cut it does not grow: the calls held back then were held by the 429's
+  drain.
 
 Each process keeps the rate for ``REFRESH`` seconds and shares what it learns at once:
 every worker follows a cut within that time. ``store/lua/learn.lua`` is the same
@@ -67,18 +70,26 @@ class LearnedRate:
 
 
 def learned(
-    state: LearnedRate | None, event: str, now: float, start: float, value: float = 0.0
+    state: LearnedRate | None,
+    event: str,
+    now: float,
+    start: float,
+    value: float = 0.0,
+    accepted: float = 0.0,
 ) -> LearnedRate:
     """The rate after ``event``: ``grow`` (calls succeeded while held back), ``cut`` (a 429
-    that drained the budget for ``value`` seconds), ``set`` (the provider stated ``value``
-    per second) or ``read``."""
+    that drained the budget for ``value`` seconds, when the window held ``accepted`` per
+    second), ``set`` (the provider stated ``value`` per second) or ``read``."""
     current = state or LearnedRate(start, start, now, 0.0)
     if event == SET and value > 0:
         return LearnedRate(value, value, now, current.cut_at)
     if event == CUT:  # ``value``: how long the 429 drained the budget
         if now - current.cut_at < COOL_DOWN:
             return current
-        rate = max(start * FLOOR, current.rate * DECREASE)
+        rate = current.rate * DECREASE
+        if accepted > 0:
+            rate = min(rate, accepted)
+        rate = max(start * FLOOR, rate)
         # The cut counts from the drain's end: no second cut, and no growth, before then.
         return LearnedRate(rate, current.rate, now, now + max(0.0, value))
     if event == GROW:
@@ -88,13 +99,15 @@ def learned(
         if current.rate < current.ceiling:
             rate = min(current.ceiling, current.rate + INCREASE * current.ceiling * elapsed)
         else:
-            rate = current.rate * (1.0 + PROBE * elapsed)
+            rate = current.rate * (1.0 + PROBE * elapsed * max(1.0, now - current.cut_at))
         return LearnedRate(rate, current.ceiling, now, current.cut_at)
     return current
 
 
 class LearnStore(Protocol):
-    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
+    def learn(
+        self, provider: str, unit: str, event: str, start: float, value: float, accepted: float = 0.0
+    ) -> float:
         """Apply ``event`` to the provider's learned unit; its rate per second now."""
 
 
@@ -124,8 +137,8 @@ class LearnedRates:
             self._grown[(provider, unit)] = now
         self._send(provider, unit, GROW, start, 0.0)
 
-    def cut(self, provider: str, unit: str, start: float, drained: float) -> None:
-        self._send(provider, unit, CUT, start, drained)
+    def cut(self, provider: str, unit: str, start: float, drained: float, accepted: float = 0.0) -> None:
+        self._send(provider, unit, CUT, start, drained, accepted=accepted)
 
     def stated(self, provider: str, unit: str, start: float, per_second: float) -> None:
         """The provider stated the unit's limit; only a change is sent."""
@@ -136,10 +149,17 @@ class LearnedRates:
         self._send(provider, unit, SET, start, per_second)
 
     def _send(
-        self, provider: str, unit: str, event: str, start: float, value: float, fallback: float = 0.0
+        self,
+        provider: str,
+        unit: str,
+        event: str,
+        start: float,
+        value: float,
+        fallback: float = 0.0,
+        accepted: float = 0.0,
     ) -> float:
         try:
-            rate = self._store().learn(provider, unit, event, start, value)
+            rate = self._store().learn(provider, unit, event, start, value, accepted)
         except StoreUnavailable as error:
             logger.warning("learned %s budget of %r not shared: %s", unit, provider, error)
             with self._lock:

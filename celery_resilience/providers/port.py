@@ -6,14 +6,15 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..admission.bucket import BucketSpec
+from .budget import Said, Window
 from .retry_budget import RetryBudget
 
 __all__ = ["ProviderStore"]
 
 
 class ProviderStore(Protocol):
-    def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
-        """The keys of a provider's unit buckets, and their shard."""
+    def provider_windows(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
+        """The keys of a provider's unit windows (two per unit), and their shard."""
 
     def provider_timetable(self, provider: str, units: tuple[str, ...]) -> list[str]:
         """The keys of the buckets queued calls book their turn on (one shard with the units)."""
@@ -22,17 +23,32 @@ class ProviderStore(Protocol):
         self,
         keys: Sequence[str],
         shard: int,
-        specs: Sequence[BucketSpec],
+        windows: Sequence[Window],
         amounts: Sequence[float],
         provider: str,
+        entry: str,
     ) -> float:
-        """Take every amount or none (``budget.take_all``), counted as the provider's call
-        admitted or throttled; 0.0 when taken, else seconds until all would fit."""
+        """Reserve every amount under ``entry`` or none (``budget.take_all``), counted as
+        the provider's call admitted or throttled; 0.0 when taken, else seconds until all fit."""
 
-    def budget_adjust(
-        self, keys: Sequence[str], specs: Sequence[BucketSpec], deltas: Sequence[float]
+    def budget_settle(
+        self,
+        keys: Sequence[str],
+        windows: Sequence[Window],
+        entry: str,
+        said: Sequence[Said],
+        timetable: Sequence[str],
+        specs: Sequence[BucketSpec],
+        deltas: Sequence[float],
     ) -> None:
-        """Give ``deltas[i]`` back to bucket ``i``, or take it when negative (``budget.adjust``)."""
+        """In one round trip: per window ``i``, set ``entry`` to what the provider counted
+        (``budget.settle``) and hold the window to what it says is left (``budget.hold_to``);
+        give ``deltas[j]`` back to timetable bucket ``j`` (``budget.adjust``)."""
+
+    def budget_block(
+        self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
+    ) -> list[float]:
+        """Nothing fits window ``i`` for ``seconds[i]`` (``budget.block``); each window's sum before."""
 
     def budget_schedule(
         self,
@@ -45,17 +61,13 @@ class ProviderStore(Protocol):
         """Book a queued call on the provider's timetable (``budget.schedule``): whether it
         was booked, and the wait until its turn."""
 
-    def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
-        """Hold no more than ``most[i]`` in bucket ``i``: what the provider says is left."""
-
     def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
         """Count ``firsts`` first attempts; with ``ask``, take one retry if it fits (True)."""
 
-    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
+    def learn(
+        self, provider: str, unit: str, event: str, start: float, value: float, accepted: float = 0.0
+    ) -> float:
         """Apply ``event`` to the provider's learned unit (``learned.learned``); its rate now."""
-
-    def drain(self, bucket_key: str, spec: BucketSpec, seconds: float) -> None:
-        """Empty a bucket so that its next unit is due in ``seconds``."""
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         """Add to the current minute's metric counters."""

@@ -1,27 +1,28 @@
 """The provider quota guard: stay under a provider's own limits instead of finding them by 429s.
 
 Before each call a worker reserves the call's cost in every unit the provider's budget
-counts (a request, and the estimated tokens), from buckets every worker shares. A spent
-budget names the wait; the caller runs again then, without calling the provider and
-without counting a failure. After the call, the reservation is reconciled with what the
-provider counted (the response's ``usage``) and the buckets are brought into line with
-what the provider says is left (its rate-limit headers). A 429 anyway drains the budget
-for the wait the provider named, or for the rest of the period.
+counts (a request, and the estimated tokens), in sliding windows every worker shares. A
+spent budget names the wait; the caller runs again then, without calling the provider
+and without counting a failure. After the call, the reservation is settled to what the
+provider counted (the response's ``usage``) and the windows are brought into line with
+what the provider says is left (its rate-limit headers), in one round trip. A 429 anyway
+fills the windows for the wait the provider named, or for the rest of the period.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from ..admission.bucket import BucketSpec
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import StoreUnavailable
 from ..monitoring.counters import count_provider_429
-from .budget import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, ProviderBudget, UnitBudget
+from .blind import BlindBudgets
+from .budget import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, ProviderBudget, Said, UnitBudget, Window
 from .learned import LearnedRates
 from .port import ProviderStore
 from .settings import ProviderSettings
@@ -43,9 +44,15 @@ class Reservation:
     provider: str
     task: str
     taken: dict[str, float]
+    # The call's entry in every unit's window.
+    entry: str = field(default_factory=lambda: secrets.token_hex(8))
     settled: bool = field(default=False)
+    # What the provider counted, over every response of the call so far.
+    counted: dict[str, float] = field(default_factory=dict)
     # What the call booked on the provider's timetable when it was published, if it did.
     booked: dict[str, float] | None = None
+    # A streamed response whose events carried no usage (settled by nothing).
+    streamed: bool = False
 
 
 _current: ContextVar[Reservation | None] = ContextVar("celery_resilience_reservation", default=None)
@@ -76,13 +83,13 @@ def _cost(unit: str, input_tokens: float, output_tokens: float) -> float:
 
 
 def _amounts(
-    units: Sequence[str], specs: Sequence[BucketSpec], input_tokens: float, output_tokens: float
+    units: Sequence[str], windows: Sequence[Window], input_tokens: float, output_tokens: float
 ) -> list[float]:
-    """A call's cost in each unit; above a unit's burst, the whole burst (it could never be
+    """A call's cost in each unit; above a unit's count, the whole count (it could never be
     granted otherwise)."""
     return [
-        min(spec.capacity, _cost(unit, input_tokens, output_tokens))
-        for unit, spec in zip(units, specs, strict=True)
+        min(window.count, _cost(unit, input_tokens, output_tokens))
+        for unit, window in zip(units, windows, strict=True)
     ]
 
 
@@ -93,38 +100,50 @@ class ProviderQuota:
         self.providers: Mapping[str, ProviderBudget] = dict(settings.budgets)
         self.outputs = OutputObserver()
         self.learned = LearnedRates(store, clock)
+        self.blind = BlindBudgets(store)
         self._counter = settings.token_counter
         self._store, self._clock = store, clock
-        self._fixed: dict[str, tuple[tuple[str, ...], tuple[BucketSpec, ...]]] = {
-            name: (tuple(unit for unit, _ in budget.units), tuple(b.spec() for _, b in budget.units))
+        self._fixed: dict[str, tuple[tuple[str, ...], tuple[Window, ...]]] = {
+            name: (tuple(unit for unit, _ in budget.units), tuple(b.window() for _, b in budget.units))
             for name, budget in self.providers.items()
             if not any(b.learned for _, b in budget.units)
         }
         self._held_back: dict[str, float] = {}  # provider -> when a call last had to wait
 
-    def _units(self, provider: str) -> tuple[tuple[str, ...], tuple[BucketSpec, ...]]:
-        """Each unit and its bucket now: learned units at their shared learned rate."""
+    def _units(self, provider: str) -> tuple[tuple[str, ...], tuple[Window, ...]]:
+        """Each unit and its window now: learned units at their shared learned rate."""
         fixed = self._fixed.get(provider)
         if fixed is not None:
             return fixed
         budget = self.providers[provider]
-        specs = tuple(
-            b.at(self.learned.rate(provider, unit, b.rate.per_second)).spec() if b.learned else b.spec()
+        windows = tuple(
+            b.at(self.learned.rate(provider, unit, b.rate.per_second)).window() if b.learned else b.window()
             for unit, b in budget.units
         )
-        return tuple(unit for unit, _ in budget.units), specs
+        return tuple(unit for unit, _ in budget.units), windows
 
     def _learned_units(self, provider: str) -> list[tuple[str, UnitBudget]]:
         """The provider's learned units (their ``rate`` is the starting guess)."""
-        if provider in self._fixed:
+        if provider in self._fixed or provider not in self.providers:
             return []
         return [(unit, b) for unit, b in self.providers[provider].units if b.learned]
 
     def counts_tokens(self, provider: str) -> bool:
-        return any(unit != REQUESTS for unit, _ in self.providers[provider].units)
+        budget = self.providers.get(provider)
+        return budget is not None and any(unit != REQUESTS for unit, _ in budget.units)
 
-    def succeeded(self, provider: str) -> None:
-        """A call went through: learned units grow while they are what holds calls back."""
+    def count(self, fields: Mapping[str, float]) -> None:
+        """Add to the store's metrics; an outage is logged, never raised."""
+        try:
+            self._store().count(fields)
+        except StoreUnavailable as error:
+            logger.debug("could not count %s: %s", dict(fields), error)
+
+    def succeeded(self, provider: str, reservation: Reservation | None = None) -> None:
+        """A call went through: learned units grow while they are what holds calls back; a
+        token reservation that nothing settled is a blind budget."""
+        if reservation is not None and not reservation.settled and self.counts_tokens(provider):
+            self.blind.unsettled(provider, reservation.task, reservation.streamed)
         learned = self._learned_units(provider)
         if not learned:
             return
@@ -152,24 +171,25 @@ class ProviderQuota:
         output_tokens: float = 0.0,
         booked: Mapping[str, float] | None = None,
     ) -> tuple[Reservation | None, float]:
-        """Take a call's cost from every unit at once: ``(reservation, 0.0)`` when granted,
-        ``(None, seconds to wait)`` when not. A cost above a unit's burst takes the whole
-        burst (it could never be granted otherwise). With the store unreachable the call is
-        granted unchecked (the breaker still guards it)."""
-        units, specs = self._units(provider)
-        amounts = _amounts(units, specs, input_tokens, output_tokens)
+        """Reserve a call's cost in every unit's window at once: ``(reservation, 0.0)`` when
+        granted, ``(None, seconds to wait)`` when not. With the store unreachable the call
+        is granted unchecked (the breaker still guards it)."""
+        units, windows = self._units(provider)
+        amounts = _amounts(units, windows, input_tokens, output_tokens)
+        reservation = Reservation(
+            provider, task, dict(zip(units, amounts, strict=True)), booked=dict(booked) if booked else None
+        )
         store = self._store()
         try:
-            keys, shard = store.provider_units(provider, units)
-            wait = store.budget_take(keys, shard, specs, amounts, provider)
+            keys, shard = store.provider_windows(provider, units)
+            wait = store.budget_take(keys, shard, windows, amounts, provider, reservation.entry)
         except StoreUnavailable as error:
             logger.warning("provider quota for %r unchecked: %s", provider, error)
             return None, 0.0
         if wait > 0:
             self._held_back[provider] = self._clock.monotonic()
             return None, wait
-        taken = dict(zip(units, amounts, strict=True))
-        return Reservation(provider, task, taken, booked=dict(booked) if booked else None), 0.0
+        return reservation, 0.0
 
     def book(
         self, provider: str, input_tokens: float, output_tokens: float, horizon: float
@@ -178,8 +198,9 @@ class ProviderQuota:
         what was booked per unit, its turn in ``wait`` seconds (the publish is delayed that
         long); ``(None, wait)``: not within ``horizon``, nothing booked. With the store
         unreachable, ``({}, 0.0)``."""
-        units, specs = self._units(provider)
-        amounts = _amounts(units, specs, input_tokens, output_tokens)
+        units, windows = self._units(provider)
+        amounts = _amounts(units, windows, input_tokens, output_tokens)
+        specs = [window.timetable() for window in windows]
         try:
             booked, wait = self._store().budget_schedule(provider, units, specs, amounts, horizon)
         except StoreUnavailable as error:
@@ -191,111 +212,109 @@ class ProviderQuota:
         """One request's worth of the budget: 0.0 when granted, else seconds to wait."""
         return self.reserve(provider)[1]
 
-    def settle(self, reservation: Reservation, usage: Usage) -> None:
-        """The provider counted ``usage``: give back what the reservation (and the booking)
-        took beyond it, or take what it took short (the next calls wait for it)."""
-        counted = {unit: _cost(unit, usage.input_tokens, usage.output_tokens) for unit in reservation.taken}
-        if reservation.settled:  # a second response in one call: its whole cost is extra
-            deltas = {unit: -cost for unit, cost in counted.items()}
-            booked: dict[str, float] = {}
-        else:
-            deltas = {unit: reservation.taken[unit] - cost for unit, cost in counted.items()}
-            booked = {
-                unit: amount - counted.get(unit, 0.0) for unit, amount in (reservation.booked or {}).items()
-            }
+    def settle(
+        self, reservation: Reservation, usage: Usage, limits: Mapping[str, Limit] | None = None
+    ) -> None:
+        """The provider counted ``usage`` (over every response of the call, the sum): the
+        call's entry counts that from now on, and the timetable gets back what was booked
+        beyond it. ``limits``: what the same response's headers say is left."""
+        first = not reservation.settled
+        for unit in reservation.taken:
+            reservation.counted[unit] = reservation.counted.get(unit, 0.0) + _cost(
+                unit, usage.input_tokens, usage.output_tokens
+            )
+        reservation.counted[REQUESTS] = 1.0 if REQUESTS in reservation.taken else 0.0
         reservation.settled = True
         self.outputs.observe(reservation.task, usage.output_tokens)
-        deltas.pop(REQUESTS, None)  # one call is one request, as estimated
-        booked.pop(REQUESTS, None)
-        self._adjust(
-            reservation.provider,
-            {unit: delta for unit, delta in deltas.items() if abs(delta) >= 1},
-            {unit: delta for unit, delta in booked.items() if abs(delta) >= 1},
+        booked = (
+            {
+                unit: amount - reservation.counted.get(unit, 0.0)
+                for unit, amount in (reservation.booked or {}).items()
+                if unit != REQUESTS
+            }
+            if first
+            else {}
         )
+        self._update(reservation.provider, reservation, dict(reservation.counted), limits or {}, booked)
 
     def give_back(self, reservation: Reservation) -> None:
-        """The call failed before the provider counted its tokens: they are free again, on
-        the buckets and on the timetable."""
+        """The call failed before the provider counted its tokens: they are free again, in
+        the windows and on the timetable (the request stays counted: it may have arrived)."""
         if reservation.settled:
             return
         reservation.settled = True
-        self._adjust(
-            reservation.provider,
-            {unit: taken for unit, taken in reservation.taken.items() if unit != REQUESTS and taken > 0},
-            {unit: amount for unit, amount in (reservation.booked or {}).items() if amount > 0},
-        )
+        counted = {unit: (1.0 if unit == REQUESTS else 0.0) for unit in reservation.taken}
+        booked = {unit: amount for unit, amount in (reservation.booked or {}).items() if unit != REQUESTS}
+        self._update(reservation.provider, reservation, counted, {}, booked)
 
     def follow(self, provider: str, limits: Mapping[str, Limit]) -> None:
-        """The provider's headers say what is left: no unit holds more, and a unit with
-        nothing left is drained until the provider's reset."""
+        """The provider's headers say what is left, outside any call's settlement: no
+        window holds more, and a unit with nothing left is full until the provider's reset."""
+        if provider not in self.providers:
+            return
+        self._update(provider, None, {}, limits, {})
+
+    def _update(
+        self,
+        provider: str,
+        reservation: Reservation | None,
+        counted: Mapping[str, float],
+        limits: Mapping[str, Limit],
+        booked: Mapping[str, float],
+    ) -> None:
+        """One round trip: the call's entry to what was counted, each window to what the
+        headers say is left, the timetable corrected by ``booked``. Nothing to say: no trip."""
         for unit, budget in self._learned_units(provider):
             stated = limits.get(unit)
             if stated is not None and stated.limit is not None and stated.limit > 0:
                 start, period = budget.rate.per_second, budget.rate.period
                 self.learned.stated(provider, unit, start, stated.limit / period)
-        units, specs = self._units(provider)
-        caps: dict[str, float] = {}
-        for unit, spec in zip(units, specs, strict=True):
-            limit = limits.get(unit)
-            if limit is None:
-                continue
-            if limit.remaining < 1:
-                self._drain_unit(provider, unit, spec, limit.reset)
-            elif limit.remaining < spec.capacity:  # a bucket never holds more than its burst
-                caps[unit] = limit.remaining
-        if caps:
-            keys, _ = self._store().provider_units(provider, tuple(caps))
-            by_unit = dict(zip(units, specs, strict=True))
-            try:
-                self._store().budget_cap(keys, [by_unit[unit] for unit in caps], list(caps.values()))
-            except StoreUnavailable as error:
-                logger.warning("could not follow the limits %r reported: %s", provider, error)
-
-    def drain(self, provider: str, seconds: float | None) -> None:
-        """The provider said 429: spend every unit for ``seconds`` (default: one period), and
-        cut the learned ones."""
-        for unit, budget in self._learned_units(provider):
-            drained = seconds if seconds and seconds > 0 else budget.rate.period
-            self.learned.cut(provider, unit, budget.rate.per_second, drained)
-        units, specs = self._units(provider)
-        for unit, spec in zip(units, specs, strict=True):
-            self._drain_unit(provider, unit, spec, seconds)
-        store = self._store()
-        try:
-            _, shard = store.provider_units(provider, units)
-            count_provider_429(lambda fields: store.count(fields, shard), provider)
-        except StoreUnavailable as error:
-            logger.warning("could not count the 429 of %r: %s", provider, error)
-
-    def _drain_unit(self, provider: str, unit: str, spec: BucketSpec, seconds: float | None) -> None:
-        wait = seconds if seconds is not None and seconds > 0 else spec.grace_period
-        store = self._store()
-        try:
-            keys, _ = store.provider_units(provider, (unit,))
-            store.drain(keys[0], spec, wait)
-        except StoreUnavailable as error:
-            logger.warning("could not drain the %s of %r: %s", unit, provider, error)
-
-    def _adjust(
-        self, provider: str, deltas: Mapping[str, float], booked: Mapping[str, float] | None = None
-    ) -> None:
-        """Correct the buckets by ``deltas`` and the timetable by ``booked``, in one call."""
-        booked = {
-            unit: delta
-            for unit, delta in (booked or {}).items()
-            if self.providers[provider].unit(unit) is not None
-        }
-        if not deltas and not booked:
+        units, windows = self._units(provider)
+        said = [
+            Said(
+                counted.get(unit) if reservation is not None else None,
+                *((limits[unit].remaining, limits[unit].reset) if unit in limits else (None, None)),
+            )
+            for unit in units
+        ]
+        corrections = {unit: delta for unit, delta in booked.items() if unit in units and abs(delta) >= 1}
+        if all(unit.counted is None and unit.left is None for unit in said) and not corrections:
             return
-        units, specs = self._units(provider)
-        by_unit = dict(zip(units, specs, strict=True))
+        by_unit = dict(zip(units, windows, strict=True))
         store = self._store()
         try:
-            keys, _ = store.provider_units(provider, tuple(deltas))
-            store.budget_adjust(
-                [*keys, *store.provider_timetable(provider, tuple(booked))],
-                [by_unit[unit] for unit in (*deltas, *booked)],
-                [*deltas.values(), *booked.values()],
+            keys, _ = store.provider_windows(provider, units)
+            store.budget_settle(
+                keys,
+                windows,
+                reservation.entry if reservation is not None else "",
+                said,
+                store.provider_timetable(provider, tuple(corrections)),
+                [by_unit[unit].timetable() for unit in corrections],
+                list(corrections.values()),
             )
         except StoreUnavailable as error:
             logger.warning("could not reconcile the %r budget: %s", provider, error)
+
+    def drain(self, provider: str, seconds: float | None) -> None:
+        """The provider said 429: nothing fits for ``seconds`` (default: one period), and
+        the learned units are cut to what the window held when the provider refused."""
+        units, windows = self._units(provider)
+        budget = self.providers[provider]
+        waits = [
+            seconds if seconds is not None and seconds > 0 else b.rate.period
+            for b in (budget.unit(unit) for unit in units)
+            if b is not None
+        ]
+        store = self._store()
+        try:
+            keys, shard = store.provider_windows(provider, units)
+            held = dict(zip(units, store.budget_block(keys, windows, waits), strict=True))
+            count_provider_429(lambda fields: store.count(fields, shard), provider)
+        except StoreUnavailable as error:
+            logger.warning("could not drain the %r budget: %s", provider, error)
+            held = {}
+        for unit, unit_budget in self._learned_units(provider):
+            drained = seconds if seconds and seconds > 0 else unit_budget.rate.period
+            accepted = held.get(unit, 0.0) / unit_budget.rate.period
+            self.learned.cut(provider, unit, unit_budget.rate.per_second, drained, accepted)

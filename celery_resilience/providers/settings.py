@@ -3,15 +3,15 @@ and ``resilience_retry_budget``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from ..errors import ConfigurationError
+from ..rates import Rate
 from ..validation import SettingsReader, callable_or_path, integer, mapping, named, seconds, share
 from ..validation import rate as parse
-from .budget import REQUESTS, UNITS, ProviderBudget, UnitBudget, default_burst
+from .budget import REQUESTS, UNITS, ProviderBudget, UnitBudget
 from .retry_budget import RetryBudget
 
 __all__ = ["ProviderSettings", "read_provider_settings"]
@@ -66,9 +66,7 @@ def _providers(setting: str, value: object) -> dict[str, ProviderBudget]:
             raise ConfigurationError(where, _EXAMPLE, given)
         if "rate" in given:  # the older spelling: requests alone
             if set(given) - {"rate", "burst"}:
-                raise ConfigurationError(
-                    where, "'rate' (and 'burst') alone; with other units, spell it 'requests'", given
-                )
+                raise ConfigurationError(where, "'rate' alone; with other units, spell it 'requests'", given)
             budgets[name] = ProviderBudget(((REQUESTS, _unit(where, given)),))
             continue
         unknown = set(given) - set(UNITS)
@@ -81,31 +79,28 @@ def _providers(setting: str, value: object) -> dict[str, ProviderBudget]:
 
 
 def _unit(where: str, value: object) -> UnitBudget:
-    """A unit's budget: ``"200000/m"``, ``{"rate": "200000/m", "burst": 30000}``, or
-    ``{"learn": "20000/m"}`` (learned from the provider, starting from that guess)."""
+    """A unit's budget: ``"200000/m"``, ``{"rate": "200000/m"}``, or ``{"learn": "20000/m"}``
+    (learned from the provider, starting from that guess)."""
     if not isinstance(value, Mapping):
-        return _unit_of(where, where, value, None)
+        return UnitBudget(_rate(where, value))
+    if "burst" in value:
+        raise ConfigurationError(
+            f"{where}['burst']",
+            "no burst: a unit is a sliding window, as the provider counts it, and any window of "
+            "the period may hold up to the whole count (remove 'burst')",
+            value["burst"],
+        )
     if "learn" in value:
         if set(value) != {"learn"}:
             raise ConfigurationError(where, "{'learn': '<starting rate>'} alone", value)
-        start = _unit_of(where, f"{where}['learn']", value["learn"], None)
-        return UnitBudget(start.rate, start.burst, learned=True)
-    if set(value) - {"rate", "burst"} or "rate" not in value:
-        raise ConfigurationError(where, "a rate like '1000/m', or {'rate': '1000/m', 'burst': 100}", value)
-    return _unit_of(where, f"{where}['rate']", value["rate"], value.get("burst"))
+        return UnitBudget(_rate(f"{where}['learn']", value["learn"]), learned=True)
+    if set(value) != {"rate"}:
+        raise ConfigurationError(where, "a rate like '1000/m', or {'rate': '1000/m'}", value)
+    return UnitBudget(_rate(f"{where}['rate']", value["rate"]))
 
 
-def _unit_of(where: str, rate_setting: str, given_rate: object, given_burst: object) -> UnitBudget:
-    rate = parse(rate_setting, given_rate)
+def _rate(setting: str, given: object) -> Rate:
+    rate = parse(setting, given)
     if rate.count < 1:
-        raise ConfigurationError(rate_setting, "at least one per period", given_rate)
-    burst = default_burst(rate.count) if given_burst is None else given_burst
-    most = max(1, math.ceil(rate.count) - 1)
-    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= most:
-        raise ConfigurationError(
-            f"{where}['burst']",
-            f"a whole number from 1 to {most} (less than the rate's count, so that no window of "
-            "the period sees more than the count)",
-            burst,
-        )
-    return UnitBudget(rate, burst)
+        raise ConfigurationError(setting, "at least one per period", given)
+    return rate

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_OUTPUT_ESTIMATE",
     "Limit",
     "OutputObserver",
+    "StreamUsage",
     "Usage",
     "estimate_tokens",
     "limits_from_headers",
@@ -183,3 +184,40 @@ class OutputObserver:
         if len(seen) < self._minimum:
             return DEFAULT_OUTPUT_ESTIMATE
         return seen[min(len(seen) - 1, max(0, math.ceil(self._percentile * len(seen)) - 1))]
+
+
+class StreamUsage:
+    """The usage a streamed response reports in its events: OpenAI's last chunk (with
+    ``stream_options={"include_usage": True}``), or Anthropic's ``message_start`` (input)
+    and last ``message_delta`` (output so far)."""
+
+    def __init__(self) -> None:
+        self._input: float | None = None
+        self._output: float | None = None
+
+    def event(self, data: object) -> None:
+        if not isinstance(data, Mapping):
+            return
+        if data.get("type") == "message_start":
+            message = data.get("message")
+            found = usage_from_body(message) if isinstance(message, Mapping) else None
+            if found is not None:
+                self._input, self._output = found.input_tokens, found.output_tokens
+            return
+        if data.get("type") == "message_delta":
+            usage = data.get("usage")
+            if isinstance(usage, Mapping) and "output_tokens" in usage:
+                self._output = _number(usage.get("output_tokens"))
+                if "input_tokens" in usage:  # newer releases restate the input at the end
+                    written = _number(usage.get("cache_creation_input_tokens"))
+                    self._input = _number(usage.get("input_tokens")) + written
+            return
+        found = usage_from_body(data)
+        if found is not None:
+            self._input, self._output = found.input_tokens, found.output_tokens
+
+    @property
+    def usage(self) -> Usage | None:
+        if self._input is None and self._output is None:
+            return None
+        return Usage(self._input or 0.0, self._output or 0.0)

@@ -92,6 +92,12 @@ class KeySpace:
         key, shard = self.provider(name)
         return [key if unit == "requests" else f"{key}:{unit}" for unit in units], shard
 
+    def provider_windows(self, name: str, units: tuple[str, ...]) -> tuple[list[str], int]:
+        """Each unit's sliding window: a sorted set of its reservations by time, then a
+        hash of their costs (two keys per unit, in the units' order, one hash tag)."""
+        keys, shard = self.provider_units(name, units)
+        return [part for key in keys for part in (f"{key}:window", f"{key}:window:cost")], shard
+
     def provider_timetable(self, name: str, units: tuple[str, ...]) -> list[str]:
         """The buckets on which queued calls book their turn, one per unit."""
         return [f"{key}:timetable" for key in self.provider_units(name, units)[0]]

@@ -37,7 +37,7 @@ from ..monitoring.counters import (
     provider_call_fields,
 )
 from ..monitoring.port import SECONDS_PER_MINUTE
-from ..providers.budget import adjust, cap, schedule, take_all
+from ..providers.budget import Ledger, Said, Window, adjust, block, hold_to, schedule, settle, take_all
 from ..providers.learned import LearnedRate, learned
 from ..providers.retry_budget import RetryBudget, retry_allowed, window_slice
 from .keys import KeySpace
@@ -69,6 +69,7 @@ class MemoryStore:
         self._alerts: list[str] = []
         self._retries: dict[str, dict[int, tuple[float, float]]] = {}
         self._learned: dict[tuple[str, str], LearnedRate] = {}
+        self._ledgers: dict[str, Ledger] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -76,44 +77,62 @@ class MemoryStore:
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
         return self.keys.user_bucket(user_id, tier, request_type)
 
-    def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
-        return self.keys.provider_units(provider, units)
+    def provider_windows(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
+        return self.keys.provider_windows(provider, units)
 
     def provider_timetable(self, provider: str, units: tuple[str, ...]) -> list[str]:
         return self.keys.provider_timetable(provider, units)
+
+    def _windows(self, keys: Sequence[str]) -> list[Ledger]:
+        """The ledgers of ``keys`` (a unit's sorted set names it; its hash key is not used here)."""
+        return [self._ledgers.setdefault(key, Ledger()) for key in keys[::2]]
 
     def budget_take(
         self,
         keys: Sequence[str],
         shard: int,
-        specs: Sequence[BucketSpec],
+        windows: Sequence[Window],
         amounts: Sequence[float],
         provider: str,
+        entry: str,
     ) -> float:
         with self._lock:
             now = self._clock()
-            states, wait = take_all([self._bucket(key, now) for key in keys], specs, amounts, now)
+            wait = take_all(self._windows(keys), windows, amounts, entry, now)
             self._add(now, provider_call_fields(provider, wait == 0), PROVIDER_SCOPE)
-            if wait == 0:
-                for key, state, spec in zip(keys, states, specs, strict=True):
-                    self._buckets[key] = (state, now + bucket_ttl(state, spec))
             return wait
 
-    def budget_adjust(
-        self, keys: Sequence[str], specs: Sequence[BucketSpec], deltas: Sequence[float]
+    def budget_settle(
+        self,
+        keys: Sequence[str],
+        windows: Sequence[Window],
+        entry: str,
+        said: Sequence[Said],
+        timetable: Sequence[str],
+        specs: Sequence[BucketSpec],
+        deltas: Sequence[float],
     ) -> None:
         with self._lock:
             now = self._clock()
-            for key, spec, delta in zip(keys, specs, deltas, strict=True):
+            for ledger, window, unit in zip(self._windows(keys), windows, said, strict=True):
+                ledger.expire(now, window.span)
+                if unit.counted is not None:
+                    settle(ledger, entry, unit.counted)
+                if unit.left is not None:
+                    hold_to(ledger, window, now, unit.left, unit.reset)
+            for key, spec, delta in zip(timetable, specs, deltas, strict=True):
                 state = adjust(self._bucket(key, now), spec, now, delta)
                 self._buckets[key] = (state, now + bucket_ttl(state, spec))
 
-    def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
+    def budget_block(
+        self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
+    ) -> list[float]:
         with self._lock:
             now = self._clock()
-            for key, spec, limit in zip(keys, specs, most, strict=True):
-                state = cap(self._bucket(key, now), spec, now, limit)
-                self._buckets[key] = (state, now + bucket_ttl(state, spec))
+            return [
+                block(ledger, window, now, wait)
+                for ledger, window, wait in zip(self._windows(keys), windows, seconds, strict=True)
+            ]
 
     def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
         with self._lock:
@@ -151,9 +170,11 @@ class MemoryStore:
                     self._buckets[key] = (state, now + bucket_ttl(state, spec))
             return booked, wait
 
-    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
+    def learn(
+        self, provider: str, unit: str, event: str, start: float, value: float, accepted: float = 0.0
+    ) -> float:
         with self._lock:
-            state = learned(self._learned.get((provider, unit)), event, self._clock(), start, value)
+            state = learned(self._learned.get((provider, unit)), event, self._clock(), start, value, accepted)
             self._learned[(provider, unit)] = state
             return state.rate
 
@@ -359,6 +380,7 @@ class MemoryStore:
         with self._lock:
             deleted = len(self._buckets) + len(self._metrics) + self._breakers.clear() + len(self._health)
             self._buckets.clear()
+            self._ledgers.clear()
             self._metrics.clear()
             self._health.clear()
             self._caches.clear()
@@ -381,5 +403,6 @@ class MemoryStore:
 
     def _prune(self, now: float) -> None:
         self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
+        self._ledgers = {key: ledger for key, ledger in self._ledgers.items() if ledger.entries}
         oldest = int((now - self._metrics_ttl) // SECONDS_PER_MINUTE)
         self._metrics = {m: c for m, c in self._metrics.items() if m[1] >= oldest}

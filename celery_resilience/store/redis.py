@@ -29,12 +29,11 @@ from ..fallbacks.evidence import Judgement
 from ..fallbacks.port import CacheEntry
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
-from ..monitoring.counters import PROVIDER_SCOPE, REQUESTS, derive
-from ..providers import learned
-from ..providers.retry_budget import RetryBudget
+from ..monitoring.counters import REQUESTS, derive
 from .base import MinuteClock
 from .keys import KeySpace
 from .redis_admission import RedisAdmission
+from .redis_budget import RedisBudgets
 from .redis_cache import RedisCache
 from .topology import CLUSTER, LazyCluster, connect, parse_store_url
 from .transition_feed import Sharding, TransitionFeed
@@ -53,7 +52,7 @@ def load_script(name: str) -> str:
     return (lua / "prelude.lua").read_text() + (lua / f"{name}.lua").read_text()
 
 
-class RedisStore:
+class RedisStore(RedisBudgets):
     def __init__(
         self,
         url: str,
@@ -104,88 +103,6 @@ class RedisStore:
 
     def user_bucket(self, user_id: str | None, tier: str, request_type: str | None) -> tuple[str, int]:
         return self.keys.user_bucket(user_id, tier, request_type)
-
-    def provider_units(self, provider: str, units: tuple[str, ...]) -> tuple[list[str], int]:
-        return self.keys.provider_units(provider, units)
-
-    def provider_timetable(self, provider: str, units: tuple[str, ...]) -> list[str]:
-        return self.keys.provider_timetable(provider, units)
-
-    def budget_take(
-        self,
-        keys: Sequence[str],
-        shard: int,
-        specs: Sequence[BucketSpec],
-        amounts: Sequence[float],
-        provider: str,
-    ) -> float:
-        metrics = self.keys.metrics(shard, self._minutes.minute(), PROVIDER_SCOPE)
-        reply = self._budget_call([*keys, metrics], "take", provider, specs, amounts)
-        return float(reply)
-
-    def budget_adjust(
-        self, keys: Sequence[str], specs: Sequence[BucketSpec], deltas: Sequence[float]
-    ) -> None:
-        self._budget_call(list(keys), "adjust", "", specs, deltas)
-
-    def budget_cap(self, keys: Sequence[str], specs: Sequence[BucketSpec], most: Sequence[float]) -> None:
-        self._budget_call(list(keys), "cap", "", specs, most)
-
-    def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
-        now_arg = "" if self._clock is None else repr(self._clock())
-        args = [now_arg, repr(budget.ratio), repr(budget.window), str(budget.minimum), str(budget.slices)]
-        reply = self._call(
-            self._retry_budget,
-            keys=[self.keys.provider_retries(provider)],
-            args=[*args, str(firsts), "1" if ask else "0"],
-        )
-        return bool(int(reply))
-
-    def budget_schedule(
-        self,
-        provider: str,
-        units: tuple[str, ...],
-        specs: Sequence[BucketSpec],
-        amounts: Sequence[float],
-        horizon: float,
-    ) -> tuple[bool, float]:
-        args: list[str] = ["" if self._clock is None else repr(self._clock()), repr(horizon)]
-        for spec, amount in zip(specs, amounts, strict=True):
-            args += [repr(float(spec.capacity)), repr(spec.refill), repr(float(amount))]
-        booked, wait = self._call(
-            self._schedule, keys=self.keys.provider_timetable(provider, units), args=args
-        )
-        return bool(int(booked)), float(wait)
-
-    def learn(self, provider: str, unit: str, event: str, start: float, value: float) -> float:
-        now_arg = "" if self._clock is None else repr(self._clock())
-        reply = self._call(
-            self._learn,
-            keys=[self.keys.provider_learned(provider)],
-            args=[
-                now_arg,
-                unit,
-                event,
-                repr(start),
-                repr(value),
-                repr(learned.INCREASE),
-                repr(learned.DECREASE),
-                repr(learned.COOL_DOWN),
-                repr(learned.FLOOR),
-                repr(learned.PROBE),
-                repr(learned.QUIET),
-            ],
-        )
-        return float(reply)
-
-    def _budget_call(
-        self, keys: list[str], mode: str, provider: str, specs: Sequence[BucketSpec], amounts: Sequence[float]
-    ) -> Any:
-        now_arg = "" if self._clock is None else repr(self._clock())
-        args: list[str] = [now_arg, mode, provider, str(self._metrics_ttl)]
-        for spec, amount in zip(specs, amounts, strict=True):
-            args += [repr(float(spec.capacity)), repr(spec.refill), repr(float(amount))]
-        return self._call(self._budget, keys=keys, args=args)
 
     @property
     def client(self) -> Any:

@@ -60,7 +60,7 @@ app.conf.update(
         "secondary": {"failure_threshold": 100, "minimum_calls": 1, "recovery_timeout": 60},
     },
     resilience_templates={"ai.ask_primary": "Sorry, we cannot answer {prompt!r} right now."},
-    resilience_providers={"quota": {"rate": "10/s"}, "windowed": {"rate": "20/3s", "burst": 2}},
+    resilience_providers={"quota": {"rate": "10/s"}, "windowed": {"rate": "20/3s"}},
     # Worker health: fast heartbeats, and a tier whose admitted rate the tests can read
     # exactly (no leases, refusals name the wait for the next token).
     resilience_heartbeat_interval=0.5,

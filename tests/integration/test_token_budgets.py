@@ -59,7 +59,7 @@ def in_turn(app: ModuleType, prompts: list[str], url: str) -> list[Any]:
 
 
 def test_what_a_call_did_not_use_is_given_back(app: ModuleType) -> None:
-    """Each call reserves 300 output tokens but uses 20: settled, six calls fit a 700-token burst."""
+    """Each call reserves 300 output tokens but uses 20: settled, six calls fit a 700-token window."""
     provider = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)
     try:
         results = in_turn(app, [f"short question {i}" for i in range(6)], provider.url)
@@ -70,7 +70,7 @@ def test_what_a_call_did_not_use_is_given_back(app: ModuleType) -> None:
 
 
 def test_a_call_that_failed_before_the_provider_counted_it_gives_its_tokens_back(app: ModuleType) -> None:
-    """A 500 spends no tokens: the two calls after it both fit the burst that three reservations exceed."""
+    """A 500 spends no tokens: the two calls after it both fit the window that three reservations exceed."""
     provider = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)
     provider.fail_next = 1
     try:

@@ -28,15 +28,15 @@ app.conf.update(
     resilience_key_prefix=PREFIX,
     resilience_tiers={"standard": {"rate": "100000/s", "burst": 100000}},
     resilience_providers={
-        # A small burst, refilled slowly: what a call reserves and gives back decides
-        # whether the next one fits.
-        "reconciled": {"requests": "100000/m", "tokens": {"rate": "2000/m", "burst": 700}},
+        # A small window: what a call reserves and what it is settled to decide whether
+        # the next one fits.
+        "reconciled": {"requests": "100000/m", "tokens": "700/m"},
         # The provider's own window (3000 tokens in 3 s), as the budget.
-        "windowed": {"requests": "100000/m", "tokens": {"rate": "3000/3s", "burst": 600}},
+        "windowed": {"requests": "100000/m", "tokens": "3000/3s"},
         "retried": {"requests": "100000/m"},
         # Limits nobody wrote down: learned from a guess, from stated limits or from 429s.
         "stated": {"tokens": {"learn": "1000/3s"}},
-        "booked": {"requests": "100000/m", "tokens": {"rate": "1000/10s", "burst": 500}},
+        "booked": {"requests": "100000/m", "tokens": "500/10s"},
         "unstated": {"tokens": {"learn": "6000/3s"}},
     },
     # Over a minute, retries to a provider: two, plus a tenth of the first attempts.

@@ -199,7 +199,7 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str, str]] = [
     (
         {"providers": {"openai": {"rate": "10/m", "burst": 10}}},
         "resilience_providers['openai']['burst']",
-        "from 1 to 9",
+        "no burst: a unit is a sliding window",
     ),
     ({"providers": {"openai": {"rate": "0.5/m"}}}, "resilience_providers['openai']['rate']", "at least one"),
     ({"health_probes": {"db": "no.such.probe"}}, "resilience_health_probes['db']", "importable"),

@@ -28,7 +28,7 @@ def provider() -> Iterator[TokenProvider]:
 
 
 def quota() -> ProviderQuota:
-    conf = {"resilience_providers": {"p": {"tokens": {"rate": "1000/m", "burst": 400}}}}
+    conf = {"resilience_providers": {"p": {"tokens": "400/m"}}}
     store = MemoryStore(KeySpace("hooks", 1))
     return ProviderQuota(read_provider_settings(SettingsReader(conf)), lambda: store)
 

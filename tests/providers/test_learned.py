@@ -43,8 +43,15 @@ def test_success_grows_back_to_the_last_cut_then_probes_past_it() -> None:
     for step in range(1, 4):  # 8.5 -> 9.0 -> 9.5 -> 10.0, and not past it by adding
         back = learned(back, GROW, grown.grown_at + step * 1.5, start=10.0)
     assert back.rate == pytest.approx(10.0)
+    # Past it, PROBE of itself per second, faster the longer the last cut holds.
     probed = learned(back, GROW, back.grown_at + 0.5, start=10.0)
-    assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 0.5))
+    assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 0.5 * (probed.grown_at - state.cut_at)))
+
+
+def test_a_cut_goes_at_least_to_what_the_provider_accepted() -> None:
+    """Refused while the window held 3 a second, a rate of 10 is cut to 3, not to 8."""
+    assert learned(None, CUT, 100.0, start=10.0, accepted=3.0).rate == 3.0
+    assert learned(None, CUT, 100.0, start=10.0, accepted=9.5).rate == pytest.approx(10.0 * DECREASE)
 
 
 def test_a_stated_limit_is_taken_as_it_is() -> None:
@@ -67,18 +74,16 @@ def test_a_store_learns_the_same_way(store: Store, clock: FakeClock) -> None:
     assert store.learn("p", "tokens", READ, 10.0, 0.0) == 25.0
 
 
-def test_a_learned_unit_paces_at_its_learned_rate(store: Store, clock: FakeClock) -> None:
-    """Cut by a 429, the unit's bucket refills at the lower rate for every process sharing the store."""
-    conf = {"resilience_providers": {"p": {"requests": {"learn": "600/m"}}}}
+def test_a_learned_unit_holds_its_learned_count(store: Store, clock: FakeClock) -> None:
+    """Cut by a 429, the unit's window holds the lower count for every process sharing the store."""
+    conf = {"resilience_providers": {"p": {"requests": {"learn": "60/m"}}}}
     settings = read_provider_settings(SettingsReader(conf))
     quota = ProviderQuota(settings, lambda: store, clock)
     other = ProviderQuota(settings, lambda: store, clock)
-    quota.drain("p", 0.001)  # a 429: drained, and cut to 480/m
+    quota.drain("p", 0.001)  # a 429 with nothing in the window: cut to 48/m
     clock.advance(0.002)
-    reservation, _ = other.reserve("p")
-    assert reservation is not None
-    # The next request is due after 1 / refill: (480 - a burst of 48) per stretched minute.
-    assert other.reserve("p")[1] == pytest.approx(stretched(60) / (480 - 48), rel=0.02)
+    assert all(other.reserve("p")[0] is not None for _ in range(48))
+    assert other.reserve("p")[1] == pytest.approx(stretched(60), abs=0.01)
 
 
 def test_learn_takes_a_starting_rate_alone() -> None:

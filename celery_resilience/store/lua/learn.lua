@@ -8,7 +8,9 @@
 -- ARGV[5]  the stated rate per second (set), or the seconds a 429 drained the budget (cut)
 -- ARGV[6]  increase;  ARGV[7] decrease
 -- ARGV[8]  cool-down in seconds;  ARGV[9] floor, a share of the starting rate
--- ARGV[10] probe (growth past the last cut's rate);  ARGV[11] quiet seconds after a cut
+-- ARGV[10] probe (growth past the last cut's rate, per second since that cut)
+-- ARGV[11] quiet seconds after a cut
+-- ARGV[12] cut: what the window held when the provider refused, per second (0: unknown)
 -- Returns  the rate per second, as a string.
 
 local now = clock(ARGV[1])
@@ -25,7 +27,12 @@ if event == "set" and value > 0 then
 elseif event == "cut" then
   if now - cut_at >= tonumber(ARGV[8]) then
     ceiling = rate
-    rate = math.max(start * tonumber(ARGV[9]), rate * tonumber(ARGV[7]))
+    rate = rate * tonumber(ARGV[7])
+    local accepted = tonumber(ARGV[12] or "0")
+    if accepted > 0 then
+      rate = math.min(rate, accepted)
+    end
+    rate = math.max(start * tonumber(ARGV[9]), rate)
     -- the cut counts from the drain's end: no second cut, and no growth, before then
     grown_at, cut_at = now, now + math.max(0, value)
   end
@@ -37,7 +44,7 @@ elseif event == "grow" then
   if rate < ceiling then
     rate = math.min(ceiling, rate + tonumber(ARGV[6]) * ceiling * elapsed)
   else
-    rate = rate * (1 + tonumber(ARGV[10]) * elapsed)
+    rate = rate * (1 + tonumber(ARGV[10]) * elapsed * math.max(1, now - cut_at))
   end
   grown_at = now
 end
