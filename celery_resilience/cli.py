@@ -25,6 +25,7 @@ from .errors import StoreUnavailable
 from .extension import Resilience
 from .load.signals import Severity, queue_severity, severity_rank
 from .monitoring.summary import MetricsReader, MinuteSummary
+from .providers.blind import hint
 from .providers.learned import READ
 from .store import masked_url
 
@@ -52,6 +53,7 @@ def status_report(app: Any) -> dict[str, Any]:
         "breakers": _breakers(ext, now),
         "queues": queues,
         "learned_budgets": _learned_budgets(ext),
+        "blind_budgets": _blind_budgets(reader.minute(current), reader.minute(current - 1)),
         "tiers": _tiers(ext, factors.product),
         "severity": ext.load.severity(worst_queue).value,
         "severity_queue": worst_queue,
@@ -76,6 +78,22 @@ def _learned_budgets(ext: Resilience) -> dict[str, dict[str, Any]]:
                 per_second = ext.store.learn(name, unit, READ, unit_budget.rate.per_second, 0.0)
                 period = unit_budget.rate.period
                 found.setdefault(name, {})[unit] = {"count": per_second * period, "period": period}
+    return found
+
+
+def _blind_budgets(*minutes: MinuteSummary) -> dict[str, dict[str, Any]]:
+    """Token budgets whose calls no response settled, this minute and the last, and the fix."""
+    found: dict[str, dict[str, Any]] = {}
+    for summary in minutes:
+        for streamed, counts in (
+            (False, summary.provider_unsettled),
+            (True, summary.provider_unsettled_streams),
+        ):
+            for provider, calls in counts.items():
+                entry = found.setdefault(provider, {"unsettled_calls": 0.0, "fix": []})
+                entry["unsettled_calls"] += calls
+                if hint(provider, streamed) not in entry["fix"]:
+                    entry["fix"].append(hint(provider, streamed))
     return found
 
 
@@ -164,6 +182,10 @@ def _print_status(report: dict[str, Any]) -> None:
             click.echo(
                 f"  {name:<20} depth {q['depth']}   {q['severity']} {limits}   factor {q['factor']:.2f}"
             )
+    for name, blind in report["blind_budgets"].items():
+        click.echo(
+            f"\nblind budget {name}: {blind['unsettled_calls']:g} calls unsettled; " + "; ".join(blind["fix"])
+        )
     factors = ", ".join(f"{k} {v:.2f}" for k, v in report["factors"].items() if k != "product")
     click.echo(f"\nfactors   {factors}")
     for label, key in (("this minute", "this_minute"), ("last minute", "last_minute")):

@@ -37,6 +37,7 @@ __all__ = [
     "FALLBACK_EXHAUSTED",
     "PROVIDER_429",
     "PROVIDER_UNSETTLED",
+    "PROVIDER_UNSETTLED_STREAM",
     "RETRY_REFUSED",
     "CACHE_CHECKED",
     "CACHE_DISAGREED",
@@ -86,8 +87,10 @@ BREAKER_OPEN_SECONDS = "breaker_open_seconds:"
 FALLBACK = "fallback:"
 FALLBACK_EXHAUSTED = "fallback_exhausted"
 PROVIDER_429 = "provider_429:"
-# + provider: calls of a token budget that no response settled (no hooks, a stream without usage)
+# + provider: calls of a token budget that no response settled (no hooks), and streamed
+# calls whose events carried no usage
 PROVIDER_UNSETTLED = "provider_unsettled:"
+PROVIDER_UNSETTLED_STREAM = "provider_unsettled_stream:"
 RETRY_REFUSED = "retry_refused:"
 CACHE_CHECKED = "cache_checked:"
 CACHE_DISAGREED = "cache_disagreed:"
@@ -190,6 +193,6 @@ def count_provider_429(count: Count, provider: str) -> None:
     count({PROVIDER_429 + provider: 1})
 
 
-def count_unsettled(count: Count, provider: str, calls: int) -> None:
+def count_unsettled(count: Count, provider: str, calls: int, streamed: bool) -> None:
     """Calls of a token budget that ended without the provider's count settling them."""
-    count({PROVIDER_UNSETTLED + provider: calls})
+    count({(PROVIDER_UNSETTLED_STREAM if streamed else PROVIDER_UNSETTLED) + provider: calls})

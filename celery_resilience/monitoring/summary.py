@@ -28,6 +28,7 @@ from .counters import (
     PROVIDER_429,
     PROVIDER_SCOPE,
     PROVIDER_UNSETTLED,
+    PROVIDER_UNSETTLED_STREAM,
     PUBLISH_FAILED,
     REJECTED,
     REQUESTS,
@@ -64,6 +65,7 @@ class MinuteSummary:
     provider_calls: Mapping[str, float] = field(default_factory=dict)
     provider_429s: Mapping[str, float] = field(default_factory=dict)
     provider_unsettled: Mapping[str, float] = field(default_factory=dict)
+    provider_unsettled_streams: Mapping[str, float] = field(default_factory=dict)
     retries_refused: Mapping[str, float] = field(default_factory=dict)
     # Per task: the provider's answers compared with the cache's, and those that differed.
     cache_checks: Mapping[str, float] = field(default_factory=dict)
@@ -109,6 +111,7 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         provider_calls=_prefixed(provider, calls),
         provider_429s=_prefixed(fields, PROVIDER_429),
         provider_unsettled=_prefixed(fields, PROVIDER_UNSETTLED),
+        provider_unsettled_streams=_prefixed(fields, PROVIDER_UNSETTLED_STREAM),
         retries_refused=_prefixed(fields, RETRY_REFUSED),
         cache_checks=_prefixed(fields, CACHE_CHECKED),
         cache_disagreements=_prefixed(fields, CACHE_DISAGREED),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from ..errors import StoreUnavailable
@@ -20,9 +19,6 @@ from .port import ProviderStore
 __all__ = ["BlindBudgets", "hint"]
 
 logger = logging.getLogger("celery_resilience.quota")
-
-# Seconds between two writes of the counts to the store, per process.
-FLUSH_EVERY = 1.0
 
 
 def hint(provider: str, streamed: bool) -> str:
@@ -44,19 +40,12 @@ class BlindBudgets:
     def __init__(self, store: Callable[[], ProviderStore]) -> None:
         self._store = store
         self._warned: set[tuple[str, bool]] = set()
-        self._pending: dict[str, int] = {}
-        self._flushed = 0.0
         self._lock = threading.Lock()
 
     def unsettled(self, provider: str, task: str, streamed: bool) -> None:
         with self._lock:
             first = (provider, streamed) not in self._warned
             self._warned.add((provider, streamed))
-            self._pending[provider] = self._pending.get(provider, 0) + 1
-            due = time.monotonic() - self._flushed >= FLUSH_EVERY
-            if due:
-                pending, self._pending = self._pending, {}
-                self._flushed = time.monotonic()
         if first:
             logger.warning(
                 "the token budget of %r is blind (task %s): %s; until then each call counts "
@@ -65,13 +54,7 @@ class BlindBudgets:
                 task,
                 hint(provider, streamed),
             )
-        if due:
-            self._flush(pending)
-
-    def _flush(self, pending: dict[str, int]) -> None:
-        store = self._store()
         try:
-            for provider, calls in pending.items():
-                count_unsettled(store.count, provider, calls)
+            count_unsettled(self._store().count, provider, 1, streamed)
         except StoreUnavailable as error:
-            logger.debug("unsettled calls not counted: %s", error)
+            logger.debug("unsettled call not counted: %s", error)

@@ -44,10 +44,14 @@ def _kind(response: Any) -> str:
 
 
 class _Events:
-    """Server-sent events read off the raw bytes as they pass, for the usage they carry."""
+    """Server-sent events read off the raw bytes as they pass, for the usage they carry: the
+    call is settled as soon as the event that ends the count passes (an SDK may stop
+    reading at OpenAI's ``[DONE]``). A stream closed before it keeps its reservation: the
+    provider counts what it generated, whoever stopped reading."""
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, encoding: str, quota: ProviderQuota, reservation: Reservation) -> None:
         self.usage = StreamUsage()
+        self._quota, self._reservation = quota, reservation
         self._buffer = b""
         self._inflate = (
             zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
@@ -67,6 +71,13 @@ class _Events:
                     self.usage.event(json.loads(payload))
                 except ValueError:
                     continue
+        if self.usage.final:
+            self.settle()
+
+    def settle(self) -> None:
+        usage = self.usage.usage
+        if usage is not None and not self._reservation.settled:
+            self._quota.settle(self._reservation, usage)
 
 
 def _readable(response: Any) -> str | None:
@@ -86,14 +97,13 @@ def _tee(quota: ProviderQuota, reservation: Reservation, response: Any) -> None:
     base = _stream_base(response.stream, "SyncByteStream")
     if encoding is None or base is None:
         return
-    inner, events = response.stream, _Events(encoding)
+    inner, events = response.stream, _Events(encoding, quota, reservation)
 
     class Tee(base):  # type: ignore[misc, valid-type]
         def __iter__(self) -> Iterator[bytes]:
             for chunk in inner:
                 events.feed(chunk)
                 yield chunk
-            _settle_stream(quota, reservation, events)
 
         def close(self) -> None:
             inner.close()
@@ -106,25 +116,18 @@ def _atee(quota: ProviderQuota, reservation: Reservation, response: Any) -> None
     base = _stream_base(response.stream, "AsyncByteStream")
     if encoding is None or base is None:
         return
-    inner, events = response.stream, _Events(encoding)
+    inner, events = response.stream, _Events(encoding, quota, reservation)
 
     class Tee(base):  # type: ignore[misc, valid-type]
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async for chunk in inner:
                 events.feed(chunk)
                 yield chunk
-            _settle_stream(quota, reservation, events)
 
         async def aclose(self) -> None:
             await inner.aclose()
 
     response.stream = Tee()
-
-
-def _settle_stream(quota: ProviderQuota, reservation: Reservation, events: _Events) -> None:
-    usage = events.usage.usage
-    if usage is not None and not reservation.settled:
-        quota.settle(reservation, usage)
 
 
 def _seen(quota: ProviderQuota, provider: str, response: Any, now: float) -> tuple[Reservation | None, Any]:

@@ -194,6 +194,8 @@ class StreamUsage:
     def __init__(self) -> None:
         self._input: float | None = None
         self._output: float | None = None
+        # The event that ends the count came: OpenAI's usage chunk, Anthropic's message_delta.
+        self.final = False
 
     def event(self, data: object) -> None:
         if not isinstance(data, Mapping):
@@ -207,14 +209,14 @@ class StreamUsage:
         if data.get("type") == "message_delta":
             usage = data.get("usage")
             if isinstance(usage, Mapping) and "output_tokens" in usage:
-                self._output = _number(usage.get("output_tokens"))
+                self._output, self.final = _number(usage.get("output_tokens")), True
                 if "input_tokens" in usage:  # newer releases restate the input at the end
                     written = _number(usage.get("cache_creation_input_tokens"))
                     self._input = _number(usage.get("input_tokens")) + written
             return
         found = usage_from_body(data)
         if found is not None:
-            self._input, self._output = found.input_tokens, found.output_tokens
+            self._input, self._output, self.final = found.input_tokens, found.output_tokens, True
 
     @property
     def usage(self) -> Usage | None:

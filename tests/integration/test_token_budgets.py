@@ -195,3 +195,73 @@ def test_work_the_budget_cannot_serve_in_time_is_paced_or_refused_at_enqueue(app
     assert 1 < delay < 3  # its turn: the 120 tokens it lacks, at 48 a second
     assert all(isinstance(answer, str) for answer in answers)
     assert provider.statuses == [200, 200]
+
+
+def short_provider(style: str = "openai") -> TokenProvider:
+    return TokenProvider(TokenLimits(tokens=100_000), window=60, style=style, output_median=20, output_p99=20)
+
+
+def test_a_streamed_answer_settles_from_its_last_event(app: ModuleType) -> None:
+    """Streamed with include_usage, six calls reserving 305 and using 25 all fit a 700-token window."""
+    provider = short_provider()
+    try:
+        results = [app.stream.delay(f"short question {i}", provider.url).get(timeout=60) for i in range(6)]
+    finally:
+        provider.close()
+    assert answered_by_provider(results) == 6 and all("ok" in result for result in results)
+    assert provider.statuses == [200] * 6
+    assert "streamed" not in status_report(app.app)["blind_budgets"]
+
+
+def test_an_anthropic_stream_settles_from_its_message_delta(app: ModuleType) -> None:
+    """The Anthropic SDK's stream: input from message_start, output from message_delta, six calls fit."""
+    provider = short_provider("anthropic")
+    try:
+        results = [
+            app.stream_anthropic.delay(f"short question {i}", provider.url).get(timeout=60) for i in range(6)
+        ]
+    finally:
+        provider.close()
+    assert answered_by_provider(results) == 6
+    assert provider.statuses == [200] * 6
+
+
+def test_a_stream_without_usage_is_a_blind_budget_that_says_so(app: ModuleType) -> None:
+    """Without the usage chunk nothing settles: the third call waits past its limit; status names the fix."""
+    provider = short_provider()
+    try:
+        results = [
+            app.stream_without_usage.delay(f"short question {i}", provider.url).get(timeout=60)
+            for i in range(3)
+        ]
+    finally:
+        provider.close()
+    assert answered_by_provider(results) == 2 and isinstance(results[2], FallbackResult)
+    blind = status_report(app.app)["blind_budgets"]["streamed_without_usage"]
+    assert blind["unsettled_calls"] >= 1 and "include_usage" in " ".join(blind["fix"])
+
+
+def test_a_client_without_hooks_is_a_blind_budget_that_says_so(app: ModuleType) -> None:
+    """An SDK client without provider_hooks: status names the provider and the hooks to add."""
+    provider = short_provider()
+    try:
+        results = [
+            app.ask_without_hooks.delay(f"short question {i}", provider.url).get(timeout=60) for i in range(3)
+        ]
+    finally:
+        provider.close()
+    assert answered_by_provider(results) == 2 and isinstance(results[2], FallbackResult)
+    blind = status_report(app.app)["blind_budgets"]["without_hooks"]
+    assert blind["unsettled_calls"] >= 1 and "provider_hooks('without_hooks')" in " ".join(blind["fix"])
+
+
+def test_hooks_of_a_provider_without_a_budget_count_its_429s(app: ModuleType) -> None:
+    """No budget named 'unbudgeted': its hooks were built at import all the same, and count its 429s."""
+    provider = TokenProvider(TokenLimits(requests=1), window=60, output_median=20, output_p99=20)
+    try:
+        answers = [app.ask_unbudgeted.delay(f"question {i}", provider.url).get(timeout=60) for i in range(3)]
+    finally:
+        provider.close()
+    assert answers[1:] == ["RateLimitError", "RateLimitError"]
+    report = status_report(app.app)
+    assert sum(report[m]["provider_429s"].get("unbudgeted", 0) for m in ("this_minute", "last_minute")) == 2

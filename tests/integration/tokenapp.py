@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import httpx2
+from anthropic import Anthropic
 from celery import Celery
 from openai import OpenAI
 
@@ -38,6 +39,11 @@ app.conf.update(
         "stated": {"tokens": {"learn": "1000/3s"}},
         "booked": {"requests": "100000/m", "tokens": "500/10s"},
         "unstated": {"tokens": {"learn": "6000/3s"}},
+        # Streamed answers, settled from their events; and budgets nothing settles.
+        "streamed": {"requests": "100000/m", "tokens": "700/m"},
+        "streamed_anthropic": {"requests": "100000/m", "tokens": "700/m"},
+        "streamed_without_usage": {"requests": "100000/m", "tokens": "700/m"},
+        "without_hooks": {"requests": "100000/m", "tokens": "700/m"},
     },
     # Over a minute, retries to a provider: two, plus a tenth of the first attempts.
     resilience_retry_budget={"ratio": 0.1, "window": 60, "minimum": 2},
@@ -47,6 +53,10 @@ app.conf.update(
         "tokens.ask_retried": "no answer to {prompt!r} now",
         "tokens.ask_stated": "no answer to {prompt!r} now",
         "tokens.ask_unstated": "no answer to {prompt!r} now",
+        "tokens.stream": "no answer to {prompt!r} now",
+        "tokens.stream_without_usage": "no answer to {prompt!r} now",
+        "tokens.stream_anthropic": "no answer to {prompt!r} now",
+        "tokens.ask_without_hooks": "no answer to {prompt!r} now",
     },
 )
 resilience = Resilience(app)
@@ -138,6 +148,79 @@ def ask_unstated(prompt: str, url: str) -> Any:
 )  # fmt: skip
 def ask_booked(prompt: str, url: str) -> Any:
     return complete(url, "booked", prompt)
+
+
+def streamed(url: str, provider: str, prompt: str, usage: bool) -> str:
+    """Streamed through the OpenAI SDK; the usage chunk only when asked for."""
+    chunks = client(url, provider).chat.completions.create(
+        model="test", max_tokens=300, messages=[{"role": "user", "content": prompt}], stream=True,
+        stream_options={"include_usage": True} if usage else None,
+    )  # fmt: skip
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+
+@app.task(
+    base=AITask, name="tokens.stream", provider="streamed", prompt_param="prompt", max_tokens=300,
+    max_retries=0, quota_wait_limit=0.5, fallbacks=["template"],
+)  # fmt: skip
+def stream(prompt: str, url: str) -> str:
+    return streamed(url, "streamed", prompt, usage=True)
+
+
+@app.task(
+    base=AITask, name="tokens.stream_without_usage", provider="streamed_without_usage",
+    prompt_param="prompt", max_tokens=300, max_retries=0, quota_wait_limit=0.5, fallbacks=["template"],
+)  # fmt: skip
+def stream_without_usage(prompt: str, url: str) -> str:
+    return streamed(url, "streamed_without_usage", prompt, usage=False)
+
+
+@app.task(
+    base=AITask, name="tokens.stream_anthropic", provider="streamed_anthropic", prompt_param="prompt",
+    max_tokens=300, max_retries=0, quota_wait_limit=0.5, fallbacks=["template"],
+)  # fmt: skip
+def stream_anthropic(prompt: str, url: str) -> str:
+    """Streamed through the Anthropic SDK: usage in message_start and message_delta."""
+    sdk = Anthropic(
+        base_url=url.removesuffix("/v1"), api_key="test", max_retries=0,
+        http_client=httpx2.Client(event_hooks=resilience.provider_hooks("streamed_anthropic")),
+    )  # fmt: skip
+    with sdk.messages.stream(
+        model="test", max_tokens=300, messages=[{"role": "user", "content": prompt}]
+    ) as s:
+        return "".join(s.text_stream)
+
+
+@app.task(
+    base=AITask, name="tokens.ask_without_hooks", provider="without_hooks", prompt_param="prompt",
+    max_tokens=300, max_retries=0, quota_wait_limit=0.5, fallbacks=["template"],
+)  # fmt: skip
+def ask_without_hooks(prompt: str, url: str) -> str:
+    """An SDK client whose HTTP client carries no hooks: nothing settles the budget."""
+    sdk = OpenAI(base_url=url, api_key="test", max_retries=0)
+    answer = sdk.chat.completions.create(
+        model="test", max_tokens=300, messages=[{"role": "user", "content": prompt}]
+    )
+    return answer.choices[0].message.content or ""
+
+
+# Hooks for a provider with no budget in resilience_providers: built at import, as an
+# application builds its clients; they count the provider's 429s.
+unbudgeted = OpenAI(
+    base_url="http://127.0.0.1:9/v1", api_key="test", max_retries=0,
+    http_client=httpx2.Client(event_hooks=resilience.provider_hooks("unbudgeted")),
+)  # fmt: skip
+
+
+@app.task(name="tokens.ask_unbudgeted")
+def ask_unbudgeted(prompt: str, url: str) -> str:
+    try:
+        answer = unbudgeted.with_options(base_url=url).chat.completions.create(
+            model="test", messages=[{"role": "user", "content": prompt}]
+        )
+    except Exception as error:  # the 429 is the caller's to handle; the hooks counted it
+        return type(error).__name__
+    return answer.choices[0].message.content or ""
 
 
 @app.task(name="tokens.ping")

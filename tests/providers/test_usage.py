@@ -8,6 +8,7 @@ from celery_resilience.providers.usage import (
     DEFAULT_OUTPUT_ESTIMATE,
     Limit,
     OutputObserver,
+    StreamUsage,
     Usage,
     estimate_tokens,
     limits_from_headers,
@@ -108,3 +109,17 @@ def test_the_output_estimate_is_the_tasks_high_percentile_once_seen_enough() -> 
         observer.observe("t", float(tokens))
     assert observer.estimate("t") == 99.0
     assert observer.estimate("other") == DEFAULT_OUTPUT_ESTIMATE
+
+
+def test_a_streams_usage_comes_from_its_last_events() -> None:
+    """OpenAI's usage chunk, or Anthropic's message_start then message_delta, end the count."""
+    openai = StreamUsage()
+    openai.event({"choices": [{"delta": {"content": "hi"}}]})
+    assert openai.usage is None and not openai.final
+    openai.event({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
+    assert openai.usage == Usage(7, 3) and openai.final
+    anthropic = StreamUsage()
+    anthropic.event({"type": "message_start", "message": {"usage": {"input_tokens": 9, "output_tokens": 1}}})
+    assert anthropic.usage == Usage(9, 1) and not anthropic.final
+    anthropic.event({"type": "message_delta", "usage": {"output_tokens": 40}})
+    assert anthropic.usage == Usage(9, 40) and anthropic.final

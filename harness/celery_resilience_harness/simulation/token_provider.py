@@ -16,7 +16,10 @@ hidden limits during a run; ``headers=False`` answers without rate-limit headers
 provider or gateway that sends none); ``outage`` answers every call with that status.
 An answer's size is ``answer in N tokens`` when the prompt says so, else drawn for the
 prompt from a log-normal spread (median and p99 as real traffic has), capped by
-``max_tokens``.
+``max_tokens``. A request with ``"stream": true`` is answered with server-sent events as
+each provider sends them: OpenAI's chunks, with a last chunk carrying ``usage`` only when
+``stream_options`` asks for it; Anthropic's ``message_start`` (input) to ``message_delta``
+(output).
 """
 
 from __future__ import annotations
@@ -271,6 +274,42 @@ class TokenProvider:
             )
         return best
 
+    def events(self, request: dict[str, Any], body: dict[str, Any]) -> bytes:
+        """A successful answer as the provider streams it."""
+        if self.style == "anthropic":
+            usage = body["usage"]
+            start = {**body, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+            events: list[tuple[str | None, Any]] = [
+                ("message_start", {"type": "message_start", "message": start}),
+                ("content_block_start", {"type": "content_block_start", "index": 0,
+                                         "content_block": {"type": "text", "text": ""}}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "text_delta", "text": body["content"][0]["text"]}}),
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                   "usage": {"output_tokens": usage["output_tokens"]}}),
+                ("message_stop", {"type": "message_stop"}),
+            ]  # fmt: skip
+        else:
+            chunk = {key: body[key] for key in ("id", "created", "model")} | {
+                "object": "chat.completion.chunk"
+            }
+            text = body["choices"][0]["message"]["content"]
+            events = [
+                (None, chunk | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
+                                             "finish_reason": None}]}),
+                (None, chunk | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            ]  # fmt: skip
+            if (request.get("stream_options") or {}).get("include_usage"):
+                events.append((None, chunk | {"choices": [], "usage": body["usage"]}))
+            events.append((None, "[DONE]"))
+        lines = [
+            (f"event: {name}\n" if name else "")
+            + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+            for name, data in events
+        ]
+        return "".join(lines).encode()
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         provider = self
 
@@ -279,9 +318,14 @@ class TokenProvider:
                 length = int(self.headers.get("content-length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
                 status, body, headers = provider.answer(self.path, request)
-                payload = json.dumps(body).encode()
+                if status == 200 and request.get("stream"):
+                    self._send(status, provider.events(request, body), "text/event-stream", headers)
+                else:
+                    self._send(status, json.dumps(body).encode(), "application/json", headers)
+
+            def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str]) -> None:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(payload)))
                 for name, value in headers.items():
                     self.send_header(name, value)
