@@ -91,3 +91,14 @@ def test_headers_that_leave_more_than_the_window_change_nothing(store: Store) ->
     guard.follow("p", {"tokens": Limit(150_000, 60.0), "requests": Limit(499, 0.1)})
     reservation, wait = guard.reserve("p", "t", 50, 50)
     assert wait == 0 and reservation is not None
+
+
+def test_a_refused_call_keeps_the_window_in_step_with_what_left_it(store: Store, clock: FakeClock) -> None:
+    """A call refused just after an older one left still sees the window without it."""
+    guard = quota(store)
+    assert guard.reserve("p", "t", 40, 0)[0] is not None
+    clock.advance(1)
+    assert guard.reserve("p", "t", 40, 0)[0] is not None
+    clock.advance(SPAN - 0.5)  # the first has left, the second has not
+    assert guard.reserve("p", "t", 70, 0)[0] is None
+    assert guard.reserve("p", "t", 60, 0)[0] is not None

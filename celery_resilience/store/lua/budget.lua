@@ -47,6 +47,7 @@ local function expire(i)
     if redis.call("ZCARD", zset) == 0 then
       sum = 0
     end
+    redis.call("HSET", hash, SUM, string.format("%.17g", sum))
   end
   return sum
 end
