@@ -21,11 +21,15 @@ VARIANT = os.environ.get("BENCH_TOKENS_VARIANT", "tokens")
 WINDOW = float(os.environ.get("BENCH_TOKENS_WINDOW", "6"))
 LIMIT = int(os.environ.get("BENCH_TOKENS_LIMIT", "60000"))
 REQUESTS = int(os.environ.get("BENCH_TOKENS_REQUESTS", "140"))
+MAX_TOKENS = int(os.environ.get("BENCH_TOKENS_MAX", "2000"))
+# What the plain client counts after success: "tokens" (usage.total_tokens) or "requests".
+COUNTS = os.environ.get("BENCH_TOKENS_COUNTS", "tokens")
 QUEUE = f"bench-tokens-{VARIANT}"
 PREFIX = f"bench-tokens-{VARIANT}"
 
 BUDGETS: dict[str, dict[str, Any]] = {
-    "tokens": {"requests": "100000/m", "tokens": {"rate": f"{LIMIT}/{WINDOW:g}s", "burst": LIMIT // 25}},
+    # The account's limits as they are written down, exactly.
+    "tokens": {"requests": f"{REQUESTS}/{WINDOW:g}s", "tokens": f"{LIMIT}/{WINDOW:g}s"},
     "requests": {"requests": f"{REQUESTS}/{WINDOW:g}s"},
     "learned": {"tokens": {"learn": f"{LIMIT // 2}/{WINDOW:g}s"}},
     "outage": {"requests": "100000/m"},
@@ -69,12 +73,17 @@ def client(url: str) -> OpenAI:
 
 
 def complete(url: str, prompt: str) -> Any:
-    return client(url).chat.completions.create(model="bench", messages=[{"role": "user", "content": prompt}])
+    return client(url).chat.completions.create(
+        model="bench", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": prompt}]
+    )
 
 
 # Short budget waits held in the worker (quota_hold): the provider calls are quick and the
 # four processes do nothing else, so a held slot costs less than a republish.
-@app.task(base=AITask, name="bench.ask", provider="p", prompt_param="prompt", max_retries=3, quota_hold=0.5)
+@app.task(
+    base=AITask, name="bench.ask", provider="p", prompt_param="prompt", max_tokens=MAX_TOKENS, max_retries=3,
+    quota_hold=0.5,
+)  # fmt: skip
 def ask(prompt: str, url: str) -> int:
     answer = complete(url, prompt)
     return answer.usage.total_tokens if answer.usage else 0
@@ -107,14 +116,14 @@ _counter = redis.Redis.from_url(f"{REDIS}/15")
 
 @app.task(name="bench.ask_after_success")
 def ask_after_success(prompt: str, url: str) -> int:
-    """Counting ``usage.total_tokens`` after success only, as LiteLLM's router does (here
-    shared in Redis across workers, which LiteLLM's in-memory count is not): before a
-    call, the window's count plus the prompt's estimate must fit the limit."""
-    estimate = len(prompt.encode()) // 4
+    """Counting ``usage.total_tokens`` (or calls) after success only, as LiteLLM's router
+    does (here shared in Redis across workers, which LiteLLM's in-memory count is not):
+    before a call, the window's count plus the prompt's estimate must fit the limit."""
+    estimate, limit = (len(prompt.encode()) // 4, LIMIT) if COUNTS == "tokens" else (1, REQUESTS)
     for _ in range(4):
         while True:
             key = f"{PREFIX}:used:{int(time.time() // WINDOW)}"
-            if int(_counter.get(key) or 0) + estimate <= LIMIT:
+            if int(_counter.get(key) or 0) + estimate <= limit:
                 break
             time.sleep(WINDOW - time.time() % WINDOW)
         try:
@@ -124,7 +133,7 @@ def ask_after_success(prompt: str, url: str) -> int:
             time.sleep(float(retry_after) if retry_after else 1.0)
             continue
         used = answer.usage.total_tokens if answer.usage else 0
-        _counter.incrby(key, used)
+        _counter.incrby(key, used if COUNTS == "tokens" else 1)
         _counter.expire(key, int(WINDOW * 4))
         return used
     return 0

@@ -2,25 +2,34 @@
 
 One command (``python benchmarks/tokens.py``), one run, every figure side by side:
 
-1. Throughput: a provider allowing 60,000 tokens per window (a minute, compressed to
-   ``WINDOW`` seconds), outputs spread like real traffic (median 300, p99 2,000 tokens),
-   four worker processes fed more work than the provider can take. Tokens served per
-   window as a share of the limit, and the share of calls answered 429, for: our token
-   budget; a request-count budget tuned to the same limit; counting
-   ``usage.total_tokens`` after success only, as LiteLLM's router does.
+1. The grid: accounts of 6,000, 30,000 and 200,000 tokens per minute, each with output
+   caps (``max_tokens``) of 500, 2,000 and 4,000, and one account bound by requests (60 a
+   minute, short calls). A minute is compressed to ``WINDOW`` seconds (15: a factor of
+   4), the provider counts a sliding window as OpenAI does (a call is charged
+   ``max(max_tokens, input)`` when it arrives, then what it used), answers are long
+   (between half the cap and the cap), and demand is 1.6 times what the account serves.
+   Per cell: what was served as a share of the limit (tokens, or requests where they
+   bind) and the share of calls answered 429, for our budget (two worker processes of
+   four threads, the limits written as documented); a plain client that counts
+   ``usage`` after success, as LiteLLM's router does (the same workers); and, as the
+   ceiling the provider's own rule leaves, one process that reserves input plus the cap,
+   settles to usage and never goes above its count (no workers, no store).
 2. Learned: no limit configured (a guess of half of it): the learned budget against the
    hidden limit as it halves and is restored, with the provider stating its limit in
-   headers and without (AIMD alone).
+   headers and without (what its 429s say, alone).
 3. Outage: the provider down; provider calls per request with the breaker, with the
    retry budget alone, and with neither; the first fallback answer once the breaker is
    open.
 4. Cost: one guarded call's budget check, tokens against requests only, on Redis.
+
+The figures go to ``benchmarks/results/tokens.json`` as well as to the screen.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import random
 import signal
 import statistics
@@ -36,6 +45,7 @@ import redis
 from celery_resilience_harness.simulation.token_provider import TokenLimits, TokenProvider
 from timing import measure
 
+from celery_resilience.providers.budget import stretched
 from celery_resilience.providers.learned import READ
 from celery_resilience.providers.quota import ProviderQuota
 from celery_resilience.providers.settings import read_provider_settings
@@ -44,24 +54,38 @@ from celery_resilience.store.keys import KeySpace
 from celery_resilience.validation import SettingsReader
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "tokens.json"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 WINDOW = float(os.environ.get("BENCH_TOKENS_WINDOW", "15"))
 LIMIT = 60_000
 SECONDS = float(os.environ.get("BENCH_TOKENS_SECONDS", "45"))
-MEAN_TOKENS = 480
-WORKER_LOG = (
-    Path(tempfile.gettempdir()) / "celery-resilience-bench-tokens-workers.log"
-)  # a call's mean tokens: a prompt of about 60, an output of mean 420
+MEAN_TOKENS = 480  # a call's mean tokens in the learned runs: a prompt of about 60, an output of 420
+DEMAND = 1.6  # times what the account serves
+ACCOUNTS = (6_000, 30_000, 200_000)  # tokens per minute (per compressed window)
+CAPS = (500, 2_000, 4_000)
+REQUEST_BOUND = 60  # requests per minute, short calls
+UNBOUND = 1_000_000
+WORKER_LOG = Path(tempfile.gettempdir()) / "celery-resilience-bench-tokens-workers.log"
 
 
-def worker(variant: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BENCH_TOKENS_VARIANT": variant, "BENCH_TOKENS_WINDOW": f"{WINDOW:g}",
-           "BENCH_TOKENS_LIMIT": str(LIMIT), "BENCH_TOKENS_REQUESTS": str(LIMIT // MEAN_TOKENS),
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}", **(extra_env or {})}  # fmt: skip
+def bench_env(variant: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    return {"BENCH_TOKENS_VARIANT": variant, "BENCH_TOKENS_WINDOW": f"{WINDOW:g}",
+            "BENCH_TOKENS_LIMIT": str(LIMIT), "BENCH_TOKENS_REQUESTS": str(LIMIT // MEAN_TOKENS),
+            **(extra_env or {})}  # fmt: skip
+
+
+def worker(variant: str, extra_env: dict[str, str] | None = None, name: str = "w") -> subprocess.Popen[bytes]:
+    """A real worker: four threads, as many applications run their AI tasks."""
+    env = {
+        **os.environ,
+        **bench_env(variant, extra_env),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}",
+    }
     queue = f"bench-tokens-{variant}"
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tokenapp", "worker", "-P", "prefork", "-c", "4",
-         "-Q", queue, "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "error"],
+        [sys.executable, "-m", "celery", "-A", "tokenapp", "worker", "-P", "threads", "-c", "4",
+         "-Q", queue, "-n", f"{name}-{os.getpid()}@%h", "--without-mingle", "--without-gossip",
+         "--without-heartbeat", "-l", os.environ.get("BENCH_TOKENS_LOG", "error")],
         cwd=ROOT / "benchmarks", env=env, start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=WORKER_LOG.open("ab"),
     )  # fmt: skip
@@ -70,18 +94,17 @@ def worker(variant: str, extra_env: dict[str, str] | None = None) -> subprocess.
 def app_for(variant: str, extra_env: dict[str, str] | None = None) -> Any:
     """The benchmark app as its workers configure it: each measurement runs in a process
     of its own (``run_apart``), so one import per process."""
-    os.environ.update({"BENCH_TOKENS_VARIANT": variant, "BENCH_TOKENS_WINDOW": f"{WINDOW:g}",
-                       "BENCH_TOKENS_LIMIT": str(LIMIT), "BENCH_TOKENS_REQUESTS": str(LIMIT // MEAN_TOKENS),
-                       **(extra_env or {})})  # fmt: skip
+    os.environ.update(bench_env(variant, extra_env))
     import tokenapp
 
     return tokenapp
 
 
-def stop(proc: subprocess.Popen[bytes], app: Any) -> None:
+def stop(procs: list[subprocess.Popen[bytes]], app: Any) -> None:
     """A cold stop: the measurement is over, what is left in the queue is purged."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     with app.app.connection_for_write() as connection:
         connection.default_channel.queue_purge(app.QUEUE)
     app.resilience.store.purge()
@@ -91,7 +114,21 @@ def prompt(rng: random.Random) -> str:
     return "question " + "x" * rng.randint(100, 380)
 
 
-def feed(task: Any, url: str, rate: float, until: float, sent: list[Any], refused: list[float]) -> None:
+def long_prompt(rng: random.Random, cap: int) -> str:
+    """A prompt of 30 to 100 tokens asking for an answer between half the cap and the cap."""
+    return (
+        f"question {rng.random():.6f} "
+        + "x" * rng.randint(100, 380)
+        + f" answer in {rng.randint(cap // 2, cap)} tokens"
+    )
+
+
+def short_prompt(rng: random.Random) -> str:
+    return f"question {rng.random():.6f} " + "x" * rng.randint(40, 120) + " answer in 20 tokens"
+
+
+def feed(task: Any, url: str, rate: float, until: float, sent: list[Any], refused: list[float],
+         make: Any = prompt) -> None:  # fmt: skip
     """Publish ``rate`` calls a second until ``until``: more than the provider can take."""
     rng = random.Random(7)
     start = time.monotonic()
@@ -101,47 +138,129 @@ def feed(task: Any, url: str, rate: float, until: float, sent: list[Any], refuse
         if due > time.monotonic():
             time.sleep(due - time.monotonic())
         try:
-            sent.append(task.apply_async((prompt(rng), url)))
+            sent.append(task.apply_async((make(rng), url)))
         except Exception:  # refused at enqueue (Throttled): counted, not queued
             refused.append(time.monotonic())
         count += 1
 
 
-def throughput(variant: str, task_name: str) -> dict[str, float]:
-    provider = TokenProvider(TokenLimits(tokens=LIMIT), window=WINDOW)
-    app = app_for(variant)
-    proc = worker(variant)
+def cell_limits(tokens: int | None, cap: int) -> tuple[int, int, float]:
+    """A cell's token and request limits per window, and a call's mean tokens."""
+    if tokens is None:  # bound by requests: short calls
+        return UNBOUND, REQUEST_BOUND, 70 + 20
+    return tokens, UNBOUND // 100, 65 + 0.75 * cap
+
+
+def served(provider: TokenProvider, start: float, end: float, tokens: int | None) -> dict[str, float]:
+    """From the provider's own log, over the whole windows after the first: the share of
+    the limit served (a sliding window lets a part-window look fuller than it is)."""
+    measured_from = start + WINDOW
+    windows = max(1, int((end - measured_from) / WINDOW))
+    until = measured_from + windows * WINDOW
+    if tokens is None:
+        amount = sum(1 for at, _, _ in provider.served if measured_from <= at < until)
+        limit, unit = REQUEST_BOUND, "requests"
+    else:
+        amount = sum(i + o for at, i, o in provider.served if measured_from <= at < until)
+        limit, unit = tokens, "tokens"
+    answers = [status for at, status in provider.answered if measured_from <= at < until]
+    return {
+        "served_share": amount / windows / limit,
+        "share_429": answers.count(429) / len(answers) if answers else 0.0,
+        "calls": len(answers),
+        "most_in_window": provider.most_in_any_window(unit) / limit,
+    }
+
+
+def throughput(contender: str, tokens: int | None, cap: int) -> dict[str, float]:
+    """One cell of the grid for our budget (``ours``) or the plain client (``after_success``)."""
+    token_limit, request_limit, mean = cell_limits(tokens, cap)
+    provider = TokenProvider(TokenLimits(tokens=token_limit, requests=request_limit), window=WINDOW)
+    variant, task_name = (
+        ("tokens", "bench.ask") if contender == "ours" else ("none", "bench.ask_after_success")
+    )
+    env = {"BENCH_TOKENS_LIMIT": str(token_limit), "BENCH_TOKENS_REQUESTS": str(request_limit),
+           "BENCH_TOKENS_MAX": str(cap),
+           "BENCH_TOKENS_COUNTS": "tokens" if tokens else "requests"}  # fmt: skip
+    app = app_for(variant, env)
+    procs = [worker(variant, env, name=f"w{i}") for i in range(2)]
+    rate = DEMAND * (token_limit / mean if tokens else request_limit) / WINDOW
+    make = (lambda rng: long_prompt(rng, cap)) if tokens else short_prompt
     try:
-        assert app.ping.delay().get(timeout=60) == "pong"
+        for _ in procs:
+            assert app.ping.delay().get(timeout=60) == "pong"
         start = time.time()
         sent: list[Any] = []
         refused: list[float] = []
-        feed(app.app.tasks[task_name], provider.url, 1.5 * LIMIT / MEAN_TOKENS / WINDOW,
-             time.monotonic() + SECONDS, sent, refused)  # fmt: skip
+        feed(app.app.tasks[task_name], provider.url, rate, time.monotonic() + SECONDS, sent, refused, make)
         end = time.time()
     finally:
-        stop(proc, app)
+        stop(procs, app)
         provider.close()
-    measured_from = start + WINDOW  # after the first window: a steady state
-    served = sum(i + o for at, i, o in provider.served if measured_from <= at < end)
-    answers = [status for at, status in provider.answered if measured_from <= at < end]
-    return {
-        "served_share": served / ((end - measured_from) / WINDOW) / LIMIT,
-        "share_429": answers.count(429) / len(answers) if answers else 0.0,
-        "calls": len(answers),
-        "most_in_window": provider.most_in_any_window() / LIMIT,
-        "refused_at_enqueue": len(refused),
-    }
+    return {**served(provider, start, end, tokens), "refused_at_enqueue": len(refused)}
+
+
+def ceiling(tokens: int | None, cap: int) -> dict[str, float]:
+    """One process of eight threads that knows the account exactly: it reserves input plus
+    the cap in a sliding window of its own (with the same margin for arrival as ours),
+    settles to usage, never goes above the count."""
+    from openai import OpenAI
+
+    token_limit, request_limit, _ = cell_limits(tokens, cap)
+    provider = TokenProvider(TokenLimits(tokens=token_limit, requests=request_limit), window=WINDOW)
+    client = OpenAI(base_url=provider.url, api_key="bench", max_retries=0)
+    lock = threading.Condition()
+    window: list[list[float]] = []  # [at, tokens]
+    rng = random.Random(7)
+    start = time.time()
+    end = start + SECONDS
+
+    def one() -> None:
+        while time.time() < end:
+            with lock:
+                text = long_prompt(rng, cap) if tokens else short_prompt(rng)
+            cost = len(text.encode()) // 4 + cap
+            with lock:
+                while True:
+                    now = time.time()
+                    window[:] = [entry for entry in window if entry[0] > now - stretched(WINDOW)]
+                    if (
+                        sum(entry[1] for entry in window) + cost <= token_limit
+                        and len(window) < request_limit
+                    ):
+                        break
+                    lock.wait(0.01)
+                entry = [now, float(cost)]
+                window.append(entry)
+            try:
+                answer = client.chat.completions.create(
+                    model="bench", max_tokens=cap, messages=[{"role": "user", "content": text}]
+                )
+                used = answer.usage.total_tokens if answer.usage else cost
+            except Exception:
+                used = cost
+            with lock:
+                entry[1] = float(used)
+                lock.notify_all()
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    provider.close()
+    return served(provider, start, end, tokens)
 
 
 def learned(headers: bool, phase: float = 20.0) -> dict[str, Any]:
     """The learned budget while the hidden limit is 60k, then 30k, then 60k again."""
     provider = TokenProvider(TokenLimits(tokens=LIMIT), window=WINDOW, headers=headers)
     app = app_for("learned")
-    proc = worker("learned")
+    procs = [worker("learned", name=f"w{i}") for i in range(2)]
     samples: list[tuple[float, float]] = []  # (seconds from start, learned count per window)
     try:
-        assert app.ping.delay().get(timeout=60) == "pong"
+        for _ in procs:
+            assert app.ping.delay().get(timeout=60) == "pong"
         store = app.resilience.store
         start = time.monotonic()
         stop_sampling = threading.Event()
@@ -163,7 +282,7 @@ def learned(headers: bool, phase: float = 20.0) -> dict[str, Any]:
         stop_sampling.set()
         sampler.join()
     finally:
-        stop(proc, app)
+        stop(procs, app)
         provider.close()
     result: dict[str, Any] = {}
     for name, at, limit in (("start", changes[0], LIMIT), ("halved", changes[1], LIMIT // 2),
@@ -187,7 +306,7 @@ def outage(task_name: str, extra_env: dict[str, str] | None = None, requests: in
     provider = TokenProvider(TokenLimits(requests=1_000_000), window=60)
     provider.outage = 503
     app = app_for("outage", extra_env)
-    proc = worker("outage", extra_env)
+    procs = [worker("outage", extra_env)]
     try:
         assert app.ping.delay().get(timeout=60) == "pong"
         task = app.app.tasks[task_name]
@@ -199,7 +318,7 @@ def outage(task_name: str, extra_env: dict[str, str] | None = None, requests: in
             task.apply_async(("one more", provider.url)).get(timeout=30)
             first_answer = time.perf_counter() - begin
     finally:
-        stop(proc, app)
+        stop(procs, app)
         provider.close()
     return {
         "calls_per_request": len(provider.statuses) / requests,
@@ -244,11 +363,44 @@ def run_apart(section: str, *args: str) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def cells() -> list[tuple[int | None, int]]:
+    """The grid's cells: (tokens per window or None for the request-bound account, cap)."""
+    grid: list[tuple[int | None, int]] = [(tokens, cap) for tokens in ACCOUNTS for cap in CAPS]
+    only = os.environ.get("BENCH_TOKENS_CELLS")  # e.g. "6000x4000,requests": a subset
+    grid.append((None, 100))
+    if only:
+        wanted = set(only.split(","))
+        grid = [cell for cell in grid if (f"{cell[0]}x{cell[1]}" if cell[0] else "requests") in wanted]
+    return grid
+
+
+def grid_section(results: dict[str, Any]) -> None:
+    print(f"Grid: a minute compressed to {WINDOW:g} s (factor {60 / WINDOW:g}); answers between half the cap "
+          f"and the cap; demand {DEMAND:g}x what the account serves")  # fmt: skip
+    heads = " | ".join(f"{name:>15}" for name in ("ours", "after success", "ceiling"))
+    print(f"{'account / minute':>18} {'max_tokens':>10} | {heads}")
+    print(f"{'':>18} {'':>10} | {'served   429':>15} | {'served   429':>15} | {'served   429':>15}")
+    for tokens, cap in cells():
+        name = f"{tokens:,} tokens" if tokens else f"{REQUEST_BOUND} requests"
+        row = {
+            "ours": run_apart("throughput", "ours", str(tokens or 0), str(cap)),
+            "after_success": run_apart("throughput", "after_success", str(tokens or 0), str(cap)),
+            "ceiling": run_apart("ceiling", str(tokens or 0), str(cap)),
+        }
+        results["grid"].append({"tokens_per_minute": tokens, "requests_per_minute": None if tokens else
+                                REQUEST_BOUND, "max_tokens": cap, **row})  # fmt: skip
+        shown = " | ".join(f"{row[k]['served_share']:>7.1%} {row[k]['share_429']:>6.2%}"
+                           for k in ("ours", "after_success", "ceiling"))  # fmt: skip
+        print(f"{name:>18} {cap if tokens else '-':>10} | {shown}", flush=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1:  # one measurement, run apart
         section, *args = sys.argv[1:]
         if section == "throughput":
-            print(json.dumps(throughput(args[0], args[1])))
+            print(json.dumps(throughput(args[0], int(args[1]) or None, int(args[2]))))
+        elif section == "ceiling":
+            print(json.dumps(ceiling(int(args[0]) or None, int(args[1]))))
         elif section == "learned":
             print(json.dumps(learned(args[0] == "headers")))
         else:
@@ -257,19 +409,14 @@ def main() -> None:
         return
     redis.Redis.from_url(REDIS).ping()
     print(f"(workers' output: {WORKER_LOG})")
-    print(f"Provider: {LIMIT} tokens per {WINDOW:g} s window (a compressed minute), 4 worker processes\n")
-    print(f"{'contender':38} {'served/limit':>12} {'429 share':>10} {'calls':>6} {'max window':>10}")
-    for name, (variant, task) in {
-        "token budget (ours)": ("tokens", "bench.ask"),
-        "request-count budget": ("requests", "bench.ask"),
-        "usage after success (LiteLLM-style)": ("none", "bench.ask_after_success"),
-    }.items():
-        row = run_apart("throughput", variant, task)
-        print(f"{name:38} {row['served_share']:>11.1%} {row['share_429']:>10.2%} {row['calls']:>6.0f}"
-              f" {row['most_in_window']:>10.1%}")  # fmt: skip
+    results: dict[str, Any] = {"window": WINDOW, "seconds": SECONDS, "demand": DEMAND, "grid": [],
+                               "learned": {}, "outage": {}, "commit": commit(),
+                               "machine": machine()}  # fmt: skip
+    grid_section(results)
     print()
     for headers in (True, False):
         found = run_apart("learned", "headers" if headers else "none")
+        results["learned"]["headers" if headers else "none"] = found
         label = "stated in headers" if headers else "AIMD, no headers"
         print(f"Learned budget ({label}): 429 share {found['share_429']:.2%}", flush=True)
         for phase in ("start", "halved", "restored"):
@@ -286,6 +433,7 @@ def main() -> None:
         "neither (max_retries=5)": ("bench.ask_retried", "off"),
     }.items():
         row = run_apart("outage", task, budget)
+        results["outage"][name] = row
         first = (
             ""
             if row["first_fallback_ms"] is None
@@ -294,9 +442,24 @@ def main() -> None:
         print(f"Outage, {name:26} provider calls per request {row['calls_per_request']:.2f}{first}")
     print()
     timings = cost()
+    results["cost_us"] = timings
     reserve, requests = timings["tokens_reserve_only"], timings["requests"]
     print(f"Budget check per call on Redis: requests {requests:.0f} µs, tokens (reserve) {reserve:.0f} µs "
           f"({reserve / requests:.2f}x), tokens reserve + reconcile {timings['tokens']:.0f} µs")  # fmt: skip
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\n(written to {RESULTS.relative_to(ROOT)})")
+
+
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
 
 
 if __name__ == "__main__":
