@@ -36,12 +36,14 @@ from celery.exceptions import Ignore
 from .admission.gate import Verdict
 from .breakers.classification import Category, Classification
 from .breakers.client import Call
+from .breakers.decision import Next, after_failure
 from .breakers.machine import BreakerState
 from .errors import CircuitOpen, ConfigurationError, FallbackExhausted, StoreUnavailable, Throttled
 from .extension import FALLBACK_TASK, Resilience
 from .fallbacks.chain import call_arguments
 from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, check_steps
-from .monitoring.counters import count_cache_check, count_expired, count_retry_refused
+from .monitoring.counters import count_cache_check, count_expired, count_handled, count_retry_refused
+from .monitoring.sentry import handled_errors
 from .providers.quota import Reservation, reserved_for
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
@@ -265,11 +267,11 @@ class AITask(ResilientTask):
             reservation, call = self._before_call(resilience, provider, args, kwargs, direct, can_fall_back)
         except _FallBack as fall:
             return self._fall_back(args, kwargs, fall.reason, fall.category)
-        dependency = provider or self.breaker
-        if dependency is not None and (direct or not self.request.retries):
+        dependency = provider or self.breaker or self.name
+        if direct or not self.request.retries:
             resilience.retries.first_attempt(dependency)
         try:
-            with reserved_for(reservation):
+            with reserved_for(reservation), self._reported(resilience, dependency, can_fall_back):
                 result = super().__call__(*args, **kwargs)
         except BaseException as error:
             if reservation is not None:
@@ -298,23 +300,53 @@ class AITask(ResilientTask):
         kwargs: Any,
         can_fall_back: bool,
     ) -> Any:
-        """A failed call: spend the budget on a 429, retry what can succeed later, else hand
-        the request to the fallbacks; raises ``error`` when none of these applies."""
+        """A failed call: spend the budget on a 429, then retry, fall back or raise, as
+        ``breakers.decision.after_failure`` decides. What is handled is counted (per
+        dependency and category) instead of being an error."""
         if provider is not None and outcome.category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
             resilience.quota.drain(provider, outcome.retry_after)
-        retries_left = self.max_retries is None or self.request.retries < self.max_retries
-        if (
-            outcome.retryable
-            and not self.request.called_directly
-            and retries_left
-            and self._retry_allowed(resilience, provider)
-        ):
+        step = after_failure(
+            outcome,
+            is_exception=True,
+            direct=self.request.called_directly,
+            retries_left=self._retries_left(),
+            retry_allowed=lambda: self._retry_allowed(resilience, provider),
+            can_fall_back=can_fall_back,
+        )
+        if step.handled:
+            count_handled(resilience.record, provider or self.breaker or self.name, outcome.category.value)
+        if step is Next.RETRY:
             backoff = min(self.retry_backoff_max, self.retry_backoff ** (self.request.retries + 1))
             countdown = outcome.retry_after if outcome.retry_after is not None else backoff
             raise self.retry(exc=error, countdown=countdown) from error
-        if can_fall_back:
+        if step is Next.FALL_BACK:
             return self._fall_back(args, kwargs, f"{type(error).__name__}: {error}", outcome.category.value)
         raise error
+
+    def _retries_left(self) -> bool:
+        return self.max_retries is None or self.request.retries < self.max_retries
+
+    def _reported(self, resilience: Resilience, dependency: str, can_fall_back: bool) -> Any:
+        """The call's errors, as error reporting should see them: those this task will
+        handle (the same decision as ``_after_failure``, assuming the retry budget has
+        room: a retry it refuses falls back, or raises and is reported as the task's
+        failure) are handled, not errors."""
+        direct, retries_left = self.request.called_directly, self._retries_left()
+        classify = resilience.breakers.classifier
+
+        def handled(error: BaseException) -> str | None:
+            outcome = classify(error)
+            step = after_failure(
+                outcome,
+                is_exception=isinstance(error, Exception),
+                direct=direct,
+                retries_left=retries_left,
+                retry_allowed=lambda: True,
+                can_fall_back=can_fall_back,
+            )
+            return outcome.category.value if outcome is not None and step.handled else None
+
+        return handled_errors(dependency, handled, resilience.settings.monitoring.sentry_handled)
 
     def _retry_allowed(self, resilience: Resilience, provider: str | None) -> bool:
         """The fleet's retry budget for this dependency has room for one more retry."""

@@ -24,7 +24,7 @@ from .admission.gate import Admission, SeveritySource, warn_if_evicting
 from .breakers.client import Breakers, Call
 from .breakers.machine import Recorded
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import ConfigurationError, StoreUnavailable
+from .errors import ConfigurationError, FallbackExhausted, StoreUnavailable
 from .fallbacks.cache import SemanticCache
 from .fallbacks.chain import FallbackRunner
 from .fallbacks.settings import BUILT_IN_STEPS
@@ -33,7 +33,7 @@ from .load.queue_depth import QueueDepths
 from .monitoring.alerting import AlertMonitor, AlertSender
 from .monitoring.counters import count_expired, count_ungated
 from .monitoring.rules import breaker_trip_alert
-from .monitoring.sentry import SentrySink, handled_by_the_chain
+from .monitoring.sentry import SentrySink, handled_errors, report_exhausted
 from .providers.hooks import async_response_hook, response_hook
 from .providers.quota import ProviderQuota
 from .providers.retry_budget import RetryBudgets
@@ -165,11 +165,20 @@ class Resilience:
         )
         # Tasks are looked up when a chain runs: reading ``app.tasks`` now would finalize the app.
         self.fallbacks = FallbackRunner(
-            fallbacks, self._task, self.cache, self.record, step_scope=handled_by_the_chain
+            fallbacks, self._task, self.cache, self.record, step_scope=self._step, category=self._category
         )
 
     def _task(self, name: str) -> Any:
         return self.app.tasks.get(name)
+
+    def _step(self, name: str) -> AbstractContextManager[None]:
+        """Around a fallback step run inline: whatever it raises, the chain records and
+        moves past, so error reporting sees it handled (one issue per step and category)."""
+        return handled_errors(name, self._category, self.settings.monitoring.sentry_handled)
+
+    def _category(self, error: BaseException) -> str:
+        outcome = self.breakers.classifier(error)
+        return outcome.category.value if outcome is not None else "other"
 
     @classmethod
     def registered(cls, app: Celery) -> Resilience | None:
@@ -421,8 +430,15 @@ def _run_fallbacks(
     category: str,
     failed_breaker: str | None,
 ) -> Any:
-    """Run ``task_name``'s fallback chain; its answer lands on the caller's task id."""
-    return Resilience.of(task.app).fallbacks.run(task_name, args, kwargs, reason, category, failed_breaker)
+    """Run ``task_name``'s fallback chain; its answer lands on the caller's task id. An
+    exhausted chain is the task's failure, reported with every attempt as context."""
+    try:
+        return Resilience.of(task.app).fallbacks.run(
+            task_name, args, kwargs, reason, category, failed_breaker
+        )
+    except FallbackExhausted as exhausted:
+        report_exhausted(exhausted.task, exhausted.reason, exhausted.attempts)
+        raise
 
 
 def _is_plain_task(app: Celery, name: str) -> bool:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FallbackExhausted
-from ..monitoring.counters import Count, count_fallback, count_fallback_exhausted
+from ..monitoring.counters import Count, count_fallback, count_fallback_exhausted, count_handled
 from .cache import CacheHit, SemanticCache
 from .result import DEFAULT_CONFIDENCE, FallbackKind, FallbackResult
 from .settings import CACHED_SIMILAR, PROVIDER, STEP_KINDS, TEMPLATE, FallbackSettings
@@ -75,8 +75,9 @@ class _Run:
 class FallbackRunner:
     """Runs a task's chain; ``tasks`` looks a registered task up by name (``app.tasks.get``).
 
-    A task step runs inside ``step_scope()``: what it raises is the chain's to handle, so
-    the error reporting that would take it for a task failure is told otherwise there.
+    A task step runs inside ``step_scope(step)``: what it raises is the chain's to handle,
+    so the error reporting that would take it for a task failure is told otherwise there.
+    Each step that fails is counted as handled (per step and the error's category).
     """
 
     def __init__(
@@ -85,13 +86,15 @@ class FallbackRunner:
         tasks: Callable[[str], Any],
         cache: SemanticCache,
         count: Count,
-        step_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
+        step_scope: Callable[[str], AbstractContextManager[object]] = lambda _: nullcontext(),
+        category: Callable[[BaseException], str] = lambda error: type(error).__name__,
     ) -> None:
         self.settings = settings
         self._task = tasks
         self._cache = cache
         self._count = count
         self._step_scope = step_scope
+        self._category = category
 
     def chain(self, task: Any) -> tuple[Any, ...]:
         """The task's chain: configured by task name, else by breaker name, else its own."""
@@ -131,8 +134,11 @@ class FallbackRunner:
                     raise _Skipped(f"skipped: a {kind} step cannot help with {category}")
                 result = self._answer(walk, step, kind)
             except Exception as error:  # every failure is recorded and the next step tried
-                text = str(error) if isinstance(error, _Skipped) else f"{type(error).__name__}: {error}"
+                skipped = isinstance(error, _Skipped)
+                text = str(error) if skipped else f"{type(error).__name__}: {error}"
                 walk.attempts.append({"step": name, "error": text})
+                if not skipped:
+                    count_handled(self._count, name, self._category(error))
                 continue
             count_fallback(self._count, result.kind)
             return result
@@ -160,7 +166,7 @@ class FallbackRunner:
         if breaker is not None and breaker == walk.failed_breaker:
             raise _Skipped(f"skipped: behind the failing breaker {breaker!r}")
         call = getattr(step_task, "call_guarded", step_task)
-        with self._step_scope():
+        with self._step_scope(step_task.name):
             value = call(*step_args, **step_kwargs)
         result_kind = FallbackKind.ALTERNATIVE_PROVIDER if kind == PROVIDER else FallbackKind.RULE_BASED
         confidence = float(getattr(step_task, "fallback_confidence", DEFAULT_CONFIDENCE[result_kind]))

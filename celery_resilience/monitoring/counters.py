@@ -39,6 +39,7 @@ __all__ = [
     "PROVIDER_UNSETTLED",
     "PROVIDER_UNSETTLED_STREAM",
     "RETRY_REFUSED",
+    "HANDLED",
     "CACHE_CHECKED",
     "CACHE_DISAGREED",
     "PROVIDER_SCOPE",
@@ -55,6 +56,7 @@ __all__ = [
     "count_provider_429",
     "count_unsettled",
     "count_retry_refused",
+    "count_handled",
     "count_cache_check",
     "provider_call_fields",
 ]
@@ -92,6 +94,9 @@ PROVIDER_429 = "provider_429:"
 PROVIDER_UNSETTLED = "provider_unsettled:"
 PROVIDER_UNSETTLED_STREAM = "provider_unsettled_stream:"
 RETRY_REFUSED = "retry_refused:"
+# + "<dependency>/<category>": failures the plugin handled (retried, fell back), counted
+# instead of reported as errors
+HANDLED = "handled:"
 CACHE_CHECKED = "cache_checked:"
 CACHE_DISAGREED = "cache_disagreed:"
 # Provider calls are admissions into the provider's budget, counted apart from users'.
@@ -176,6 +181,11 @@ def provider_call_fields(provider: str, taken: bool) -> dict[str, float]:
     """What one reservation against a provider's budget counts, in ``PROVIDER_SCOPE``
     (``store/lua/budget.lua`` writes the same)."""
     return {outcome_field(ADMITTED if taken else THROTTLED, provider): 1}
+
+
+def count_handled(count: Count, subject: str, category: str) -> None:
+    """A failure the plugin handled (a retry, a fallback, a step the chain moved past)."""
+    count({f"{HANDLED}{subject}/{category}": 1})
 
 
 def count_retry_refused(count: Count, provider: str) -> None:

@@ -1,26 +1,45 @@
-"""Alerts to Sentry, through the application's own Sentry set-up when it has one.
+"""Sentry: the plugin's alerts, and what becomes of the errors it handles.
 
 Each alert is one message event: its level, a fingerprint per rule and subject (so Sentry
 groups repeats into one issue), tags (rule, breaker, ...) and the figures as context.
 Sending does not wait for Sentry: the SDK's transport thread posts the event, so a task
 whose outcome tripped a breaker is not held up by it.
+
+An error the plugin handles (a 429 it paces, a failure it retries, a step its chain moves
+past) is what it is in Sentry: a warning marked handled, one issue per provider and
+category, or nothing (``resilience_sentry_handled = "drop"``). Its count is in the
+metrics either way. What the plugin does not handle is left as the SDK reports it.
 """
 
 from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.dedupe import DedupeIntegration
 from sentry_sdk.integrations.logging import ignore_logger
 
 from .alerting import SENT_LOG
 from .rules import Alert
+from .settings import DROP, WARNING
 
-__all__ = ["SentrySink", "ensure_sentry", "handled_by_the_chain", "send_alert"]
+__all__ = [
+    "SentrySink",
+    "count_in_sentry",
+    "ensure_sentry",
+    "forget_as_seen",
+    "handled_errors",
+    "report_exhausted",
+    "send_alert",
+]
+
+HANDLED_TAG = "resilience.handled"
+# The count of handled errors in Sentry's metrics (attributes: subject, category).
+HANDLED_METRIC = "celery_resilience.handled"
 
 _started_here = threading.Lock()
 
@@ -67,23 +86,73 @@ class SentrySink:
         return send_alert(alert) if self.ready() else None
 
 
-def _not_a_task_failure(event: Any, hint: Any) -> Any:
-    mechanisms = [
-        (value.get("mechanism") or {}).get("type")
-        for value in (event.get("exception") or {}).get("values") or []
-    ]
-    return None if "celery" in mechanisms else event
+def forget_as_seen() -> None:
+    """Leave Sentry's dedupe memory as if the event just processed had never been seen.
+    ``DedupeIntegration`` remembers the last exception it let through and drops the next
+    event of the same object; it forgets only when ``before_send`` drops an event, not
+    when an event processor does. Without this, a real failure raised later with an
+    exception object the plugin handled (a library that caches its exception does that)
+    would never reach Sentry."""
+    DedupeIntegration.reset_last_seen()
+
+
+def _mark(event: Any, subject: str, category: str) -> Any:
+    """What a handled error is in Sentry: a warning, handled, one issue per subject and category."""
+    event["level"] = WARNING
+    for value in (event.get("exception") or {}).get("values") or []:
+        mechanism = value.setdefault("mechanism", {"type": "generic"})
+        mechanism["handled"] = True
+    event["fingerprint"] = ["celery-resilience", "handled", subject, category]
+    tags = event.setdefault("tags", {})
+    tags[HANDLED_TAG], tags["resilience.subject"] = category, subject
+    return event
+
+
+def count_in_sentry(subject: str, category: str) -> None:
+    """The handled error's count in Sentry's metrics, where the SDK has them."""
+    metrics = getattr(sentry_sdk, "metrics", None)
+    count = getattr(metrics, "count", None)
+    if count is None or not sentry_sdk.get_client().is_active():
+        return
+    try:
+        count(HANDLED_METRIC, 1, attributes={"subject": subject, "category": category})
+    except TypeError:  # an SDK whose metrics API is the older one
+        return
+
+
+def report_exhausted(task: str, reason: str, attempts: list[dict[str, str]]) -> None:
+    """An exhausted chain fails its task: the failure Sentry's Celery integration reports
+    carries what was tried, and why each step did not answer."""
+    if sentry_sdk.get_client().is_active():
+        scope = sentry_sdk.get_isolation_scope()
+        scope.set_context("resilience", {"task": task, "reason": reason, "attempts": attempts})
+        scope.set_tag("resilience.exhausted", task)
 
 
 @contextmanager
-def handled_by_the_chain() -> Iterator[None]:
-    """Around a fallback step: Sentry's Celery integration reports whatever leaves a task's
-    body as an unhandled task failure, but a step's error is handled (the chain records it
-    and tries the next step), so those reports are dropped. Anything else the step sends
-    (its own ``capture_exception``, its error logs) still goes."""
+def handled_errors(subject: str, handled: Callable[[BaseException], str | None], mode: str) -> Iterator[None]:
+    """Around a guarded call or a fallback step: an error event that the plugin will handle
+    (``handled`` names its category; None: it will not) is marked handled, a warning, one
+    issue per ``subject`` and category, or dropped with ``mode="drop"``. The SDK's own
+    integrations (OpenAI, Anthropic, Celery for an inline step) report it at the call
+    site as unhandled before the task decides; the user's spans and breadcrumbs stay.
+    An event already marked by an inner scope is left as it is."""
     if not sentry_sdk.get_client().is_active():
         yield
         return
+
+    def processor(event: Any, hint: Any) -> Any:
+        exc_info = (hint or {}).get("exc_info")
+        if not exc_info or exc_info[1] is None or HANDLED_TAG in (event.get("tags") or {}):
+            return event
+        category = handled(exc_info[1])
+        if category is None:
+            return event  # the task raises it: a real error, reported as the SDK made it
+        forget_as_seen()
+        if mode == DROP:
+            return None
+        return _mark(event, subject, category)
+
     with sentry_sdk.new_scope() as scope:
-        scope.add_event_processor(_not_a_task_failure)
+        scope.add_event_processor(processor)
         yield

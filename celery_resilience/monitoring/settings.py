@@ -7,10 +7,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from ..errors import ConfigurationError
-from ..validation import SettingsReader, integer, seconds
+from ..validation import SettingsReader, choice, integer, seconds
 from .rules import DEFAULT_RULES, LEVELS, AlertRule
 
-__all__ = ["MonitoringSettings", "read_monitoring_settings"]
+__all__ = ["DROP", "HANDLED_MODES", "WARNING", "MonitoringSettings", "read_monitoring_settings"]
+
+# ``resilience_sentry_handled``: an error the plugin handled is nothing in Sentry (counted in
+# the metrics), or a warning marked handled.
+WARNING, DROP = "warning", "drop"
+HANDLED_MODES = (WARNING, DROP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +24,8 @@ class MonitoringSettings:
     alert_interval: float
     monitor_lease: float
     sentry_dsn: str | None
+    # What becomes of an error the plugin handled, in Sentry: "drop" or "warning".
+    sentry_handled: str
     metrics_ttl: int
 
 
@@ -29,6 +36,7 @@ def read_monitoring_settings(read: SettingsReader) -> MonitoringSettings:
         alert_interval=interval,
         monitor_lease=seconds(*read("monitor_lease", 3 * interval), positive=True),
         sentry_dsn=_dsn(*read("sentry_dsn")),
+        sentry_handled=choice(*read("sentry_handled", DROP), HANDLED_MODES, "'drop' or 'warning'"),
         metrics_ttl=integer(*read("metrics_ttl", 7200), low=60),
     )
 

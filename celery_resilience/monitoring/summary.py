@@ -25,6 +25,7 @@ from .counters import (
     FALLBACK,
     FALLBACK_EXHAUSTED,
     GRACED,
+    HANDLED,
     PROVIDER_429,
     PROVIDER_SCOPE,
     PROVIDER_UNSETTLED,
@@ -67,6 +68,8 @@ class MinuteSummary:
     provider_unsettled: Mapping[str, float] = field(default_factory=dict)
     provider_unsettled_streams: Mapping[str, float] = field(default_factory=dict)
     retries_refused: Mapping[str, float] = field(default_factory=dict)
+    # "<dependency>/<category>": failures handled (retried, fallen back), not errors.
+    handled: Mapping[str, float] = field(default_factory=dict)
     # Per task: the provider's answers compared with the cache's, and those that differed.
     cache_checks: Mapping[str, float] = field(default_factory=dict)
     cache_disagreements: Mapping[str, float] = field(default_factory=dict)
@@ -113,6 +116,7 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         provider_unsettled=_prefixed(fields, PROVIDER_UNSETTLED),
         provider_unsettled_streams=_prefixed(fields, PROVIDER_UNSETTLED_STREAM),
         retries_refused=_prefixed(fields, RETRY_REFUSED),
+        handled=_prefixed(fields, HANDLED),
         cache_checks=_prefixed(fields, CACHE_CHECKED),
         cache_disagreements=_prefixed(fields, CACHE_DISAGREED),
         expired=fields.get(EXPIRED, 0.0),
