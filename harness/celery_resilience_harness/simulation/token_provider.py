@@ -277,14 +277,14 @@ class TokenProvider:
     def events(self, request: dict[str, Any], body: dict[str, Any]) -> bytes:
         """A successful answer as the provider streams it."""
         if self.style == "anthropic":
-            usage = body["usage"]
+            usage, text = body["usage"], body["content"][0]["text"]
             start = {**body, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
             events: list[tuple[str | None, Any]] = [
                 ("message_start", {"type": "message_start", "message": start}),
                 ("content_block_start", {"type": "content_block_start", "index": 0,
                                          "content_block": {"type": "text", "text": ""}}),
                 ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                         "delta": {"type": "text_delta", "text": body["content"][0]["text"]}}),
+                                         "delta": {"type": "text_delta", "text": text}}),
                 ("content_block_stop", {"type": "content_block_stop", "index": 0}),
                 ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                                    "usage": {"output_tokens": usage["output_tokens"]}}),
