@@ -167,16 +167,28 @@ def test_the_database_over_http(services: FakeServices) -> None:
 
 
 def test_the_sentry_stand_in_counts_what_the_real_sdk_sends(services: FakeServices) -> None:
-    """The Sentry stand-in counts the events the real SDK sends."""
+    """The Sentry stand-in counts the events the real SDK sends, by level and by kind."""
     sentry = sentry_sdk.Client(dsn=ServicesClient(services.url).sentry_dsn(), default_integrations=False)
-    sentry.capture_event({"message": "breaker tripped", "level": "warning", "fingerprint": ["breaker"]})
-    sentry.capture_event({"message": "breaker tripped", "level": "warning", "fingerprint": ["breaker"]})
+    for _ in range(2):
+        sentry.capture_event(
+            {
+                "message": "breaker tripped",
+                "level": "warning",
+                "fingerprint": ["breaker"],
+                "tags": {"resilience.rule": "breaker_trip"},
+            }
+        )
     sentry.capture_event({"message": "ValueError: boom", "level": "error"})
+    handled = {"type": "RateLimitError", "value": "429", "mechanism": {"type": "openai", "handled": True}}
+    sentry.capture_event(
+        {"level": "warning", "exception": {"values": [handled]}, "tags": {"resilience.handled": "rate_limit"}}
+    )
     sentry.flush(timeout=5)
     stats = services.stats()["sentry"]
-    assert stats["events"] == 3
-    assert stats["by_level"] == {"warning": 2, "error": 1}
-    assert stats["issues"] == 2
+    assert stats["events"] == 4
+    assert stats["by_level"] == {"warning": 3, "error": 1}
+    assert stats["by_kind"] == {"alert breaker_trip": 2, "message": 1, "handled rate_limit": 1}
+    assert stats["issues"] == 3
 
 
 def test_a_client_that_gives_up_mid_request_prints_nothing(

@@ -65,6 +65,7 @@ class SentryCollector:
                     "message": message or f"{exception[-1].get('type')}: {exception[-1].get('value')}",
                     "tags": tags,
                     "fingerprint": payload.get("fingerprint"),
+                    "kind": _kind(tags, exception[-1].get("type")),
                 }
             )
         with self._lock:
@@ -75,6 +76,7 @@ class SentryCollector:
             return {
                 "events": len(self.events),
                 "by_level": dict(Counter(e["level"] for e in self.events)),
+                "by_kind": dict(Counter(e["kind"] for e in self.events)),
                 # What Sentry would group into issues: the fingerprint, else the error's type.
                 "issues": len({_issue(e) for e in self.events}),
                 "top_issues": Counter(_title(e) for e in self.events).most_common(5),
@@ -84,6 +86,18 @@ class SentryCollector:
     def reset(self) -> None:
         with self._lock:
             self.events = []
+
+
+def _kind(tags: dict[str, Any], exception: object) -> str:
+    """What an event is to whoever reads Sentry: an alert (by its rule), an exhausted
+    chain, an error the plugin handled (sent as a warning), or another error (by type)."""
+    if tags.get("resilience.handled"):
+        return f"handled {tags['resilience.handled']}"
+    if tags.get("resilience.rule"):
+        return f"alert {tags['resilience.rule']}"
+    if tags.get("resilience.exhausted") or exception == "FallbackExhausted":
+        return "exhausted chain"
+    return f"error {exception}" if exception else "message"
 
 
 def _issue(event: dict[str, Any]) -> str:

@@ -52,6 +52,7 @@ class RunSummary:
     alerts: int
     alert_issues: int
     alerts_by_level: dict[str, int]
+    alerts_by_kind: dict[str, int]
     alert_titles: list[tuple[str, int]]
     plugin: dict[str, float]
     marks: dict[str, float]
@@ -171,6 +172,7 @@ def summarise(data: RunData, window: float = 1.0) -> RunSummary:
         alerts=int(sentry.get("events", 0)),
         alert_issues=int(sentry.get("issues", 0)),
         alerts_by_level=dict(sentry.get("by_level", {})),
+        alerts_by_kind=dict(sentry.get("by_kind", {})),
         alert_titles=[(str(title), int(n)) for title, n in sentry.get("top_issues", [])],
         plugin=data.plugin,
         marks=data.marks,

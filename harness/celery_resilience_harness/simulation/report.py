@@ -96,6 +96,14 @@ def reference_table(results: Mapping[str, Pair]) -> list[Row]:
         )
     )
     rows.append(
+        (
+            "Handled errors counted, not sent",
+            "-",
+            str(round(sum(r.plugin.get("handled", 0) for r in afters))),
+            "-",
+        )
+    )
+    rows.append(
         ("Tasks lost", str(sum(r.tasks_lost for r in befores)), str(sum(r.tasks_lost for r in afters)), "-")
     )
     rows.append(("Fallback answers right", _fallbacks_right(befores), _fallbacks_right(afters), "-"))
@@ -213,6 +221,17 @@ def errors_table(results: Mapping[str, Pair]) -> str | None:
     return _grid(("run", "errors", "kind"), rows) if rows else None
 
 
+def events_table(results: Mapping[str, Pair]) -> str | None:
+    """The events each run sent to Sentry, by kind: what someone reading Sentry acts on."""
+    rows = [
+        [f"{pair[mode].scenario} {mode}", str(count), kind]
+        for pair in results.values()
+        for mode in ("before", "after")
+        for kind, count in sorted(pair[mode].alerts_by_kind.items(), key=lambda item: -item[1])
+    ]
+    return _grid(("run", "events", "kind"), rows) if rows else None
+
+
 def render(results: Mapping[str, Pair], scale: Scale) -> str:
     header = (
         f"Scale {scale.scale:g} (users, provider limit and pool), time x{scale.speedup:g} "
@@ -222,8 +241,10 @@ def render(results: Mapping[str, Pair], scale: Scale) -> str:
     reference = _grid(
         ("Scenario", "Before (plain Celery)", "After (celery-resilience)", "Change"), reference_table(results)
     )
-    errors = errors_table(results)
+    errors, events = errors_table(results), events_table(results)
     tail = "" if errors is None else f"\nRequests that ended in an error, by kind:\n\n{errors}\n"
+    if events is not None:
+        tail += f"\nEvents sent to Sentry, by kind:\n\n{events}\n"
     return f"{header}\n\n{reference}\n\n{detail_table(results)}\n{tail}"
 
 

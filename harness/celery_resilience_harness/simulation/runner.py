@@ -452,6 +452,9 @@ def _plugin_totals(app: Celery) -> dict[str, float]:
         for name, count in summary.breaker_trips.items():
             totals[f"trips:{name}"] = totals.get(f"trips:{name}", 0) + count
         totals["expired"] = totals.get("expired", 0) + summary.expired
+        for subject, count in summary.handled.items():  # counted, not sent to Sentry
+            totals["handled"] = totals.get("handled", 0) + count
+            totals[f"handled:{subject}"] = totals.get(f"handled:{subject}", 0) + count
     return totals
 
 
