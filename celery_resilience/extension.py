@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -334,9 +334,18 @@ class Resilience:
         if not getattr(self.app, "finalized", False):
             return
         for task in list(self.app.tasks.values()):
-            check = getattr(type(task), "check_for", None)
-            if check is not None:
-                check(self)
+            check = getattr(type(task), "check_configuration", None)
+            if check is None:
+                continue
+            try:
+                check(self.settings)
+            except ConfigurationError:
+                # As at bind: a shared task declared for another app, whose settings it
+                # fits, is not this app's mistake.
+                if not any(
+                    _fits(check, other.settings) for other in Resilience.all_registered() if other is not self
+                ):
+                    raise
 
     def _breaker_tripped(self, name: str, recorded: Recorded) -> None:
         """A trip is urgent: the process whose outcome caused it alerts at once, not a monitor
@@ -439,6 +448,14 @@ def _run_fallbacks(
     except FallbackExhausted as exhausted:
         report_exhausted(exhausted.task, exhausted.reason, exhausted.attempts)
         raise
+
+
+def _fits(check: Callable[[ResilienceSettings], None], settings: ResilienceSettings) -> bool:
+    try:
+        check(settings)
+    except ConfigurationError:
+        return False
+    return True
 
 
 def _is_plain_task(app: Celery, name: str) -> bool:

@@ -44,6 +44,20 @@ def test_a_task_naming_an_unknown_breaker_fails_when_the_app_is_finalized() -> N
     assert "did you mean 'openai'?" in str(caught.value) and "'opneai'" in str(caught.value)
 
 
+def test_an_app_finalized_before_the_plugin_has_its_tasks_checked_by_it() -> None:
+    """Tasks bound before ``Resilience(app)`` (the app finalized first) are checked when it starts."""
+    app = app_with(breakers={"openai": {}})
+
+    @app.task(base=AITask, breaker="opneai", name="ai.early", shared=False)
+    def early(prompt: str) -> str:
+        return prompt
+
+    app.finalize()
+    with pytest.raises(ConfigurationError) as caught:
+        Resilience(app)
+    assert caught.value.setting == "ai.early.breaker"
+
+
 @pytest.mark.parametrize(
     ("attributes", "setting", "expected"),
     [
