@@ -42,7 +42,6 @@ from .publishing import (
     PublishGate,
     apply_verdict,
     queue_name,
-    take_caller_keywords,
 )
 from .settings import ResilienceSettings
 from .store import KeySpace, Store, masked_url, open_store, store_problem
@@ -366,26 +365,15 @@ class Resilience:
     def _send_gated(self, send_task: Any, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """``send_task`` for a task name configured as gated: the producer may not have the
         task's class, so the gate runs here, with the same strategies as ``apply_async``."""
-        caller = take_caller_keywords(options)
-        headers = dict(options.get("headers") or {})
-        admitted = None
-        if not self.gate.passes(self.app, options, headers, name, caller[0]):
-            admitted = self.gate.admit(
-                name,
-                caller,
-                self.settings.admission.gated_tasks[name],
-                queue=self.route(name, args, kwargs, options),
-                breaker=None,
-                refusable=not options.get("group_index"),
-                headers=headers,
-            )
-            if admitted is not None:
-                apply_verdict(options, admitted, self.clock.now)
-        options["headers"] = headers
+        admitted = self.gate.enter(
+            self.app, name, args, kwargs, options, self.settings.admission.gated_tasks[name], None, self.route
+        )
+        if admitted is not None:
+            apply_verdict(options, admitted, self.clock.now)
         try:
             return send_task(name, args, kwargs, **options)
         except Exception:
-            if admitted is not None:
+            if admitted is not None:  # nothing was published: the caller keeps their allowance
                 self.admission.give_back(admitted)
             raise
 

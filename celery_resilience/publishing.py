@@ -243,6 +243,40 @@ class PublishGate:
         headers[HEADER] = ctx.header(verdict.label)
         return verdict
 
+    def enter(
+        self,
+        app: Any,
+        name: str,
+        args: Any,
+        kwargs: Any,
+        options: dict[str, Any],
+        request_type: str | None,
+        breaker: str | None,
+        route: Callable[[str, Any, Any, dict[str, Any], Any], str | None],
+        queue: Any = None,
+    ) -> Verdict | None:
+        """The one gate of every publish, by a task's ``apply_async`` or by name through
+        ``send_task``: our keywords off the options, work already admitted passed, a new
+        request admitted (``route(name, args, kwargs, options, queue)`` names its queue).
+        The context header is set in ``options``; the verdict (None: nothing to apply or
+        give back) is the caller's to apply, and to give back if the publish fails."""
+        caller = take_caller_keywords(options)
+        headers = dict(options.get("headers") or {})
+        options["headers"] = headers
+        if self.passes(app, options, headers, name, caller[0]):
+            return None
+        return self.admit(
+            name,
+            caller,
+            request_type,
+            queue=route(name, args, kwargs, options, queue),
+            breaker=breaker,
+            # A group is refused at its first member or not at all: once that one is
+            # published, a refusal would leave the rest of the group half run.
+            refusable=not options.get("group_index"),
+            headers=headers,
+        )
+
 
 def apply_verdict(options: dict[str, Any], verdict: Verdict, now: Callable[[], float]) -> None:
     """Merge the verdict's countdown and expiry into the publish's options (most verdicts

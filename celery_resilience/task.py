@@ -18,7 +18,7 @@ from celery import Task
 from .admission.gate import Verdict
 from .errors import ConfigurationError
 from .extension import Resilience
-from .publishing import HEADER, apply_verdict, take_caller_keywords
+from .publishing import HEADER, apply_verdict
 from .settings import ResilienceSettings
 from .validation import choice
 
@@ -91,10 +91,22 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         shadow: str | None = None,
         **options: Any,
     ) -> Any:
-        caller = take_caller_keywords(options)
-        headers = dict(options.get("headers") or {})
-        admitted = self._gate(args, kwargs, options, headers, caller)
-        options["headers"] = headers
+        # A bound task's app, without the two calls of Celery's ``app`` descriptor.
+        app = self._app if self.__bound__ else self.app  # type: ignore[attr-defined]
+        resilience = Resilience.of(app)
+        admitted = resilience.gate.enter(
+            app,
+            self.name,
+            args,
+            kwargs,
+            options,
+            self.request_type,
+            self.breaker,
+            resilience.route,
+            self.queue,
+        )
+        if admitted is not None:
+            self._schedule(resilience, options, admitted, options["headers"][HEADER])
         # Celery's own defaults are None: only what the call gave goes back in.
         if task_id is not None:
             options["task_id"] = task_id
@@ -110,39 +122,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             return self._publish(args, kwargs, options)
         except Exception:
             if admitted is not None:  # nothing was published: the caller keeps their allowance
-                Resilience.of(self.app).admission.give_back(admitted)
+                resilience.admission.give_back(admitted)
             raise
-
-    def _gate(
-        self,
-        args: Any,
-        kwargs: Any,
-        options: dict[str, Any],
-        headers: dict[str, Any],
-        caller: tuple[object, str | None, str | None],
-    ) -> Verdict | None:
-        """Pass work already admitted, or admit a new request; returns an admission's verdict."""
-        # A bound task's app, without the two calls of Celery's ``app`` descriptor.
-        app = self._app if self.__bound__ else self.app  # type: ignore[attr-defined]
-        resilience = Resilience.of(app)
-        gate = resilience.gate
-        name = self.name
-        if gate.passes(app, options, headers, name, caller[0]):
-            return None
-        verdict = gate.admit(
-            name,
-            caller,
-            self.request_type,
-            queue=resilience.route(name, args, kwargs, options, self.queue),
-            breaker=self.breaker,
-            # A group is refused at its first member or not at all: once that one is
-            # published, a refusal would leave the rest of the group half run.
-            refusable=not options.get("group_index"),
-            headers=headers,
-        )
-        if verdict is not None:
-            self._schedule(resilience, options, verdict, headers[HEADER])
-        return verdict
 
     def _schedule(
         self, resilience: Resilience, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]
