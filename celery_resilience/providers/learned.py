@@ -6,14 +6,17 @@ says, shared by every worker through the store:
 
 - a response stating the unit's limit (``x-ratelimit-limit-tokens``,
   ``anthropic-ratelimit-*-limit``) sets it outright: the provider is the ground truth;
-- otherwise additive increase, multiplicative decrease (AIMD), as TCP finds a link's
-  capacity: a 429 cuts the rate to ``DECREASE`` of itself, at most once per
-  ``COOL_DOWN`` (the 429s of calls already in flight say the same thing again), and at
-  least to what the window held when the provider refused (more than that cannot fit);
+- otherwise by what the provider refuses, as TCP finds a link's capacity: a 429 cuts the
+  rate to what the window held when the provider refused (the limit, within one call's
+  cost: the provider counts what the window counts), or, when that is unknown, to
+  ``DECREASE`` of itself; at most once per ``COOL_DOWN`` (the 429s of calls already in
+  flight say the same thing again), except that any 429 meeting a window that held less
+  than the rate lowers it to that;
   while calls succeed and the budget is what held them back, the rate grows back towards
   the rate at the last cut by ``INCREASE`` of it per second, and past it (the limit may
-  have risen) by ``PROBE`` of itself per second for each second since the last cut, as
-  CUBIC probes: gently near the last limit, fast once it has held a while. For ``QUIET``
+  have risen) by ``PROBE`` of itself per second for each second since the last cut (up
+  to ``ACCELERATE_FOR`` seconds), as CUBIC probes: gently near the last limit, fast once
+  it has held a while. For ``QUIET``
   seconds after a cut it does not grow: the calls held back then were held by the 429's
   drain.
 
@@ -34,6 +37,7 @@ from ..clock import Clock
 from ..errors import StoreUnavailable
 
 __all__ = [
+    "ACCELERATE_FOR",
     "COOL_DOWN",
     "DECREASE",
     "INCREASE",
@@ -52,6 +56,9 @@ DECREASE = 0.8  # kept of the rate on a 429
 PROBE = 0.02  # of the rate, per second of success past the rate at the last cut
 COOL_DOWN = 0.5  # seconds between two cuts
 QUIET = 2.0  # seconds after a cut without growth
+# Probing speeds up with the seconds since the last cut, up to this many (a unit never
+# cut probes at the top speed from its first growth: a guess has no limit to keep near).
+ACCELERATE_FOR = 10.0
 REFRESH = 0.5  # seconds a process keeps the shared rate
 GROW_EVERY = 0.2  # seconds between two growth reports from one process
 FLOOR = 0.01  # the lowest rate, as a share of the starting guess
@@ -84,14 +91,20 @@ def learned(
     if event == SET and value > 0:
         return LearnedRate(value, value, now, current.cut_at)
     if event == CUT:  # ``value``: how long the 429 drained the budget
+        measured = 0 < accepted < current.rate
         if now - current.cut_at < COOL_DOWN:
-            return current
-        rate = current.rate * DECREASE
-        if accepted > 0:
-            rate = min(rate, accepted)
-        rate = max(start * FLOOR, rate)
+            # Another 429 of the same episode: nothing new, unless the window it met held
+            # less than the rate (the provider's limit is below what is left of it).
+            if not measured:
+                return current
+            rate = max(start * FLOOR, accepted)
+            return LearnedRate(rate, min(current.ceiling, rate), current.grown_at, current.cut_at)
+        # What the window held when the provider refused is the limit, within one call's
+        # cost; without it, the multiplicative cut. Growth starts near it, gently.
+        rate = max(start * FLOOR, accepted if measured else current.rate * DECREASE)
+        ceiling = rate if measured else current.rate
         # The cut counts from the drain's end: no second cut, and no growth, before then.
-        return LearnedRate(rate, current.rate, now, now + max(0.0, value))
+        return LearnedRate(rate, ceiling, now, now + max(0.0, value))
     if event == GROW:
         elapsed = min(1.0, max(0.0, now - current.grown_at))
         if now - current.cut_at < QUIET:
@@ -99,7 +112,8 @@ def learned(
         if current.rate < current.ceiling:
             rate = min(current.ceiling, current.rate + INCREASE * current.ceiling * elapsed)
         else:
-            rate = current.rate * (1.0 + PROBE * elapsed * max(1.0, now - current.cut_at))
+            speed = min(ACCELERATE_FOR, max(1.0, now - current.cut_at))
+            rate = current.rate * (1.0 + PROBE * elapsed * speed)
         return LearnedRate(rate, current.ceiling, now, current.cut_at)
     return current
 

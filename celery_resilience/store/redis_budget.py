@@ -142,6 +142,7 @@ class RedisBudgets:
                 repr(learned.PROBE),
                 repr(learned.QUIET),
                 repr(accepted),
+                repr(learned.ACCELERATE_FOR),
             ],
         )
         return float(reply)

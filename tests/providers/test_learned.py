@@ -7,6 +7,7 @@ import pytest
 from celery_resilience.errors import ConfigurationError
 from celery_resilience.providers.budget import stretched
 from celery_resilience.providers.learned import (
+    ACCELERATE_FOR,
     COOL_DOWN,
     CUT,
     DECREASE,
@@ -45,19 +46,41 @@ def test_success_grows_back_to_the_last_cut_then_probes_past_it() -> None:
     assert back.rate == pytest.approx(10.0)
     # Past it, PROBE of itself per second, faster the longer the last cut holds.
     probed = learned(back, GROW, back.grown_at + 0.5, start=10.0)
-    assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 0.5 * (probed.grown_at - state.cut_at)))
+    speed = min(ACCELERATE_FOR, probed.grown_at - state.cut_at)
+    assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 0.5 * speed))
 
 
-def test_a_cut_goes_at_least_to_what_the_provider_accepted() -> None:
-    """Refused while the window held 3 a second, a rate of 10 is cut to 3, not to 8."""
-    assert learned(None, CUT, 100.0, start=10.0, accepted=3.0).rate == 3.0
-    assert learned(None, CUT, 100.0, start=10.0, accepted=9.5).rate == pytest.approx(10.0 * DECREASE)
+def test_a_unit_never_cut_probes_at_the_top_speed_not_past_it() -> None:
+    """With no cut yet (a cut time of zero), probing is ACCELERATE_FOR times PROBE a second, no faster."""
+    state = learned(None, READ, 1_800_000_000.0, start=10.0)
+    grown = learned(state, GROW, state.grown_at + 1.0, start=10.0)
+    assert grown.rate == pytest.approx(10.0 * (1 + PROBE * ACCELERATE_FOR))
+
+
+def test_a_cut_goes_to_what_the_window_held_when_the_provider_refused() -> None:
+    """Refused at a window of 9.5 a second, a rate of 10 is cut to 9.5 (not 8) and probes from there."""
+    cut = learned(None, CUT, 100.0, start=10.0, accepted=9.5)
+    assert cut.rate == 9.5 and cut.ceiling == 9.5
+    assert learned(None, CUT, 100.0, start=10.0, accepted=12.0).rate == pytest.approx(10.0 * DECREASE)
+    # Within the cool-down a 429 says nothing new, unless its window held less than the rate.
+    assert learned(cut, CUT, 100.1, start=10.0, accepted=9.8).rate == 9.5
+    assert learned(cut, CUT, 100.1, start=10.0, accepted=6.0).rate == 6.0
 
 
 def test_a_stated_limit_is_taken_as_it_is() -> None:
     """The provider's own limit header replaces whatever was learned."""
     state = learned(learned(None, CUT, 100.0, start=10.0), SET, 101.0, start=10.0, value=42.0)
     assert state.rate == 42.0 and state.ceiling == 42.0
+
+
+def test_a_store_cuts_to_what_the_window_held_the_same_way(store: Store, clock: FakeClock) -> None:
+    """Redis's script and the memory store agree on cuts by what the window held, and on probing."""
+    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 9.5) == 9.5
+    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 9.8) == 9.5  # the same episode
+    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 6.0) == 6.0  # ...that met a lower window
+    clock.advance(1.0 + QUIET + 3.0)
+    # five seconds since the cut (counted from its drain's end): five times the probe
+    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(6.0 * (1 + PROBE * 1.0 * 5.0))
 
 
 def test_a_store_learns_the_same_way(store: Store, clock: FakeClock) -> None:

@@ -11,6 +11,7 @@
 -- ARGV[10] probe (growth past the last cut's rate, per second since that cut)
 -- ARGV[11] quiet seconds after a cut
 -- ARGV[12] cut: what the window held when the provider refused, per second (0: unknown)
+-- ARGV[13] the most seconds since a cut that speed up probing
 -- Returns  the rate per second, as a string.
 
 local now = clock(ARGV[1])
@@ -25,14 +26,23 @@ local value = tonumber(ARGV[5])
 if event == "set" and value > 0 then
   rate, ceiling, grown_at = value, value, now
 elseif event == "cut" then
-  if now - cut_at >= tonumber(ARGV[8]) then
-    ceiling = rate
-    rate = rate * tonumber(ARGV[7])
-    local accepted = tonumber(ARGV[12] or "0")
-    if accepted > 0 then
-      rate = math.min(rate, accepted)
+  local accepted = tonumber(ARGV[12] or "0")
+  local measured = accepted > 0 and accepted < rate
+  local floor = start * tonumber(ARGV[9])
+  if now - cut_at < tonumber(ARGV[8]) then
+    -- another 429 of the same episode: only a window holding less than the rate lowers it
+    if measured then
+      rate = math.max(floor, accepted)
+      ceiling = math.min(ceiling, rate)
     end
-    rate = math.max(start * tonumber(ARGV[9]), rate)
+  else
+    if measured then
+      rate = math.max(floor, accepted)
+      ceiling = rate
+    else
+      ceiling = rate
+      rate = math.max(floor, rate * tonumber(ARGV[7]))
+    end
     -- the cut counts from the drain's end: no second cut, and no growth, before then
     grown_at, cut_at = now, now + math.max(0, value)
   end
@@ -44,7 +54,7 @@ elseif event == "grow" then
   if rate < ceiling then
     rate = math.min(ceiling, rate + tonumber(ARGV[6]) * ceiling * elapsed)
   else
-    rate = rate * (1 + tonumber(ARGV[10]) * elapsed * math.max(1, now - cut_at))
+    rate = rate * (1 + tonumber(ARGV[10]) * elapsed * math.min(tonumber(ARGV[13]), math.max(1, now - cut_at)))
   end
   grown_at = now
 end
