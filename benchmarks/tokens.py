@@ -386,14 +386,37 @@ def main() -> None:
         return
     redis.Redis.from_url(REDIS).ping()
     print(f"(workers' output: {WORKER_LOG})")
-    results: dict[str, Any] = {"window": WINDOW, "seconds": SECONDS, "demand": DEMAND, "grid": [],
-                               "learned": {}, "outage": {}, "commit": commit(),
-                               "machine": machine()}  # fmt: skip
-    grid_section(results)
-    print()
+    # BENCH_TOKENS_SECTIONS=learned (or grid,outage,cost) runs some; the others' figures
+    # stay as the last run left them in the results, each section stamped with its run.
+    sections = os.environ.get("BENCH_TOKENS_SECTIONS", "grid,learned,outage,cost").split(",")
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    stamp = {"commit": commit(), "machine": machine(), "day": time.strftime("%Y-%m-%d", time.gmtime())}
+    results.update({"window": WINDOW, "seconds": SECONDS, "demand": DEMAND})
+    results.setdefault("stamps", {})
+    for section in sections:
+        results["stamps"][section] = stamp
+    if "grid" in sections:
+        results["grid"] = []
+        grid_section(results)
+        print()
+    if "learned" in sections:
+        results["learned"] = learned_section()
+        print()
+    if "outage" in sections:
+        results["outage"] = outage_section()
+        print()
+    if "cost" in sections:
+        results["cost_us"] = cost_section()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\n(written to {RESULTS.relative_to(ROOT)})")
+
+
+def learned_section() -> dict[str, Any]:
+    found_all: dict[str, Any] = {}
     for headers in (True, False):
         found = run_apart("learned", "headers" if headers else "none")
-        results["learned"]["headers" if headers else "none"] = found
+        found_all["headers" if headers else "none"] = found
         label = "stated in headers" if headers else "AIMD, no headers"
         print(f"Learned budget ({label}): 429 share {found['share_429']:.2%}", flush=True)
         for phase in ("start", "halved", "restored"):
@@ -403,29 +426,32 @@ def main() -> None:
             print(
                 f"  {phase:9} within 10 % after {after:>6}; learned/limit in the phase's second half {tail}"
             )
-    print()
+    return found_all
+
+
+def outage_section() -> dict[str, Any]:
+    rows: dict[str, Any] = {}
     for name, (task, budget) in {
         "breaker + retry budget": ("bench.ask_down", "on"),
         "retry budget alone": ("bench.ask_retried", "on"),
         "neither (max_retries=5)": ("bench.ask_retried", "off"),
     }.items():
-        row = run_apart("outage", task, budget)
-        results["outage"][name] = row
+        row = rows[name] = run_apart("outage", task, budget)
         first = (
             ""
             if row["first_fallback_ms"] is None
             else f"; first fallback once open {row['first_fallback_ms']:.0f} ms"
         )
         print(f"Outage, {name:26} provider calls per request {row['calls_per_request']:.2f}{first}")
-    print()
+    return rows
+
+
+def cost_section() -> dict[str, float]:
     timings = cost()
-    results["cost_us"] = timings
     reserve, requests = timings["tokens_reserve_only"], timings["requests"]
     print(f"Budget check per call on Redis: requests {requests:.0f} µs, tokens (reserve) {reserve:.0f} µs "
           f"({reserve / requests:.2f}x), tokens reserve + reconcile {timings['tokens']:.0f} µs")  # fmt: skip
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\n(written to {RESULTS.relative_to(ROOT)})")
+    return timings
 
 
 def commit() -> str:
