@@ -21,7 +21,9 @@ VARIANT = os.environ.get("BENCH_TOKENS_VARIANT", "tokens")
 WINDOW = float(os.environ.get("BENCH_TOKENS_WINDOW", "6"))
 LIMIT = int(os.environ.get("BENCH_TOKENS_LIMIT", "60000"))
 REQUESTS = int(os.environ.get("BENCH_TOKENS_REQUESTS", "140"))
-MAX_TOKENS = int(os.environ.get("BENCH_TOKENS_MAX", "2000"))
+# The output cap the calls name (the grid's cells); none: the learned and outage runs,
+# whose answers are short and uncapped.
+MAX_TOKENS = int(os.environ.get("BENCH_TOKENS_MAX", "0")) or None
 # What the plain client counts after success: "tokens" (usage.total_tokens) or "requests".
 COUNTS = os.environ.get("BENCH_TOKENS_COUNTS", "tokens")
 QUEUE = f"bench-tokens-{VARIANT}"
@@ -74,7 +76,9 @@ def client(url: str) -> OpenAI:
 
 def complete(url: str, prompt: str) -> Any:
     return client(url).chat.completions.create(
-        model="bench", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": prompt}]
+        model="bench",
+        messages=[{"role": "user", "content": prompt}],
+        **({"max_tokens": MAX_TOKENS} if MAX_TOKENS else {}),
     )
 
 
