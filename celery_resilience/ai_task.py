@@ -187,6 +187,8 @@ class AITask(ResilientTask):
             context = (options.get("headers") or {}).get(HEADER)
             if booked and isinstance(context, dict):
                 context["booked"] = booked  # the worker's reconciliation corrects it
+                if wait > 0:  # held back at enqueue: a learned budget may grow on its success
+                    context["paced"] = True
             return None
         reason = f"the {provider!r} budget cannot serve it within {horizon:g}s"
         if not self._chain():
@@ -439,6 +441,8 @@ class AITask(ResilientTask):
             if isinstance(header, dict)
             else None
         )
+        if self.resilience_context.get("paced") is True:
+            quota.held_back(provider)
         reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens, booked)
         holds = 0
         while 0 < wait <= self.quota_hold and not direct and holds < _MOST_HOLDS:

@@ -139,6 +139,11 @@ class ProviderQuota:
         except StoreUnavailable as error:
             logger.debug("could not count %s: %s", dict(fields), error)
 
+    def held_back(self, provider: str) -> None:
+        """A call waited for the budget before it got here (its turn on the timetable at
+        enqueue): for a learned unit, as telling as a wait in the worker."""
+        self._held_back[provider] = self._clock.monotonic()
+
     def succeeded(self, provider: str, reservation: Reservation | None = None) -> None:
         """A call went through: learned units grow while they are what holds calls back; a
         token reservation that nothing settled is a blind budget."""
