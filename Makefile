@@ -15,7 +15,7 @@ CHECKED := celery_resilience harness tests benchmarks examples noxfile.py
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint bench versions lock dev clean
+.PHONY: demo test lint bench performance versions lock dev clean
 
 $(UV): requirements/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -48,16 +48,14 @@ versions: dev
 lock: $(UV)
 	scripts/lock $(UV)
 
+# Every benchmark, each keeping what it printed in benchmarks/results/ (scripts/bench).
 bench: dev
 	scripts/ensure-services
-	$(VENV)/bin/python benchmarks/admission.py
-	$(VENV)/bin/python benchmarks/breaker.py
-	$(VENV)/bin/python benchmarks/backpressure.py
-	$(VENV)/bin/python benchmarks/fallback.py
-	$(VENV)/bin/python benchmarks/cache_quality.py
-	$(VENV)/bin/python benchmarks/tokens.py
-	$(VENV)/bin/python benchmarks/topologies.py
-	$(VENV)/bin/python benchmarks/instructions.py
+	PYTHON=$(VENV)/bin/python scripts/bench
+
+# The figures in README.md and docs/ rendered from benchmarks/results/ (never typed).
+performance: dev
+	$(VENV)/bin/python scripts/render-performance
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) $(TOOLS) .nox .mypy_cache .ruff_cache .pytest_cache *.egg-info
