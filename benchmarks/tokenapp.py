@@ -106,7 +106,7 @@ def ask_down(prompt: str, url: str) -> int:
     name="bench.ask_retried",
     provider="p",
     max_retries=5,
-    retry_backoff=1,
+    retry_delay_base=1,
     fallbacks=["template"],
 )
 def ask_retried(prompt: str, url: str) -> int:

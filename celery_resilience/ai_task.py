@@ -78,7 +78,10 @@ class AITask(ResilientTask):
 
     breaker: str | None = None
     provider: str | None = None
-    retry_backoff: float = 2.0
+    # The nth retry waits ``retry_delay_base ** n`` seconds (at most ``retry_backoff_max``)
+    # unless the provider named a wait. Not Celery's ``retry_backoff``, a switch and factor
+    # for ``autoretry_for``, which this task's retries do not use.
+    retry_delay_base: float = 2.0
     retry_backoff_max: float = 300.0
     fallbacks: Sequence[Any] = ()
     cache_prompt: str | None = None
@@ -278,9 +281,11 @@ class AITask(ResilientTask):
         except BaseException as error:
             if reservation is not None:
                 resilience.quota.give_back(reservation)  # unless a response settled it
-            if call is not None:
+            outcome = (
                 resilience.breakers.record(call, error)
-            outcome = call.outcome if call is not None else resilience.breakers.classifier(error)
+                if call is not None
+                else resilience.breakers.classifier(error)
+            )
             if outcome is None or outcome.category is Category.IGNORED or not isinstance(error, Exception):
                 raise
             return self._after_failure(resilience, provider, outcome, error, args, kwargs, can_fall_back)
@@ -318,7 +323,7 @@ class AITask(ResilientTask):
         if step.handled:
             count_handled(resilience.record, provider or self.breaker or self.name, outcome.category.value)
         if step is Next.RETRY:
-            backoff = min(self.retry_backoff_max, self.retry_backoff ** (self.request.retries + 1))
+            backoff = min(self.retry_backoff_max, self.retry_delay_base ** (self.request.retries + 1))
             countdown = outcome.retry_after if outcome.retry_after is not None else backoff
             raise self.retry(exc=error, countdown=countdown) from error
         if step is Next.FALL_BACK:

@@ -78,7 +78,6 @@ class Call:
     permit: Permit
     store: BreakerStore
     started: float
-    outcome: Classification | None = None
     slow: bool = False
 
 
@@ -171,12 +170,16 @@ class Breakers:
             raise CircuitOpen(name, result.state.value, result.retry_after)
         return Call(name, result, store, now)
 
-    def record(self, call: Call, error: BaseException | None) -> None:
-        """Report the call's outcome; a call that overran ``call_timeout`` counts as a timeout."""
+    def record(self, call: Call, error: BaseException | None) -> Classification | None:
+        """Report the call's outcome; a call that overran ``call_timeout`` counts as a timeout.
+        Returns the error's classification, on which callers decide retries and fallbacks
+        (a disabled breaker records nothing, and still classifies)."""
         classification = self.classifier(error) if error is not None else None
-        call.outcome = classification  # callers decide retries and fallbacks on it, disabled or not
-        if not call.permit.recording:
-            return
+        if call.permit.recording:
+            self._record(call, classification)
+        return classification
+
+    def _record(self, call: Call, classification: Classification | None) -> None:
         policy = self.policy(call.name)
         if classification is not None and classification.category is Category.IGNORED:
             # Celery control flow says nothing about the dependency; a probe gives its

@@ -141,8 +141,8 @@ def test_a_disabled_breaker_still_classifies_what_it_does_not_record() -> None:
     store.breaker_force("ai", POLICY, BreakerState.DISABLED)
     breakers._cache.clear()
     call = breakers.acquire("ai")
-    breakers.record(call, TimeoutError("slow"))
-    assert call.outcome is not None and call.outcome.category.value == "timeout"
+    outcome = breakers.record(call, TimeoutError("slow"))
+    assert outcome is not None and outcome.category.value == "timeout"
     assert store.breaker_read("ai", POLICY).calls == 0
 
 

@@ -119,7 +119,7 @@ def ask_windowed(prompt: str, url: str) -> Any:
     provider="retried",
     prompt_param="prompt",
     max_retries=5,
-    retry_backoff=1,
+    retry_delay_base=1,
     fallbacks=["template"],
 )
 def ask_retried(prompt: str, url: str) -> Any:

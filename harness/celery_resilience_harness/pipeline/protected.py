@@ -116,7 +116,7 @@ def create_app(config: PipelineConfig) -> Celery:
         "base": AITask,
         "bind": True,
         "max_retries": 3,
-        "retry_backoff": 2.0,
+        "retry_delay_base": 2.0,
         "retry_backoff_max": seconds(60),
         "quota_wait_limit": seconds(5),
         "shared": False,  # the plain pipeline's tasks have the same names

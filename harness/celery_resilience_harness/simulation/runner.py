@@ -184,11 +184,24 @@ def run_scenario(
     leftover = _take_remaining(app, config.queue) | held
     remaining = sum(1 for t in leftover if t in load.task_states and load.task_states[t] is None)
     plugin = _plugin_totals(app) if mode == "after" else {}
-    sentry_sdk.flush(timeout=5)
+    _settle_sentry(services)
     stats = services.stats()
     if options.embedded:
         InProcessBackend.clear()
     return RunData(scenario, mode, load, remaining, stats, sampler.samples, marks, plugin)
+
+
+def _settle_sentry(services: Any, quiet: float = 1.0, deadline: float = 30.0) -> None:
+    """Every event this run sent has arrived before its count is read: the SDK sends from a
+    thread of its own, and events still in flight would be counted in the next run."""
+    sentry_sdk.flush(timeout=deadline)
+    last, until = -1, time.monotonic() + deadline
+    while time.monotonic() < until:
+        count = int(services.stats().get("sentry", {}).get("events", 0))
+        if count == last:
+            return
+        last = count
+        time.sleep(quiet)
 
 
 def _pipeline_config(options: RunOptions, services_url: str, key_prefix: str, queue: str) -> Any:
