@@ -86,6 +86,9 @@ def test_the_surge_on_the_embedded_default(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+# A scenario run of a minute and a half with worker processes: opt-in (-m slow), as the
+# suite's budget asks; the embedded runs above cover the same accounting every time.
+@pytest.mark.slow
 def test_an_outage_with_real_worker_processes(tmp_path: Path, redis_available: None) -> None:
     """An outage replays against real worker processes, and the breaker's probe closes it again."""
     databases = {"broker": 11, "backend": 12, "store": 13}

@@ -191,7 +191,7 @@ def run_scenario(
     return RunData(scenario, mode, load, remaining, stats, sampler.samples, marks, plugin)
 
 
-def _settle_sentry(services: Any, quiet: float = 1.0, deadline: float = 30.0) -> None:
+def _settle_sentry(services: Any, quiet: float = 0.5, deadline: float = 30.0) -> None:
     """Every event this run sent has arrived before its count is read: the SDK sends from a
     thread of its own, and events still in flight would be counted in the next run."""
     sentry_sdk.flush(timeout=deadline)
