@@ -29,7 +29,6 @@ from .settings import DROP, WARNING
 
 __all__ = [
     "SentrySink",
-    "count_in_sentry",
     "ensure_sentry",
     "forget_as_seen",
     "handled_errors",
@@ -38,8 +37,6 @@ __all__ = [
 ]
 
 HANDLED_TAG = "resilience.handled"
-# The count of handled errors in Sentry's metrics (attributes: subject, category).
-HANDLED_METRIC = "celery_resilience.handled"
 
 _started_here = threading.Lock()
 
@@ -106,18 +103,6 @@ def _mark(event: Any, subject: str, category: str) -> Any:
     tags = event.setdefault("tags", {})
     tags[HANDLED_TAG], tags["resilience.subject"] = category, subject
     return event
-
-
-def count_in_sentry(subject: str, category: str) -> None:
-    """The handled error's count in Sentry's metrics, where the SDK has them."""
-    metrics = getattr(sentry_sdk, "metrics", None)
-    count = getattr(metrics, "count", None)
-    if count is None or not sentry_sdk.get_client().is_active():
-        return
-    try:
-        count(HANDLED_METRIC, 1, attributes={"subject": subject, "category": category})
-    except TypeError:  # an SDK whose metrics API is the older one
-        return
 
 
 def report_exhausted(task: str, reason: str, attempts: list[dict[str, str]]) -> None:
