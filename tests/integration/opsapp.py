@@ -24,7 +24,11 @@ app.conf.update(
         QUEUE: {"high": 2, "critical": 4},
         f"{QUEUE}-quiet": {"high": 2, "critical": 4},
     },
-    # Open long enough for a status command to start under load before it is up.
-    resilience_breakers={"provider": {"minimum_calls": 1, "recovery_timeout": 4, "jitter": 0}},
+    # "held" stays open through any status command however slow the machine; "provider"
+    # is past its open time within a second, so its half-open reading needs no long wait.
+    resilience_breakers={
+        "provider": {"minimum_calls": 1, "recovery_timeout": 1, "jitter": 0},
+        "held": {"minimum_calls": 1, "recovery_timeout": 600, "jitter": 0},
+    },
 )
 Resilience(app)

@@ -87,16 +87,17 @@ def test_a_breaker_whose_open_time_is_up_reads_as_half_open(ops: dict[str, str])
     from tests.integration import opsapp
 
     resilience = Resilience.of(opsapp.app)
-    for _ in range(2):
-        with pytest.raises(ProviderDown), resilience.guard("provider"):
-            raise ProviderDown
-    assert json.loads(status(ops, "--json").stdout)["breakers"]["provider"]["state"] == "open"
+    for name in ("provider", "held"):
+        for _ in range(2):
+            with pytest.raises(ProviderDown), resilience.guard(name):
+                raise ProviderDown
     open_until = resilience.breakers.read("provider").open_until
     # This process reads the server's clock through the offset its last answers carried;
     # a little past the open time, so that the status command's own reading is past it too.
     wait_for(lambda: resilience.store.now() > open_until + 0.5, timeout=15)
-    breaker = json.loads(status(ops, "--json").stdout)["breakers"]["provider"]
-    assert breaker["state"] == "half_open" and breaker["open_for"] is None
+    breakers = json.loads(status(ops, "--json").stdout)["breakers"]
+    assert breakers["provider"]["state"] == "half_open" and breakers["provider"]["open_for"] is None
+    assert breakers["held"]["state"] == "open" and breakers["held"]["open_for"] > 0
     resilience.store.purge()
 
 
