@@ -68,6 +68,7 @@ _ON_THE_APP = "_celery_resilience"
 
 
 def _registered(app: Celery) -> Resilience | None:
+    # Repeated inline in Resilience.of, for speed; tests/plugin/test_speed_copies.py holds the two together.
     found: Resilience | None = getattr(app, _ON_THE_APP, None)
     return found
 
@@ -192,7 +193,8 @@ class Resilience:
     @classmethod
     def of(cls, app: Celery) -> Resilience:
         """The app's extension, created with the app's settings on first use."""
-        found: Resilience | None = getattr(app, _ON_THE_APP, None)  # every publish asks
+        # Every publish asks: a copy of _registered, inline for speed (tests/plugin/test_speed_copies.py).
+        found: Resilience | None = getattr(app, _ON_THE_APP, None)
         return found if found is not None else cls(app)
 
     @property
@@ -217,6 +219,8 @@ class Resilience:
     def routing(self) -> tuple[bool, str]:
         """Whether the app routes tasks, and its default queue: read once, on the first publish
         (Celery's settings are slow to read, and final by the time anything is published)."""
+        # route() reads self._routing inline before calling this, for speed
+        # (tests/plugin/test_speed_copies.py).
         if self._routing is None:
             self._routing = (bool(self.app.conf.task_routes), str(self.app.conf.task_default_queue))
         return self._routing
@@ -233,6 +237,7 @@ class Resilience:
             explicit = queue_name(task_queue)
         if explicit is not None:
             return explicit
+        # A copy of routing()'s memo check, inline for speed (tests/plugin/test_speed_copies.py).
         routes, default_queue = self._routing or self.routing()
         if routes:
             return queue_name(self.app.amqp.router.route(dict(options), name, args, kwargs).get("queue"))

@@ -191,6 +191,7 @@ class Admission:
         refusable: bool = True,
     ) -> tuple[CallContext, Verdict]:
         """``context`` and ``decide`` in one: the publish path's single lookup of its caller."""
+        # A copy of _named_caller's memo lookup, inline for speed (tests/plugin/test_speed_copies.py).
         try:
             caller = self._named.get((type(user_id), user_id, tier, request_type, task_default))
         except TypeError:  # something unhashable: refused by the resolution, with the reason
@@ -206,6 +207,7 @@ class Admission:
         publish asks the same question for the same caller again and again (the
         resolver's answer may change)."""
         memo = (type(user_id), user_id, tier, request_type, task_default)
+        # admit_call repeats this lookup inline, for speed (tests/plugin/test_speed_copies.py).
         try:
             found = self._named.get(memo)
         except TypeError:  # something unhashable: refused below, with the reason

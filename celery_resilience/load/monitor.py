@@ -83,6 +83,7 @@ class LoadMonitor:
     def situation(self, queue: str | None, breaker: str | None) -> tuple[Severity, float]:
         """The severity and the multiplier together, from one freshness check and one
         probe of the queue: admission asks both on every publish."""
+        # A copy of _refresh's freshness check, inline for speed (tests/plugin/test_speed_copies.py).
         if self._monotonic() >= self._fresh_until:
             self._refresh()
         settled = self._settled.get((queue, breaker))
@@ -140,6 +141,7 @@ class LoadMonitor:
         return queue_severity(self._depths.depth(queue), thresholds)
 
     def _refresh(self) -> None:
+        # situation() repeats this check inline, for speed (tests/plugin/test_speed_copies.py).
         if self._monotonic() < self._fresh_until:
             return
         with self._lock:
