@@ -34,6 +34,7 @@ from typing import Any
 from celery.exceptions import Ignore
 
 from .admission.gate import Verdict
+from .answering import answer_refused
 from .breakers.classification import Category, Classification
 from .breakers.client import Call
 from .breakers.decision import Next, after_failure
@@ -252,7 +253,13 @@ class AITask(ResilientTask):
             if policy is not None and policy.call_timeout is not None:
                 # Enforced by pools that support time limits; every pool counts overruns.
                 options["soft_time_limit"] = policy.call_timeout
-        return super().apply_async(args, kwargs, *rest, **options)
+        try:
+            return super().apply_async(args, kwargs, *rest, **options)
+        except Throttled as refused:
+            if not refused.answerable:
+                raise
+            task_id = rest[0] if rest else options.get("task_id")
+            return answer_refused(self, refused, args, kwargs, task_id, options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.call_guarded(*args, **kwargs)

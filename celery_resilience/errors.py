@@ -67,6 +67,9 @@ class Throttled(ResilienceError):
         self.factors: dict[str, float] = dict(factors or {})
         """The adaptive factors that shrank the tier's limit (``{"resources": 0.3}``): empty
         when the caller was over the limit as configured."""
+        self.answerable = False
+        """Set by admission under the ``answer`` strategy: a task with a fallback chain
+        answers the request from its cheap steps instead of raising this."""
 
     def __str__(self) -> str:
         who = f"user {self.user_id!r}" if self.user_id is not None else "anonymous caller"

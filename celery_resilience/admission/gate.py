@@ -383,12 +383,12 @@ class Admission:
         adaptive factors made it, if they shrank it) was exceeded."""
         strategy = plan.strategy
         retry_after = outcome.retry_after
-        rejected = strategy.kind is StrategyKind.REJECT_WITH_BACKOFF
+        rejected = not strategy.kind.paces
         if rejected:
             retry_after = max(retry_after, strategy.seconds)
         shrunk = self._shrinking_factors(queue, breaker)
         limit = limit_text(plan.limit, plan.policy, shrunk)
-        return Throttled(
+        refusal = Throttled(
             retry_after,
             task_name=task_name,
             user_id=ctx.user_id,
@@ -401,6 +401,8 @@ class Admission:
             ),
             factors=shrunk,
         )
+        refusal.answerable = strategy.kind is StrategyKind.ANSWER
+        return refusal
 
     def give_back(self, verdict: Verdict) -> None:
         """The publish this verdict admitted failed: return its token (to the lease it came from,

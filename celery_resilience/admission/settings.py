@@ -279,7 +279,7 @@ def _rule(name: str, row: object, known: Mapping[str, set[str]], check_names: bo
     if row.get("strategy") not in kinds:
         raise ConfigurationError(f"{name}['strategy']", f"one of {kinds}", row.get("strategy"))
     delay = seconds(
-        f"{name}['seconds']", row.get("seconds", 0), positive=row["strategy"] != "reject_with_backoff"
+        f"{name}['seconds']", row.get("seconds", 0), positive=StrategyKind(row["strategy"]).paces
     )
     matched: dict[str, frozenset[str] | None] = {}
     for key in sorted(_RULE_MATCHERS):

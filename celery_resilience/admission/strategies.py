@@ -4,7 +4,10 @@ The table is configuration (``resilience_throttle_strategies``): an ordered list
 rules, each matching on load severity, tier, request type and criticality, first match
 wins, the last rule matching everything. The default reproduces the reference
 incident's policy, plus one rule the SRE book insists on: under load, sheddable work is
-refused first.
+refused first; and one the reference's users asked for: at critical load, work a user
+waits on is answered at once from the cheap end of its task's fallback chain (cache,
+rules, template), labelled as such, instead of refused (``answer``). A task with no
+chain, or whose cheap steps have nothing, refuses it as ``reject_with_backoff`` would.
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ class StrategyKind(str, enum.Enum):
     DELAY = "delay"
     QUEUE_WITH_TIMEOUT = "queue_with_timeout"
     REJECT_WITH_BACKOFF = "reject_with_backoff"
+    ANSWER = "answer"
 
     @property
     def paces(self) -> bool:
         """Whether the strategy publishes the request later instead of refusing it."""
-        return self is not StrategyKind.REJECT_WITH_BACKOFF
+        return self in (StrategyKind.DELAY, StrategyKind.QUEUE_WITH_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,12 @@ DEFAULT_STRATEGY_RULES: Sequence[Mapping[str, object]] = (
         "seconds": 30,
     },
     {"severity": "critical", "tier": "enterprise", "strategy": "delay", "seconds": 5},
+    {
+        "severity": "critical",
+        "criticality": ["critical_plus", "critical"],
+        "strategy": "answer",
+        "seconds": 30,
+    },
     {"severity": "critical", "strategy": "reject_with_backoff", "seconds": 30},
     {"severity": "high", "request_type": "critical_business", "strategy": "delay", "seconds": 2},
     {"severity": "high", "strategy": "queue_with_timeout", "seconds": 10},

@@ -28,6 +28,7 @@ __all__ = [
     "STEP_KINDS",
     "CIRCUIT_OPEN",
     "EXPIRED",
+    "THROTTLED",
     "DEFAULT_FALLBACK_POLICY",
 ]
 
@@ -40,6 +41,9 @@ STEP_KINDS = (PROVIDER, CACHED_SIMILAR, FallbackKind.RULE_BASED, TEMPLATE)
 # Reasons to fall back besides the failure categories of ``classify``.
 CIRCUIT_OPEN = "circuit_open"
 EXPIRED = "expired"
+# Refused by admission under the ``answer`` strategy: answered at once, and only by steps
+# that call no provider (the provider is what the overload protects).
+THROTTLED = "throttled"
 
 _EVERYTHING = STEP_KINDS
 _NO_PROVIDER = (CACHED_SIMILAR, FallbackKind.RULE_BASED, TEMPLATE)
@@ -56,6 +60,7 @@ DEFAULT_FALLBACK_POLICY: Mapping[str, Sequence[str]] = {
     "auth": _EVERYTHING,
     "other": _EVERYTHING,
     EXPIRED: _EVERYTHING,
+    THROTTLED: _NO_PROVIDER,
     "bad_request": _NO_PROVIDER,
     "content_policy": _NO_PROVIDER,
 }

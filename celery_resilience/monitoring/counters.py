@@ -23,6 +23,7 @@ __all__ = [
     "THROTTLED",
     "THROTTLED_BY",
     "REJECTED",
+    "ANSWERED",
     "DELAY_TOTAL",
     "TIER",
     "EXPIRED",
@@ -68,8 +69,11 @@ Count = Callable[[Mapping[str, float]], None]
 ADMITTED = "admitted"
 GRACED = "graced"
 THROTTLED = "throttled"
-THROTTLED_BY = "throttled:"  # + strategy: delay, queue_with_timeout, reject_with_backoff
+THROTTLED_BY = "throttled:"  # + strategy: delay, queue_with_timeout, reject_with_backoff, answer
 REJECTED = "reject_with_backoff"
+# Refused under the ``answer`` strategy: handed to the chain's cheap steps at enqueue
+# (what they answered is counted under FALLBACK, what they could not as refused).
+ANSWERED = "answer"
 DELAY_TOTAL = "delay_total"
 # Derived on reading: the totals per outcome above, per tier and overall.
 TIER = "tier:"
@@ -122,7 +126,7 @@ def admission_fields(
         fields[outcome_field(GRACED, tier)] = 1
     else:
         fields[outcome_field(THROTTLED, tier)] = 1
-        fields[THROTTLED_BY + (strategy if reserved else REJECTED)] = 1
+        fields[THROTTLED_BY + (strategy if reserved or strategy == ANSWERED else REJECTED)] = 1
         if reserved:
             fields[DELAY_TOTAL] = delay
     return fields

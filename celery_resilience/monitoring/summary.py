@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .counters import (
     ADMITTED,
+    ANSWERED,
     BREAKER_CLOSE,
     BREAKER_FORCED,
     BREAKER_OPEN_SECONDS,
@@ -92,7 +93,7 @@ def _prefixed(fields: Mapping[str, float], prefix: str) -> dict[str, float]:
 def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, float]) -> MinuteSummary:
     """One minute's counters (already derived) as named figures."""
     admitted, graced = fields.get(ADMITTED, 0.0), fields.get(GRACED, 0.0)
-    paced = sum(v for k, v in _prefixed(fields, THROTTLED_BY).items() if k != REJECTED)
+    paced = sum(v for k, v in _prefixed(fields, THROTTLED_BY).items() if k not in (REJECTED, ANSWERED))
     delay_total = fields.get(DELAY_TOTAL, 0.0)
     calls = outcome_field(ADMITTED, "")
     return MinuteSummary(

@@ -104,6 +104,8 @@ else
       redis.call("HINCRBY", KEYS[2], "throttled:" .. strategy, 1)
       redis.call("HINCRBYFLOAT", KEYS[2], "delay_total",
         string.format("%.17g", math.max(min_delay, retry_after)))
+    elseif strategy == "answer" then
+      redis.call("HINCRBY", KEYS[2], "throttled:answer", 1)
     else
       redis.call("HINCRBY", KEYS[2], "throttled:reject_with_backoff", 1)
     end
