@@ -61,6 +61,13 @@ def create_app(config: PipelineConfig) -> Celery:
             "seconds": seconds(30),
         },
         {"severity": "critical", "tier": "enterprise", "strategy": "delay", "seconds": seconds(5)},
+        # What a user waits on is answered from the cheap end of its chain, not refused.
+        {
+            "severity": "critical",
+            "criticality": ["critical_plus", "critical"],
+            "strategy": "answer",
+            "seconds": seconds(30),
+        },
         {"severity": "critical", "strategy": "reject_with_backoff", "seconds": seconds(30)},
         {"severity": "high", "request_type": "critical_business", "strategy": "delay", "seconds": seconds(2)},
         {"severity": "high", "strategy": "queue_with_timeout", "seconds": seconds(10)},
