@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import random
 import signal
 import statistics
@@ -44,6 +43,7 @@ from typing import Any
 
 import redis
 from celery_resilience_harness.simulation.token_provider import TokenLimits, TokenProvider
+from stamp import commit, day, machine
 from timing import measure
 
 from celery_resilience.providers.learned import READ
@@ -390,7 +390,7 @@ def main() -> None:
     # stay as the last run left them in the results, each section stamped with its run.
     sections = os.environ.get("BENCH_TOKENS_SECTIONS", "grid,learned,outage,cost").split(",")
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    stamp = {"commit": commit(), "machine": machine(), "day": time.strftime("%Y-%m-%d", time.gmtime())}
+    stamp = {"commit": commit(), "machine": machine(), "day": day()}
     results.update({"window": WINDOW, "seconds": SECONDS, "demand": DEMAND})
     results.setdefault("stamps", {})
     for section in sections:
@@ -452,17 +452,6 @@ def cost_section() -> dict[str, float]:
     print(f"Budget check per call on Redis: requests {requests:.0f} µs, tokens (reserve) {reserve:.0f} µs "
           f"({reserve / requests:.2f}x), tokens reserve + reconcile {timings['tokens']:.0f} µs")  # fmt: skip
     return timings
-
-
-def commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip()
-
-
-def machine() -> str:
-    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
 
 
 if __name__ == "__main__":
