@@ -401,7 +401,9 @@ class Admission:
             ),
             factors=shrunk,
         )
-        refusal.answerable = strategy.kind is StrategyKind.ANSWER
+        refusal.answerable = strategy.kind is StrategyKind.ANSWER or (
+            strategy.kind.paces and ctx.criticality in self.settings.answer_beyond_horizon
+        )
         return refusal
 
     def give_back(self, verdict: Verdict) -> None:

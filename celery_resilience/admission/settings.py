@@ -72,6 +72,9 @@ class AdmissionSettings:
     criticality_reserve: Mapping[Criticality, float]
     strategies: StrategyTable
     max_throttle_delay: float
+    answer_beyond_horizon: frozenset[Criticality]
+    """Classes whose requests a pacing strategy cannot place within the horizon are
+    answered as under ``answer`` (when their task has a chain) rather than refused."""
     lease_window: float
     lease_max_tokens: int
     fail_open: bool
@@ -101,6 +104,7 @@ def read_admission_settings(read: SettingsReader) -> AdmissionSettings:
         criticality_reserve=_reserve(*read("criticality_reserve", {})),
         strategies=_strategies(*read("throttle_strategies"), tiers, request_types),
         max_throttle_delay=seconds(*read("max_throttle_delay", 60.0), positive=True),
+        answer_beyond_horizon=_classes(*read("answer_beyond_horizon", ("critical_plus", "critical"))),
         lease_window=seconds(*read("lease_window", 0.2)),
         lease_max_tokens=integer(*read("lease_max_tokens", 16), low=1, high=10_000),
         fail_open=choice(
@@ -236,6 +240,16 @@ def _reserve(name: str, value: object) -> Mapping[Criticality, float]:
             raise ConfigurationError(f"{name}[{key!r}]", "a share of the burst in [0, 1)", share)
         reserve[Criticality(key)] = float(share)
     return MappingProxyType(reserve)
+
+
+def _classes(name: str, value: object) -> frozenset[Criticality]:
+    known = [c.value for c in Criticality]
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+        raise ConfigurationError(name, f"a list of criticality classes among {known}", value)
+    unknown = [item for item in value if item not in known]
+    if unknown:
+        raise ConfigurationError(name, f"criticality classes among {known}", unknown[0])
+    return frozenset(Criticality(item) for item in value)
 
 
 _RULE_MATCHERS = {"severity", "tier", "request_type", "criticality"}

@@ -85,3 +85,16 @@ def batch(prompt: str, url: str) -> Any:
 @app.task(base=ResilientTask, name="answer.plain", request_type="interactive")
 def plain(prompt: str, url: str) -> str:
     return prompt
+
+
+@app.task(
+    base=AITask,
+    name="answer.ask_quiet",
+    breaker="primary",
+    request_type="interactive",
+    max_retries=0,
+    queue=f"{QUEUE}-quiet",  # no thresholds: normal load, where the default table paces
+    fallbacks=["answer.ask_secondary", "answer.rules", "template"],
+)
+def ask_quiet(prompt: str, url: str) -> Any:
+    return _post(url, prompt)

@@ -49,6 +49,7 @@ def app(env: dict[str, str]) -> Iterator[Any]:
     with answerapp.app.connection_for_write() as connection:
         channel: Any = connection.default_channel
         channel.queue_delete(queue)
+        channel.queue_delete(f"{queue}-quiet")
     Resilience.of(answerapp.app).store.purge()
 
 
@@ -60,10 +61,10 @@ def provider() -> Iterator[ScriptedServer]:
     server.close()
 
 
-def depth(app: Any) -> int:
+def depth(app: Any, queue: str | None = None) -> int:
     depths = QueueDepths(app.app, interval=0)
     try:
-        return int(depths.depth(app.QUEUE) or 0)
+        return int(depths.depth(queue or app.QUEUE) or 0)
     finally:
         depths.close()
 
@@ -129,3 +130,16 @@ def test_status_counts_the_answers_and_the_strategy(
     minutes = (report["this_minute"], report["last_minute"])  # the calls may straddle a minute
     assert sum(m["throttled_by_strategy"].get("answer", 0) for m in minutes) >= 1
     assert sum(m["fallbacks"].get("template", 0) for m in minutes) >= 1
+
+
+def test_work_paced_beyond_the_horizon_is_answered_not_refused(app: Any, provider: ScriptedServer) -> None:
+    """At normal load, a call whose slot lies past the pacing horizon is answered at once."""
+    user, quiet = f"u-{uuid.uuid4().hex[:6]}", f"{app.QUEUE}-quiet"
+    app.ask_quiet.apply_async(("invoice 1", provider.url), user_id=user)  # the user's token
+    app.ask_quiet.apply_async(("invoice 2", provider.url), user_id=user)  # paced: its slot a minute on
+    assert depth(app, quiet) == 2
+    answered = app.ask_quiet.apply_async(("invoice 3", provider.url), user_id=user)  # two minutes on
+    assert depth(app, quiet) == 2 and provider.requests == 0
+    result: Any = AsyncResult(answered.id, app=app.app).get(timeout=10)
+    assert isinstance(result, FallbackResult) and result.kind == "rule_based"
+    assert "pacing horizon" in result.reason
