@@ -42,12 +42,13 @@ from .breakers.machine import BreakerState
 from .errors import CircuitOpen, ConfigurationError, FallbackExhausted, StoreUnavailable, Throttled
 from .extension import FALLBACK_TASK, Resilience
 from .fallbacks.chain import call_arguments
-from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, check_steps
+from .fallbacks.settings import CIRCUIT_OPEN, EXPIRED, SHED, check_steps
 from .monitoring.counters import count_cache_check, count_expired, count_handled, count_retry_refused
 from .monitoring.sentry import handled_errors
 from .providers.quota import Reservation, reserved_for
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
+from .shedding import shed_reason
 from .task import ResilientTask
 from .validation import choice
 
@@ -221,12 +222,12 @@ class AITask(ResilientTask):
     ) -> None:
         """With a fallback chain, the expiry travels in the header: a request that reaches a
         worker past it is answered by the chain, not revoked. The admission time goes with
-        it, for ``quota_wait_limit``."""
+        every request, for ``quota_wait_limit`` and the queue's sojourn (shedding)."""
+        now = resilience.clock.now()
+        header["at"] = round(now, 3)
         if not self._chain():
             super()._schedule(resilience, options, verdict, header)
             return
-        now = resilience.clock.now()
-        header["at"] = round(now, 3)
         apply_countdown(options, verdict.countdown, now)
         if verdict.expires is not None:
             header["expires_at"] = round(now + verdict.expires, 3)
@@ -412,6 +413,11 @@ class AITask(ResilientTask):
         if can_fall_back and self._expired(resilience):
             count_expired(resilience.record)
             raise _FallBack("queued past its deadline", EXPIRED)
+        shed = None if direct else shed_reason(self, resilience, self.resilience_context)
+        if shed is not None:
+            if can_fall_back:
+                raise _FallBack(shed, SHED)
+            raise Throttled(0.0, self.name, reason=shed)
         reservation = None
         if provider is not None:
             reservation = self._reserve(resilience, provider, args, kwargs, direct, can_fall_back)

@@ -152,7 +152,11 @@ def _tiers(ext: Resilience, multiplier: float) -> dict[str, Any]:
 
 
 def _minute(summary: MinuteSummary) -> dict[str, Any]:
-    return {**dataclasses.asdict(summary), "grace_usage": summary.grace_share}
+    return {
+        **dataclasses.asdict(summary),
+        "grace_usage": summary.grace_share,
+        "average_sojourn": summary.average_sojourn,
+    }
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -195,6 +199,8 @@ def _print_status(report: dict[str, Any]) -> None:
             f"{m['throttled']:g} throttled; fallbacks {_counts(m['fallbacks'])}; "
             f"trips {_counts(m['breaker_trips'])}; closes {_counts(m['breaker_closes'])}"
         )
+        for queue, waited in sorted(m["average_sojourn"].items()):
+            click.echo(f"  queue {queue}: waited {waited:.1f}s on average, {m['sheds'].get(queue, 0):g} shed")
 
 
 def _counts(values: dict[str, float]) -> str:

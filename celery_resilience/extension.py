@@ -30,6 +30,7 @@ from .fallbacks.chain import FallbackRunner
 from .fallbacks.settings import BUILT_IN_STEPS
 from .load.monitor import LoadMonitor
 from .load.queue_depth import QueueDepths
+from .load.sojourn import SojournWatch
 from .monitoring.alerting import AlertMonitor, AlertSender
 from .monitoring.counters import count_expired, count_ungated
 from .monitoring.rules import breaker_trip_alert
@@ -142,6 +143,8 @@ class Resilience:
         self.load = LoadMonitor(
             load, lambda: self.store, self.depths, self.breakers.cached_state, clock=clock
         )
+        # How long this process's dequeued tasks waited, per queue and request type.
+        self.sojourn = SojournWatch(load.shedding)
         self.admission = Admission(
             settings.admission,
             lambda: self.store,

@@ -20,6 +20,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigurationError
 from .fallbacks.settings import FallbackSettings, read_fallback_settings
 from .load.settings import LoadSettings, read_load_settings
+from .load.sojourn import DEFAULT_SHEDDING
 from .monitoring.settings import MonitoringSettings, read_monitoring_settings
 from .providers.settings import ProviderSettings, read_provider_settings
 from .store.topology import parse_store_url
@@ -69,7 +70,7 @@ class ResilienceSettings:
         clock: Clock,
         broker_options: Mapping[str, Any] | None = None,
     ) -> ResilienceSettings:
-        return cls(
+        settings = cls(
             store_url=_store_url(*read("store_url"), broker_url, broker_options or {}),
             store_options=_store_options(*read("store_options", {})),
             key_prefix=_key_prefix(*read("key_prefix", "resilience")),
@@ -83,6 +84,8 @@ class ResilienceSettings:
             load=read_load_settings(read),
             monitoring=read_monitoring_settings(read),
         )
+        _check_shedding(settings)
+        return settings
 
 
 def known_settings() -> list[str]:
@@ -147,3 +150,15 @@ def _key_prefix(name: str, value: object) -> str:
     if any(c in value for c in "{}*?[] \t\r\n"):
         raise ConfigurationError(name, "no braces, glob characters or white space", value)
     return value
+
+
+def _check_shedding(settings: ResilienceSettings) -> None:
+    """A request type the shedding settings name must exist, or its entry never applies."""
+    known = set(settings.admission.request_types) | set(DEFAULT_SHEDDING)
+    for request_type in settings.load.shedding:
+        if request_type not in known:
+            raise ConfigurationError(
+                "resilience_shedding",
+                f"request types named in resilience_request_types {sorted(known)}",
+                request_type,
+            )

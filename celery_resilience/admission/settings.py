@@ -292,9 +292,7 @@ def _rule(name: str, row: object, known: Mapping[str, set[str]], check_names: bo
     kinds = [k.value for k in StrategyKind]
     if row.get("strategy") not in kinds:
         raise ConfigurationError(f"{name}['strategy']", f"one of {kinds}", row.get("strategy"))
-    delay = seconds(
-        f"{name}['seconds']", row.get("seconds", 0), positive=StrategyKind(row["strategy"]).paces
-    )
+    delay = seconds(f"{name}['seconds']", row.get("seconds", 0), positive=StrategyKind(row["strategy"]).paces)
     matched: dict[str, frozenset[str] | None] = {}
     for key in sorted(_RULE_MATCHERS):
         values = row.get(key)

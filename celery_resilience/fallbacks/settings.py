@@ -29,6 +29,7 @@ __all__ = [
     "CIRCUIT_OPEN",
     "EXPIRED",
     "THROTTLED",
+    "SHED",
     "DEFAULT_FALLBACK_POLICY",
 ]
 
@@ -44,6 +45,9 @@ EXPIRED = "expired"
 # Refused by admission under the ``answer`` strategy: answered at once, and only by steps
 # that call no provider (the provider is what the overload protects).
 THROTTLED = "throttled"
+# Dequeued past its deadline in an overloaded queue (load/sojourn.py): answered, like a
+# refusal, by steps that call no provider, so that the worker is free at once.
+SHED = "shed"
 
 _EVERYTHING = STEP_KINDS
 _NO_PROVIDER = (CACHED_SIMILAR, FallbackKind.RULE_BASED, TEMPLATE)
@@ -61,6 +65,7 @@ DEFAULT_FALLBACK_POLICY: Mapping[str, Sequence[str]] = {
     "other": _EVERYTHING,
     EXPIRED: _EVERYTHING,
     THROTTLED: _NO_PROVIDER,
+    SHED: _NO_PROVIDER,
     "bad_request": _NO_PROVIDER,
     "content_policy": _NO_PROVIDER,
 }

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import ConfigurationError
 from ..validation import NAME_FORM, NAME_RE, SettingsReader, import_dotted, seconds
 from .signals import DEFAULT_RESOURCE_STEPS, DEFAULT_SEVERITY_THRESHOLDS, QueueThresholds
+from .sojourn import SojournPolicy, read_shedding
 
 __all__ = ["LoadSettings", "read_load_settings", "Probe"]
 
@@ -29,6 +30,7 @@ class LoadSettings:
     prediction_enabled: bool
     prediction_confidence: float
     prediction_spike: float
+    shedding: Mapping[str, SojournPolicy | None]
 
 
 def _thresholds(setting: str, value: object) -> Mapping[str, QueueThresholds]:
@@ -139,4 +141,5 @@ def read_load_settings(read: SettingsReader) -> LoadSettings:
         prediction_enabled=enabled,
         prediction_confidence=confidence,
         prediction_spike=spike,
+        shedding=read_shedding(*read("shedding")),
     )

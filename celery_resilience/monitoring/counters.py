@@ -23,6 +23,10 @@ __all__ = [
     "THROTTLED",
     "THROTTLED_BY",
     "REJECTED",
+    "DEQUEUED",
+    "SOJOURN_TOTAL",
+    "SHED",
+    "count_dequeued",
     "ANSWERED",
     "DELAY_TOTAL",
     "TIER",
@@ -101,6 +105,11 @@ RETRY_REFUSED = "retry_refused:"
 # + "<dependency>/<category>": failures the plugin handled (retried, fell back), counted
 # instead of reported as errors
 HANDLED = "handled:"
+# + queue: tasks an AITask dequeued, the seconds they had waited in all, and those shed
+# for waiting past their deadline in an overloaded queue (load/sojourn.py)
+DEQUEUED = "dequeued:"
+SOJOURN_TOTAL = "sojourn_total:"
+SHED = "shed:"
 CACHE_CHECKED = "cache_checked:"
 CACHE_DISAGREED = "cache_disagreed:"
 # Provider calls are admissions into the provider's budget, counted apart from users'.
@@ -143,6 +152,14 @@ def derive(stored: Mapping[str, float]) -> dict[str, float]:
             derived[TIER + tier] = derived.get(TIER + tier, 0.0) + value
             derived[REQUESTS] = derived.get(REQUESTS, 0.0) + value
     return derived
+
+
+def count_dequeued(count: Count, queue: str, sojourn: float, shed: bool) -> None:
+    """A task left ``queue`` after waiting ``sojourn`` seconds (and was shed, or not)."""
+    fields = {DEQUEUED + queue: 1.0, SOJOURN_TOTAL + queue: round(sojourn, 3)}
+    if shed:
+        fields[SHED + queue] = 1.0
+    count(fields)
 
 
 def count_expired(count: Count) -> None:

@@ -22,6 +22,7 @@ from .counters import (
     CACHE_CHECKED,
     CACHE_DISAGREED,
     DELAY_TOTAL,
+    DEQUEUED,
     EXPIRED,
     FALLBACK,
     FALLBACK_EXHAUSTED,
@@ -35,6 +36,8 @@ from .counters import (
     REJECTED,
     REQUESTS,
     RETRY_REFUSED,
+    SHED,
+    SOJOURN_TOTAL,
     STORE_UNAVAILABLE,
     THROTTLED,
     THROTTLED_BY,
@@ -68,6 +71,9 @@ class MinuteSummary:
     provider_429s: Mapping[str, float] = field(default_factory=dict)
     provider_unsettled: Mapping[str, float] = field(default_factory=dict)
     provider_unsettled_streams: Mapping[str, float] = field(default_factory=dict)
+    dequeued: Mapping[str, float] = field(default_factory=dict)
+    sojourn_total: Mapping[str, float] = field(default_factory=dict)
+    sheds: Mapping[str, float] = field(default_factory=dict)
     retries_refused: Mapping[str, float] = field(default_factory=dict)
     # "<dependency>/<category>": failures handled (retried, fallen back), not errors.
     handled: Mapping[str, float] = field(default_factory=dict)
@@ -84,6 +90,11 @@ class MinuteSummary:
         """Grace usage: the share of admissions that needed the grace allowance."""
         admitted = self.admitted + self.graced
         return self.graced / admitted if admitted else 0.0
+
+    @property
+    def average_sojourn(self) -> dict[str, float]:
+        """Per queue, the seconds the tasks an ``AITask`` dequeued had waited, on average."""
+        return {queue: self.sojourn_total.get(queue, 0.0) / n for queue, n in self.dequeued.items() if n}
 
 
 def _prefixed(fields: Mapping[str, float], prefix: str) -> dict[str, float]:
@@ -116,6 +127,9 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         provider_429s=_prefixed(fields, PROVIDER_429),
         provider_unsettled=_prefixed(fields, PROVIDER_UNSETTLED),
         provider_unsettled_streams=_prefixed(fields, PROVIDER_UNSETTLED_STREAM),
+        dequeued=_prefixed(fields, DEQUEUED),
+        sojourn_total=_prefixed(fields, SOJOURN_TOTAL),
+        sheds=_prefixed(fields, SHED),
         retries_refused=_prefixed(fields, RETRY_REFUSED),
         handled=_prefixed(fields, HANDLED),
         cache_checks=_prefixed(fields, CACHE_CHECKED),

@@ -86,7 +86,8 @@ def test_no_import_inside_a_function() -> None:
 # The Celery layer: what binds the capabilities to Celery (and the store, which implements
 # their ports). Beside it and the capabilities, only shared ground the capabilities use.
 LAYER = (
-    "extension", "task", "ai_task", "answering", "bootsteps", "cli", "prometheus", "publishing", "store",
+    "extension", "task", "ai_task", "answering", "shedding", "bootsteps", "cli", "prometheus", "publishing",
+    "store",
 )  # fmt: skip
 SHARED = ("clock", "errors", "rates", "settings", "validation", "testing")
 

@@ -74,6 +74,10 @@ def create_app(config: PipelineConfig) -> Celery:
         {"strategy": "delay", "seconds": seconds(1)},
     ]
     app.conf.resilience_max_throttle_delay = seconds(60)
+    # A user waits a minute: work still queued long after that is answered by the cheap
+    # end of its chain once the queue stands, so that the workers serve fresh requests.
+    waiting = {"target": seconds(5), "interval": seconds(20), "deadline": seconds(40)}
+    app.conf.resilience_shedding = {"interactive": waiting, "critical_business": waiting}
     provider_breaker = {
         "failure_threshold": 5.0,
         "window": seconds(60),

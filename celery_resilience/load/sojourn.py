@@ -1,0 +1,126 @@
+"""Sojourn-time shedding at dequeue: CoDel's rule (Nichols and Jacobson) for task queues.
+
+Admission decides who may add work; once work is queued, Celery serves it first come,
+first served, however stale it has grown. How much is queued says little about whether
+a queue is overloaded (a burst fills it and drains); how long work waited does. The rule,
+per queue and request type, as each worker process sees its own dequeues:
+
+- a task that waited less than ``target`` (from its admission, or from its ETA when it
+  was paced) ends any episode: nothing is shed;
+- once every task for ``interval`` seconds has waited longer than ``target`` (the least
+  sojourn over the interval is above it: a standing queue, not a burst), the queue is
+  overloaded, and a task that waited past its request type's ``deadline`` skips the
+  provider: its fallback chain answers it from the steps that call no provider, or it
+  fails at once with ``Shed`` when there is none. Either way the worker is free at once
+  for work that is still fresh.
+
+Sojourn is used to detect overload and shed, never to reorder the queue (reordering by
+age does nothing on a fair queue and hurts an unfair one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from ..errors import ConfigurationError
+
+__all__ = ["SojournPolicy", "SojournWatch", "DEFAULT_SHEDDING", "read_shedding"]
+
+
+@dataclass(frozen=True, slots=True)
+class SojournPolicy:
+    target: float
+    interval: float
+    deadline: float
+
+
+# Per request type (the default request types'); a request type of the user's own takes
+# the ``default`` entry. Work a user waits on is shed once it is past any use to them;
+# background and batch work wait far longer before it is.
+DEFAULT_SHEDDING: Mapping[str, SojournPolicy | None] = MappingProxyType(
+    {
+        "critical_business": SojournPolicy(target=10.0, interval=30.0, deadline=120.0),
+        "interactive": SojournPolicy(target=5.0, interval=20.0, deadline=60.0),
+        "default": SojournPolicy(target=5.0, interval=20.0, deadline=60.0),
+        "background": SojournPolicy(target=60.0, interval=120.0, deadline=900.0),
+        "batch": SojournPolicy(target=300.0, interval=600.0, deadline=3600.0),
+    }
+)
+
+
+def read_shedding(setting: str, value: object) -> Mapping[str, SojournPolicy | None]:
+    """``resilience_shedding``: request type -> ``{"target", "interval", "deadline"}`` (each
+    optional, over the defaults), or None for a request type never shed."""
+    if value is None:
+        return DEFAULT_SHEDDING
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            setting, "a mapping of request type to {'target': s, 'interval': s, 'deadline': s} or None", value
+        )
+    found = dict(DEFAULT_SHEDDING)
+    for request_type, spec in value.items():
+        where = f"{setting}[{request_type!r}]"
+        if not isinstance(request_type, str) or not request_type:
+            raise ConfigurationError(setting, "request type names as keys", request_type)
+        if spec is None:
+            found[request_type] = None
+            continue
+        if not isinstance(spec, Mapping) or not set(spec) <= {"target", "interval", "deadline"}:
+            raise ConfigurationError(where, "a mapping with 'target', 'interval' and 'deadline'", spec)
+        base = found.get(request_type) or DEFAULT_SHEDDING["default"]
+        assert base is not None
+        numbers = {"target": base.target, "interval": base.interval, "deadline": base.deadline}
+        for key, number in spec.items():
+            if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+                raise ConfigurationError(f"{where}[{key!r}]", "a number of seconds > 0", number)
+            numbers[key] = float(number)
+        if numbers["deadline"] < numbers["target"]:
+            raise ConfigurationError(
+                f"{where}['deadline']", f"at least the target ({numbers['target']:g}s)", numbers["deadline"]
+            )
+        found[request_type] = SojournPolicy(**numbers)
+    return MappingProxyType(found)
+
+
+class SojournWatch:
+    """One process's view of how long its tasks waited, per queue and request type."""
+
+    def __init__(self, policies: Mapping[str, SojournPolicy | None]) -> None:
+        self.policies = policies
+        self._first_above: dict[tuple[str, str], float] = {}
+        self._last_seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def policy(self, request_type: str) -> SojournPolicy | None:
+        if request_type in self.policies:
+            return self.policies[request_type]
+        return self.policies.get("default")
+
+    def shed(self, queue: str, request_type: str, sojourn: float, now: float) -> bool:
+        """Note a task that waited ``sojourn`` seconds, dequeued at ``now``: whether to shed it."""
+        policy = self.policy(request_type)
+        if policy is None:
+            return False
+        key = (queue, request_type)
+        with self._lock:
+            last = self._last_seen.get(key)
+            self._last_seen[key] = now
+            if sojourn < policy.target or last is None or now - last > policy.interval:
+                # Below the target, or the first task after a quiet spell (the queue may
+                # have drained meanwhile): a new episode starts, if any.
+                if sojourn < policy.target:
+                    self._first_above.pop(key, None)
+                else:
+                    self._first_above[key] = now
+                return False
+            first = self._first_above.setdefault(key, now)
+        return now - first >= policy.interval and sojourn > policy.deadline
+
+    def overloaded(self, queue: str, request_type: str, now: float) -> bool:
+        """Whether every task of this queue and type for an interval waited past the target."""
+        policy = self.policy(request_type)
+        first = self._first_above.get((queue, request_type))
+        return policy is not None and first is not None and now - first >= policy.interval

@@ -1,0 +1,54 @@
+"""The worker's side of sojourn-time shedding (``load/sojourn.py``): how long an
+``AITask``'s request waited in its queue, counted per queue, and whether it is shed.
+
+The wait runs from the admission time the ``resilience`` header carries, or from the
+task's ETA when it was paced (a countdown is not waiting in a queue).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .extension import Resilience
+from .monitoring.counters import count_dequeued
+
+__all__ = ["shed_reason"]
+
+
+def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> str | None:
+    """Why this request is shed (None: it runs). Every request that carries its admission
+    time is counted in its queue's sojourn."""
+    admitted = context.get("at")
+    if not isinstance(admitted, int | float) or isinstance(admitted, bool):
+        return None
+    request = task.request
+    now = resilience.clock.now()
+    start = max(float(admitted), _moment(request.eta))
+    sojourn = max(0.0, now - start)
+    queue = str((request.delivery_info or {}).get("routing_key") or task.queue or "")
+    request_type = context.get("request_type")
+    if not isinstance(request_type, str):
+        request_type = task.request_type or resilience.settings.admission.default_request_type
+    shed = resilience.sojourn.shed(queue, request_type, sojourn, now)
+    count_dequeued(resilience.record, queue, sojourn, shed)
+    if not shed:
+        return None
+    policy = resilience.sojourn.policy(request_type)
+    deadline = policy.deadline if policy is not None else 0.0
+    return (
+        f"waited {sojourn:.1f}s in queue {queue!r}, past the {deadline:g}s deadline of "
+        f"{request_type!r} work, while the queue is overloaded"
+    )
+
+
+def _moment(eta: Any) -> float:
+    """The ETA as seconds since the epoch (0 when there is none or it cannot be read)."""
+    if isinstance(eta, datetime):
+        return eta.timestamp()
+    if isinstance(eta, str):
+        try:
+            return datetime.fromisoformat(eta).timestamp()
+        except ValueError:
+            return 0.0
+    return 0.0
