@@ -48,7 +48,7 @@ from .monitoring.sentry import handled_errors
 from .providers.quota import Reservation, reserved_for
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
-from .shedding import shed_reason
+from .shedding import feeds_later_steps, shed_reason
 from .task import ResilientTask
 from .validation import choice
 
@@ -415,7 +415,7 @@ class AITask(ResilientTask):
             raise _FallBack("queued past its deadline", EXPIRED)
         shed = None if direct else shed_reason(self, resilience, self.resilience_context)
         if shed is not None:
-            if can_fall_back:
+            if can_fall_back and not feeds_later_steps(self.request):
                 raise _FallBack(shed, SHED)
             raise Throttled(0.0, self.name, reason=shed)
         reservation = None

@@ -3,6 +3,12 @@
 
 The wait runs from the admission time the ``resilience`` header carries, or from the
 task's ETA when it was paced (a countdown is not waiting in a queue).
+
+Canvases are shed whole: a later step (published by the step before it, so it has a
+parent) is never shed, or a chain whose first step ran would stop halfway; a first step
+whose result feeds later steps (a chain, a link) is shed by failing it with
+``Throttled``, which Celery carries down the chain, so no later step runs on a fallback's
+answer and the caller's result says what happened.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 from .extension import Resilience
 from .monitoring.counters import count_dequeued
 
-__all__ = ["shed_reason"]
+__all__ = ["shed_reason", "feeds_later_steps"]
 
 
 def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> str | None:
@@ -30,7 +36,7 @@ def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> s
     request_type = context.get("request_type")
     if not isinstance(request_type, str):
         request_type = task.request_type or resilience.settings.admission.default_request_type
-    shed = resilience.sojourn.shed(queue, request_type, sojourn, now)
+    shed = resilience.sojourn.shed(queue, request_type, sojourn, now) and request.parent_id is None
     count_dequeued(resilience.record, queue, sojourn, shed)
     if not shed:
         return None
@@ -40,6 +46,11 @@ def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> s
         f"waited {sojourn:.1f}s in queue {queue!r}, past the {deadline:g}s deadline of "
         f"{request_type!r} work, while the queue is overloaded"
     )
+
+
+def feeds_later_steps(request: Any) -> bool:
+    """Whether the request's result is the input of more work (a chain's next step, a link)."""
+    return bool(getattr(request, "chain", None) or getattr(request, "callbacks", None))
 
 
 def _moment(eta: Any) -> float:

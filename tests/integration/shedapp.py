@@ -52,3 +52,8 @@ def ask_alone(prompt: str, url: str) -> Any:
 @app.task(name="shed.ping")
 def ping() -> str:
     return "pong"
+
+
+@app.task(base=AITask, name="shed.step", breaker="provider", request_type="interactive", max_retries=0)
+def step(previous: Any, url: str) -> Any:
+    return {"after": previous, **_post(url, "next step")}

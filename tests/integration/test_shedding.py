@@ -103,3 +103,25 @@ def test_without_a_chain_a_shed_request_fails_at_once_with_throttled(shed: Any) 
             assert "deadline" in refused.reason
             outcomes.append("shed")
     assert "shed" in outcomes and outcomes[0] == {"answer": "from the provider"}
+
+
+def test_chains_are_shed_whole_or_run_whole(shed: Any) -> None:
+    """Three-step chains in a standing queue: each runs every step, or fails whole at its first."""
+    app, provider, _ = shed
+    before = provider.requests
+    chains = [
+        (app.ask.s(f"chain {i}", provider.url) | app.step.s(provider.url) | app.step.s(provider.url)).delay()
+        for i in range(10)
+    ]
+    whole, shed_whole = 0, 0
+    for result in chains:
+        try:
+            answer = result.get(timeout=90)
+        except Throttled as refused:
+            assert "deadline" in refused.reason
+            shed_whole += 1
+            continue
+        assert answer["after"]["after"] == {"answer": "from the provider"}  # three provider answers
+        whole += 1
+    assert whole and shed_whole and whole + shed_whole == 10
+    assert provider.requests - before == 3 * whole  # no step ran for a chain that was shed
