@@ -4,13 +4,15 @@
 
 Runs ``celery-resilience simulate all`` as a user would, from an empty directory, then
 keeps its before/after table, its scale and each run's outcomes in
-``benchmarks/results/demo.json``, stamped with the commit and the machine:
-``scripts/render-performance`` puts the table in the README from there.
+``benchmarks/results/demo.json``, stamped with the commit and the machine
+(``scripts/render-performance`` puts the table in the README from there), and its chart
+as ``docs/simulation-chart.png``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,10 +30,13 @@ def main() -> None:
         out = Path(scratch) / "report"
         command = Path(sys.executable).with_name("celery-resilience")
         subprocess.run(
-            [str(command), "simulate", "all", "--no-chart", "--out", str(out), *sys.argv[1:]],
+            [str(command), "simulate", "all", "--out", str(out), *sys.argv[1:]],
             cwd=scratch, check=True,
         )  # fmt: skip
         report = json.loads((out / "report.json").read_text())
+        chart = out / "chart.png"
+        if chart.exists():
+            shutil.copyfile(chart, ROOT / "docs" / "simulation-chart.png")
     kept = {
         "stamp": f"make demo: commit {commit()}, {day()} (UTC), {machine()}, {report['mode']}",
         "scale": report["scale"],

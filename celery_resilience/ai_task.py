@@ -48,7 +48,7 @@ from .monitoring.sentry import handled_errors
 from .providers.quota import Reservation, reserved_for
 from .publishing import HEADER, apply_countdown
 from .settings import ResilienceSettings
-from .shedding import feeds_later_steps, shed_reason
+from .shedding import answer_shed, feeds_later_steps, shed_reason
 from .task import ResilientTask
 from .validation import choice
 
@@ -279,6 +279,8 @@ class AITask(ResilientTask):
         try:
             reservation, call = self._before_call(resilience, provider, args, kwargs, direct, can_fall_back)
         except _FallBack as fall:
+            if fall.category == SHED:  # answered here: re-queued, it would wait behind the backlog
+                return answer_shed(self, resilience, args, kwargs, fall.reason)
             return self._fall_back(args, kwargs, fall.reason, fall.category)
         dependency = provider or self.breaker or self.name
         if direct or not self.request.retries:

@@ -16,10 +16,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .errors import FallbackExhausted
 from .extension import Resilience
+from .fallbacks.result import FallbackResult
+from .fallbacks.settings import SHED
 from .monitoring.counters import count_dequeued
+from .monitoring.sentry import report_exhausted
 
-__all__ = ["shed_reason", "feeds_later_steps"]
+__all__ = ["shed_reason", "feeds_later_steps", "answer_shed"]
 
 
 def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> str | None:
@@ -46,6 +50,17 @@ def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> s
         f"waited {sojourn:.1f}s in queue {queue!r}, past the {deadline:g}s deadline of "
         f"{request_type!r} work, while the queue is overloaded"
     )
+
+
+def answer_shed(task: Any, resilience: Resilience, args: Any, kwargs: Any, reason: str) -> FallbackResult:
+    """The shed request answered here by its chain's steps that call no provider, as the
+    task's own result: handed on as a new message, it would wait behind the very backlog
+    it was shed from. An exhausted chain fails the task, reported with its attempts."""
+    try:
+        return resilience.fallbacks.run(task.name, list(args), dict(kwargs), reason, SHED, task.breaker)
+    except FallbackExhausted as exhausted:
+        report_exhausted(exhausted.task, exhausted.reason, exhausted.attempts)
+        raise
 
 
 def feeds_later_steps(request: Any) -> bool:

@@ -10,9 +10,10 @@ per queue and request type, as each worker process sees its own dequeues:
 - once every task for ``interval`` seconds has waited longer than ``target`` (the least
   sojourn over the interval is above it: a standing queue, not a burst), the queue is
   overloaded, and a task that waited past its request type's ``deadline`` skips the
-  provider: its fallback chain answers it from the steps that call no provider, or it
-  fails at once with ``Shed`` when there is none. Either way the worker is free at once
-  for work that is still fresh.
+  provider: its fallback chain answers it in the worker, at once, from the steps that
+  call no provider (handed on as a new message it would wait behind the backlog), or it
+  fails at once with ``Throttled`` when there is none. Either way the worker is free for
+  work that is still fresh.
 
 Sojourn is used to detect overload and shed, never to reorder the queue (reordering by
 age does nothing on a fair queue and hurts an unfair one).

@@ -1,0 +1,173 @@
+"""Sojourn-time shedding under overload, with a real worker, against plain FIFO.
+
+    python benchmarks/overload.py
+
+One worker (four threads) in front of a provider over HTTP that takes ``SERVICE`` seconds
+a call: a capacity of ``4 / SERVICE`` calls a second. Requests are interactive work a
+user waits on for ``DEADLINE`` seconds (shedding: target 0.5 s, interval 2 s, deadline
+3 s). Per variant (``fifo``: nothing shed; ``shed``: ``resilience_shedding``), two
+loads, arrivals paced by the clock:
+
+- **overload**: twice the capacity for ``OVERLOAD`` seconds, then half of it for as long;
+- **burst**: a mean of 0.8 of the capacity, in bursts (1.6 for a second, then nothing for
+  a second).
+
+Per run: provider answers within the deadline (from publish to finish), the p99 wait of
+those, sheds, and the p99 time from publish to the answer of a shed request. The figures
+go to ``benchmarks/results/overload.json`` as well as to the screen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import redis
+from stamp import ROOT, commit, day, machine
+
+RESULTS = ROOT / "benchmarks" / "results" / "overload.json"
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+SERVICE = 0.1
+THREADS = 4
+CAPACITY = THREADS / SERVICE
+OVERLOAD = float(os.environ.get("BENCH_OVERLOAD_SECONDS", "20"))
+DEADLINE = 3.0
+
+
+class Provider:
+    """A provider that answers every call after ``SERVICE`` seconds."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                time.sleep(SERVICE)
+                body = b'{"answer": "from the provider"}'
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def worker(variant: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BENCH_OVERLOAD_VARIANT": variant, "BENCH_OVERLOAD_DEADLINE": f"{DEADLINE:g}",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}"}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "overloadapp", "worker", "-P", "threads", "-c", str(THREADS),
+         "-Q", f"bench-overload-{variant}", "-n", f"overload-{variant}-{os.getpid()}@%h", "--without-mingle",
+         "--without-gossip", "--without-heartbeat", "-l", "error"],
+        cwd=ROOT / "benchmarks", env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def arrivals(load: str) -> list[float]:
+    """Publish times from the start, for ``load``."""
+    times: list[float] = []
+    if load == "overload":
+        for rate, start, length in ((2 * CAPACITY, 0.0, OVERLOAD), (0.5 * CAPACITY, OVERLOAD, OVERLOAD)):
+            count = int(rate * length)
+            times += [start + i / rate for i in range(count)]
+    else:  # bursts: 1.6 x for a second, nothing for a second: a mean of 0.8
+        rate = 1.6 * CAPACITY
+        for second in range(0, int(2 * OVERLOAD), 2):
+            times += [second + i / rate for i in range(int(rate))]
+    return times
+
+
+def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
+    """One load through one variant's worker: what each request got and when."""
+    os.environ["BENCH_OVERLOAD_VARIANT"] = variant
+    os.environ["BENCH_OVERLOAD_DEADLINE"] = f"{DEADLINE:g}"
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import overloadapp
+
+    done_list = redis.Redis.from_url(f"{REDIS}/12")
+    done_list.delete(overloadapp.DONE)
+    proc = worker(variant)
+    overloadapp.ask.apply_async((provider.url,), user_id="warm-up")  # the worker is up once it is done
+    deadline = time.time() + 60
+    while done_list.llen(overloadapp.DONE) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    done_list.delete(overloadapp.DONE)
+    published: dict[str, float] = {}
+    start = time.time()
+    for offset in arrivals(load):
+        wait = start + offset - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        users = f"user-{len(published) % 50}"
+        published[overloadapp.ask.apply_async((provider.url,), user_id=users).id] = time.time()
+    finish_by = time.time() + 10 * OVERLOAD
+    while done_list.llen(overloadapp.DONE) < len(published) and time.time() < finish_by:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = [json.loads(raw) for raw in done_list.lrange(overloadapp.DONE, 0, -1)]
+    with overloadapp.app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(overloadapp.QUEUE)
+    overloadapp.resilience.store.purge()
+    waits = [(row["at"] - published[row["id"]], row["shed"]) for row in finished if row["id"] in published]
+    answered = sorted(w for w, shed in waits if not shed)
+    shed = sorted(w for w, shed in waits if shed)
+    in_deadline = [w for w in answered if w <= DEADLINE]
+    return {
+        "requests": len(published),
+        "finished": len(waits),
+        "provider_in_deadline": len(in_deadline),
+        "provider_late": len(answered) - len(in_deadline),
+        "p99_in_deadline": percentile(in_deadline, 0.99),
+        "sheds": len(shed),
+        "p99_to_shed_answer": percentile(shed, 0.99),
+        "drain_seconds": max((row["at"] for row in finished), default=start) - start,
+    }
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main() -> None:
+    if len(sys.argv) == 3:  # one run, in a process of its own (one app per variant)
+        print(json.dumps(run(sys.argv[1], sys.argv[2], Provider())))
+        return
+    results: dict[str, Any] = {"stamp": {"commit": commit(), "machine": machine(), "day": day()},
+                               "service": SERVICE, "threads": THREADS, "deadline": DEADLINE,
+                               "overload_seconds": OVERLOAD, "runs": {}}  # fmt: skip
+    for load in ("overload", "burst"):
+        for variant in ("fifo", "shed"):
+            done = subprocess.run([sys.executable, __file__, variant, load], capture_output=True, text=True,
+                                  check=False)  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-3000:])
+            results["runs"][f"{load}/{variant}"] = row = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{load:<9} {variant:<5} {json.dumps(row)}", flush=True)
+    fifo, shed = results["runs"]["overload/fifo"], results["runs"]["overload/shed"]
+    ratio = shed["provider_in_deadline"] / max(1, fifo["provider_in_deadline"])
+    print(f"\nprovider answers within {DEADLINE:g}s under overload: shedding {ratio:.1f} x FIFO;"
+          f" sheds in bursts at 0.8 x: {results['runs']['burst/shed']['sheds']}")  # fmt: skip
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"(written to {RESULTS.relative_to(ROOT)})")
+
+
+if __name__ == "__main__":
+    main()

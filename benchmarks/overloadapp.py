@@ -1,0 +1,61 @@
+"""The Celery app the overload benchmark's worker runs (``BENCH_OVERLOAD_VARIANT``:
+``fifo`` never sheds, ``shed`` sheds by sojourn): an AI task calling a provider over HTTP
+that takes a fixed time per call, with a template to answer what is shed. Each finished
+task leaves when it finished and how in a Redis list, for the benchmark to read."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery
+from celery.signals import task_postrun
+
+from celery_resilience import AITask, FallbackResult, Resilience
+
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+VARIANT = os.environ.get("BENCH_OVERLOAD_VARIANT", "shed")
+TARGET = float(os.environ.get("BENCH_OVERLOAD_TARGET", "0.5"))
+INTERVAL = float(os.environ.get("BENCH_OVERLOAD_INTERVAL", "2"))
+DEADLINE = float(os.environ.get("BENCH_OVERLOAD_DEADLINE", "3"))
+QUEUE = f"bench-overload-{VARIANT}"
+DONE = f"bench-overload-{VARIANT}:done"
+
+app = Celery("overloadapp", broker=f"{REDIS}/11", backend=f"{REDIS}/12", set_as_current=False)
+app.conf.update(
+    task_default_queue=QUEUE,
+    worker_prefetch_multiplier=1,
+    result_expires=600,
+    resilience_store_url=f"{REDIS}/13",
+    resilience_key_prefix=QUEUE,
+    resilience_tiers={"free": {"rate": "1000000/s", "burst": 1000000}},
+    resilience_default_tier="free",
+    resilience_breakers={"provider": {"failure_threshold": 100000}},
+    resilience_templates={"bench.ask": "busy"},
+    resilience_shedding={
+        "interactive": (
+            {"target": TARGET, "interval": INTERVAL, "deadline": DEADLINE} if VARIANT == "shed" else None
+        )
+    },
+)
+resilience = Resilience(app)
+_client = httpx.Client(timeout=30)
+_done = redis.Redis.from_url(f"{REDIS}/12")
+
+
+@app.task(base=AITask, name="bench.ask", breaker="provider", request_type="interactive", max_retries=0,
+          fallbacks=["template"], ignore_result=True)  # fmt: skip
+def ask(url: str) -> Any:
+    response = _client.post(url, json={"q": "question"})
+    response.raise_for_status()
+    return response.json()
+
+
+@task_postrun.connect
+def _finished(task_id: str = "", retval: Any = None, **_: Any) -> None:
+    shed = isinstance(retval, FallbackResult)
+    _done.rpush(DONE, json.dumps({"id": task_id, "at": time.time(), "shed": shed}))
