@@ -40,14 +40,15 @@ def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> s
     request_type = context.get("request_type")
     if not isinstance(request_type, str):
         request_type = task.request_type or resilience.settings.admission.default_request_type
-    shed = resilience.sojourn.shed(queue, request_type, sojourn, now) and request.parent_id is None
+    age = max(0.0, now - float(admitted))
+    shed = resilience.sojourn.shed(queue, request_type, sojourn, now, age) and request.parent_id is None
     count_dequeued(resilience.record, queue, sojourn, shed)
     if not shed:
         return None
     policy = resilience.sojourn.policy(request_type)
     deadline = policy.deadline if policy is not None else 0.0
     return (
-        f"waited {sojourn:.1f}s in queue {queue!r}, past the {deadline:g}s deadline of "
+        f"waited {age:.1f}s ({sojourn:.1f}s in queue {queue!r}), past the {deadline:g}s deadline of "
         f"{request_type!r} work, while the queue is overloaded"
     )
 

@@ -5,11 +5,12 @@ first served, however stale it has grown. How much is queued says little about w
 a queue is overloaded (a burst fills it and drains); how long work waited does. The rule,
 per queue and request type, as each worker process sees its own dequeues:
 
-- a task that waited less than ``target`` (from its admission, or from its ETA when it
-  was paced) ends any episode: nothing is shed;
+- a task that waited less than ``target`` in the queue (from its admission, or from its
+  ETA when it was paced: pacing is not queueing) ends any episode: nothing is shed;
 - once every task for ``interval`` seconds has waited longer than ``target`` (the least
   sojourn over the interval is above it: a standing queue, not a burst), the queue is
-  overloaded, and a task that waited past its request type's ``deadline`` skips the
+  overloaded, and a task whose user has waited past its request type's ``deadline``
+  (since admission, pacing included) skips the
   provider: its fallback chain answers it in the worker, at once, from the steps that
   call no provider (handed on as a new message it would wait behind the backlog), or it
   fails at once with ``Throttled`` when there is none. Either way the worker is free for
@@ -100,8 +101,12 @@ class SojournWatch:
             return self.policies[request_type]
         return self.policies.get("default")
 
-    def shed(self, queue: str, request_type: str, sojourn: float, now: float) -> bool:
-        """Note a task that waited ``sojourn`` seconds, dequeued at ``now``: whether to shed it."""
+    def shed(
+        self, queue: str, request_type: str, sojourn: float, now: float, age: float | None = None
+    ) -> bool:
+        """Note a task that waited ``sojourn`` seconds in the queue, dequeued at ``now``:
+        whether to shed it. ``age`` is how long its user has waited (since admission,
+        pacing included; ``sojourn`` when not given): what the deadline is held against."""
         policy = self.policy(request_type)
         if policy is None:
             return False
@@ -118,7 +123,7 @@ class SojournWatch:
                     self._first_above[key] = now
                 return False
             first = self._first_above.setdefault(key, now)
-        return now - first >= policy.interval and sojourn > policy.deadline
+        return now - first >= policy.interval and (sojourn if age is None else age) > policy.deadline
 
     def overloaded(self, queue: str, request_type: str, now: float) -> bool:
         """Whether every task of this queue and type for an interval waited past the target."""

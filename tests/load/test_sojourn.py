@@ -57,3 +57,12 @@ def test_settings_merge_over_the_defaults_and_refuse_what_cannot_work() -> None:
     for bad in ({"interactive": {"deadline": 1}}, {"interactive": {"target": -1}}, {"x": {"speed": 1}}, [1]):
         with pytest.raises(ConfigurationError, match="resilience_shedding"):
             read_shedding("resilience_shedding", bad)
+
+
+def test_the_deadline_is_held_against_the_users_wait_pacing_included() -> None:
+    """In a standing queue a request paced long before it queued is past its deadline all the same."""
+    watch = SojournWatch(POLICY)
+    for t in range(5):
+        watch.shed("q", "interactive", 2.0, now=100.0 + t)
+    assert not watch.shed("q", "interactive", 2.0, now=105.0, age=9.0)
+    assert watch.shed("q", "interactive", 2.0, now=106.0, age=11.0)
