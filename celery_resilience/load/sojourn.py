@@ -40,15 +40,17 @@ class SojournPolicy:
 
 
 # Per request type (the default request types'); a request type of the user's own takes
-# the ``default`` entry. Work a user waits on is shed once it is past any use to them;
-# background and batch work wait far longer before it is.
+# the ``default`` entry. The deadline is twice the target: in an overload some work must
+# be answered without the provider, and serving the fresh keeps every provider answer
+# within twice the target, where serving the stale would make every one late. Background
+# and batch work wait far longer before any is shed.
 DEFAULT_SHEDDING: Mapping[str, SojournPolicy | None] = MappingProxyType(
     {
-        "critical_business": SojournPolicy(target=10.0, interval=30.0, deadline=120.0),
-        "interactive": SojournPolicy(target=5.0, interval=20.0, deadline=60.0),
-        "default": SojournPolicy(target=5.0, interval=20.0, deadline=60.0),
-        "background": SojournPolicy(target=60.0, interval=120.0, deadline=900.0),
-        "batch": SojournPolicy(target=300.0, interval=600.0, deadline=3600.0),
+        "critical_business": SojournPolicy(target=10.0, interval=30.0, deadline=20.0),
+        "interactive": SojournPolicy(target=5.0, interval=20.0, deadline=10.0),
+        "default": SojournPolicy(target=5.0, interval=20.0, deadline=10.0),
+        "background": SojournPolicy(target=60.0, interval=120.0, deadline=120.0),
+        "batch": SojournPolicy(target=300.0, interval=600.0, deadline=600.0),
     }
 )
 

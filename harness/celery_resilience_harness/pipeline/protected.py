@@ -78,7 +78,7 @@ def create_app(config: PipelineConfig) -> Celery:
     app.conf.resilience_max_throttle_delay = seconds(30)
     # A user waits a minute: work still queued long after that is answered by the cheap
     # end of its chain once the queue stands, so that the workers serve fresh requests.
-    waiting = {"target": seconds(5), "interval": seconds(20), "deadline": seconds(40)}
+    waiting = {"target": seconds(10), "interval": seconds(20), "deadline": seconds(20)}
     app.conf.resilience_shedding = {"interactive": waiting, "critical_business": waiting}
     provider_breaker = {
         "failure_threshold": 5.0,
