@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 from cache_eval import SETS, Remembered, alone, cache_for, load, shared
 
@@ -33,6 +34,9 @@ SETUPS = (
     ("wordllama", WordLlamaEmbedder, 0.3),
     ("minilm", MiniLMEmbedder, 0.5),
 )
+
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cache_quality.json"
 
 
 def evaluate_with_evidence(embedder: Remembered, similarity: float) -> tuple[float, float]:
@@ -89,7 +93,8 @@ def main() -> None:
         print(f"{row} {recall:>7.1%} {wrong:>7.2%}")
         per_text = embedder.seconds / max(1, embedder.calls) * 1000
         print(f"{label:10} embedding: {per_text:.2f} ms a text (mean)\n")
-    print(json.dumps(results))
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"(written to {RESULTS.relative_to(RESULTS.parents[2])})")
 
 
 if __name__ == "__main__":
