@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -37,6 +39,16 @@ def integration_env(redis_available: None) -> Iterator[dict[str, str]]:
     for pattern in (f"{env['RESILIENCE_TEST_QUEUE']}*", f"{env['RESILIENCE_TEST_AI_QUEUE']}*"):
         for key in broker.scan_iter(match=pattern):
             broker.delete(key)
+
+
+def status_report(env: dict[str, str], module: str) -> dict[str, Any]:
+    """``celery -A <module> resilience status --json`` as an operator runs it, parsed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", module, "resilience", "status", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:

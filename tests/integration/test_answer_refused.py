@@ -4,9 +4,6 @@ published; where no such answer exists, or the call is sheddable, the refusal st
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +14,7 @@ from celery.result import AsyncResult
 from celery_resilience import FallbackResult, Resilience, Throttled
 from celery_resilience.load.queue_depth import QueueDepths
 from tests.http_server import ScriptedServer
-from tests.integration.conftest import ROOT, wait_for
+from tests.integration.conftest import status_report, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -115,18 +112,7 @@ def test_status_counts_the_answers_and_the_strategy(
     user = f"u-{uuid.uuid4().hex[:6]}"
     app.ask.apply_async(("invoice 1", provider.url), user_id=user)
     app.ask.apply_async(("hello", provider.url), user_id=user).get(timeout=10)
-    command = ["celery", "-A", "tests.integration.answerapp", "resilience", "status", "--json"]
-    done = subprocess.run(
-        [sys.executable, "-m", *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = status_report(env, "tests.integration.answerapp")
     minutes = (report["this_minute"], report["last_minute"])  # the calls may straddle a minute
     assert sum(m["throttled_by_strategy"].get("answer", 0) for m in minutes) >= 1
     assert sum(m["fallbacks"].get("template", 0) for m in minutes) >= 1

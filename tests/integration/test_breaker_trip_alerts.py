@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
@@ -18,23 +15,13 @@ from celery_resilience import FallbackResult, Resilience
 from celery_resilience.monitoring.summary import MetricsReader
 from celery_resilience.prometheus import register
 from tests.http_server import ScriptedServer, sentry_events
-from tests.integration.conftest import ROOT, start_worker, stop_worker, wait_for
+from tests.integration.conftest import start_worker, status_report, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def status(env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "tests.integration.tripapp", "resilience", "status", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    return status_report(env, "tests.integration.tripapp")
 
 
 @pytest.fixture(scope="module")

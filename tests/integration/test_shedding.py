@@ -4,9 +4,6 @@ nothing, and ``status`` shows each queue's wait and sheds."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +12,7 @@ import pytest
 
 from celery_resilience import FallbackResult, Resilience, Throttled
 from tests.http_server import ScriptedServer
-from tests.integration.conftest import ROOT, start_worker, stop_worker
+from tests.integration.conftest import start_worker, status_report, stop_worker
 
 pytestmark = pytest.mark.integration
 
@@ -46,21 +43,6 @@ def shed(integration_env: dict[str, str]) -> Iterator[tuple[Any, ScriptedServer,
             provider.close()
 
 
-def status(env: dict[str, str]) -> dict[str, Any]:
-    command = ["celery", "-A", "tests.integration.shedapp", "resilience", "status", "--json"]
-    done = subprocess.run(
-        [sys.executable, "-m", *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
 def test_a_burst_sheds_nothing(shed: Any) -> None:
     """Three requests at once wait less than an interval above the target: all reach the provider."""
     app, provider, _ = shed
@@ -83,7 +65,7 @@ def test_a_standing_queue_sheds_what_waited_past_its_deadline(shed: Any) -> None
     assert {(a.kind, a.source) for a in stale} == {("template", "template")}
     assert all("past the 1s deadline" in a.reason for a in stale)
     assert answers[0] == {"answer": "from the provider"}  # served first, it never waited
-    report = status(env)
+    report = status_report(env, "tests.integration.shedapp")
     queue = env["RESILIENCE_TEST_SHED_QUEUE"]
     minutes = (report["this_minute"], report["last_minute"])
     assert sum(m["sheds"].get(queue, 0) for m in minutes) == len(stale)
