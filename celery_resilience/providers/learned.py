@@ -5,7 +5,9 @@ on the same key). A learned unit starts from a guess and steers by what the prov
 says, shared by every worker through the store:
 
 - a response stating the unit's limit (``x-ratelimit-limit-tokens``,
-  ``anthropic-ratelimit-*-limit``) sets it outright: the provider is the ground truth;
+  ``anthropic-ratelimit-*-limit``) sets it outright: the provider is the ground truth,
+  and a stated rate is neither cut by a 429 (the window was full, the limit is what the
+  provider said; the budget's window drains as the 429 says) nor grown past;
 - otherwise by what the provider refuses, as TCP finds a link's capacity: a 429 cuts the
   rate to what the window held when the provider refused (the limit, within one call's
   cost: the provider counts what the window counts), or, when that is unknown, to
@@ -74,6 +76,7 @@ class LearnedRate:
     ceiling: float
     grown_at: float
     cut_at: float
+    stated: bool = False
 
 
 def learned(
@@ -89,7 +92,9 @@ def learned(
     second), ``set`` (the provider stated ``value`` per second) or ``read``."""
     current = state or LearnedRate(start, start, now, 0.0)
     if event == SET and value > 0:
-        return LearnedRate(value, value, now, current.cut_at)
+        return LearnedRate(value, value, now, current.cut_at, stated=True)
+    if current.stated:  # the provider's word stands until it says otherwise
+        return current
     if event == CUT:  # ``value``: how long the 429 drained the budget
         measured = 0 < accepted < current.rate
         if now - current.cut_at < COOL_DOWN:

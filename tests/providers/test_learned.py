@@ -68,9 +68,12 @@ def test_a_cut_goes_to_what_the_window_held_when_the_provider_refused() -> None:
 
 
 def test_a_stated_limit_is_taken_as_it_is() -> None:
-    """The provider's own limit header replaces whatever was learned."""
+    """The provider's own limit header replaces whatever was learned, and neither 429s nor growth move it."""
     state = learned(learned(None, CUT, 100.0, start=10.0), SET, 101.0, start=10.0, value=42.0)
     assert state.rate == 42.0 and state.ceiling == 42.0
+    assert learned(state, CUT, 110.0, start=10.0, accepted=30.0).rate == 42.0
+    assert learned(state, GROW, 120.0, start=10.0).rate == 42.0
+    assert learned(state, SET, 121.0, start=10.0, value=21.0).rate == 21.0
 
 
 def test_a_store_cuts_to_what_the_window_held_the_same_way(store: Store, clock: FakeClock) -> None:
@@ -95,6 +98,10 @@ def test_a_store_learns_the_same_way(store: Store, clock: FakeClock) -> None:
     assert store.learn("p", "requests", READ, 3.0, 0.0) == 3.0  # units apart
     assert store.learn("p", "tokens", SET, 10.0, 25.0) == 25.0
     assert store.learn("p", "tokens", READ, 10.0, 0.0) == 25.0
+    clock.advance(COOL_DOWN + QUIET + 1.0)
+    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 20.0) == 25.0  # a stated rate holds
+    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == 25.0
+    assert store.learn("p", "tokens", SET, 10.0, 12.5) == 12.5  # until the provider says otherwise
 
 
 def test_a_learned_unit_holds_its_learned_count(store: Store, clock: FakeClock) -> None:

@@ -2,7 +2,8 @@
 -- grow while calls succeed, cut on a 429 (once per cool-down), set when the provider
 -- states its limit, or read.
 --
--- KEYS[1]  hash: "<unit>" -> "rate ceiling grown_at cut_at"
+-- KEYS[1]  hash: "<unit>" -> "rate ceiling grown_at cut_at stated" (stated: 1 when the
+--          provider stated the rate: no cut or growth moves it, only another statement)
 -- ARGV[1]  now in seconds, or "" to use the Redis server's TIME
 -- ARGV[2]  unit;  ARGV[3] event: grow, cut, set or read;  ARGV[4] starting rate per second
 -- ARGV[5]  the stated rate per second (set), or the seconds a 429 drained the budget (cut)
@@ -16,15 +17,20 @@
 
 local now = clock(ARGV[1])
 local unit, event, start = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local rate, ceiling, grown_at, cut_at = start, start, now, 0
+local rate, ceiling, grown_at, cut_at, stated = start, start, now, 0, "0"
 local state = redis.call("HGET", KEYS[1], unit)
 if state then
-  local r, c, g, t = string.match(state, "^(%S+) (%S+) (%S+) (%S+)$")
+  local r, c, g, t, s = string.match(state, "^(%S+) (%S+) (%S+) (%S+) ?(%d?)$")
   rate, ceiling, grown_at, cut_at = tonumber(r), tonumber(c), tonumber(g), tonumber(t)
+  if s == "1" then
+    stated = "1"
+  end
 end
 local value = tonumber(ARGV[5])
 if event == "set" and value > 0 then
-  rate, ceiling, grown_at = value, value, now
+  rate, ceiling, grown_at, stated = value, value, now, "1"
+elseif stated == "1" then
+  event = "read"  -- the provider's word stands until it says otherwise
 elseif event == "cut" then
   local accepted = tonumber(ARGV[12] or "0")
   local measured = accepted > 0 and accepted < rate
@@ -59,7 +65,8 @@ elseif event == "grow" then
   grown_at = now
 end
 if event ~= "read" or not state then
-  redis.call("HSET", KEYS[1], unit, string.format("%.17g %.17g %.17g %.17g", rate, ceiling, grown_at, cut_at))
+  redis.call("HSET", KEYS[1], unit,
+    string.format("%.17g %.17g %.17g %.17g %s", rate, ceiling, grown_at, cut_at, stated))
   redis.call("EXPIRE", KEYS[1], 86400)
 end
 return string.format("%.17g", rate)
