@@ -492,9 +492,10 @@ class AITask(ResilientTask):
     def _wait_for_quota(self, wait: float, context: dict[str, Any]) -> None:
         """Run again once the budget has refilled: the same request under the same task id,
         with its retry count unchanged (a spent budget is neither a failure nor a retry),
-        and its context (admission time, deadline) kept."""
+        and its context (admission time, deadline) kept, marked as held back by the budget
+        (a learned budget grows on its success)."""
         if self.request.is_eager:
             raise self.retry(countdown=wait, max_retries=self.request.retries + 1)
-        headers = {HEADER: context} if context else None
+        headers = {HEADER: {**context, "paced": True}}
         self.signature_from_request(countdown=wait, headers=headers).apply_async()
         raise Ignore()

@@ -169,6 +169,19 @@ def test_a_learned_budget_finds_an_unstated_limit_from_429s(app: ModuleType) -> 
     assert last_half.count(429) <= len(last_half) * 0.1
 
 
+def test_a_learned_budget_guessed_low_grows_while_it_holds_calls_back(app: ModuleType) -> None:
+    """Guessed at a third of a hidden 3000 tokens per 3 s, calls that waited for it grow it."""
+    provider = TokenProvider(TokenLimits(tokens=3000), window=3, headers=False)
+    try:
+        prompts = [f"question {i}, answer in 100 tokens" for i in range(60)]
+        pending = [app.ask_guessed_low.delay(prompt, provider.url) for prompt in prompts]
+        results = [result.get(timeout=180) for result in pending]
+    finally:
+        provider.close()
+    assert answered_by_provider(results) == 60
+    assert learned(app, "guessed_low") > 1.5 * 1000  # every wait here is run again later, not held
+
+
 def test_work_the_budget_cannot_serve_in_time_is_paced_or_refused_at_enqueue(app: ModuleType) -> None:
     """Calls of 310 tokens, 500 free and 48 more a second: one goes now, one waits its turn, one refused."""
     provider = TokenProvider(TokenLimits(tokens=100_000), window=60, output_median=20, output_p99=20)

@@ -39,6 +39,7 @@ app.conf.update(
         "stated": {"tokens": {"learn": "1000/3s"}},
         "booked": {"requests": "100000/m", "tokens": "500/10s"},
         "unstated": {"tokens": {"learn": "6000/3s"}},
+        "guessed_low": {"tokens": {"learn": "1000/3s"}},
         # Streamed answers, settled from their events; and budgets nothing settles.
         "streamed": {"requests": "100000/m", "tokens": "700/m"},
         "streamed_anthropic": {"requests": "100000/m", "tokens": "700/m"},
@@ -132,6 +133,14 @@ def ask_retried(prompt: str, url: str) -> Any:
 )  # fmt: skip
 def ask_stated(prompt: str, url: str) -> Any:
     return complete(url, "stated", prompt, max_tokens=150)
+
+
+@app.task(
+    base=AITask, name="tokens.ask_guessed_low", provider="guessed_low", prompt_param="prompt", max_retries=3,
+    max_tokens=150,
+)  # fmt: skip
+def ask_guessed_low(prompt: str, url: str) -> Any:
+    return complete(url, "guessed_low", prompt, max_tokens=150)
 
 
 @app.task(
