@@ -40,17 +40,19 @@ class SojournPolicy:
 
 
 # Per request type (the default request types'); a request type of the user's own takes
-# the ``default`` entry. The deadline is twice the target: in an overload some work must
-# be answered without the provider, and serving the fresh keeps every provider answer
-# within twice the target, where serving the stale would make every one late. Background
-# and batch work wait far longer before any is shed.
+# the ``default`` entry. Only work a user is known to wait on is shed unless configured:
+# a backlog of other work (``default``, ``background``, ``batch``) is expected to wait.
+# The deadline is twice the target: in an overload some work must be answered without
+# the provider, and serving the fresh keeps every provider answer within twice the
+# target, where serving the stale would make every one late.
+_WAITED_ON = SojournPolicy(target=5.0, interval=20.0, deadline=10.0)
 DEFAULT_SHEDDING: Mapping[str, SojournPolicy | None] = MappingProxyType(
     {
         "critical_business": SojournPolicy(target=10.0, interval=30.0, deadline=20.0),
-        "interactive": SojournPolicy(target=5.0, interval=20.0, deadline=10.0),
-        "default": SojournPolicy(target=5.0, interval=20.0, deadline=10.0),
-        "background": SojournPolicy(target=60.0, interval=120.0, deadline=120.0),
-        "batch": SojournPolicy(target=300.0, interval=600.0, deadline=600.0),
+        "interactive": _WAITED_ON,
+        "default": None,
+        "background": None,
+        "batch": None,
     }
 )
 
@@ -74,8 +76,7 @@ def read_shedding(setting: str, value: object) -> Mapping[str, SojournPolicy | N
             continue
         if not isinstance(spec, Mapping) or not set(spec) <= {"target", "interval", "deadline"}:
             raise ConfigurationError(where, "a mapping with 'target', 'interval' and 'deadline'", spec)
-        base = found.get(request_type) or DEFAULT_SHEDDING["default"]
-        assert base is not None
+        base = found.get(request_type) or _WAITED_ON
         numbers = {"target": base.target, "interval": base.interval, "deadline": base.deadline}
         for key, number in spec.items():
             if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:

@@ -51,9 +51,19 @@ def test_queues_and_request_types_are_watched_apart_and_none_is_never_shed() -> 
 
 def test_settings_merge_over_the_defaults_and_refuse_what_cannot_work() -> None:
     """Numbers merge per request type; None turns one off; a deadline under the target fails."""
-    read = read_shedding("resilience_shedding", {"interactive": {"deadline": 30}, "batch": None})
+    conf = {
+        "interactive": {"deadline": 30},
+        "batch": {"target": 60, "deadline": 120},
+        "critical_business": None,
+    }
+    read = read_shedding("resilience_shedding", conf)
     assert read["interactive"] == SojournPolicy(target=5.0, interval=20.0, deadline=30.0)
-    assert read["batch"] is None and read["background"] == DEFAULT_SHEDDING["background"]
+    assert read["batch"] == SojournPolicy(target=60.0, interval=20.0, deadline=120.0)
+    assert (
+        read["critical_business"] is None
+        and read["background"] is None
+        and DEFAULT_SHEDDING["default"] is None
+    )
     for bad in ({"interactive": {"deadline": 1}}, {"interactive": {"target": -1}}, {"x": {"speed": 1}}, [1]):
         with pytest.raises(ConfigurationError, match="resilience_shedding"):
             read_shedding("resilience_shedding", bad)
