@@ -266,6 +266,23 @@ class Resilience:
         make = async_response_hook if asynchronous else response_hook
         return {"response": [make(self.quota, provider, self.clock)]}
 
+    def answer_from_chain(
+        self,
+        task_name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        reason: str,
+        category: str,
+        failed_breaker: str | None,
+    ) -> Any:
+        """``task_name``'s chain answers; an exhausted chain is reported with every attempt
+        as context, then raised (the task's failure)."""
+        try:
+            return self.fallbacks.run(task_name, args, kwargs, reason, category, failed_breaker)
+        except FallbackExhausted as exhausted:
+            report_exhausted(exhausted.task, exhausted.reason, exhausted.attempts)
+            raise
+
     def record(self, fields: Mapping[str, float]) -> None:
         """Count into the store's metrics; a store outage is logged, never raised."""
         try:
@@ -437,13 +454,9 @@ def _run_fallbacks(
 ) -> Any:
     """Run ``task_name``'s fallback chain; its answer lands on the caller's task id. An
     exhausted chain is the task's failure, reported with every attempt as context."""
-    try:
-        return Resilience.of(task.app).fallbacks.run(
-            task_name, args, kwargs, reason, category, failed_breaker
-        )
-    except FallbackExhausted as exhausted:
-        report_exhausted(exhausted.task, exhausted.reason, exhausted.attempts)
-        raise
+    return Resilience.of(task.app).answer_from_chain(
+        task_name, args, kwargs, reason, category, failed_breaker
+    )
 
 
 def _fits(check: Callable[[ResilienceSettings], None], settings: ResilienceSettings) -> bool:

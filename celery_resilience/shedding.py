@@ -16,12 +16,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .errors import FallbackExhausted
 from .extension import Resilience
 from .fallbacks.result import FallbackResult
 from .fallbacks.settings import SHED
 from .monitoring.counters import count_dequeued
-from .monitoring.sentry import report_exhausted
 
 __all__ = ["shed_reason", "feeds_later_steps", "answer_shed"]
 
@@ -57,11 +55,10 @@ def answer_shed(task: Any, resilience: Resilience, args: Any, kwargs: Any, reaso
     """The shed request answered here by its chain's steps that call no provider, as the
     task's own result: handed on as a new message, it would wait behind the very backlog
     it was shed from. An exhausted chain fails the task, reported with its attempts."""
-    try:
-        return resilience.fallbacks.run(task.name, list(args), dict(kwargs), reason, SHED, task.breaker)
-    except FallbackExhausted as exhausted:
-        report_exhausted(exhausted.task, exhausted.reason, exhausted.attempts)
-        raise
+    answer: FallbackResult = resilience.answer_from_chain(
+        task.name, list(args), dict(kwargs), reason, SHED, task.breaker
+    )
+    return answer
 
 
 def feeds_later_steps(request: Any) -> bool:
