@@ -16,6 +16,9 @@ answers only a question that says the same thing:
 
 Anything else is a difference; ``gate.quality`` refuses it unless the entry's evidence
 covers it.
+
+An acronym is the words it stands for: ``spelled_out`` writes "ETA" as "estimated time of
+arrival" when the other question says so, before either reads the pair.
 """
 
 from __future__ import annotations
@@ -27,7 +30,17 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-__all__ = ["Reading", "read", "aligned", "unaligned", "matches", "matches_any", "lemmas", "index_term"]
+__all__ = [
+    "Reading",
+    "read",
+    "aligned",
+    "unaligned",
+    "matches",
+    "matches_any",
+    "lemmas",
+    "index_term",
+    "spelled_out",
+]
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # Words that carry no meaning of their own in a question: articles, pronouns, auxiliaries,
@@ -68,6 +81,13 @@ _SUFFIXES = (
     ("est", "e"), ("er", "e"), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
     ("es", ""), ("s", ""), ("ly", ""),
 )  # fmt: skip
+
+
+_RAW_TOKEN = re.compile(r"[A-Za-z0-9]+")
+_DIGIT_WORDS = {
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9",
+}  # fmt: skip
 
 
 @cache
@@ -262,3 +282,64 @@ def _differences(new: Reading, old: Reading) -> Iterator[str]:
         yield "the words no preposition governs come in another order"
     if new.tense != old.tense and new.tense and old.tense:
         yield "another tense"
+
+
+@lru_cache(maxsize=8192)
+def spelled_out(question: str, cached_question: str) -> tuple[str, str]:
+    """The pair with each acronym of one written as the words of the other it stands for:
+    "What's the ETA?" / "the estimated time of arrival", "2FA" / "two-factor
+    authentication", "COD" / "cash on delivery". Only words the other question lacks
+    spell it, all of them in a row, so that an acronym never stands for words both share."""
+    return _spelled(question, cached_question), _spelled(cached_question, question)
+
+
+def _spelled(text: str, other: str) -> str:
+    mine = {token.lower() for token in _RAW_TOKEN.findall(text)}
+    theirs = [(m.group().lower(), m.start(), m.end()) for m in _RAW_TOKEN.finditer(other)]
+    lacking = {token for token, _, _ in theirs if token not in _FILLERS and token not in _MARKERS} - mine
+    for match in reversed(list(_RAW_TOKEN.finditer(text))):
+        acronym = match.group()
+        if not _may_abbreviate(acronym) or acronym.lower() in lacking:
+            continue
+        for start in range(len(theirs)):
+            end = _initials(acronym.lower(), 0, theirs, start, lacking, start)
+            if end is not None:
+                words = other[theirs[start][1] : theirs[end][2]]
+                text = text[: match.start()] + words + text[match.end() :]
+                break
+    return text
+
+
+def _may_abbreviate(token: str) -> bool:
+    """Whether a word may be an acronym: written in capitals or with a digit ("ETA", "2FA").
+    A word in lower case is a word: "cab" never stands for "call about billing"."""
+    lower = token.lower()
+    if not 2 <= len(token) <= 6 or lower in _FILLERS or lower in _MARKERS or token.isdigit():
+        return False
+    return sum(c.isupper() for c in token) >= 2 or any(c.isdigit() for c in token)
+
+
+def _initials(
+    acronym: str, letter: int, tokens: list[tuple[str, int, int]], index: int, lacking: set[str], start: int
+) -> int | None:
+    """Where a run of ``tokens`` from ``index`` whose initials spell ``acronym[letter:]``
+    ends: each word the other question lacks gives its first letter (a number word its
+    digit), a preposition between them ("of", "on") may give its own or not, an article none."""
+    if letter == len(acronym):
+        last = tokens[index - 1][0]
+        return index - 1 if last in lacking and index - start >= 2 else None
+    if index == len(tokens):
+        return None
+    token = tokens[index][0]
+    initial = _DIGIT_WORDS.get(token, token[0])
+    if token in lacking:
+        if initial != acronym[letter]:
+            return None
+        return _initials(acronym, letter + 1, tokens, index + 1, lacking, start)
+    if index == start or not (token in _MARKERS or token in _FILLERS):
+        return None
+    if token in _MARKERS and initial == acronym[letter]:
+        end = _initials(acronym, letter + 1, tokens, index + 1, lacking, start)
+        if end is not None:
+            return end
+    return _initials(acronym, letter, tokens, index + 1, lacking, start)

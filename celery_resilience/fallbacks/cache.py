@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .alignment import aligned, index_term
+from .alignment import aligned, index_term, spelled_out
 from .evidence import KEEP, estimated_error, same_answer
 from .gate import quality
 from .port import CacheEntry, CacheStore
@@ -173,10 +173,11 @@ class SemanticCache:
             similar = cosine(vector, entry.vector)
             if similar < self.similarity:
                 continue
-            score = quality(question, entry.question, age=max(0.0, now - entry.at), max_age=self.max_age)
+            asked, cached = spelled_out(question, entry.question)
+            score = quality(asked, cached, age=max(0.0, now - entry.at), max_age=self.max_age)
             if score <= self.min_quality:
                 continue
-            same = aligned(question, entry.question)
+            same = aligned(asked, cached)
             if trusted and estimated_error(entry.evidence, similar, same) > self.max_error:
                 continue
             found.append((same, score, similar, entry))

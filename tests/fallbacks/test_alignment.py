@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_resilience.fallbacks.alignment import aligned, index_term, lemmas, read, unaligned
+from celery_resilience.fallbacks.alignment import aligned, index_term, lemmas, read, spelled_out, unaligned
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,33 @@ def test_hostile_text_reads_without_error() -> None:
     for text in ("", "???", "'; DROP TABLE x; --", "caf\u00e9 \u2019s", "a" * 10_000, "to to to from"):
         read(text)
         assert aligned(text, text)
+
+
+@pytest.mark.parametrize(
+    ("question", "cached"),
+    [
+        ("What's the ETA for my order?", "What is the estimated time of arrival for my order?"),
+        ("Can I pay with COD?", "Can I pay with cash on delivery?"),  # a preposition gives its letter
+        ("How do I turn on 2FA?", "How do I turn on two-factor authentication?"),  # a digit, a number word
+        ("Change the HVAC filter", "Change the heating, ventilation and air conditioning filter"),
+    ],
+)
+def test_an_acronym_aligns_with_the_words_it_stands_for(question: str, cached: str) -> None:
+    """An acronym written out in the other question reads as those words, either way round."""
+    assert not aligned(question, cached)
+    assert aligned(*spelled_out(question, cached))
+    assert aligned(*spelled_out(cached, question))
+
+
+@pytest.mark.parametrize(
+    ("question", "cached"),
+    [
+        ("How do I book a cab?", "How do I book a call about billing?"),  # lower case: a word
+        ("Is the UK office open?", "Is the UK office under kitchen renovation?"),  # UK asked in both
+        ("What does the ETA say?", "What does the estimated time say?"),  # the letters run out
+        ("Do you ship to the UK?", "Do you ship to the United States?"),  # other initials
+    ],
+)
+def test_words_that_do_not_spell_an_acronym_stay_as_written(question: str, cached: str) -> None:
+    """Only capitals or digits abbreviate, and only words the other question lacks spell them."""
+    assert spelled_out(question, cached) == (question, cached)

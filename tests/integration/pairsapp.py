@@ -1,7 +1,8 @@
 """The documented path for a cached answer, run by a real worker: an ``AITask`` naming its
 prompt (``cache_prompt``) with ``fallbacks=["cached_similar"]``, and ``shadow_share`` 0 so
 that the gate alone decides what a new entry serves. The provider's URL and the namespace
-(``tenant``, a ``cache_match`` parameter) are task arguments."""
+(``tenant``, a ``cache_match`` parameter) are task arguments; the embedder is the default
+unless ``RESILIENCE_TEST_EMBEDDER`` names an extra's."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ app.conf.update(
     resilience_key_prefix=PREFIX,
     resilience_tiers={"standard": {"rate": "100000/s", "burst": 100000}},
     resilience_breakers={"provider": {"failure_threshold": 100, "minimum_calls": 1, "recovery_timeout": 60}},
-    resilience_semantic_cache={"shadow_share": 0.0},
+    resilience_semantic_cache={
+        "shadow_share": 0.0,
+        **({"embedder": EMBEDDER} if (EMBEDDER := os.environ.get("RESILIENCE_TEST_EMBEDDER")) else {}),
+    },
 )
 Resilience(app)
 

@@ -35,17 +35,26 @@ def answer_to(question: str) -> str:
     return f"the answer to: {question}"
 
 
-@pytest.fixture(scope="module")
-def app(integration_env: dict[str, str]) -> Iterator[ModuleType]:
+# Paraphrases each embedder must serve: 30 % with the default, 45 % with an extra's.
+RECALL = {"hashing": 0.30, "wordllama": 0.45}
+
+
+@pytest.fixture(scope="module", params=list(RECALL))
+def worker(
+    integration_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[tuple[ModuleType, float]]:
+    """A worker of ``pairsapp`` on each embedder, with the share of paraphrases it must serve."""
     from tests.integration import pairsapp
 
-    worker = start_worker(integration_env, "tests.integration.pairsapp", pairsapp.QUEUE, concurrency=16,
+    env = {**integration_env, "RESILIENCE_TEST_EMBEDDER": request.param}
+    process = start_worker(env, "tests.integration.pairsapp", pairsapp.QUEUE, concurrency=16,
                           extra=["-n", f"pairs-{uuid.uuid4().hex[:6]}@%h"])  # fmt: skip
+
     try:
         assert pairsapp.ping.delay().get(timeout=60) == "pong"
-        yield pairsapp
+        yield pairsapp, RECALL[request.param]
     finally:
-        stop_worker(worker)
+        stop_worker(process)
         Resilience.of(pairsapp.app).store.purge()
 
 
@@ -68,8 +77,11 @@ def ask_all(app: ModuleType, url: str, calls: list[tuple[str, str]]) -> list[Any
 # The held-out set (the one the docs report) runs in every suite; the test half, which
 # the same benchmark measures, with ``-m slow``.
 @pytest.mark.parametrize("name", [pytest.param("test.jsonl", marks=pytest.mark.slow), "held-out.jsonl"])
-def test_written_pairs_through_a_real_worker(app: ModuleType, provider: ScriptedServer, name: str) -> None:
-    """Near misses served wrong <= 2 % (Wilson upper <= 5 %), paraphrases >= 30 %, alone and shared."""
+def test_written_pairs_through_a_real_worker(
+    worker: tuple[ModuleType, float], provider: ScriptedServer, name: str
+) -> None:
+    """Near misses served wrong <= 2 % (Wilson upper <= 5 %), paraphrases at the embedder's floor."""
+    app, floor = worker
     run = uuid.uuid4().hex[:8]
     written = pairs(name)
     alone = [f"{run}-{index}" for index in range(len(written))]
@@ -110,5 +122,5 @@ def test_written_pairs_through_a_real_worker(app: ModuleType, provider: Scripted
         wrong, near_misses = served["near_miss"], totals["near_miss"]
         summary = (label, served, totals, misanswered)
         assert wrong / near_misses <= 0.02 and wilson(wrong, near_misses)[1] <= 0.05, summary
-        assert served["paraphrase"] / totals["paraphrase"] >= 0.30, summary
+        assert served["paraphrase"] / totals["paraphrase"] >= floor, summary
         assert misanswered == 0, summary
