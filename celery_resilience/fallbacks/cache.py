@@ -171,9 +171,12 @@ class SemanticCache:
             if entry.id == skip:
                 continue
             similar = cosine(vector, entry.vector)
+            asked, cached = spelled_out(question, entry.question)
+            if similar < self.similarity and (asked, cached) != (question, entry.question):
+                # An acronym written out: how close the two are once they say it alike.
+                similar = cosine(self.embed(asked), self.embed(cached))
             if similar < self.similarity:
                 continue
-            asked, cached = spelled_out(question, entry.question)
             score = quality(asked, cached, age=max(0.0, now - entry.at), max_age=self.max_age)
             if score <= self.min_quality:
                 continue

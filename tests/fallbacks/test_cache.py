@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery_resilience.fallbacks.cache import SemanticCache
 from celery_resilience.fallbacks.evidence import KEEP
+from celery_resilience.fallbacks.similarity import HashingEmbedder, cosine
 from celery_resilience.store import Store
 from celery_resilience.testing import FakeClock
 
@@ -170,3 +171,15 @@ def test_two_answers_to_the_same_question_serve_neither(store: Store) -> None:
     cache.put("ai.ask", PARAMS, "how do I reset my passwords", "Use the link in Settings.")
     hit = cache.lookup("ai.ask", PARAMS, "How can I reset my password?")
     assert hit is not None and hit.answer == "Use the link in Settings."
+
+
+def test_an_acronym_is_served_the_answer_to_its_words_written_out(store: Store) -> None:
+    """'ETA' finds the answer to 'estimated time of arrival': similar once written alike."""
+    embedder = HashingEmbedder()
+    cached, asked = "What is the estimated time of arrival for my order?", "What is the ETA for my order?"
+    assert cosine(embedder(asked), embedder(cached)) < 0.7  # apart, as written
+    cache = SemanticCache(lambda: store, embedder, similarity=0.7)
+    cache.put("ai.ask", PARAMS, cached, "Tuesday")
+    hit = cache.lookup("ai.ask", PARAMS, asked)
+    assert hit is not None and hit.answer == "Tuesday" and hit.question == cached
+    assert cache.lookup("ai.ask", PARAMS, "What is the ETD for my order?") is None
