@@ -9,16 +9,19 @@ says, shared by every worker through the store:
   and a stated rate is neither cut by a 429 (the window was full, the limit is what the
   provider said; the budget's window drains as the 429 says) nor grown past;
 - otherwise by what the provider refuses, as TCP finds a link's capacity: a 429 cuts the
-  rate to what the window held when the provider refused (the limit, within one call's
-  cost: the provider counts what the window counts), or, when that is unknown, to
-  ``DECREASE`` of itself; at most once per ``COOL_DOWN`` (the 429s of calls already in
-  flight say the same thing again), except that any 429 meeting a window that held less
-  than the rate lowers it to that;
-  while calls succeed and the budget is what held them back, the rate grows back towards
-  the rate at the last cut by ``INCREASE`` of it per second, and past it (the limit may
-  have risen) by ``PROBE`` of itself per second for each second since the last cut (up
-  to ``ACCELERATE_FOR`` seconds), as CUBIC probes: gently near the last limit, fast once
-  it has held a while. For ``QUIET``
+  rate to the limit the budget's window shows (with the 429's ``retry-after``, what the
+  window will still hold when the provider takes a call again, plus one call; without
+  it, what the window held when the provider refused), or, when that is no lower than
+  the rate, to ``DECREASE`` of itself; at most once per ``COOL_DOWN`` (the 429s of calls
+  already in flight say the same thing again), except that any 429 showing a lower limit
+  lowers it to that;
+- while the budget is what holds calls back (it refuses them, or they succeed after
+  waiting), a unit never cut grows as TCP's slow start does, by ``SLOW_START`` of itself
+  per second (a guess may be far below the limit, and only a 429 says where it is);
+  after a cut the rate grows back towards the rate at the last cut by ``INCREASE`` of it
+  per second, and past it (the limit may have risen) by ``PROBE`` of itself per second
+  for each second since the last cut (up to ``ACCELERATE_FOR`` seconds), as CUBIC
+  probes: gently near the last limit, fast once it has held a while. For ``QUIET``
   seconds after a cut it does not grow: the calls held back then were held by the 429's
   drain.
 
@@ -45,6 +48,7 @@ __all__ = [
     "INCREASE",
     "PROBE",
     "QUIET",
+    "SLOW_START",
     "LearnedRate",
     "LearnedRates",
     "LearnStore",
@@ -61,6 +65,7 @@ QUIET = 2.0  # seconds after a cut without growth
 # Probing speeds up with the seconds since the last cut, up to this many (a unit never
 # cut probes at the top speed from its first growth: a guess has no limit to keep near).
 ACCELERATE_FOR = 10.0
+SLOW_START = 0.7  # of the rate, per second of growth before the first cut: about twice a second
 REFRESH = 0.5  # seconds a process keeps the shared rate
 GROW_EVERY = 0.2  # seconds between two growth reports from one process
 FLOOR = 0.01  # the lowest rate, as a share of the starting guess
@@ -114,7 +119,9 @@ def learned(
         elapsed = min(1.0, max(0.0, now - current.grown_at))
         if now - current.cut_at < QUIET:
             elapsed = 0.0
-        if current.rate < current.ceiling:
+        if current.cut_at == 0.0:
+            rate = current.rate * (1.0 + SLOW_START * elapsed)
+        elif current.rate < current.ceiling:
             rate = min(current.ceiling, current.rate + INCREASE * current.ceiling * elapsed)
         else:
             speed = min(ACCELERATE_FOR, max(1.0, now - current.cut_at))

@@ -47,8 +47,9 @@ class ProviderStore(Protocol):
 
     def budget_block(
         self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
-    ) -> list[float]:
-        """Nothing fits window ``i`` for ``seconds[i]`` (``budget.block``); each window's sum before."""
+    ) -> list[tuple[float, float]]:
+        """Nothing fits window ``i`` for ``seconds[i]`` (``budget.block``); each window's sum
+        before, and the limit the window shows."""
 
     def budget_schedule(
         self,

@@ -193,6 +193,12 @@ class ProviderQuota:
             return None, 0.0
         if wait > 0:
             self._held_back[provider] = self._clock.monotonic()
+            # The budget, not the provider, holds this call back: a learned unit is below
+            # what the provider takes until a 429 says otherwise. A sliding window full of
+            # the unit's own calls refuses every call until its oldest leave, so the
+            # refusal itself must grow it: no call succeeds meanwhile.
+            for unit, budget in self._learned_units(provider):
+                self.learned.grew(provider, unit, budget.rate.per_second)
             return None, wait
         return reservation, 0.0
 
@@ -320,6 +326,10 @@ class ProviderQuota:
             logger.warning("could not drain the %r budget: %s", provider, error)
             held = {}
         for unit, unit_budget in self._learned_units(provider):
-            drained = seconds if seconds and seconds > 0 else unit_budget.rate.period
-            accepted = held.get(unit, 0.0) / unit_budget.rate.period
+            said = seconds is not None and seconds > 0
+            drained = seconds if said and seconds else unit_budget.rate.period
+            before, shown = held.get(unit, (0.0, 0.0))
+            # With the provider's wait, the window shows its limit: what it will hold when
+            # the provider takes a call again. Without it, what it held when refused.
+            accepted = (shown if said else before) / unit_budget.rate.period
             self.learned.cut(provider, unit, unit_budget.rate.per_second, drained, accepted)

@@ -126,7 +126,7 @@ class MemoryStore:
 
     def budget_block(
         self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
-    ) -> list[float]:
+    ) -> list[tuple[float, float]]:
         with self._lock:
             now = self._clock()
             return [

@@ -71,9 +71,10 @@ class RedisBudgets:
 
     def budget_block(
         self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
-    ) -> list[float]:
+    ) -> list[tuple[float, float]]:
         args = self._window_args("block", "", "", windows, [(wait, -1.0, -1.0) for wait in seconds])
-        return [float(before) for before in self._call(self._budget, keys=list(keys), args=args)]
+        found = [float(value) for value in self._call(self._budget, keys=list(keys), args=args)]
+        return list(zip(found[0::2], found[1::2], strict=True))
 
     def _window_args(
         self,
@@ -143,6 +144,7 @@ class RedisBudgets:
                 repr(learned.QUIET),
                 repr(accepted),
                 repr(learned.ACCELERATE_FOR),
+                repr(learned.SLOW_START),
             ],
         )
         return float(reply)

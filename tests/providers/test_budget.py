@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from celery_resilience.monitoring.counters import PROVIDER_SCOPE
 from celery_resilience.providers.budget import REQUESTS, ProviderBudget, UnitBudget, stretched
+from celery_resilience.providers.learned import READ, SLOW_START
 from celery_resilience.providers.quota import ProviderQuota
 from celery_resilience.providers.settings import ProviderSettings
 from celery_resilience.rates import Rate, parse_rate
@@ -86,3 +87,29 @@ def test_a_429_without_retry_after_fills_one_period(store: Store) -> None:
     quota = ProviderQuota(budget("100/m"), lambda: store)
     quota.drain("openai", None)
     assert quota.take("openai") == pytest.approx(60.0)
+
+
+def learned_budget(rate: str) -> ProviderSettings:
+    return ProviderSettings(
+        {"p": ProviderBudget(((REQUESTS, UnitBudget(parse_rate(rate), learned=True)),))}, None, None
+    )
+
+
+def test_a_429_cuts_a_learned_unit_to_the_limit_its_window_shows(store: Store, clock: FakeClock) -> None:
+    """Ten calls a second apart, then a 429 saying 5 s: the five still counted then, plus one."""
+    quota = ProviderQuota(learned_budget("20/10s"), lambda: store, clock)
+    for _ in range(10):
+        assert quota.take("p") == 0.0
+        clock.advance(1.0)
+    quota.drain("p", 5.0)  # the window spans 10.5 s: calls made after 4.5 s still count at 15 s
+    assert store.learn("p", REQUESTS, READ, 2.0, 0.0) * 10 == pytest.approx(6.0)
+
+
+def test_a_learned_unit_grows_while_it_refuses_calls(store: Store, clock: FakeClock) -> None:
+    """A guess the calls fill grows by slow start on each refusal, before any call succeeds again."""
+    quota = ProviderQuota(learned_budget("5/10s"), lambda: store, clock)
+    assert [quota.take("p") for _ in range(5)] == [0.0] * 5
+    assert quota.take("p") > 0
+    clock.advance(1.0)
+    assert quota.take("p") > 0
+    assert store.learn("p", REQUESTS, READ, 0.5, 0.0) == pytest.approx(0.5 * (1 + SLOW_START))

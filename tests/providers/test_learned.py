@@ -17,6 +17,7 @@ from celery_resilience.providers.learned import (
     QUIET,
     READ,
     SET,
+    SLOW_START,
     learned,
 )
 from celery_resilience.providers.quota import ProviderQuota
@@ -50,11 +51,11 @@ def test_success_grows_back_to_the_last_cut_then_probes_past_it() -> None:
     assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 0.5 * speed))
 
 
-def test_a_unit_never_cut_probes_at_the_top_speed_not_past_it() -> None:
+def test_a_unit_never_cut_grows_by_slow_start() -> None:
     """With no cut yet (a cut time of zero), probing is ACCELERATE_FOR times PROBE a second, no faster."""
     state = learned(None, READ, 1_800_000_000.0, start=10.0)
     grown = learned(state, GROW, state.grown_at + 1.0, start=10.0)
-    assert grown.rate == pytest.approx(10.0 * (1 + PROBE * ACCELERATE_FOR))
+    assert grown.rate == pytest.approx(10.0 * (1 + SLOW_START))
 
 
 def test_a_cut_goes_to_what_the_window_held_when_the_provider_refused() -> None:

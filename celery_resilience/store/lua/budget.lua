@@ -16,7 +16,9 @@
 --          provider says is left (-1: nothing said); reset, the seconds until its reset
 --          (-1: unknown); then, per timetable bucket: capacity, refill per second, delta
 -- Returns  take: the seconds to wait ("0" when taken), as a string;
---          block: each window's sum before it was filled, as strings; else "0".
+--          block: per window, its sum before it was filled and the limit it shows (the
+--          calls still in it when the wait ends, plus one of their mean cost), as
+--          strings; else "0".
 
 local now = clock(ARGV[1])
 local mode = ARGV[2]
@@ -127,15 +129,42 @@ local function block(i, seconds)
   keep(i)
 end
 
+local function staying(i, seconds)
+  -- The calls (not the window's own marks) still in window i when ``seconds`` have passed,
+  -- their sum and their number; and the number of calls in it now.
+  local zset, hash = KEYS[2 * i - 1], KEYS[2 * i]
+  local ids = redis.call("ZRANGEBYSCORE", zset, "(" .. string.format("%.17g", now + seconds - spans[i]), "+inf")
+  local sum, count = 0, 0
+  for start = 1, #ids, 1000 do
+    local chunk = {unpack(ids, start, math.min(#ids, start + 999))}
+    for k, cost in ipairs(redis.call("HMGET", hash, unpack(chunk))) do
+      if chunk[k] ~= BLOCKED and chunk[k] ~= HELD then
+        sum, count = sum + (tonumber(cost) or 0), count + 1
+      end
+    end
+  end
+  local calls = redis.call("ZCARD", zset)
+  for _, mark in ipairs({BLOCKED, HELD}) do
+    if redis.call("ZSCORE", zset, mark) then
+      calls = calls - 1
+    end
+  end
+  return sum, calls
+end
+
 if mode == "block" then
-  local before = {}
+  local found = {}
   for i = 1, n do
     local hash = KEYS[2 * i]
     local own = tonumber(redis.call("HGET", hash, BLOCKED) or "0") + tonumber(redis.call("HGET", hash, HELD) or "0")
-    before[i] = string.format("%.17g", math.max(0, sums[i] - own))
+    local before = math.max(0, sums[i] - own)
+    local stays, calls = staying(i, amounts[i])
+    local limit = stays + (calls > 0 and before / calls or 0)
+    found[2 * i - 1] = string.format("%.17g", before)
+    found[2 * i] = string.format("%.17g", math.max(0, limit))
     block(i, amounts[i])
   end
-  return before
+  return found
 end
 
 -- settle

@@ -13,6 +13,7 @@
 -- ARGV[11] quiet seconds after a cut
 -- ARGV[12] cut: what the window held when the provider refused, per second (0: unknown)
 -- ARGV[13] the most seconds since a cut that speed up probing
+-- ARGV[14] growth per second of a unit never cut (slow start)
 -- Returns  the rate per second, as a string.
 
 local now = clock(ARGV[1])
@@ -57,7 +58,9 @@ elseif event == "grow" then
   if now - cut_at < tonumber(ARGV[11]) then
     elapsed = 0
   end
-  if rate < ceiling then
+  if cut_at == 0 then
+    rate = rate * (1 + tonumber(ARGV[14]) * elapsed)
+  elseif rate < ceiling then
     rate = math.min(ceiling, rate + tonumber(ARGV[6]) * ceiling * elapsed)
   else
     rate = rate * (1 + tonumber(ARGV[10]) * elapsed * math.min(tonumber(ARGV[13]), math.max(1, now - cut_at)))
