@@ -200,6 +200,16 @@ class AITask(ResilientTask):
             raise Throttled(wait, self.name, reason=reason)
         return reason
 
+    def fair_cost(self, args: Any, kwargs: Any) -> float:
+        """The tokens the call reserves from a budget counting tokens (as VTC charges an
+        LLM's tenants), else one task."""
+        resilience = Resilience.of(self.app)
+        provider = self._provider(resilience)
+        if provider is None or not resilience.quota.counts_tokens(provider):
+            return 1.0
+        input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs)
+        return max(1.0, input_tokens + output_tokens)
+
     def _estimate(
         self, resilience: Resilience, provider: str, args: Any, kwargs: Any, uncapped: float | None = None
     ) -> tuple[float, float]:

@@ -39,6 +39,8 @@ class HealthHeartbeat(bootsteps.StartStopStep):
         pool = type(getattr(worker, "pool", None)).__module__
         prefork = "prefork" in pool
         parallelism = int(getattr(worker, "concurrency", 1) or 1) if prefork else 1
+        if not prefork:  # one process runs every slot (a prefork child reports its own one)
+            resilience.fairness.slots = int(getattr(worker, "concurrency", 1) or 1)
         if pool == "celery.concurrency.thread":
             self.threads = _WorkerThreads(worker.app)
         self.usage = WorkerUsage(parallelism, resilience.clock.monotonic, self.threads)

@@ -23,6 +23,7 @@ import click
 from .breakers.machine import BreakerState, effective_state
 from .errors import StoreUnavailable
 from .extension import Resilience
+from .load.fairness import FAIR_FIELDS
 from .load.signals import Severity, queue_severity, severity_rank
 from .monitoring.summary import MetricsReader, MinuteSummary
 from .providers.blind import hint
@@ -118,8 +119,10 @@ def _breakers(ext: Resilience, now: float) -> dict[str, Any]:
 
 
 def _queues(ext: Resilience) -> tuple[dict[str, Any], dict[str, Severity]]:
-    """Each queue with thresholds: its depth, severity and the factor for publishes to it."""
-    queues, levels = {}, {}
+    """Each queue with thresholds: its depth, severity and the factor for publishes to it;
+    each fair queue: its fair order (``_fair``)."""
+    queues: dict[str, dict[str, Any]] = {}
+    levels: dict[str, Severity] = {}
     for queue, thresholds in sorted(ext.settings.load.queue_thresholds.items()):
         depth = ext.depths.depth(queue) if ext.depths is not None else None
         levels[queue] = queue_severity(depth, thresholds)
@@ -130,7 +133,30 @@ def _queues(ext: Resilience) -> tuple[dict[str, Any], dict[str, Severity]]:
             "severity": levels[queue].value,
             "factor": ext.load.factors(queue).product,
         }
+    for queue, policy in sorted(ext.settings.load.fair_queues.items()):
+        entry = queues.setdefault(
+            queue, {"depth": ext.depths.depth(queue) if ext.depths is not None else None}
+        )
+        entry["fair"] = _fair(ext.store.fair_status(queue), policy.depth, policy.max_delay)
     return queues, levels
+
+
+def _fair(status: dict[str, float], depth: int, max_delay: float) -> dict[str, Any]:
+    """A fair queue: publishes held back in fair order (in all and per tenant, as the keys
+    spell tenants), the service rate the tags use, and the tenants with work booked."""
+    tenants: dict[str, dict[str, float]] = {}
+    for name, value in status.items():
+        counter, colon, tenant = name.partition(":")
+        if colon and counter in FAIR_FIELDS:
+            tenants.setdefault(tenant, {field: 0.0 for field in FAIR_FIELDS})[counter] = value
+    return {
+        "saturated_from_depth": depth,
+        "max_delay": max_delay,
+        "capacity_per_second": status.get("capacity", 0.0),
+        "tenants_booked": int(status.get("tenants", 0.0)),
+        **{field: status.get(field, 0.0) for field in FAIR_FIELDS},
+        "tenants": tenants,
+    }
 
 
 def _tiers(ext: Resilience, multiplier: float) -> dict[str, Any]:
@@ -182,10 +208,17 @@ def _print_status(report: dict[str, Any]) -> None:
     if report["queues"]:
         click.echo("\nqueues")
         for name, q in report["queues"].items():
-            limits = f"(high {q['high']}, critical {q['critical']})"
-            click.echo(
-                f"  {name:<20} depth {q['depth']}   {q['severity']} {limits}   factor {q['factor']:.2f}"
-            )
+            line = f"  {name:<20} depth {q['depth']}"
+            if "severity" in q:
+                limits = f"(high {q['high']}, critical {q['critical']})"
+                line += f"   {q['severity']} {limits}   factor {q['factor']:.2f}"
+            if "fair" in q:
+                fair = q["fair"]
+                line += (
+                    f"   fair: {fair['delayed']:g} held back ({fair['delay_total']:.1f}s), "
+                    f"{fair['tenants_booked']} tenants booked, {fair['capacity_per_second']:.1f} tasks/s"
+                )
+            click.echo(line)
     for name, blind in report["blind_budgets"].items():
         click.echo(
             f"\nblind budget {name}: {blind['unsettled_calls']:g} calls unsettled; " + "; ".join(blind["fix"])

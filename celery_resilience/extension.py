@@ -28,6 +28,7 @@ from .errors import ConfigurationError, FallbackExhausted, StoreUnavailable
 from .fallbacks.cache import SemanticCache
 from .fallbacks.chain import FallbackRunner
 from .fallbacks.settings import BUILT_IN_STEPS
+from .load.fair_queue import FairQueues
 from .load.monitor import LoadMonitor
 from .load.queue_depth import QueueDepths
 from .load.sojourn import SojournWatch
@@ -138,7 +139,15 @@ class Resilience:
         self.retries = RetryBudgets(settings.providers.retry_budget, lambda: self.store, clock)
         load = settings.load
         self.depths = (
-            QueueDepths(self.app, load.depth_interval, clock=clock) if load.queue_thresholds else None
+            QueueDepths(self.app, load.depth_interval, clock=clock)
+            if load.queue_thresholds or load.fair_queues
+            else None
+        )
+        self.fairness = FairQueues(
+            load.fair_queues,
+            lambda: self.store,
+            self.depths.depth if self.depths is not None else None,
+            clock=clock,
         )
         self.load = LoadMonitor(
             load, lambda: self.store, self.depths, self.breakers.cached_state, clock=clock
@@ -153,7 +162,13 @@ class Resilience:
             load=self.load,
             clock=clock,
         )
-        self.gate = PublishGate(self.admission, clock, settings.admission.anonymous_calls, self.record)
+        self.gate = PublishGate(
+            self.admission,
+            clock,
+            settings.admission.anonymous_calls,
+            self.record,
+            self.fairness if load.fair_queues else None,
+        )
         fallbacks = settings.fallbacks
         self.cache = SemanticCache(
             lambda: self.store,
@@ -441,6 +456,29 @@ class Resilience:
         signals.task_revoked.connect(
             on_revoked, weak=False, dispatch_uid=f"celery_resilience:{id(app)}:revoked"
         )
+        # How long each task of a fair queue runs: its queue's service rate, for the tags.
+        started: dict[str, float] = {}
+
+        def on_prerun(sender: Task[Any, Any] | None = None, task_id: str = "", **_: Any) -> None:
+            registered = _registered(app)
+            if (
+                registered is not None
+                and registered.fairness.policies
+                and _fair_queue(app, sender) is not None
+            ):
+                started[task_id] = registered.clock.monotonic()
+
+        def on_postrun(sender: Task[Any, Any] | None = None, task_id: str = "", **_: Any) -> None:
+            began = started.pop(task_id, None)
+            registered = _registered(app)
+            queue = _fair_queue(app, sender)
+            if began is not None and registered is not None and queue is not None:
+                registered.fairness.served(queue, registered.clock.monotonic() - began)
+
+        signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=f"celery_resilience:{id(app)}:prerun")
+        signals.task_postrun.connect(
+            on_postrun, weak=False, dispatch_uid=f"celery_resilience:{id(app)}:postrun"
+        )
 
 
 def _run_fallbacks(
@@ -465,6 +503,16 @@ def _fits(check: Callable[[ResilienceSettings], None], settings: ResilienceSetti
     except ConfigurationError:
         return False
     return True
+
+
+def _fair_queue(app: Celery, task: Any) -> str | None:
+    """The queue a running task of ``app`` came from, when it is one of the app's fair queues."""
+    if task is None or getattr(task, "app", None) is not app:
+        return None
+    registered = _registered(app)
+    info = getattr(task.request, "delivery_info", None) or {}
+    queue = info.get("routing_key")
+    return queue if registered is not None and queue in registered.fairness.policies else None
 
 
 def _is_plain_task(app: Celery, name: str) -> bool:

@@ -4,8 +4,10 @@ app's ``send_task`` (for task names configured as gated).
 Our own keywords (``user_id``, ``tier``, ``request_type``) are popped before Celery sees
 them, or they would leak into message properties; a near miss of one (``userid``,
 ``teir``) is refused with the right spelling rather than silently sent as a message
-property. What a call leaves out comes from ``caller(...)``. The caller's context and
-the decision travel to the worker in the ``resilience`` header.
+property. What a call leaves out comes from ``caller(...)``, and the tenant only from it
+(the server names it, not the publish). The caller's context and the decision travel to
+the worker in the ``resilience`` header. In a saturated fair queue, the publish is held
+back for as long as its tenant's start tag says (``load/fairness.py``).
 
 Publishes made by a worker on behalf of work already admitted pass: retries, chain
 steps, links and errbacks (Celery sets ``parent_id``), and anything a running task
@@ -14,6 +16,7 @@ publishes for its own user or for none. They carry the running task's caller onw
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -24,6 +27,7 @@ from celery.signals import task_prerun
 from .admission.caller import current_caller
 from .admission.gate import Admission, Verdict
 from .clock import Clock
+from .load.fair_queue import FairQueues
 from .monitoring.counters import Count, count_ungated
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
 # Message header carrying the caller's context and the admission decision.
 HEADER = "resilience"
 CALLER_KEYWORDS = ("user_id", "tier", "request_type")
+# What the header carries of the caller onwards (to chain steps, retries, callbacks).
+_CONTEXT_KEYS = (*CALLER_KEYWORDS, "tenant")
 # Options Celery's apply_async and send_task take (and message properties people set):
 # never mistaken for a near miss of ours.
 _CELERY_OPTIONS = frozenset(
@@ -99,20 +105,32 @@ _CELERY_OPTIONS = frozenset(
 _KNOWN_OPTIONS = _CELERY_OPTIONS | frozenset(CALLER_KEYWORDS)
 
 
-def take_caller_keywords(options: dict[str, Any]) -> tuple[object, str | None, str | None]:
-    """Pop our keywords from ``options``; what they leave out comes from ``caller(...)``.
-    Raises ``TypeError`` for a near miss of one of them, before anything is admitted."""
+def unit_cost() -> float:
+    """What a request costs in a fair queue when nothing better is known: one task."""
+    return 1.0
+
+
+CallerKeywords = tuple[object, str | None, str | None, str | None]
+
+
+def take_caller_keywords(options: dict[str, Any]) -> CallerKeywords:
+    """Pop our keywords from ``options``; what they leave out comes from ``caller(...)``,
+    as does the tenant (None: the user). Raises ``TypeError`` for a near miss of one of
+    them, before anything is admitted."""
     if not options.keys() <= _KNOWN_OPTIONS:
         _refuse_near_misses(options)
     user_id = options.pop("user_id", None)
     tier = options.pop("tier", None)
     request_type = options.pop("request_type", None)
     around = current_caller()
-    if around is not None:
-        user_id = around.user_id if user_id is None else user_id
-        tier = around.tier if tier is None else tier
-        request_type = around.request_type if request_type is None else request_type
-    return user_id, tier, request_type
+    if around is None:
+        return user_id, tier, request_type, None
+    return (
+        around.user_id if user_id is None else user_id,
+        around.tier if tier is None else tier,
+        around.request_type if request_type is None else request_type,
+        around.tenant,
+    )
 
 
 def _refuse_near_misses(options: dict[str, Any]) -> None:
@@ -154,7 +172,7 @@ def _context_of(running: Any) -> dict[str, Any]:
     context = getattr(running.request, HEADER, None)
     if not isinstance(context, dict):
         return {}
-    return {key: context[key] for key in CALLER_KEYWORDS if key in context}
+    return {key: context[key] for key in _CONTEXT_KEYS if key in context}
 
 
 def running_context(app: Any) -> dict[str, Any]:
@@ -189,11 +207,19 @@ class PublishGate:
     a new request. ``anonymous`` says what a call naming no user gets: ``"shared"`` (one
     bucket per tier), ``"ungated"`` (published, counted) or ``"refuse"`` (``ValueError``)."""
 
-    def __init__(self, admission: Admission, clock: Clock, anonymous: str, count: Count) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        clock: Clock,
+        anonymous: str,
+        count: Count,
+        fairness: FairQueues | None = None,
+    ) -> None:
         self.admission = admission
         self.clock = clock
         self.anonymous = anonymous
         self._count = count
+        self.fairness = fairness
 
     def passes(
         self, app: Any, options: dict[str, Any], headers: dict[str, Any], name: str, user_id: object
@@ -219,17 +245,19 @@ class PublishGate:
     def admit(
         self,
         name: str,
-        caller: tuple[object, str | None, str | None],
+        caller: CallerKeywords,
         task_request_type: str | None,
         *,
         queue: str | None,
         breaker: str | None,
         refusable: bool,
         headers: dict[str, Any],
+        cost: Callable[[], float] = unit_cost,
     ) -> Verdict | None:
         """Decide a new request; the context and decision go into ``headers`` (the caller
-        applies the verdict to the publish). None when an anonymous call passes ungated."""
-        user_id, tier, request_type = caller
+        applies the verdict to the publish). None when an anonymous call passes ungated.
+        ``cost`` is what the request is charged in a saturated fair queue."""
+        user_id, tier, request_type, tenant = caller
         if user_id is None and self.anonymous != "shared":
             if self.anonymous == "refuse":
                 raise ValueError(
@@ -243,7 +271,17 @@ class PublishGate:
             user_id, tier, request_type, task_request_type,
             task_name=name, queue=queue, breaker=breaker, refusable=refusable,
         )  # fmt: skip
-        headers[HEADER] = ctx.header(verdict.label)
+        header: dict[str, Any] = ctx.header(verdict.label)
+        headers[HEADER] = header
+        if tenant is not None:
+            header["tenant"] = tenant
+        fairness = self.fairness
+        if fairness is not None and queue is not None and queue in fairness.policies:
+            weight = self.admission.settings.tiers[ctx.tier].weight
+            delay = fairness.delay(queue, tenant if tenant is not None else ctx.user_id, weight, cost)
+            if delay > verdict.countdown:
+                header["fair_delay"] = round(delay, 3)
+                return dataclasses.replace(verdict, countdown=delay)
         return verdict
 
     def enter(
@@ -257,6 +295,7 @@ class PublishGate:
         breaker: str | None,
         route: Callable[[str, Any, Any, dict[str, Any], Any], str | None],
         queue: Any = None,
+        cost: Callable[[], float] = unit_cost,
     ) -> Verdict | None:
         """The one gate of every publish, by a task's ``apply_async`` or by name through
         ``send_task``: our keywords off the options, work already admitted passed, a new
@@ -278,6 +317,7 @@ class PublishGate:
             # published, a refusal would leave the rest of the group half run.
             refusable=not options.get("group_index"),
             headers=headers,
+            cost=cost,
         )
 
 

@@ -104,6 +104,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             self.breaker,
             resilience.route,
             self.queue,
+            lambda: self.fair_cost(args, kwargs),
         )
         if admitted is not None:
             self._schedule(resilience, options, admitted, options["headers"][HEADER])
@@ -124,6 +125,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             if admitted is not None:  # nothing was published: the caller keeps their allowance
                 resilience.admission.give_back(admitted)
             raise
+
+    def fair_cost(self, args: Any, kwargs: Any) -> float:
+        """What a call is charged in a saturated fair queue (``resilience_fair_queues``):
+        one task; an ``AITask`` whose provider counts tokens charges the tokens it reserves."""
+        return 1.0
 
     def _schedule(
         self, resilience: Resilience, options: dict[str, Any], verdict: Verdict, header: dict[str, Any]

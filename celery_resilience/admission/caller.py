@@ -9,6 +9,11 @@ inner one names wins, what it leaves out is inherited. Keywords passed to the pu
 itself win over both.
 
 ``caller`` also decorates a function (sync or ``async``): each call runs inside it.
+
+``tenant`` names whose share of a saturated queue the work draws on (fair queueing):
+the organisation behind the user, set by the server once per request (a middleware), not
+by the publish, so that a tenant cannot split its work over names to gain a larger
+share. Left out, the tenant is the user.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ class Caller:
     user_id: str | None = None
     tier: str | None = None
     request_type: str | None = None
+    tenant: str | None = None
 
     def refined_by(self, inner: Caller) -> Caller:
         return Caller(
             inner.user_id if inner.user_id is not None else self.user_id,
             inner.tier if inner.tier is not None else self.tier,
             inner.request_type if inner.request_type is not None else self.request_type,
+            inner.tenant if inner.tenant is not None else self.tenant,
         )
 
 
@@ -56,14 +63,24 @@ class caller:
     """Sets the caller for everything published inside it (see the module's docstring)."""
 
     def __init__(
-        self, user_id: str | int | None = None, tier: str | None = None, request_type: str | None = None
+        self,
+        user_id: str | int | None = None,
+        tier: str | None = None,
+        request_type: str | None = None,
+        tenant: str | int | None = None,
     ):
-        if user_id is not None and not isinstance(user_id, str | int):
-            raise TypeError(f"user_id must be a string or an integer, got {type(user_id).__name__}")
+        for keyword, named in (("user_id", user_id), ("tenant", tenant)):
+            if named is not None and not isinstance(named, str | int):
+                raise TypeError(f"{keyword} must be a string or an integer, got {type(named).__name__}")
         for keyword, given in (("tier", tier), ("request_type", request_type)):
             if given is not None and (not isinstance(given, str) or not given):
                 raise ValueError(f"{keyword} must be a non-empty name or None, got {given!r}")
-        self.value = Caller(None if user_id is None else str(user_id), tier, request_type)
+        self.value = Caller(
+            None if user_id is None else str(user_id),
+            tier,
+            request_type,
+            None if tenant is None else str(tenant),
+        )
         self._tokens: list[contextvars.Token[Caller | None]] = []
 
     def __enter__(self) -> Caller:
@@ -84,14 +101,14 @@ class caller:
 
             @functools.wraps(function)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                with caller(value.user_id, value.tier, value.request_type):
+                with caller(value.user_id, value.tier, value.request_type, value.tenant):
                     return await function(*args, **kwargs)
 
             return run_async  # type: ignore[return-value]
 
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with caller(value.user_id, value.tier, value.request_type):
+            with caller(value.user_id, value.tier, value.request_type, value.tenant):
                 return function(*args, **kwargs)
 
         return run  # type: ignore[return-value]

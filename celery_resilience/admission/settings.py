@@ -17,6 +17,7 @@ from ..validation import (
     choice,
     integer,
     mapping,
+    number,
     rate,
     seconds,
 )
@@ -55,6 +56,8 @@ class TierPolicy:
     minimum_guaranteed: Rate | None
     maximum_burst: Rate | None
     request_type_limits: Mapping[str, Limit] = field(default_factory=dict)
+    weight: float = 1.0
+    """The tier's share of a saturated fair queue, relative to other tiers' (``resilience_fair_queues``)."""
 
     def limit_for(self, request_type: str) -> tuple[Limit, bool]:
         """The limit for a request type, and whether it has a bucket of its own."""
@@ -145,7 +148,7 @@ def _gated_tasks(
 
 
 _LIMIT_KEYS = frozenset({"rate", "burst", "grace", "grace_period"})
-_TIER_KEYS = _LIMIT_KEYS | {"minimum_guaranteed", "maximum_burst", "request_types"}
+_TIER_KEYS = _LIMIT_KEYS | {"minimum_guaranteed", "maximum_burst", "request_types", "weight"}
 
 
 def _limit(name: str, spec: Mapping[str, Any], allowed: frozenset[str]) -> Limit:
@@ -199,7 +202,8 @@ def _tiers(name: str, value: object, request_types: Mapping[str, Criticality]) -
             )
             for request_type, type_spec in per_type_raw.items()
         }
-        tiers[tier] = TierPolicy(tier, limit, low, high, MappingProxyType(per_type))
+        weight = number(f"{tier_name}['weight']", spec.get("weight", 1), minimum=0, exclusive=True)
+        tiers[tier] = TierPolicy(tier, limit, low, high, MappingProxyType(per_type), float(weight))
     return MappingProxyType(tiers)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .fairness import FairTag
 from .signals import HealthSnapshot
 
-__all__ = ["LoadStore", "DEMAND_HISTORY_HOURS", "LOAD_HISTORY_MINUTES"]
+__all__ = ["LoadStore", "FairStore", "DEMAND_HISTORY_HOURS", "LOAD_HISTORY_MINUTES"]
 
 # How much history is kept: six weeks of hourly demand, a day of per-minute load.
 DEMAND_HISTORY_HOURS = 6 * 7 * 24
@@ -34,3 +35,26 @@ class LoadStore(Protocol):
 
     def demand_history(self) -> dict[int, float]:
         """Absolute hour -> demand, for the hours kept (``DEMAND_HISTORY_HOURS``)."""
+
+
+class FairStore(Protocol):
+    """A fair queue's tenant state (``load/fairness.py``), one atomic call per operation."""
+
+    def fair_tag(
+        self,
+        queue: str,
+        tenant: str | None,
+        weight: float,
+        cost: float,
+        max_delay: float,
+        capacity: float | None,
+    ) -> FairTag:
+        """Book a task of ``tenant`` (None: the anonymous callers') in the saturated
+        ``queue``: ``fairness.start_tag`` in one round trip, on the store's clock."""
+
+    def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
+        """A worker process's report of the rate (tasks a second) it serves ``queue`` at."""
+
+    def fair_status(self, queue: str) -> dict[str, float]:
+        """The queue's fairness counters (``fairness.FAIR_FIELDS``, in all and per tenant),
+        its service rate now (``capacity``) and the tenants with work booked (``tenants``)."""

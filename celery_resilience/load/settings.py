@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..validation import NAME_FORM, NAME_RE, SettingsReader, import_dotted, seconds
+from .fairness import FairPolicy, read_fair_queues
 from .signals import DEFAULT_RESOURCE_STEPS, DEFAULT_SEVERITY_THRESHOLDS, QueueThresholds
 from .sojourn import SojournPolicy, read_shedding
 
@@ -31,6 +32,7 @@ class LoadSettings:
     prediction_confidence: float
     prediction_spike: float
     shedding: Mapping[str, SojournPolicy | None]
+    fair_queues: Mapping[str, FairPolicy]
 
 
 def _thresholds(setting: str, value: object) -> Mapping[str, QueueThresholds]:
@@ -129,8 +131,9 @@ def _prediction(setting: str, value: object) -> tuple[bool, float, float]:
 def read_load_settings(read: SettingsReader) -> LoadSettings:
     heartbeat = seconds(*read("heartbeat_interval", 5.0), positive=True)
     enabled, confidence, spike = _prediction(*read("prediction"))
+    thresholds = _thresholds(*read("queue_thresholds"))
     return LoadSettings(
-        queue_thresholds=_thresholds(*read("queue_thresholds")),
+        queue_thresholds=thresholds,
         depth_interval=seconds(*read("depth_interval", 0.3), positive=True),
         heartbeat_interval=heartbeat,
         health_stale_after=seconds(*read("health_stale_after", 3 * heartbeat), positive=True),
@@ -142,4 +145,5 @@ def read_load_settings(read: SettingsReader) -> LoadSettings:
         prediction_confidence=confidence,
         prediction_spike=spike,
         shedding=read_shedding(*read("shedding")),
+        fair_queues=read_fair_queues(*read("fair_queues"), thresholds),
     )

@@ -15,7 +15,7 @@ from ..admission.port import AdmissionStore
 from ..breakers.port import BreakerStore
 from ..clock import SYSTEM_CLOCK, Clock
 from ..fallbacks.port import CacheStore
-from ..load.port import LoadStore
+from ..load.port import FairStore, LoadStore
 from ..monitoring.port import SECONDS_PER_MINUTE, MonitoringStore
 from ..providers.port import ProviderStore
 
@@ -26,7 +26,9 @@ Call = Callable[..., Any]
 
 
 @runtime_checkable
-class Store(AdmissionStore, ProviderStore, BreakerStore, CacheStore, LoadStore, MonitoringStore, Protocol):
+class Store(
+    AdmissionStore, ProviderStore, BreakerStore, CacheStore, LoadStore, FairStore, MonitoringStore, Protocol
+):
     def purge(self) -> int:
         """Delete every key of this store's key space; returns how many were deleted."""
 

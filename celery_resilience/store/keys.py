@@ -130,6 +130,16 @@ class KeySpace:
         base = f"{self.prefix}:{{c.{escape_part(namespace)}}}:cache"
         return f"{base}:entries", f"{base}:order", f"{base}:evidence", f"{base}:t:"
 
+    def fair(self, queue: str) -> list[str]:
+        """A fair queue's tenant tags (sorted set by finish tag), its state hash (weights,
+        their sum, the mean cost), the workers' service rates and its counters (one hash tag)."""
+        base = f"{self.prefix}:{{f.{escape_part(queue)}}}:fair"
+        return [f"{base}:tags", base, f"{base}:capacity", f"{base}:stats"]
+
+    def tenant(self, tenant: str | None) -> str:
+        """A tenant as a member of a fair queue's tags (the anonymous callers: a marker)."""
+        return ANONYMOUS if tenant is None else escape_part(tenant)
+
     def lease(self, name: str) -> str:
         return f"{self.prefix}:{{monitor}}:lease:{escape_part(name)}"
 

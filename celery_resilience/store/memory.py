@@ -25,6 +25,7 @@ from ..breakers.port import BreakerOutcome, TransitionListener
 from ..clock import SYSTEM_CLOCK, Clock
 from ..fallbacks.evidence import Judgement
 from ..fallbacks.port import CANDIDATE_BUDGET, RAREST_TERMS, CacheEntry
+from ..load.fairness import FairQueue, FairTag, capacity_of, report_capacity, start_tag
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
 from ..monitoring.counters import (
@@ -70,6 +71,7 @@ class MemoryStore:
         self._retries: dict[str, dict[int, tuple[float, float]]] = {}
         self._learned: dict[tuple[str, str], LearnedRate] = {}
         self._ledgers: dict[str, Ledger] = {}
+        self._fair: dict[str, FairQueue] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -233,6 +235,31 @@ class MemoryStore:
             if state is not None:
                 self._buckets[bucket_key] = (state, stored[1])
 
+    def fair_tag(
+        self,
+        queue: str,
+        tenant: str | None,
+        weight: float,
+        cost: float,
+        max_delay: float,
+        capacity: float | None,
+    ) -> FairTag:
+        with self._lock:
+            state = self._fair.setdefault(queue, FairQueue())
+            return start_tag(
+                state, self.keys.tenant(tenant), weight, cost, self._clock(), max_delay, capacity
+            )
+
+    def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
+        with self._lock:
+            report_capacity(self._fair.setdefault(queue, FairQueue()), reporter, served, self._clock())
+
+    def fair_status(self, queue: str) -> dict[str, float]:
+        with self._lock:
+            state, now = self._fair.setdefault(queue, FairQueue()), self._clock()
+            booked = sum(1 for finish, _ in state.tags.values() if finish > now)
+            return {**state.stats, "capacity": capacity_of(state, now), "tenants": float(booked)}
+
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         with self._lock:
             self._add(self._clock(), fields)
@@ -391,6 +418,7 @@ class MemoryStore:
             self._alerts.clear()
             self._retries.clear()
             self._learned.clear()
+            self._fair.clear()
             return deleted
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from ..clock import Clock
 from ..errors import StoreUnavailable
 from ..fallbacks.evidence import Judgement
 from ..fallbacks.port import CacheEntry
+from ..load.fairness import FairTag
 from ..load.port import DEMAND_HISTORY_HOURS, LOAD_HISTORY_MINUTES
 from ..load.signals import HealthSnapshot
 from ..monitoring.counters import REQUESTS, derive
@@ -35,6 +36,7 @@ from .keys import KeySpace
 from .redis_admission import RedisAdmission
 from .redis_budget import RedisBudgets
 from .redis_cache import RedisCache
+from .redis_fairness import RedisFairness
 from .topology import CLUSTER, LazyCluster, connect, parse_store_url
 from .transition_feed import Sharding, TransitionFeed
 
@@ -90,6 +92,9 @@ class RedisStore(RedisBudgets):
         self._learn: Script = self._redis.register_script(load_script("learn"))
         self._lease: Script = self._redis.register_script(load_script("lease"))
         self._cache = RedisCache(self._redis, keys, self._call, self.now, load_script)
+        self._fairness = RedisFairness(
+            self._redis, keys, self._call, clock=self._clock, now=self.now, load=load_script
+        )
         self._breaker_wire: dict[BreakerPolicy, bytes] = {}
         # Whether breaker transitions go out on sharded pub/sub: asked of a Cluster once.
         self._sharded_events: bool | None = None if self.topology.kind == CLUSTER else False
@@ -152,6 +157,23 @@ class RedisStore(RedisBudgets):
 
     def refund(self, bucket_key: str, spec: BucketSpec, grace: bool) -> None:
         self._admission.refund(bucket_key, spec, grace)
+
+    def fair_tag(
+        self,
+        queue: str,
+        tenant: str | None,
+        weight: float,
+        cost: float,
+        max_delay: float,
+        capacity: float | None,
+    ) -> FairTag:
+        return self._fairness.fair_tag(queue, tenant, weight, cost, max_delay, capacity)
+
+    def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
+        self._fairness.fair_capacity(queue, reporter, served)
+
+    def fair_status(self, queue: str) -> dict[str, float]:
+        return self._fairness.fair_status(queue)
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         key = self.keys.metrics(shard, self._minutes.minute())

@@ -5,7 +5,9 @@ Settings (each a callable taking the request, or its dotted path):
 - ``RESILIENCE_USER_ID``: the caller's user id; by default the authenticated user's
   primary key, and no user for an anonymous request;
 - ``RESILIENCE_TIER``: the caller's tier; by default none, so the Celery app's
-  ``resilience_tier_resolver`` (or default tier) decides.
+  ``resilience_tier_resolver`` (or default tier) decides;
+- ``RESILIENCE_TENANT``: the caller's tenant (the organisation whose share of a fair
+  queue the work draws on); by default none: the user.
 
 Works in sync and async (ASGI) deployments.
 """
@@ -54,6 +56,7 @@ class ResilienceMiddleware:
         self.get_response = get_response
         self.user_id = _setting("RESILIENCE_USER_ID", authenticated_user)
         self.tier = _setting("RESILIENCE_TIER", None)
+        self.tenant = _setting("RESILIENCE_TENANT", None)
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -61,7 +64,8 @@ class ResilienceMiddleware:
     def _caller(self, request: HttpRequest) -> caller:
         user_id = self.user_id(request) if self.user_id is not None else None
         tier = self.tier(request) if self.tier is not None else None
-        return caller(user_id=user_id, tier=None if tier is None else str(tier))
+        tenant = self.tenant(request) if self.tenant is not None else None
+        return caller(user_id=user_id, tier=None if tier is None else str(tier), tenant=tenant)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self._async:

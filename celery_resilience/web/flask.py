@@ -1,7 +1,8 @@
-"""Flask: ``init_app(app, user_id=..., tier=...)``.
+"""Flask: ``init_app(app, user_id=..., tier=..., tenant=...)``.
 
-``user_id`` and ``tier`` are called with no argument inside the request (read
-``flask.request`` or ``flask.g``) and return the caller's user id and tier (or None). The
+``user_id``, ``tier`` and ``tenant`` are called with no argument inside the request (read
+``flask.request`` or ``flask.g``) and return the caller's user id, tier and tenant (or
+None; the tenant defaults to the user). The
 caller is set before each request and cleared when it is torn down.
 """
 
@@ -18,10 +19,14 @@ __all__ = ["init_app"]
 Reader = Callable[[], "str | int | None"]
 
 
-def init_app(app: Flask, user_id: Reader, tier: Reader | None = None) -> None:
+def init_app(app: Flask, user_id: Reader, tier: Reader | None = None, tenant: Reader | None = None) -> None:
     def enter() -> None:
         chosen = tier() if tier is not None else None
-        context = caller(user_id=user_id(), tier=None if chosen is None else str(chosen))
+        context = caller(
+            user_id=user_id(),
+            tier=None if chosen is None else str(chosen),
+            tenant=tenant() if tenant is not None else None,
+        )
         context.__enter__()
         g.celery_resilience_caller = context
 

@@ -1,0 +1,96 @@
+"""Fair queues on Redis: ``fair.lua`` books a tenant's task (one round trip, made only
+while the queue is saturated), ``fair_capacity.lua`` takes a worker's service rate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.commands.core import Script
+
+from ..load.fairness import CAPACITY_STALE, COST_SMOOTHING, FairTag
+from .base import Call
+from .keys import KeySpace
+
+__all__ = ["RedisFairness"]
+
+# A fair queue's keys outlive the longest delay and an idle spell; counters last an hour.
+_TTL = 3600
+
+
+class RedisFairness:
+    """``FairStore`` for ``RedisStore``, through its error-mapping ``call``."""
+
+    def __init__(
+        self,
+        client: Any,
+        keys: KeySpace,
+        call: Call,
+        *,
+        clock: Callable[[], float] | None,
+        now: Callable[[], float],
+        load: Callable[[str], str],
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._call = call
+        self._clock = clock
+        self._now = now
+        self._tag: Script = client.register_script(load("fair"))
+        self._capacity: Script = client.register_script(load("fair_capacity"))
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
+
+    def fair_tag(
+        self,
+        queue: str,
+        tenant: str | None,
+        weight: float,
+        cost: float,
+        max_delay: float,
+        capacity: float | None,
+    ) -> FairTag:
+        delay, served, _ = self._call(
+            self._tag,
+            keys=self._keys.fair(queue),
+            args=[
+                self._now_arg(),
+                self._keys.tenant(tenant),
+                repr(float(weight)),
+                repr(float(cost)),
+                repr(float(max_delay)),
+                "" if capacity is None else repr(float(capacity)),
+                repr(CAPACITY_STALE),
+                repr(COST_SMOOTHING),
+                str(_TTL),
+            ],
+        )
+        return FairTag(float(delay), float(served))
+
+    def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
+        key = self._keys.fair(queue)[2]
+        self._call(
+            self._capacity, keys=[key], args=[self._now_arg(), reporter, repr(float(served)), str(_TTL)]
+        )
+
+    def fair_status(self, queue: str) -> dict[str, float]:
+        tags, _, capacity, stats = self._keys.fair(queue)
+        now = self._now()
+        pipe = self._call(self._client.pipeline, transaction=False)
+        pipe.hgetall(stats)
+        pipe.hgetall(capacity)
+        pipe.zcount(tags, f"({now!r}", "+inf")
+        counters, reports, booked = self._call(pipe.execute)
+        status = {_text(name): float(value) for name, value in counters.items()}
+        status["capacity"] = sum(
+            float(served)
+            for served, at in (_text(report).split(" ") for report in reports.values())
+            if float(at) >= now - CAPACITY_STALE
+        )
+        status["tenants"] = float(booked)
+        return status
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,77 @@
+"""Fair queues' tenant state in the store: Redis' script and the MemoryStore agree, and
+hostile tenant and queue names neither collide nor break the script."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from redis.crc import key_slot
+
+from celery_resilience.store import MemoryStore, Store
+from celery_resilience.store.keys import KeySpace
+from celery_resilience.store.redis import RedisStore
+from celery_resilience.testing import FakeClock
+from tests.conftest import store_url
+
+HOSTILE = ["a:b", "a", "b", "{s1}", "w:a", "delayed:a", "*", "~anonymous", "x\x00y", "é" * 300, "' or 1 --"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def fair_store(request: pytest.FixtureRequest, keys: KeySpace, clock: FakeClock) -> Iterator[Store]:
+    """The MemoryStore and the RedisStore, on an injected clock."""
+    if request.param == "memory":
+        yield MemoryStore(keys, clock=clock)
+        return
+    request.getfixturevalue("redis_available")
+    store = RedisStore(store_url(), keys, clock=clock)
+    yield store
+    store.purge()
+    store.close()
+
+
+def test_tags_space_a_flood_and_let_a_newcomer_in(fair_store: Store, clock: FakeClock) -> None:
+    """A flood is spaced at the service rate; a second tenant starts at once and halves the flood's share."""
+    delays = [fair_store.fair_tag("q", "noisy", 1.0, 1.0, 60.0, 10.0).delay for _ in range(5)]
+    assert delays == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert fair_store.fair_tag("q", "quiet", 1.0, 1.0, 60.0, 10.0).delay == 0.0
+    # Two tenants booked now: the next noisy task starts at its tag, and is spaced twice as far.
+    assert fair_store.fair_tag("q", "noisy", 1.0, 1.0, 60.0, 10.0).delay == pytest.approx(0.5)
+    assert fair_store.fair_tag("q", "noisy", 1.0, 1.0, 60.0, 10.0).delay == pytest.approx(0.7)
+    clock.advance(100)
+    assert fair_store.fair_tag("q", "noisy", 1.0, 1.0, 60.0, 10.0).delay == 0.0
+    status = fair_store.fair_status("q")
+    assert status["delayed"] == status["delayed:noisy"] == 6 and "delayed:quiet" not in status
+    assert status["delay_total"] == pytest.approx(0.1 + 0.2 + 0.3 + 0.4 + 0.5 + 0.7)
+
+
+def test_workers_reports_make_the_service_rate(fair_store: Store, clock: FakeClock) -> None:
+    """Without a stated rate the tags use the sum of fresh worker reports; none fresh: no delay."""
+    assert fair_store.fair_tag("q", "t", 1.0, 1.0, 60.0, None).capacity == 0.0
+    fair_store.fair_capacity("q", "host:1", 4.0)
+    fair_store.fair_capacity("q", "host:2", 6.0)
+    assert fair_store.fair_status("q")["capacity"] == pytest.approx(10.0)
+    tags = [fair_store.fair_tag("q", "t", 1.0, 1.0, 60.0, None) for _ in range(2)]
+    assert [tag.capacity for tag in tags] == pytest.approx([10.0, 10.0])
+    assert tags[1].delay == pytest.approx(0.1)
+    clock.advance(30)
+    assert fair_store.fair_tag("q", "t", 1.0, 1.0, 60.0, None).capacity == 0.0
+
+
+def test_hostile_tenant_names_are_tenants_of_their_own(fair_store: Store) -> None:
+    """Names with colons, braces, globs, NULs, markers or 600 bytes each keep a tag of their own."""
+    queue = "q:{x}*"
+    # Two names sharing a tag would hold the second back in this first round.
+    assert [fair_store.fair_tag(queue, name, 1.0, 1.0, 60.0, 1.0).delay for name in HOSTILE] == [0.0] * 11
+    # The k-th tenant booked its first task among k: its second starts k seconds later.
+    again = [fair_store.fair_tag(queue, name, 1.0, 1.0, 60.0, 1.0).delay for name in HOSTILE]
+    assert again == pytest.approx(list(range(1, 12)))
+    assert fair_store.fair_status(queue)["tenants"] == len(HOSTILE)
+    # The anonymous callers' marker is not a name a tenant can take.
+    assert fair_store.fair_tag(queue, None, 1.0, 1.0, 60.0, 1.0).delay == 0.0
+
+
+def test_a_fair_queues_keys_share_one_slot(keys: KeySpace) -> None:
+    """Every key the script touches hashes to one Cluster slot, whatever the queue's name."""
+    for queue in ("celery", "q:{x}*", "}{", "é" * 300):
+        assert len({key_slot(key.encode()) for key in keys.fair(queue)}) == 1
