@@ -1,0 +1,185 @@
+"""Weighted fairness per tenant in a saturated queue, with a real worker, against FIFO.
+
+    python benchmarks/fairness.py
+
+One worker (four threads) runs a task that takes ``SERVICE`` seconds: a capacity of
+``4 / SERVICE`` tasks a second. Five tenants of equal weight offer work for ``WINDOW``
+seconds, arrivals paced by the clock: one offers ten times as much as each of the
+others, and the whole is twice the capacity. Three runs, side by side:
+
+- ``fifo``: the queue first come, first served (fairness off);
+- ``fair``: the queue in ``resilience_fair_queues`` (saturated from 20 ready messages,
+  its service rate learned from the worker's reports, nothing stated);
+- ``split``: as ``fair``, the noisy tenant spreading its work over 20 user ids.
+
+Per run, over the window (tasks published in it and finished by its end): each tenant's
+served tasks against its max-min fair share of what the worker served, Jain's index over
+served / fair share (1 is fair), the share of their demand the quiet tenants were
+served, and the time to drain every task. Every published task is counted finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import redis
+from stamp import ROOT, commit, day, machine
+
+RESULTS = ROOT / "benchmarks" / "results" / "fairness.json"
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+SERVICE = 0.1
+THREADS = 4
+CAPACITY = THREADS / SERVICE
+WINDOW = float(os.environ.get("BENCH_FAIR_SECONDS", "25"))
+TENANTS = ("noisy", "quiet-1", "quiet-2", "quiet-3", "quiet-4")
+OFFERS = {"noisy": 10, "quiet-1": 1, "quiet-2": 1, "quiet-3": 1, "quiet-4": 1}  # relative demand
+DEMAND = 2 * CAPACITY  # tasks a second, all tenants together
+
+
+def worker(variant: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "BENCH_FAIR_VARIANT": variant,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "fairnessapp", "worker", "-P", "threads", "-c", str(THREADS),
+         "-Q", f"bench-fair-{variant}", "-n", f"fair-{variant}-{os.getpid()}@%h", "--without-mingle",
+         "--without-gossip", "--without-heartbeat", "-l", "error"],
+        cwd=ROOT / "benchmarks", env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def arrivals() -> list[tuple[float, str]]:
+    """(time from the start, tenant) of every publish: each tenant evenly paced at its rate."""
+    total = sum(OFFERS.values())
+    times: list[tuple[float, str]] = []
+    for tenant, share in OFFERS.items():
+        rate = DEMAND * share / total
+        times += [(i / rate, tenant) for i in range(int(rate * WINDOW))]
+    return sorted(times)
+
+
+def max_min_shares(demand: dict[str, int], capacity: float) -> dict[str, float]:
+    """Each tenant's max-min fair share of ``capacity`` (equal weights): water-filling."""
+    shares: dict[str, float] = {}
+    left, waiting = capacity, sorted(demand, key=lambda t: demand[t])
+    while waiting:
+        even = left / len(waiting)
+        tenant = waiting[0]
+        if demand[tenant] <= even:
+            shares[tenant] = float(demand[tenant])
+            left -= demand[tenant]
+            waiting.pop(0)
+        else:
+            for rest in waiting:
+                shares[rest] = even
+            break
+    return shares
+
+
+def jain(values: list[float]) -> float:
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+def run(variant: str) -> dict[str, Any]:
+    """One variant: publish the arrivals, wait for every task, measure."""
+    os.environ["BENCH_FAIR_VARIANT"] = variant
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fairnessapp
+
+    from celery_resilience import caller
+
+    done_list = redis.Redis.from_url(f"{REDIS}/12")
+    done_list.delete(fairnessapp.DONE)
+    fairnessapp.resilience.store.purge()
+    proc = worker(variant)
+    fairnessapp.work.apply_async(("warm-up",), user_id="warm-up")  # the worker is up once it is done
+    deadline = time.time() + 60
+    while done_list.llen(fairnessapp.DONE) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    done_list.delete(fairnessapp.DONE)
+    published: dict[str, tuple[str, float]] = {}
+    start = time.time()
+    for index, (offset, tenant) in enumerate(arrivals()):
+        wait = start + offset - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        user = f"{tenant}-{index % 20}" if variant == "split" and tenant == "noisy" else tenant
+        with caller(user_id=user, tenant=tenant):
+            published[fairnessapp.work.delay(tenant).id] = (tenant, time.time() - start)
+    publish_seconds = time.time() - start
+    finish_by = time.time() + 6 * WINDOW
+    while done_list.llen(fairnessapp.DONE) < len(published) and time.time() < finish_by:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = [json.loads(raw) for raw in done_list.lrange(fairnessapp.DONE, 0, -1)]
+    status = fairnessapp.resilience.store.fair_status(fairnessapp.QUEUE)
+    with fairnessapp.app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(fairnessapp.QUEUE)
+    fairnessapp.resilience.store.purge()
+    ended = {row["id"]: row["at"] - start for row in finished if row["id"] in published}
+    demand = {t: sum(1 for who, at in published.values() if who == t and at <= WINDOW) for t in TENANTS}
+    served = {
+        t: sum(
+            1
+            for task, (who, at) in published.items()
+            if who == t and at <= WINDOW and ended.get(task, 1e9) <= WINDOW
+        )
+        for t in TENANTS
+    }
+    shares = max_min_shares(demand, sum(served.values()))
+    quiet = [t for t in TENANTS if t != "noisy"]
+    return {
+        "published": len(published),
+        "finished": len(ended),
+        "demand": demand,
+        "served_in_window": served,
+        "fair_share": {t: round(v, 1) for t, v in shares.items()},
+        "jain": round(jain([served[t] / shares[t] for t in TENANTS]), 3),
+        "quiet_served_share": round(sum(served[t] for t in quiet) / sum(demand[t] for t in quiet), 3),
+        "drain_seconds": round(max(ended.values(), default=0.0), 2),
+        "publish_seconds": round(publish_seconds, 2),
+        "held_back": int(status.get("delayed", 0)),
+        "learned_capacity": round(status.get("capacity", 0.0), 1),
+    }
+
+
+def main() -> None:
+    if len(sys.argv) == 2:  # one run, in a process of its own (one app per variant)
+        print(json.dumps(run(sys.argv[1])))
+        return
+    results: dict[str, Any] = {"stamp": {"commit": commit(), "machine": machine(), "day": day()},
+                               "service": SERVICE, "threads": THREADS, "capacity": CAPACITY, "demand": DEMAND,
+                               "window_seconds": WINDOW, "offers": OFFERS, "runs": {}}  # fmt: skip
+    for variant in ("fifo", "fair", "split"):
+        done = subprocess.run(
+            [sys.executable, __file__, variant], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        results["runs"][variant] = row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{variant:<6} {json.dumps(row)}", flush=True)
+    fifo, fair, split = (results["runs"][v] for v in ("fifo", "fair", "split"))
+    print(
+        f"\nJain's index over served / fair share in the {WINDOW:g}s window: FIFO {fifo['jain']:.2f}, "
+        f"fair {fair['jain']:.2f}; quiet tenants served {fifo['quiet_served_share']:.0%} of their demand "
+        f"under FIFO, {fair['quiet_served_share']:.0%} fair; drain {fair['drain_seconds']:.1f}s fair vs "
+        f"{fifo['drain_seconds']:.1f}s FIFO ({fair['drain_seconds'] / fifo['drain_seconds'] - 1:+.1%}); "
+        f"noisy over 20 user ids served {split['served_in_window']['noisy']} vs "
+        f"{fair['served_in_window']['noisy']} as one"
+    )
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"(written to {RESULTS.relative_to(ROOT)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The Celery app the fairness benchmark's worker runs (``BENCH_FAIR_VARIANT``: ``fifo``
+leaves the queue first come, first served; ``fair`` and ``split`` name it in
+``resilience_fair_queues``): a task that takes a fixed time. Each finished task leaves
+its tenant and when it finished in a Redis list, for the benchmark to read."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.signals import task_postrun
+
+from celery_resilience import Resilience, ResilientTask
+
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+VARIANT = os.environ.get("BENCH_FAIR_VARIANT", "fair")
+SERVICE = float(os.environ.get("BENCH_FAIR_SERVICE", "0.1"))
+DEPTH = int(os.environ.get("BENCH_FAIR_DEPTH", "20"))
+QUEUE = f"bench-fair-{VARIANT}"
+DONE = f"bench-fair-{VARIANT}:done"
+
+app = Celery("fairnessapp", broker=f"{REDIS}/11", backend=f"{REDIS}/12", set_as_current=False)
+app.conf.update(
+    task_default_queue=QUEUE,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    resilience_store_url=f"{REDIS}/13",
+    resilience_key_prefix=QUEUE,
+    resilience_tiers={"standard": {"rate": "1000000/s", "burst": 1000000}},
+    **({} if VARIANT == "fifo" else {"resilience_fair_queues": {QUEUE: {"depth": DEPTH}}}),
+)
+resilience = Resilience(app)
+_done = redis.Redis.from_url(f"{REDIS}/12")
+
+
+@app.task(base=ResilientTask, name="bench.work", ignore_result=True)
+def work(tenant: str) -> None:
+    time.sleep(SERVICE)
+
+
+@task_postrun.connect
+def _finished(task_id: str = "", args: Any = None, **_: Any) -> None:
+    _done.rpush(DONE, json.dumps({"id": task_id, "tenant": (args or ["?"])[0], "at": time.time()}))

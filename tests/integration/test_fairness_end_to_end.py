@@ -1,0 +1,86 @@
+"""Fair queues with a real worker on Redis: a quiet tenant is served before a noisy
+tenant's flood, spare capacity delays nobody, and every task is served."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from celery_resilience import caller
+from tests.integration.conftest import start_worker, stop_worker, wait_for
+
+
+@pytest.fixture(scope="module")
+def fair_worker(integration_env: dict[str, str]) -> Iterator[Any]:
+    """One worker thread consuming the fair queue and the FIFO queue."""
+    from tests.integration import fairapp
+
+    proc: subprocess.Popen[bytes] = start_worker(
+        integration_env, "tests.integration.fairapp", f"{fairapp.FAIR},{fairapp.FIFO}"
+    )
+    done = redis.Redis.from_url(f"{fairapp.REDIS}/12")
+    try:
+        fairapp.work.apply_async(("warm-up",), user_id="warm-up")  # also reports the service rate
+        wait_for(lambda: done.llen(fairapp.DONE) >= 1, timeout=60)
+        yield fairapp
+    finally:
+        stop_worker(proc)
+        done.delete(fairapp.DONE)
+        fairapp.resilience.store.purge()
+
+
+def finished(app: Any) -> list[dict[str, Any]]:
+    done = redis.Redis.from_url(f"{app.REDIS}/12")
+    return [json.loads(raw) for raw in done.lrange(app.DONE, 0, -1)]
+
+
+def quiet_waits(app: Any, queue: str) -> tuple[list[float], list[dict[str, Any]]]:
+    """For three seconds a noisy tenant offers 40 tasks a second and a quiet one 4 (the
+    worker serves 20): how long each quiet task took to finish, and every finished task."""
+    done = redis.Redis.from_url(f"{app.REDIS}/12")
+    done.delete(app.DONE)
+    published: dict[str, float] = {}
+    start = time.time()
+    for index in range(132):
+        wait = start + index / 44 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        tenant = "quiet" if index % 11 == 0 else "noisy"
+        with caller(user_id=f"{tenant}-user", tenant=tenant):
+            published[app.work.apply_async((tenant,), queue=queue).id] = time.time()
+    wait_for(lambda: done.llen(app.DONE) >= len(published), timeout=60)
+    rows = finished(app)
+    assert sorted(row["id"] for row in rows) == sorted(published)  # every task published was served
+    return [row["at"] - published[row["id"]] for row in rows if row["label"] == "quiet"], rows
+
+
+def test_a_quiet_tenant_is_served_before_a_noisy_flood(fair_worker: Any) -> None:
+    """Beside a noisy tenant at twice the capacity, a quiet tenant's tasks wait far less than under FIFO."""
+    fifo, _ = quiet_waits(fair_worker, fair_worker.FIFO)
+    fair, rows = quiet_waits(fair_worker, fair_worker.FAIR)
+    assert max(fair) < max(fifo) / 2, (fair, fifo)
+    held = [row for row in rows if row["fair_delay"]]
+    assert held and all(row["tenant"] == "noisy" and row["eta"] for row in held)
+    status = fair_worker.resilience.store.fair_status(fair_worker.FAIR)
+    assert status["delayed:noisy"] == len(held)
+
+
+def test_spare_capacity_delays_nobody(fair_worker: Any) -> None:
+    """With the queue below its saturation depth, no publish is held back and no ETA is set."""
+    done = redis.Redis.from_url(f"{fair_worker.REDIS}/12")
+    done.delete(fair_worker.DONE)
+    time.sleep(3 * 0.05 + 0.1)  # the held-back work of the last test is due by now
+    with caller(user_id="spare-user", tenant="spare"):
+        for index in range(4):
+            fair_worker.work.delay(f"spare-{index}")
+            time.sleep(2 * fair_worker.SERVICE)
+    wait_for(lambda: done.llen(fair_worker.DONE) >= 4, timeout=30)
+    rows = finished(fair_worker)
+    assert [(row["fair_delay"], row["eta"]) for row in rows] == [(None, None)] * 4
+    assert {row["tenant"] for row in rows} == {"spare"}
