@@ -15,10 +15,15 @@ second, ``c̄`` the mean cost of the queue's tasks and ``W`` the weight of the t
 booked work (a finish tag ahead of now). A tenant is thus released at ``μ * w / W``
 tasks a second while it has work booked, and tenants that offer less than their share
 hold their weight only for the time their own task takes, which leaves the rest to the
-others, as generalized processor sharing does. Two rules make it work-conserving:
+others, as generalized processor sharing does. Two rules keep it from holding work
+back without cause:
 
 - a tenant whose tag is behind now starts now (no credit is hoarded while idle);
 - the tags are only used while the queue is saturated: with spare capacity nobody waits.
+
+A hold is fixed at the publish, so work booked at a tenant's share while others were
+present keeps that spacing after they leave (the queue then drains more slowly than
+FIFO would): the price of needing no dequeue loop.
 
 A tenant is the unit of fairness, not the user: twenty user ids of one tenant share the
 tenant's one tag. Nothing is known of the service rate until workers report it (or the
