@@ -5,11 +5,13 @@
 One worker (four threads) runs a task that takes ``SERVICE`` seconds: a capacity of
 ``4 / SERVICE`` tasks a second. Five tenants of equal weight offer work for ``WINDOW``
 seconds, arrivals paced by the clock: one offers ten times as much as each of the
-others, and the whole is twice the capacity. Three runs, side by side:
+others, and the whole is twice the capacity. Four runs, side by side:
 
 - ``fifo``: the queue first come, first served (fairness off);
 - ``fair``: the queue in ``resilience_fair_queues`` (saturated from 20 ready messages,
   its service rate learned from the worker's reports, nothing stated);
+- ``priority``: as ``fair``, the order kept by message priority (``"order": "priority"``)
+  instead of held-back publishes;
 - ``split``: as ``fair``, the noisy tenant spreading its work over 20 user ids.
 
 Per run, over the window (tasks published in it and finished by its end): each tenant's
@@ -160,7 +162,7 @@ def main() -> None:
     results: dict[str, Any] = {"stamp": {"commit": commit(), "machine": machine(), "day": day()},
                                "service": SERVICE, "threads": THREADS, "capacity": CAPACITY, "demand": DEMAND,
                                "window_seconds": WINDOW, "offers": OFFERS, "runs": {}}  # fmt: skip
-    for variant in ("fifo", "fair", "split"):
+    for variant in ("fifo", "fair", "priority", "split"):
         done = subprocess.run(
             [sys.executable, __file__, variant], capture_output=True, text=True, check=False
         )
@@ -168,12 +170,14 @@ def main() -> None:
             raise RuntimeError(done.stderr[-3000:])
         results["runs"][variant] = row = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{variant:<6} {json.dumps(row)}", flush=True)
-    fifo, fair, split = (results["runs"][v] for v in ("fifo", "fair", "split"))
+    fifo, fair, split, prio = (results["runs"][v] for v in ("fifo", "fair", "split", "priority"))
     print(
         f"\nJain's index over served / fair share in the {WINDOW:g}s window: FIFO {fifo['jain']:.2f}, "
-        f"fair {fair['jain']:.2f}; quiet tenants served {fifo['quiet_served_share']:.0%} of their demand "
-        f"under FIFO, {fair['quiet_served_share']:.0%} fair; drain {fair['drain_seconds']:.1f}s fair vs "
-        f"{fifo['drain_seconds']:.1f}s FIFO ({fair['drain_seconds'] / fifo['drain_seconds'] - 1:+.1%}); "
+        f"fair {fair['jain']:.2f}, by priority {prio['jain']:.2f}; quiet tenants served "
+        f"{fifo['quiet_served_share']:.0%} of their demand under FIFO, {fair['quiet_served_share']:.0%} fair, "
+        f"{prio['quiet_served_share']:.0%} by priority; drain {fair['drain_seconds']:.1f}s fair "
+        f"({fair['drain_seconds'] / fifo['drain_seconds'] - 1:+.1%}), {prio['drain_seconds']:.1f}s by priority "
+        f"({prio['drain_seconds'] / fifo['drain_seconds'] - 1:+.1%}) vs {fifo['drain_seconds']:.1f}s FIFO; "
         f"noisy over 20 user ids served {split['served_in_window']['noisy']} vs "
         f"{fair['served_in_window']['noisy']} as one"
     )

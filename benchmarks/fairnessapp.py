@@ -18,6 +18,7 @@ from celery_resilience import Resilience, ResilientTask
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 VARIANT = os.environ.get("BENCH_FAIR_VARIANT", "fair")
+ORDERS = {"priority": "priority"}  # the other fair variants keep the order by delay
 SERVICE = float(os.environ.get("BENCH_FAIR_SERVICE", "0.1"))
 DEPTH = int(os.environ.get("BENCH_FAIR_DEPTH", "20"))
 QUEUE = f"bench-fair-{VARIANT}"
@@ -31,7 +32,11 @@ app.conf.update(
     resilience_store_url=f"{REDIS}/13",
     resilience_key_prefix=QUEUE,
     resilience_tiers={"standard": {"rate": "1000000/s", "burst": 1000000}},
-    **({} if VARIANT == "fifo" else {"resilience_fair_queues": {QUEUE: {"depth": DEPTH}}}),
+    **(
+        {}
+        if VARIANT == "fifo"
+        else {"resilience_fair_queues": {QUEUE: {"depth": DEPTH, "order": ORDERS.get(VARIANT, "delay")}}}
+    ),
 )
 resilience = Resilience(app)
 _done = redis.Redis.from_url(f"{REDIS}/12")

@@ -28,6 +28,7 @@ from .admission.caller import current_caller
 from .admission.gate import Admission, Verdict
 from .clock import Clock
 from .load.fair_queue import FairQueues
+from .load.fairness import priority_level
 from .monitoring.counters import Count, count_ungated
 
 __all__ = [
@@ -279,6 +280,9 @@ class PublishGate:
         if fairness is not None and queue is not None and queue in fairness.policies:
             weight = self.admission.settings.tiers[ctx.tier].weight
             delay = fairness.delay(queue, tenant if tenant is not None else ctx.user_id, weight, cost)
+            if fairness.policies[queue].order == "priority":
+                header["fair_priority"] = priority_level(delay)  # enter() sets the message's
+                return verdict
             if delay > verdict.countdown:
                 header["fair_delay"] = round(delay, 3)
                 return dataclasses.replace(verdict, countdown=delay)
@@ -307,7 +311,7 @@ class PublishGate:
         options["headers"] = headers
         if self.passes(app, options, headers, name, caller[0]):
             return None
-        return self.admit(
+        verdict = self.admit(
             name,
             caller,
             request_type,
@@ -319,6 +323,10 @@ class PublishGate:
             headers=headers,
             cost=cost,
         )
+        level = headers[HEADER].get("fair_priority")
+        if level is not None and self.fairness is not None and options.get("priority") is None:
+            options["priority"] = self.fairness.message_priority(app, level)
+        return verdict
 
 
 def apply_verdict(options: dict[str, Any], verdict: Verdict, now: Callable[[], float]) -> None:

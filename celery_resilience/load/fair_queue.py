@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import StoreUnavailable
@@ -47,6 +48,7 @@ class FairQueues:
         self._depth = depth  # QueueDepths.depth: the broker's count, cached
         self._monotonic = clock.monotonic
         self._held_until: dict[str, float] = {}
+        self._lowest_first: bool | None = None  # the broker's priority order, once known
         # Worker side: the slots of this process (a thread pool's threads; a prefork child
         # is one), and per queue the tasks finished and their seconds since the last report.
         self.slots = 1
@@ -75,11 +77,20 @@ class FairQueues:
         except StoreUnavailable as error:
             logger.debug("fair order of %r skipped, the store did not answer: %s", queue, error)
             return 0.0
-        if tag.delay > 0:
+        if tag.delay > 0 and policy.order == "delay":
             until = self._monotonic() + tag.delay
             if until > self._held_until.get(queue, -1.0):
                 self._held_until[queue] = until
         return tag.delay
+
+    def message_priority(self, app: Any, level: int) -> int:
+        """The message priority of a fair level (0 first) on the app's broker: Redis serves
+        its lowest number first (steps 0, 3, 6, 9), RabbitMQ its highest (a queue declared
+        with ``x-max-priority`` of 9 or more)."""
+        if self._lowest_first is None:
+            driver = getattr(app.connection_for_write().transport, "driver_type", "")
+            self._lowest_first = driver != "amqp"
+        return 3 * level if self._lowest_first else 9 - 3 * level
 
     def served(self, queue: str, seconds: float) -> None:
         """A task of ``queue`` ran for ``seconds`` in this process; its service rate (slots

@@ -23,7 +23,11 @@ back without cause:
 
 A hold is fixed at the publish, so work booked at a tenant's share while others were
 present keeps that spacing after they leave (the queue then drains more slowly than
-FIFO would): the price of needing no dequeue loop.
+FIFO would): the price of needing no dequeue loop on any broker. On Redis and RabbitMQ
+the order can be kept by message priority instead (``"order": "priority"``): the same
+tag's lag picks one of four levels (``priority_level``), nothing is held back, and the
+broker serves a lower level whenever no higher one waits, so the queue stays
+work-conserving and drains as FIFO does.
 
 A tenant is the unit of fairness, not the user: twenty user ids of one tenant share the
 tenant's one tag. Nothing is known of the service rate until workers report it (or the
@@ -46,6 +50,8 @@ __all__ = [
     "FairPolicy",
     "FairQueue",
     "FairTag",
+    "ORDERS",
+    "priority_level",
     "start_tag",
     "report_capacity",
     "capacity_of",
@@ -71,15 +77,30 @@ COST_SMOOTHING = 0.05
 DEFAULT_DEPTH = 100
 
 
+# How a fair queue keeps its order: holding publishes back (any broker), or by priority.
+ORDERS = ("delay", "priority")
+# A tag's lag (seconds its tenant is ahead of its share) from which each priority level
+# below the first applies: a tenant within its share goes first, one a little ahead
+# next, one far ahead last.
+PRIORITY_LAGS = (0.0, 1.0, 10.0)
+
+
 @dataclass(frozen=True, slots=True)
 class FairPolicy:
     """``depth``: ready messages from which the queue is saturated; ``max_delay``: the
     longest a publish is held back (seconds); ``capacity``: the queue's service rate in
-    tasks a second, when stated (None: learned from the workers' reports)."""
+    tasks a second, when stated (None: learned from the workers' reports); ``order``:
+    ``"delay"`` or ``"priority"``."""
 
     depth: int
     max_delay: float
     capacity: float | None = None
+    order: str = "delay"
+
+
+def priority_level(lag: float) -> int:
+    """The level (0 first, 3 last) of a publish whose tenant is ``lag`` seconds ahead."""
+    return sum(lag > bound for bound in PRIORITY_LAGS)
 
 
 class FairTag(NamedTuple):
@@ -151,10 +172,12 @@ def read_fair_queues(
     setting: str, value: object, thresholds: Mapping[str, QueueThresholds]
 ) -> Mapping[str, FairPolicy]:
     """``resilience_fair_queues``: a list of queue names, or queue name -> ``{"depth": N,
-    "max_delay": s, "capacity": "40/s"}`` (each optional)."""
+    "max_delay": s, "capacity": "40/s", "order": "delay" | "priority"}`` (each optional)."""
     if value is None:
         return MappingProxyType({})
-    expected = "a list of queue names, or a mapping of queue name to {'depth', 'max_delay', 'capacity'}"
+    expected = (
+        "a list of queue names, or a mapping of queue name to {'depth', 'max_delay', 'capacity', 'order'}"
+    )
     if isinstance(value, str) or not isinstance(value, Mapping | list | tuple):
         raise ConfigurationError(setting, expected, value)
     specs = mapping(setting, value) if isinstance(value, Mapping) else {}
@@ -167,9 +190,9 @@ def read_fair_queues(
     for queue, given in specs.items():
         where = f"{setting}[{queue!r}]"
         spec = mapping(where, {} if given is None else given)
-        unknown = set(spec) - {"depth", "max_delay", "capacity"}
+        unknown = set(spec) - {"depth", "max_delay", "capacity", "order"}
         if unknown:
-            expected_keys = "one of 'depth', 'max_delay', 'capacity'"
+            expected_keys = "one of 'depth', 'max_delay', 'capacity', 'order'"
             raise ConfigurationError(f"{where}[{sorted(unknown)[0]!r}]", expected_keys, has_value=False)
         high = thresholds[queue].high if queue in thresholds else DEFAULT_DEPTH
         depth = number(f"{where}['depth']", spec.get("depth", high), minimum=1, whole=True)
@@ -177,5 +200,10 @@ def read_fair_queues(
         stated: Rate | None = (
             None if spec.get("capacity") is None else rate(f"{where}['capacity']", spec["capacity"])
         )
-        found[queue] = FairPolicy(int(depth), max_delay, None if stated is None else stated.per_second)
+        order = spec.get("order", "delay")
+        if order not in ORDERS:
+            raise ConfigurationError(
+                f"{where}['order']", "'delay' (any broker) or 'priority' (Redis, RabbitMQ)", order
+            )
+        found[queue] = FairPolicy(int(depth), max_delay, None if stated is None else stated.per_second, order)
     return MappingProxyType(found)

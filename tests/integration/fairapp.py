@@ -1,5 +1,6 @@
-"""An app with one fair queue and one FIFO queue, served by one worker thread, whose task
-takes a fixed time and leaves its tenant, finish time and fair delay in a Redis list."""
+"""An app with two fair queues (order by delay, order by priority) and one FIFO queue,
+served by one worker thread, whose task takes a fixed time and leaves its tenant, finish
+time, fair delay and message priority in a Redis list."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ REDIS = os.environ.get("RESILIENCE_TEST_REDIS", "redis://127.0.0.1:6379")
 PREFIX = os.environ.get("RESILIENCE_TEST_PREFIX", "crtest-fair")
 FAIR = f"{PREFIX}-fair"
 FIFO = f"{PREFIX}-fifo"
+PRIO = f"{PREFIX}-prio"
 DONE = f"{PREFIX}-fair:done"
 SERVICE = 0.05
 
@@ -31,7 +33,7 @@ app.conf.update(
     resilience_tiers={"free": {"rate": "100000/s", "burst": 100000}},
     resilience_default_tier="free",
     # Saturated from five ready messages; the service rate is learned from the worker.
-    resilience_fair_queues={FAIR: {"depth": 5}},
+    resilience_fair_queues={FAIR: {"depth": 5}, PRIO: {"depth": 5, "order": "priority"}},
     resilience_depth_interval=0.05,
 )
 resilience = Resilience(app)
@@ -48,5 +50,6 @@ def work(self: Any, label: str) -> str:
 def _finished(task: Any = None, task_id: str = "", args: Any = None, **_: Any) -> None:
     context = getattr(task.request, "resilience", None) or {}
     row = {"id": task_id, "label": (args or ["?"])[0], "at": time.time(), "tenant": context.get("tenant"),
-           "fair_delay": context.get("fair_delay"), "eta": task.request.eta}  # fmt: skip
+           "fair_delay": context.get("fair_delay"), "eta": task.request.eta,
+           "priority": (task.request.delivery_info or {}).get("priority")}  # fmt: skip
     _done.rpush(DONE, json.dumps(row))

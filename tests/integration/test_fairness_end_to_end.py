@@ -1,5 +1,6 @@
 """Fair queues with a real worker on Redis: a quiet tenant is served before a noisy
-tenant's flood, spare capacity delays nobody, and every task is served."""
+tenant's flood (held back by delay, or ordered by priority without holding anything back),
+spare capacity delays nobody, and every task is served."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from tests.integration.conftest import start_worker, stop_worker, wait_for
 
 @pytest.fixture(scope="module")
 def fair_worker(integration_env: dict[str, str]) -> Iterator[Any]:
-    """One worker thread consuming the fair queue and the FIFO queue."""
+    """One worker thread consuming the two fair queues and the FIFO queue."""
     from tests.integration import fairapp
 
     proc: subprocess.Popen[bytes] = start_worker(
-        integration_env, "tests.integration.fairapp", f"{fairapp.FAIR},{fairapp.FIFO}"
+        integration_env, "tests.integration.fairapp", f"{fairapp.FAIR},{fairapp.FIFO},{fairapp.PRIO}"
     )
     done = redis.Redis.from_url(f"{fairapp.REDIS}/12")
     try:
@@ -40,9 +41,10 @@ def finished(app: Any) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in done.lrange(app.DONE, 0, -1)]
 
 
-def quiet_waits(app: Any, queue: str) -> tuple[list[float], list[dict[str, Any]]]:
+def quiet_waits(app: Any, queue: str) -> tuple[list[float], list[dict[str, Any]], float]:
     """For three seconds a noisy tenant offers 40 tasks a second and a quiet one 4 (the
-    worker serves 20): how long each quiet task took to finish, and every finished task."""
+    worker serves 20): how long each quiet task took to finish, every finished task, and
+    the seconds from the first publish to the last finish."""
     done = redis.Redis.from_url(f"{app.REDIS}/12")
     done.delete(app.DONE)
     published: dict[str, float] = {}
@@ -57,18 +59,30 @@ def quiet_waits(app: Any, queue: str) -> tuple[list[float], list[dict[str, Any]]
     wait_for(lambda: done.llen(app.DONE) >= len(published), timeout=60)
     rows = finished(app)
     assert sorted(row["id"] for row in rows) == sorted(published)  # every task published was served
-    return [row["at"] - published[row["id"]] for row in rows if row["label"] == "quiet"], rows
+    drain = max(row["at"] for row in rows) - start
+    return [row["at"] - published[row["id"]] for row in rows if row["label"] == "quiet"], rows, drain
 
 
 def test_a_quiet_tenant_is_served_before_a_noisy_flood(fair_worker: Any) -> None:
     """Beside a noisy tenant at twice the capacity, a quiet tenant's tasks wait far less than under FIFO."""
-    fifo, _ = quiet_waits(fair_worker, fair_worker.FIFO)
-    fair, rows = quiet_waits(fair_worker, fair_worker.FAIR)
+    fifo, _, _ = quiet_waits(fair_worker, fair_worker.FIFO)
+    fair, rows, _ = quiet_waits(fair_worker, fair_worker.FAIR)
     assert max(fair) < max(fifo) / 2, (fair, fifo)
     held = [row for row in rows if row["fair_delay"]]
     assert held and all(row["tenant"] == "noisy" and row["eta"] for row in held)
     status = fair_worker.resilience.store.fair_status(fair_worker.FAIR)
     assert status["delayed:noisy"] == len(held)
+
+
+def test_a_priority_fair_queue_orders_without_holding_back(fair_worker: Any) -> None:
+    """By priority, the quiet tenant goes first, nothing waits on an ETA, and it drains as FIFO does."""
+    fifo, _, fifo_drain = quiet_waits(fair_worker, fair_worker.FIFO)
+    fair, rows, drain = quiet_waits(fair_worker, fair_worker.PRIO)
+    assert max(fair) < max(fifo) / 2, (fair, fifo)
+    assert all(row["eta"] is None and row["fair_delay"] is None for row in rows)
+    assert {row["priority"] for row in rows if row["tenant"] == "quiet"} <= {0, None}
+    assert any(row["priority"] for row in rows if row["tenant"] == "noisy")
+    assert drain <= fifo_drain * 1.1 + 0.5, (drain, fifo_drain)  # work-conserving
 
 
 def test_spare_capacity_delays_nobody(fair_worker: Any) -> None:

@@ -12,6 +12,7 @@ from celery_resilience.load.fairness import (
     CAPACITY_STALE,
     FairPolicy,
     FairQueue,
+    priority_level,
     report_capacity,
     start_tag,
 )
@@ -181,6 +182,7 @@ def test_worker_reports_slots_over_mean_duration() -> None:
         ({"q": {"max_delay": -1}}, "resilience_fair_queues['q']['max_delay']"),
         ({"q": {"capacity": "fast"}}, "resilience_fair_queues['q']['capacity']"),
         ({"q": {"deep": 3}}, "resilience_fair_queues['q']['deep']"),
+        ({"q": {"order": "lifo"}}, "resilience_fair_queues['q']['order']"),
         ([""], "resilience_fair_queues"),
     ],
 )
@@ -213,3 +215,37 @@ def test_a_tier_weight_is_read_and_checked() -> None:
     with pytest.raises(ConfigurationError) as raised:
         ResilienceSettings.from_conf({"resilience_tiers": {"free": {"rate": "10/s", "weight": 0}}})
     assert raised.value.setting == "resilience_tiers['free']['weight']"
+
+
+def test_priority_order_levels_by_lag_and_holds_nothing_back() -> None:
+    """By priority, within its share is level 0, far ahead level 3; nothing held keeps it saturated."""
+    assert [priority_level(lag) for lag in (0.0, 0.5, 5.0, 30.0)] == [0, 1, 2, 3]
+    clock, mono = FakeClock(), Monotonic()
+    store = _Store(clock)
+    depth = {"q": 50}
+    policies = {"q": FairPolicy(depth=10, max_delay=60.0, capacity=10.0, order="priority")}
+    fair = FairQueues(policies, lambda: store, depth.get, clock=SplitClock(clock, mono))
+    lags = [fair.delay("q", "noisy", 1.0, lambda: 1.0) for _ in range(20)]
+    assert lags[-1] > 1.0
+    depth["q"] = 0  # nothing is held back: the broker's count is the whole queue
+    assert fair.delay("q", "noisy", 1.0, lambda: 1.0) == 0.0
+
+
+class _Transport:
+    def __init__(self, driver_type: str) -> None:
+        self.driver_type = driver_type
+
+
+class _App:
+    def __init__(self, driver_type: str) -> None:
+        self.driver_type = driver_type
+
+    def connection_for_write(self) -> Any:
+        return type("Connection", (), {"transport": _Transport(self.driver_type)})()
+
+
+@pytest.mark.parametrize(("driver", "priorities"), [("redis", [0, 3, 6, 9]), ("amqp", [9, 6, 3, 0])])
+def test_a_fair_level_is_the_brokers_own_priority(driver: str, priorities: list[int]) -> None:
+    """Redis serves its lowest priority number first, RabbitMQ its highest: level 0 is first on both."""
+    fair = FairQueues({}, lambda: _Store(FakeClock()), None)
+    assert [fair.message_priority(_App(driver), level) for level in range(4)] == priorities
