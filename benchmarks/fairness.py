@@ -171,13 +171,16 @@ def main() -> None:
         results["runs"][variant] = row = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{variant:<6} {json.dumps(row)}", flush=True)
     fifo, fair, split, prio = (results["runs"][v] for v in ("fifo", "fair", "split", "priority"))
+
+    def drain(row: dict[str, Any]) -> str:
+        return f"{row['drain_seconds']:.1f}s ({row['drain_seconds'] / fifo['drain_seconds'] - 1:+.1%})"
+
     print(
         f"\nJain's index over served / fair share in the {WINDOW:g}s window: FIFO {fifo['jain']:.2f}, "
         f"fair {fair['jain']:.2f}, by priority {prio['jain']:.2f}; quiet tenants served "
-        f"{fifo['quiet_served_share']:.0%} of their demand under FIFO, {fair['quiet_served_share']:.0%} fair, "
-        f"{prio['quiet_served_share']:.0%} by priority; drain {fair['drain_seconds']:.1f}s fair "
-        f"({fair['drain_seconds'] / fifo['drain_seconds'] - 1:+.1%}), {prio['drain_seconds']:.1f}s by priority "
-        f"({prio['drain_seconds'] / fifo['drain_seconds'] - 1:+.1%}) vs {fifo['drain_seconds']:.1f}s FIFO; "
+        f"{fifo['quiet_served_share']:.0%} of their demand under FIFO, "
+        f"{fair['quiet_served_share']:.0%} fair, {prio['quiet_served_share']:.0%} by priority; "
+        f"drain {drain(fair)} fair, {drain(prio)} by priority, {fifo['drain_seconds']:.1f}s FIFO; "
         f"noisy over 20 user ids served {split['served_in_window']['noisy']} vs "
         f"{fair['served_in_window']['noisy']} as one"
     )

@@ -6,15 +6,17 @@ One worker (four threads) in front of a provider over HTTP that takes ``SERVICE`
 a call: a capacity of ``4 / SERVICE`` calls a second. Requests are interactive work a
 user waits on for ``PATIENCE`` seconds (shedding: target 0.5 s, interval 2 s, deadline
 1 s, twice the target as by default). Per variant (``fifo``: nothing shed; ``shed``:
-``resilience_shedding``), two loads, arrivals paced by the clock:
+``resilience_shedding``; ``expires``: Celery's own fixed ``expires`` of the deadline on
+every publish, under overload only), two loads, arrivals paced by the clock:
 
 - **overload**: twice the capacity for ``OVERLOAD`` seconds, then half of it for as long;
 - **burst**: a mean of 0.8 of the capacity, in bursts (1.6 for a second, then nothing for
   a second).
 
 Per run: provider answers its user still waited for (within ``PATIENCE`` from publish to
-finish), the p99 time to a provider answer, sheds, and the p99 time from publish to the
-answer of a shed request. The figures go to ``benchmarks/results/overload.json`` as well
+finish), the p99 time to a provider answer and the p99 wait before one started, sheds,
+and the p99 time from publish to the answer of a shed request; with ``expires``, the
+tasks that expired unanswered. The figures go to ``benchmarks/results/overload.json`` as well
 as to the screen.
 """
 
@@ -115,7 +117,8 @@ def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
         if wait > 0:
             time.sleep(wait)
         users = f"user-{len(published) % 50}"
-        published[overloadapp.ask.apply_async((provider.url,), user_id=users).id] = time.time()
+        expiry = {"expires": DEADLINE} if variant == "expires" else {}
+        published[overloadapp.ask.apply_async((provider.url,), user_id=users, **expiry).id] = time.time()
     finish_by = time.time() + 10 * OVERLOAD
     while done_list.llen(overloadapp.DONE) < len(published) and time.time() < finish_by:
         time.sleep(0.2)
@@ -125,13 +128,18 @@ def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
     with overloadapp.app.connection_for_write() as connection:
         connection.default_channel.queue_purge(overloadapp.QUEUE)
     overloadapp.resilience.store.purge()
-    waits = [(row["at"] - published[row["id"]], row["shed"]) for row in finished if row["id"] in published]
+    mine = [row for row in finished if row["id"] in published]
+    waits = [(row["at"] - published[row["id"]], row["shed"]) for row in mine if not row.get("expired")]
+    provider_rows = [row for row in mine if not row["shed"] and row.get("started")]
+    started = [row["started"] - published[row["id"]] for row in provider_rows]
     answered = sorted(w for w, shed in waits if not shed)
     shed = sorted(w for w, shed in waits if shed)
     in_time = [w for w in answered if w <= PATIENCE]
     return {
         "requests": len(published),
-        "finished": len(waits),
+        "finished": len(mine),
+        "expired": sum(1 for row in mine if row.get("expired")),
+        "p99_wait_before_provider": percentile(started, 0.99),
         "provider_in_time": len(in_time),
         "provider_late": len(answered) - len(in_time),
         "p99_to_provider_answer": percentile(answered, 0.99),
@@ -157,7 +165,7 @@ def main() -> None:
                                "target": 0.5, "patience": PATIENCE, "overload_seconds": OVERLOAD,
                                "runs": {}}  # fmt: skip
     for load in ("overload", "burst"):
-        for variant in ("fifo", "shed"):
+        for variant in ("fifo", "shed", "expires") if load == "overload" else ("fifo", "shed"):
             done = subprocess.run([sys.executable, __file__, variant, load], capture_output=True, text=True,
                                   check=False)  # fmt: skip
             if done.returncode != 0:

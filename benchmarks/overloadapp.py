@@ -1,7 +1,8 @@
 """The Celery app the overload benchmark's worker runs (``BENCH_OVERLOAD_VARIANT``:
-``fifo`` never sheds, ``shed`` sheds by sojourn): an AI task calling a provider over HTTP
-that takes a fixed time per call, with a template to answer what is shed. Each finished
-task leaves when it finished and how in a Redis list, for the benchmark to read."""
+``fifo`` and ``expires`` never shed, ``shed`` sheds by sojourn): an AI task calling a
+provider over HTTP that takes a fixed time per call, with a template to answer what is
+shed. Each finished task leaves when it started, when it finished and how in a Redis
+list, for the benchmark to read; a task that expired before it ran leaves when."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import redis
 from celery import Celery
-from celery.signals import task_postrun
+from celery.signals import task_postrun, task_prerun, task_revoked
 
 from celery_resilience import AITask, FallbackResult, Resilience
 
@@ -55,7 +56,22 @@ def ask(url: str) -> Any:
     return response.json()
 
 
+_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _start(task_id: str = "", **_: Any) -> None:
+    _started[task_id] = time.time()
+
+
 @task_postrun.connect
 def _finished(task_id: str = "", retval: Any = None, **_: Any) -> None:
     shed = isinstance(retval, FallbackResult)
-    _done.rpush(DONE, json.dumps({"id": task_id, "at": time.time(), "shed": shed}))
+    row = {"id": task_id, "at": time.time(), "shed": shed, "started": _started.pop(task_id, None)}
+    _done.rpush(DONE, json.dumps(row))
+
+
+@task_revoked.connect
+def _expired(request: Any = None, expired: bool = False, **_: Any) -> None:
+    if request is not None and expired:
+        _done.rpush(DONE, json.dumps({"id": request.id, "at": time.time(), "shed": False, "expired": True}))
