@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 from stamp import ROOT, commit, day, machine
+from workers import thread_worker
 
 RESULTS = ROOT / "benchmarks" / "results" / "fairness.json"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -45,18 +46,8 @@ DEMAND = 2 * CAPACITY  # tasks a second, all tenants together
 
 
 def worker(variant: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BENCH_FAIR_VARIANT": variant,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "fairnessapp", "worker", "-P", "threads", "-c", str(THREADS),
-         "-Q", f"bench-fair-{variant}", "-n", f"fair-{variant}-{os.getpid()}@%h", "--without-mingle",
-         "--without-gossip", "--without-heartbeat", "-l", "error"],
-        cwd=ROOT / "benchmarks", env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    env = {"BENCH_FAIR_VARIANT": variant}
+    return thread_worker("fairnessapp", f"bench-fair-{variant}", f"fair-{variant}", THREADS, env)
 
 
 def arrivals() -> list[tuple[float, str]]:

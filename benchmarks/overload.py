@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 from stamp import ROOT, commit, day, machine
+from workers import thread_worker
 
 RESULTS = ROOT / "benchmarks" / "results" / "overload.json"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -70,15 +71,8 @@ class Provider:
 
 
 def worker(variant: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BENCH_OVERLOAD_VARIANT": variant, "BENCH_OVERLOAD_DEADLINE": f"{DEADLINE:g}",
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}"}  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "overloadapp", "worker", "-P", "threads", "-c", str(THREADS),
-         "-Q", f"bench-overload-{variant}", "-n", f"overload-{variant}-{os.getpid()}@%h", "--without-mingle",
-         "--without-gossip", "--without-heartbeat", "-l", "error"],
-        cwd=ROOT / "benchmarks", env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    env = {"BENCH_OVERLOAD_VARIANT": variant, "BENCH_OVERLOAD_DEADLINE": f"{DEADLINE:g}"}
+    return thread_worker("overloadapp", f"bench-overload-{variant}", f"overload-{variant}", THREADS, env)
 
 
 def arrivals(load: str) -> list[float]:
