@@ -11,7 +11,10 @@ every publish, under overload only), two loads, arrivals paced by the clock:
 
 - **overload**: twice the capacity for ``OVERLOAD`` seconds, then half of it for as long;
 - **burst**: a mean of 0.8 of the capacity, in bursts (1.6 for a second, then nothing for
-  a second).
+  a second);
+- **chains**: three-step chains, each step a provider call, at twice the capacity in
+  steps, then half: the share of provider step executions spent on chains whose user was
+  not answered in time (a chain is shed whole at its first step, never halfway).
 
 Per run: provider answers its user still waited for (within ``PATIENCE`` from publish to
 finish), the p99 time to a provider answer and the p99 wait before one started, sheds,
@@ -40,6 +43,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "overload.json"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 SERVICE = 0.1
 THREADS = 4
+STEPS = 3  # a chain's steps, each a provider call
 CAPACITY = THREADS / SERVICE
 OVERLOAD = float(os.environ.get("BENCH_OVERLOAD_SECONDS", "20"))
 DEADLINE = 1.0
@@ -143,6 +147,79 @@ def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
     }
 
 
+def run_chains(variant: str, provider: Provider) -> dict[str, Any]:
+    """Three-step chains (each step a provider call) at twice the capacity in steps, then
+    half: provider step executions spent on chains whose user was not answered in time."""
+    os.environ["BENCH_OVERLOAD_VARIANT"] = variant
+    os.environ["BENCH_OVERLOAD_DEADLINE"] = f"{DEADLINE:g}"
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import overloadapp
+    from celery import chain
+
+    done_list = redis.Redis.from_url(f"{REDIS}/12")
+    done_list.delete(overloadapp.DONE)
+    proc = worker(variant)
+    overloadapp.ask.apply_async((provider.url,), user_id="warm-up")
+    deadline = time.time() + 60
+    while done_list.llen(overloadapp.DONE) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    done_list.delete(overloadapp.DONE)
+    published: dict[str, float] = {}
+    start = time.time()
+    times = arrivals("overload")  # in steps: a chain every STEPS of them
+    for offset in times[: len(times) // STEPS]:
+        wait = start + offset * STEPS - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        calls = chain(overloadapp.ask.s(provider.url), *[overloadapp.step.s(provider.url)] * (STEPS - 1))
+        last = calls.apply_async(user_id=f"user-{len(published) % 50}")
+        first = last
+        while first.parent is not None:
+            first = first.parent
+        published[first.id] = time.time()
+
+    finish_by = time.time() + 10 * OVERLOAD
+    while not _chains_ended(done_list, overloadapp.DONE, published) and time.time() < finish_by:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rows = [json.loads(raw) for raw in done_list.lrange(overloadapp.DONE, 0, -1)]
+    with overloadapp.app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(overloadapp.QUEUE)
+    overloadapp.resilience.store.purge()
+    by_chain: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["root"] in published:
+            by_chain.setdefault(row["root"], []).append(row)
+    executed = wasted = in_time = shed = 0
+    for root, steps in by_chain.items():
+        ran = sum(1 for row in steps if not row["shed"])
+        executed += ran
+        if any(row["shed"] for row in steps):
+            shed += 1
+            wasted += ran
+        elif len(steps) == STEPS and max(row["at"] for row in steps) - published[root] <= PATIENCE:
+            in_time += 1
+        else:
+            wasted += ran
+    return {
+        "chains": len(published),
+        "answered_in_time": in_time,
+        "shed_whole": shed,
+        "step_executions": executed,
+        "wasted_share": wasted / executed if executed else 0.0,
+    }
+
+
+def _chains_ended(done_list: Any, key: str, published: dict[str, float]) -> bool:
+    """Whether every chain ended: shed at its first step, or all its steps finished."""
+    steps: dict[str, list[bool]] = {}
+    for raw in done_list.lrange(key, 0, -1):
+        row = json.loads(raw)
+        steps.setdefault(row["root"], []).append(row["shed"])
+    return all(any(steps.get(root, [])) or len(steps.get(root, [])) == STEPS for root in published)
+
+
 def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
@@ -152,7 +229,10 @@ def percentile(values: list[float], share: float) -> float | None:
 
 def main() -> None:
     if len(sys.argv) == 3:  # one run, in a process of its own (one app per variant)
-        print(json.dumps(run(sys.argv[1], sys.argv[2], Provider())))
+        if sys.argv[2] == "chains":
+            print(json.dumps(run_chains(sys.argv[1], Provider())))
+        else:
+            print(json.dumps(run(sys.argv[1], sys.argv[2], Provider())))
         return
     results: dict[str, Any] = {"stamp": {"commit": commit(), "machine": machine(), "day": day()},
                                "service": SERVICE, "threads": THREADS, "deadline": DEADLINE,
@@ -166,10 +246,20 @@ def main() -> None:
                 raise RuntimeError(done.stderr[-3000:])
             results["runs"][f"{load}/{variant}"] = row = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{load:<9} {variant:<5} {json.dumps(row)}", flush=True)
+    results["chains"] = {}
+    for variant in ("fifo", "shed"):
+        done = subprocess.run([sys.executable, __file__, variant, "chains"], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        results["chains"][variant] = row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"chains    {variant:<5} {json.dumps(row)}", flush=True)
     fifo, shed = results["runs"]["overload/fifo"], results["runs"]["overload/shed"]
     ratio = shed["provider_in_time"] / max(1, fifo["provider_in_time"])
     print(f"\nprovider answers within {PATIENCE:g}s under overload: shedding {ratio:.1f} x FIFO;"
-          f" sheds in bursts at 0.8 x: {results['runs']['burst/shed']['sheds']}")  # fmt: skip
+          f" sheds in bursts at 0.8 x: {results['runs']['burst/shed']['sheds']}; provider steps of 3-step"
+          f" chains wasted: FIFO {results['chains']['fifo']['wasted_share']:.1%},"
+          f" shedding {results['chains']['shed']['wasted_share']:.1%}")  # fmt: skip
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"(written to {RESULTS.relative_to(ROOT)})")
 

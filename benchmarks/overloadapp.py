@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, task_revoked
 
-from celery_resilience import AITask, FallbackResult, Resilience
+from celery_resilience import AITask, FallbackResult, Resilience, Throttled
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 VARIANT = os.environ.get("BENCH_OVERLOAD_VARIANT", "shed")
@@ -36,7 +36,7 @@ app.conf.update(
     resilience_tiers={"free": {"rate": "1000000/s", "burst": 1000000}},
     resilience_default_tier="free",
     resilience_breakers={"provider": {"failure_threshold": 100000}},
-    resilience_templates={"bench.ask": "busy"},
+    resilience_templates={"bench.ask": "busy", "bench.step": "busy"},
     resilience_shedding={
         "interactive": (
             {"target": TARGET, "interval": INTERVAL, "deadline": DEADLINE} if VARIANT == "shed" else None
@@ -64,10 +64,20 @@ def _start(task_id: str = "", **_: Any) -> None:
     _started[task_id] = time.time()
 
 
+@app.task(base=AITask, name="bench.step", breaker="provider", max_retries=0, fallbacks=["template"],
+          ignore_result=True)  # fmt: skip
+def step(previous: Any, url: str) -> Any:
+    """A later step of a chain: another provider call on the previous step's answer."""
+    return ask(url)
+
+
 @task_postrun.connect
-def _finished(task_id: str = "", retval: Any = None, **_: Any) -> None:
-    shed = isinstance(retval, FallbackResult)
-    row = {"id": task_id, "at": time.time(), "shed": shed, "started": _started.pop(task_id, None)}
+def _finished(task: Any = None, task_id: str = "", retval: Any = None, state: str = "", **_: Any) -> None:
+    # A chain's first step is shed by failing it with Throttled: no later step runs.
+    shed = isinstance(retval, FallbackResult | Throttled)
+    root = getattr(getattr(task, "request", None), "root_id", None)
+    row = {"id": task_id, "at": time.time(), "shed": shed, "started": _started.pop(task_id, None),
+           "root": root, "name": getattr(task, "name", "")}  # fmt: skip
     _done.rpush(DONE, json.dumps(row))
 
 

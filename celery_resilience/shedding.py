@@ -5,8 +5,9 @@ The wait runs from the admission time the ``resilience`` header carries, or from
 task's ETA when it was paced (a countdown is not waiting in a queue).
 
 Canvases are shed whole: a later step (published by the step before it, so it has a
-parent) is never shed, or a chain whose first step ran would stop halfway; a first step
-whose result feeds later steps (a chain, a link) is shed by failing it with
+parent) is never shed, or a chain whose first step ran would stop halfway; a chain's
+first step is held to the deadline with its later steps' waits foreseen (each about its
+own), and one whose result feeds later steps (a chain, a link) is shed by failing it with
 ``Throttled``, which Celery carries down the chain, so no later step runs on a fallback's
 answer and the caller's result says what happened.
 """
@@ -39,15 +40,21 @@ def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> s
     if not isinstance(request_type, str):
         request_type = task.request_type or resilience.settings.admission.default_request_type
     age = max(0.0, now - float(admitted))
-    shed = resilience.sojourn.shed(queue, request_type, sojourn, now, age) and request.parent_id is None
+    # A chain's first step answers its user only once its later steps have run, and each
+    # of them will wait in this queue about as long as it did: that is held against the
+    # deadline, so a chain starts only when it can still end in time.
+    later = len(getattr(request, "chain", None) or ()) if request.parent_id is None else 0
+    projected = age + later * sojourn
+    shed = resilience.sojourn.shed(queue, request_type, sojourn, now, projected) and request.parent_id is None
     count_dequeued(resilience.record, queue, sojourn, shed)
     if not shed:
         return None
     policy = resilience.sojourn.policy(request_type)
     deadline = policy.deadline if policy is not None else 0.0
+    steps = f" and {later} more steps would wait about as long" if later else ""
     return (
-        f"waited {age:.1f}s ({sojourn:.1f}s in queue {queue!r}), past the {deadline:g}s deadline of "
-        f"{request_type!r} work, while the queue is overloaded"
+        f"waited {age:.1f}s ({sojourn:.1f}s in queue {queue!r}){steps}, past the {deadline:g}s deadline "
+        f"of {request_type!r} work, while the queue is overloaded"
     )
 
 

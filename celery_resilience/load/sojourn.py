@@ -14,7 +14,12 @@ per queue and request type, as each worker process sees its own dequeues:
   provider: its fallback chain answers it in the worker, at once, from the steps that
   call no provider (handed on as a new message it would wait behind the backlog), or it
   fails at once with ``Throttled`` when there is none. Either way the worker is free for
-  work that is still fresh.
+  work that is still fresh;
+- as CoDel does (RFC 8289), a queue that was overloaded lately is overloaded again as
+  soon as a task waits past the target, within ``REENTER`` intervals of the episode's
+  end: shedding keeps the wait under the target, which ends the episode, and waiting a
+  whole interval again would let the standing queue rebuild each time. A burst never
+  starts an episode, so it never sheds.
 
 Sojourn is used to detect overload and shed, never to reorder the queue (reordering by
 age does nothing on a fair queue and hurts an unfair one).
@@ -90,6 +95,11 @@ def read_shedding(setting: str, value: object) -> Mapping[str, SojournPolicy | N
     return MappingProxyType(found)
 
 
+# Intervals after an episode's end within which a wait past the target starts the next
+# one at once (RFC 8289's 16).
+REENTER = 16
+
+
 class SojournWatch:
     """One process's view of how long its tasks waited, per queue and request type."""
 
@@ -97,6 +107,7 @@ class SojournWatch:
         self.policies = policies
         self._first_above: dict[tuple[str, str], float] = {}
         self._last_seen: dict[tuple[str, str], float] = {}
+        self._ended: dict[tuple[str, str], float] = {}  # when the last episode ended
         self._lock = threading.Lock()
 
     def policy(self, request_type: str) -> SojournPolicy | None:
@@ -121,11 +132,15 @@ class SojournWatch:
                 # Below the target, or the first task after a quiet spell (the queue may
                 # have drained meanwhile): a new episode starts, if any.
                 if sojourn < policy.target:
-                    self._first_above.pop(key, None)
+                    first = self._first_above.pop(key, None)
+                    if first is not None and now - first >= policy.interval:
+                        self._ended[key] = now
                 else:
                     self._first_above[key] = now
                 return False
-            first = self._first_above.setdefault(key, now)
+            ended = self._ended.get(key)
+            lately = ended is not None and now - ended < REENTER * policy.interval
+            first = self._first_above.setdefault(key, now - policy.interval if lately else now)
         return now - first >= policy.interval and (sojourn if age is None else age) > policy.deadline
 
     def overloaded(self, queue: str, request_type: str, now: float) -> bool:

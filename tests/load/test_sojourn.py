@@ -26,9 +26,20 @@ def test_a_standing_queue_sheds_what_waited_past_the_deadline() -> None:
     assert seen == [False, False, False, False, False, True, False]
     assert watch.overloaded("q", "interactive", 106.0)
     assert not watch.shed("q", "interactive", 0.2, now=107.0)  # one fresh request ends the episode
-    assert not watch.shed("q", "interactive", 12.0, now=108.0) and not watch.overloaded(
-        "q", "interactive", 108.0
-    )
+    assert not watch.overloaded("q", "interactive", 107.0)
+
+
+def test_a_queue_overloaded_lately_sheds_again_without_waiting_an_interval() -> None:
+    """Within 16 intervals of an episode's end, a wait past the target is overload at once (RFC 8289)."""
+    watch = SojournWatch(POLICY)
+    for t, wait in enumerate((2, 3, 5, 8, 9, 12)):
+        watch.shed("q", "interactive", wait, now=100.0 + t)
+    assert not watch.shed("q", "interactive", 0.2, now=106.0)  # the episode ends
+    assert watch.shed("q", "interactive", 12.0, now=107.0)  # and the next starts at once
+    assert not watch.shed("q", "interactive", 0.2, now=108.0)
+    for t in range(1, 25):  # a queue kept fresh: the episode's end is long past
+        watch.shed("q", "interactive", 0.2, now=108.0 + 3 * t)
+    assert not watch.shed("q", "interactive", 12.0, now=181.0)  # a whole interval again
 
 
 def test_a_quiet_spell_starts_a_new_episode() -> None:
