@@ -42,6 +42,7 @@ __all__ = [
     "apply_countdown",
     "apply_expiry",
     "apply_verdict",
+    "unit_cost",
 ]
 
 # Message header carrying the caller's context and the admission decision.
@@ -323,9 +324,10 @@ class PublishGate:
             headers=headers,
             cost=cost,
         )
-        level = headers[HEADER].get("fair_priority")
-        if level is not None and self.fairness is not None and options.get("priority") is None:
-            options["priority"] = self.fairness.message_priority(app, level)
+        if self.fairness is not None:
+            level = headers[HEADER].get("fair_priority")
+            if level is not None and options.get("priority") is None:
+                options["priority"] = self.fairness.message_priority(app, level)
         return verdict
 
 

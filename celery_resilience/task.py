@@ -18,7 +18,7 @@ from celery import Task
 from .admission.gate import Verdict
 from .errors import ConfigurationError
 from .extension import Resilience
-from .publishing import HEADER, apply_verdict
+from .publishing import HEADER, apply_verdict, unit_cost
 from .settings import ResilienceSettings
 from .validation import choice
 
@@ -94,7 +94,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         # A bound task's app, without the two calls of Celery's ``app`` descriptor.
         app = self._app if self.__bound__ else self.app  # type: ignore[attr-defined]
         resilience = Resilience.of(app)
-        admitted = resilience.gate.enter(
+        gate = resilience.gate
+        admitted = gate.enter(
             app,
             self.name,
             args,
@@ -104,7 +105,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             self.breaker,
             resilience.route,
             self.queue,
-            lambda: self.fair_cost(args, kwargs),
+            # Asked only of a saturated fair queue; none configured, no closure per publish.
+            unit_cost if gate.fairness is None else lambda: self.fair_cost(args, kwargs),
         )
         if admitted is not None:
             self._schedule(resilience, options, admitted, options["headers"][HEADER])
