@@ -201,7 +201,11 @@ def test_every_chain_step_link_and_errback_carries_the_caller(app_module: Module
     )
     linked.get(timeout=30)
     wait_for(lambda: bool(linked.children) or bool(_children(app_module, linked.id)))
-    callback = _children(app_module, linked.id)[0].get(timeout=30)
+    # The link's result is read from the backend, not awaited over pub/sub: it may have
+    # finished before this process could subscribe to it.
+    child = _children(app_module, linked.id)[0]
+    wait_for(child.ready, timeout=60)
+    callback = child.result
     assert callback["context"] == {**caller, "decision": "passed"}
 
     failing = app_module.fail.apply_async(
