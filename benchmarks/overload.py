@@ -93,8 +93,8 @@ def arrivals(load: str) -> list[float]:
     return times
 
 
-def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
-    """One load through one variant's worker: what each request got and when."""
+def warmed_up(variant: str, provider: Provider) -> tuple[Any, Any, subprocess.Popen[bytes]]:
+    """The variant's app, its list of finished tasks (emptied) and its worker, once up."""
     os.environ["BENCH_OVERLOAD_VARIANT"] = variant
     os.environ["BENCH_OVERLOAD_DEADLINE"] = f"{DEADLINE:g}"
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -108,6 +108,12 @@ def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
     while done_list.llen(overloadapp.DONE) < 1 and time.time() < deadline:
         time.sleep(0.05)
     done_list.delete(overloadapp.DONE)
+    return overloadapp, done_list, proc
+
+
+def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
+    """One load through one variant's worker: what each request got and when."""
+    overloadapp, done_list, proc = warmed_up(variant, provider)
     published: dict[str, float] = {}
     start = time.time()
     for offset in arrivals(load):
@@ -150,20 +156,9 @@ def run(variant: str, load: str, provider: Provider) -> dict[str, Any]:
 def run_chains(variant: str, provider: Provider) -> dict[str, Any]:
     """Three-step chains (each step a provider call) at twice the capacity in steps, then
     half: provider step executions spent on chains whose user was not answered in time."""
-    os.environ["BENCH_OVERLOAD_VARIANT"] = variant
-    os.environ["BENCH_OVERLOAD_DEADLINE"] = f"{DEADLINE:g}"
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import overloadapp
     from celery import chain
 
-    done_list = redis.Redis.from_url(f"{REDIS}/12")
-    done_list.delete(overloadapp.DONE)
-    proc = worker(variant)
-    overloadapp.ask.apply_async((provider.url,), user_id="warm-up")
-    deadline = time.time() + 60
-    while done_list.llen(overloadapp.DONE) < 1 and time.time() < deadline:
-        time.sleep(0.05)
-    done_list.delete(overloadapp.DONE)
+    overloadapp, done_list, proc = warmed_up(variant, provider)
     published: dict[str, float] = {}
     start = time.time()
     times = arrivals("overload")  # in steps: a chain every STEPS of them
