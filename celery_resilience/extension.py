@@ -470,9 +470,11 @@ class Resilience:
 
         def on_postrun(sender: Task[Any, Any] | None = None, task_id: str = "", **_: Any) -> None:
             began = started.pop(task_id, None)
+            if began is None:  # not a fair queue's task: nothing more to read on every task
+                return
             registered = _registered(app)
             queue = _fair_queue(app, sender)
-            if began is not None and registered is not None and queue is not None:
+            if registered is not None and queue is not None:
                 registered.fairness.served(queue, registered.clock.monotonic() - began)
 
         signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=f"celery_resilience:{id(app)}:prerun")
