@@ -290,16 +290,25 @@ def spelled_out(question: str, cached_question: str) -> tuple[str, str]:
     "What's the ETA?" / "the estimated time of arrival", "2FA" / "two-factor
     authentication", "COD" / "cash on delivery". Only words the other question lacks
     spell it, all of them in a row, so that an acronym never stands for words both share."""
+    if not _acronyms(question) and not _acronyms(cached_question):
+        return question, cached_question  # most pairs: a lookup asks this of every candidate
     return _spelled(question, cached_question), _spelled(cached_question, question)
+
+
+@lru_cache(maxsize=8192)
+def _acronyms(text: str) -> tuple[re.Match[str], ...]:
+    """The tokens of ``text`` that may be acronyms, last first."""
+    found = [match for match in _RAW_TOKEN.finditer(text) if _may_abbreviate(match.group())]
+    return tuple(reversed(found))
 
 
 def _spelled(text: str, other: str) -> str:
     mine = {token.lower() for token in _RAW_TOKEN.findall(text)}
     theirs = [(m.group().lower(), m.start(), m.end()) for m in _RAW_TOKEN.finditer(other)]
     lacking = {token for token, _, _ in theirs if token not in _FILLERS and token not in _MARKERS} - mine
-    for match in reversed(list(_RAW_TOKEN.finditer(text))):
+    for match in _acronyms(text):
         acronym = match.group()
-        if not _may_abbreviate(acronym) or acronym.lower() in lacking:
+        if acronym.lower() in lacking:
             continue
         for start in range(len(theirs)):
             end = _initials(acronym.lower(), 0, theirs, start, lacking, start)
