@@ -326,10 +326,10 @@ class ProviderQuota:
             logger.warning("could not drain the %r budget: %s", provider, error)
             held = {}
         for unit, unit_budget in self._learned_units(provider):
-            said = seconds is not None and seconds > 0
-            drained = seconds if said and seconds else unit_budget.rate.period
+            said = seconds if seconds is not None and seconds > 0 else None
+            drained = said if said is not None else unit_budget.rate.period
             before, shown = held.get(unit, (0.0, 0.0))
             # With the provider's wait, the window shows its limit: what it will hold when
             # the provider takes a call again. Without it, what it held when refused.
-            accepted = (shown if said else before) / unit_budget.rate.period
+            accepted = (shown if said is not None else before) / unit_budget.rate.period
             self.learned.cut(provider, unit, unit_budget.rate.per_second, drained, accepted)
