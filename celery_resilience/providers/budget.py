@@ -198,16 +198,27 @@ def settle(ledger: Ledger, entry: str, cost: float) -> None:
         ledger.costs[entry] = cost
 
 
-def block(ledger: Ledger, window: Window, now: float, seconds: float) -> tuple[float, float]:
-    """A 429: nothing fits for ``seconds``. Returns the window's sum before (what the
-    provider had accepted when it refused), and what the window shows of the provider's
-    limit: the calls still in it when the wait ends, plus one call of their mean cost
-    (the provider takes that call then and refused it now)."""
+def block(
+    ledger: Ledger,
+    window: Window,
+    now: float,
+    seconds: float,
+    again: float | None = None,
+    period: float | None = None,
+) -> tuple[float, float]:
+    """A 429: nothing fits for ``seconds``. Returns what the provider had accepted when it
+    refused (the calls of its last ``period``, by default the window's span), and what
+    the window shows of its limit: the calls it will still count when it takes a call
+    again (in ``again`` seconds, by default when the wait ends), plus one call of their
+    mean cost (the provider takes that call then and refused it now)."""
     ledger.expire(now, window.span)
-    before = ledger.total - ledger.costs.get(BLOCKED, 0.0) - ledger.costs.get(HELD, 0.0)
+    counted = window.span if period is None else period
     calls = [(at, entry) for at, entry in ledger.entries if entry not in (BLOCKED, HELD)]
-    staying = sum(ledger.costs[entry] for at, entry in calls if at > now + seconds - window.span)
-    limit = staying + (before / len(calls) if calls else 0.0)
+    total = ledger.total - ledger.costs.get(BLOCKED, 0.0) - ledger.costs.get(HELD, 0.0)
+    before = sum(ledger.costs[entry] for at, entry in calls if at > now - counted)
+    ahead = seconds if again is None else again
+    staying = sum(ledger.costs[entry] for at, entry in calls if at > now + ahead - counted)
+    limit = staying + (total / len(calls) if calls else 0.0)
     ends = now + seconds - window.span
     previous = next((at for at, entry in ledger.entries if entry == BLOCKED), None)
     ledger.add(max(ends, previous if previous is not None else ends), BLOCKED, window.count)

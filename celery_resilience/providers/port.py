@@ -46,10 +46,16 @@ class ProviderStore(Protocol):
         give ``deltas[j]`` back to timetable bucket ``j`` (``budget.adjust``)."""
 
     def budget_block(
-        self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
+        self,
+        keys: Sequence[str],
+        windows: Sequence[Window],
+        seconds: Sequence[float],
+        again: float | None = None,
+        periods: Sequence[float] | None = None,
     ) -> list[tuple[float, float]]:
-        """Nothing fits window ``i`` for ``seconds[i]`` (``budget.block``); each window's sum
-        before, and the limit the window shows."""
+        """Nothing fits window ``i`` for ``seconds[i]`` (``budget.block``); what each window
+        held of the provider's last ``periods[i]``, and the limit it shows when the provider
+        takes a call again, in ``again`` seconds."""
 
     def budget_schedule(
         self,
@@ -66,7 +72,14 @@ class ProviderStore(Protocol):
         """Count ``firsts`` first attempts; with ``ask``, take one retry if it fits (True)."""
 
     def learn(
-        self, provider: str, unit: str, event: str, start: float, value: float, accepted: float = 0.0
+        self,
+        provider: str,
+        unit: str,
+        event: str,
+        start: float,
+        value: float,
+        accepted: float = 0.0,
+        held: float = 0.0,
     ) -> float:
         """Apply ``event`` to the provider's learned unit (``learned.learned``); its rate now."""
 

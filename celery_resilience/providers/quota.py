@@ -22,13 +22,25 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import StoreUnavailable
 from ..monitoring.counters import count_provider_429
 from .blind import BlindBudgets
-from .budget import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, ProviderBudget, Said, UnitBudget, Window
+from .budget import (
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    REQUESTS,
+    ProviderBudget,
+    Said,
+    UnitBudget,
+    Window,
+)
 from .learned import LearnedRates
 from .port import ProviderStore
 from .settings import ProviderSettings
 from .usage import Limit, OutputObserver, Usage, estimate_tokens
 
 __all__ = ["ProviderQuota", "Reservation", "current_reservation", "reserved_for"]
+
+# ``retry-after`` is in whole seconds, rounded up: the provider takes a call again, on
+# average, this much sooner than it says.
+ROUNDED_BY = 0.5
 
 logger = logging.getLogger("celery_resilience.quota")
 
@@ -312,24 +324,31 @@ class ProviderQuota:
         the learned units are cut to what the window held when the provider refused."""
         units, windows = self._units(provider)
         budget = self.providers[provider]
-        waits = [
-            seconds if seconds is not None and seconds > 0 else b.rate.period
-            for b in (budget.unit(unit) for unit in units)
-            if b is not None
-        ]
+        said = seconds if seconds is not None and seconds > 0 else None
+        unit_budgets = [b for b in (budget.unit(unit) for unit in units) if b is not None]
+        waits = [said if said is not None else b.rate.period for b in unit_budgets]
         store = self._store()
         try:
             keys, shard = store.provider_windows(provider, units)
-            held = dict(zip(units, store.budget_block(keys, windows, waits), strict=True))
+            periods = [b.rate.period for b in unit_budgets]
+            found = store.budget_block(keys, windows, waits, _again(said), periods)
+            held = dict(zip(units, found, strict=True))
             count_provider_429(lambda fields: store.count(fields, shard), provider)
         except StoreUnavailable as error:
             logger.warning("could not drain the %r budget: %s", provider, error)
             held = {}
         for unit, unit_budget in self._learned_units(provider):
-            said = seconds if seconds is not None and seconds > 0 else None
             drained = said if said is not None else unit_budget.rate.period
             before, shown = held.get(unit, (0.0, 0.0))
-            # With the provider's wait, the window shows its limit: what it will hold when
-            # the provider takes a call again. Without it, what it held when refused.
-            accepted = (shown if said is not None else before) / unit_budget.rate.period
-            self.learned.cut(provider, unit, unit_budget.rate.per_second, drained, accepted)
+            # With the provider's wait, the window shows its limit: what the provider will
+            # count when it takes a call again. Without it, what it held when refused.
+            period = unit_budget.rate.period
+            accepted = (shown if said is not None else before) / period
+            self.learned.cut(provider, unit, unit_budget.rate.per_second, drained, accepted, before / period)
+
+
+def _again(said: float | None) -> float | None:
+    """When the provider takes a call again, from its ``retry-after`` (None: not said)."""
+    if said is None:
+        return None
+    return said - ROUNDED_BY if said >= 1 and said == int(said) else said

@@ -127,13 +127,20 @@ class MemoryStore:
                 self._buckets[key] = (state, now + bucket_ttl(state, spec))
 
     def budget_block(
-        self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
+        self,
+        keys: Sequence[str],
+        windows: Sequence[Window],
+        seconds: Sequence[float],
+        again: float | None = None,
+        periods: Sequence[float] | None = None,
     ) -> list[tuple[float, float]]:
+        counted: Sequence[float | None] = periods if periods is not None else [None] * len(seconds)
         with self._lock:
             now = self._clock()
+            ledgers = self._windows(keys)
             return [
-                block(ledger, window, now, wait)
-                for ledger, window, wait in zip(self._windows(keys), windows, seconds, strict=True)
+                block(ledger, window, now, wait, again, period)
+                for ledger, window, wait, period in zip(ledgers, windows, seconds, counted, strict=True)
             ]
 
     def retry_budget(self, provider: str, budget: RetryBudget, firsts: int, ask: bool) -> bool:
@@ -173,10 +180,18 @@ class MemoryStore:
             return booked, wait
 
     def learn(
-        self, provider: str, unit: str, event: str, start: float, value: float, accepted: float = 0.0
+        self,
+        provider: str,
+        unit: str,
+        event: str,
+        start: float,
+        value: float,
+        accepted: float = 0.0,
+        held: float = 0.0,
     ) -> float:
         with self._lock:
-            state = learned(self._learned.get((provider, unit)), event, self._clock(), start, value, accepted)
+            known = self._learned.get((provider, unit))
+            state = learned(known, event, self._clock(), start, value, accepted, held)
             self._learned[(provider, unit)] = state
             return state.rate
 

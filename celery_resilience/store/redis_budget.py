@@ -70,9 +70,19 @@ class RedisBudgets:
         self._call(self._budget, keys=[*keys, *timetable], args=args)
 
     def budget_block(
-        self, keys: Sequence[str], windows: Sequence[Window], seconds: Sequence[float]
+        self,
+        keys: Sequence[str],
+        windows: Sequence[Window],
+        seconds: Sequence[float],
+        again: float | None = None,
+        periods: Sequence[float] | None = None,
     ) -> list[tuple[float, float]]:
-        args = self._window_args("block", "", "", windows, [(wait, -1.0, -1.0) for wait in seconds])
+        counted = periods if periods is not None else [-1.0] * len(seconds)
+        values = [
+            (wait, -1.0 if again is None else again, period)
+            for wait, period in zip(seconds, counted, strict=True)
+        ]
+        args = self._window_args("block", "", "", windows, values)
         found = [float(value) for value in self._call(self._budget, keys=list(keys), args=args)]
         return list(zip(found[0::2], found[1::2], strict=True))
 
@@ -124,7 +134,14 @@ class RedisBudgets:
         return bool(int(booked)), float(wait)
 
     def learn(
-        self, provider: str, unit: str, event: str, start: float, value: float, accepted: float = 0.0
+        self,
+        provider: str,
+        unit: str,
+        event: str,
+        start: float,
+        value: float,
+        accepted: float = 0.0,
+        held: float = 0.0,
     ) -> float:
         now_arg = "" if self._clock is None else repr(self._clock())
         reply = self._call(
@@ -143,8 +160,9 @@ class RedisBudgets:
                 repr(learned.PROBE),
                 repr(learned.QUIET),
                 repr(accepted),
-                repr(learned.ACCELERATE_FOR),
+                repr(learned.PROBE_TOP),
                 repr(learned.SLOW_START),
+                repr(held),
             ],
         )
         return float(reply)

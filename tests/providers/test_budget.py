@@ -96,13 +96,15 @@ def learned_budget(rate: str) -> ProviderSettings:
 
 
 def test_a_429_cuts_a_learned_unit_to_the_limit_its_window_shows(store: Store, clock: FakeClock) -> None:
-    """Ten calls a second apart, then a 429 saying 5 s: the five still counted then, plus one."""
-    quota = ProviderQuota(learned_budget("20/10s"), lambda: store, clock)
-    for _ in range(10):
+    """Sixty calls a second apart, a 429 saying 30 s: the calls the provider counts then, plus one."""
+    quota = ProviderQuota(learned_budget("100/m"), lambda: store, clock)
+    for _ in range(60):
         assert quota.take("p") == 0.0
         clock.advance(1.0)
-    quota.drain("p", 5.0)  # the window spans 10.5 s: calls made after 4.5 s still count at 15 s
-    assert store.learn("p", REQUESTS, READ, 2.0, 0.0) * 10 == pytest.approx(6.0)
+    # Whole seconds are rounded up: the provider takes a call again at 89.5 s, and its own
+    # minute (not the window's stretched span) then counts the calls made after 29.5 s.
+    quota.drain("p", 30.0)
+    assert store.learn("p", REQUESTS, READ, 100 / 60, 0.0) == pytest.approx(31 / 60)
 
 
 def test_a_learned_unit_grows_while_it_refuses_calls(store: Store, clock: FakeClock) -> None:

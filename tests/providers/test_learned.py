@@ -7,13 +7,13 @@ import pytest
 from celery_resilience.errors import ConfigurationError
 from celery_resilience.providers.budget import stretched
 from celery_resilience.providers.learned import (
-    ACCELERATE_FOR,
     COOL_DOWN,
     CUT,
     DECREASE,
     GROW,
     INCREASE,
     PROBE,
+    PROBE_TOP,
     QUIET,
     READ,
     SET,
@@ -36,7 +36,7 @@ def test_a_429_cuts_once_per_cool_down() -> None:
 
 
 def test_success_grows_back_to_the_last_cut_then_probes_past_it() -> None:
-    """Quiet just after a cut; then INCREASE of the cut's rate per second up to it, then PROBE of itself."""
+    """Quiet just after a cut; then INCREASE of the cut's rate per second up to it, then CUBIC's curve."""
     state = learned(None, CUT, 100.0, start=10.0)
     assert learned(state, GROW, 100.0 + QUIET / 2, start=10.0).rate == state.rate  # held by the drain
     grown = learned(state, GROW, 100.0 + QUIET + 5.0, start=10.0)  # a long gap counts as one second
@@ -45,14 +45,20 @@ def test_success_grows_back_to_the_last_cut_then_probes_past_it() -> None:
     for step in range(1, 4):  # 8.5 -> 9.0 -> 9.5 -> 10.0, and not past it by adding
         back = learned(back, GROW, grown.grown_at + step * 1.5, start=10.0)
     assert back.rate == pytest.approx(10.0)
-    # Past it, PROBE of itself per second, faster the longer the last cut holds.
-    probed = learned(back, GROW, back.grown_at + 0.5, start=10.0)
-    speed = min(ACCELERATE_FOR, probed.grown_at - state.cut_at)
-    assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 0.5 * speed))
+    # Past it, the rate at the cut times 1 + PROBE * (seconds probing)^3: flat, then steep.
+    probed = learned(back, GROW, back.grown_at + 1.0, start=10.0)
+    assert probed.rate == pytest.approx(10.0 * (1 + PROBE))
+    probed = learned(probed, GROW, probed.grown_at + 1.0, start=10.0)
+    assert probed.rate == pytest.approx(10.0 * (1 + PROBE * 8))
+    for _ in range(20):  # ...and no faster than PROBE_TOP of itself a second
+        faster = learned(probed, GROW, probed.grown_at + 1.0, start=10.0)
+        assert faster.rate <= probed.rate * (1 + PROBE_TOP) * (1 + 1e-9)
+        probed = faster
+    assert probed.rate > 10.0 * 4
 
 
 def test_a_unit_never_cut_grows_by_slow_start() -> None:
-    """With no cut yet (a cut time of zero), probing is ACCELERATE_FOR times PROBE a second, no faster."""
+    """With no cut yet (a cut time of zero), the rate grows by SLOW_START of itself a second."""
     state = learned(None, READ, 1_800_000_000.0, start=10.0)
     grown = learned(state, GROW, state.grown_at + 1.0, start=10.0)
     assert grown.rate == pytest.approx(10.0 * (1 + SLOW_START))
@@ -64,8 +70,23 @@ def test_a_cut_goes_to_what_the_window_held_when_the_provider_refused() -> None:
     assert cut.rate == 9.5 and cut.ceiling == 9.5
     assert learned(None, CUT, 100.0, start=10.0, accepted=12.0).rate == pytest.approx(10.0 * DECREASE)
     # Within the cool-down a 429 says nothing new, unless its window held less than the rate.
-    assert learned(cut, CUT, 100.1, start=10.0, accepted=9.8).rate == 9.5
-    assert learned(cut, CUT, 100.1, start=10.0, accepted=6.0).rate == 6.0
+    assert learned(cut, CUT, 100.1, start=10.0, accepted=6.0, held=9.8).rate == 9.5
+    assert learned(cut, CUT, 100.1, start=10.0, accepted=6.0, held=6.0).rate == 6.0
+
+
+def test_a_429_met_while_probing_cuts_to_what_the_window_held() -> None:
+    """Probing past its last cut, a rate refused where the window held 10.02 is cut to that, not lower."""
+    cut = learned(None, CUT, 100.0, start=12.0, accepted=10.0)
+    probing = learned(cut, GROW, 100.0 + QUIET + 1.0, start=12.0)
+    probing = learned(probing, GROW, probing.grown_at + 1.0, start=12.0)
+    assert probing.rate > probing.ceiling
+    found = learned(probing, CUT, probing.grown_at + 0.1, start=12.0, accepted=9.0, held=10.02)
+    assert found.rate == 10.02 and found.ceiling == 10.02
+    # Not probing (the limit fell under a rate that held): the projection, as before.
+    assert learned(cut, CUT, 110.0, start=12.0, accepted=7.0, held=9.9).rate == 7.0
+    # In the same episode, only a window that held less lowers it.
+    assert learned(found, CUT, found.cut_at + 0.1, start=12.0, accepted=8.0, held=10.1) == found
+    assert learned(found, CUT, found.cut_at + 0.1, start=12.0, accepted=8.0, held=9.5).rate == 9.5
 
 
 def test_a_stated_limit_is_taken_as_it_is() -> None:
@@ -80,11 +101,12 @@ def test_a_stated_limit_is_taken_as_it_is() -> None:
 def test_a_store_cuts_to_what_the_window_held_the_same_way(store: Store, clock: FakeClock) -> None:
     """Redis's script and the memory store agree on cuts by what the window held, and on probing."""
     assert store.learn("p", "tokens", CUT, 10.0, 1.0, 9.5) == 9.5
-    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 9.8) == 9.5  # the same episode
-    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 6.0) == 6.0  # ...that met a lower window
-    clock.advance(1.0 + QUIET + 3.0)
-    # five seconds since the cut (counted from its drain's end): five times the probe
-    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(6.0 * (1 + PROBE * 1.0 * 5.0))
+    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 9.8, 9.8) == 9.5  # the same episode
+    assert store.learn("p", "tokens", CUT, 10.0, 1.0, 6.0, 6.0) == 6.0  # ...that met a lower window
+    clock.advance(1.0 + QUIET)  # the drain and the quiet: a gap counts as one second
+    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(6.0 * (1 + PROBE))
+    clock.advance(1.0)
+    assert store.learn("p", "tokens", GROW, 10.0, 0.0) == pytest.approx(6.0 * (1 + PROBE * 8))
 
 
 def test_a_store_learns_the_same_way(store: Store, clock: FakeClock) -> None:

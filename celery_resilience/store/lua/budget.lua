@@ -11,14 +11,16 @@
 -- ARGV[3]  provider name (the metric field's suffix);  ARGV[4] metrics TTL in seconds
 -- ARGV[5]  the entry (a reservation's id);  ARGV[6] n, the number of units
 -- ARGV[7..] per unit: count, span in seconds, amount, left, reset.
---          take: the amount to reserve; block: amount, the seconds nothing fits;
+--          take: the amount to reserve; block: amount, the seconds nothing fits; left,
+--          when the provider takes a call again, in seconds (-1: when the wait ends);
+--          reset, the provider's period (-1: the span);
 --          settle: amount, the cost the provider counted (-1: none); left, what the
 --          provider says is left (-1: nothing said); reset, the seconds until its reset
 --          (-1: unknown); then, per timetable bucket: capacity, refill per second, delta
 -- Returns  take: the seconds to wait ("0" when taken), as a string;
---          block: per window, its sum before it was filled and the limit it shows (the
---          calls still in it when the wait ends, plus one of their mean cost), as
---          strings; else "0".
+--          block: per window, what the provider had accepted (the calls of its last
+--          period) and the limit the window shows (the calls it still counts when it
+--          takes a call again, plus one of their mean cost), as strings; else "0".
 
 local now = clock(ARGV[1])
 local mode = ARGV[2]
@@ -157,9 +159,13 @@ if mode == "block" then
   for i = 1, n do
     local hash = KEYS[2 * i]
     local own = tonumber(redis.call("HGET", hash, BLOCKED) or "0") + tonumber(redis.call("HGET", hash, HELD) or "0")
-    local before = math.max(0, sums[i] - own)
-    local stays, calls = staying(i, amounts[i])
-    local limit = stays + (calls > 0 and before / calls or 0)
+    local total = math.max(0, sums[i] - own)
+    local period = resets[i] >= 0 and resets[i] or spans[i]
+    local again = lefts[i] >= 0 and lefts[i] or amounts[i]
+    -- staying(i, s) counts what is in the window s seconds on, over the span
+    local before = staying(i, spans[i] - period)
+    local stays, calls = staying(i, again + spans[i] - period)
+    local limit = stays + (calls > 0 and total / calls or 0)
     found[2 * i - 1] = string.format("%.17g", before)
     found[2 * i] = string.format("%.17g", math.max(0, limit))
     block(i, amounts[i])

@@ -9,11 +9,12 @@
 -- ARGV[5]  the stated rate per second (set), or the seconds a 429 drained the budget (cut)
 -- ARGV[6]  increase;  ARGV[7] decrease
 -- ARGV[8]  cool-down in seconds;  ARGV[9] floor, a share of the starting rate
--- ARGV[10] probe (growth past the last cut's rate, per second since that cut)
+-- ARGV[10] probe (growth past the last cut's rate: that rate times 1 + probe * seconds^3)
 -- ARGV[11] quiet seconds after a cut
 -- ARGV[12] cut: what the window held when the provider refused, per second (0: unknown)
--- ARGV[13] the most seconds since a cut that speed up probing
+-- ARGV[13] the fastest probing, of the rate per second
 -- ARGV[14] growth per second of a unit never cut (slow start)
+-- ARGV[15] cut: what the window held of the provider's period when it refused, per second
 -- Returns  the rate per second, as a string.
 
 local now = clock(ARGV[1])
@@ -34,15 +35,19 @@ elseif stated == "1" then
   event = "read"  -- the provider's word stands until it says otherwise
 elseif event == "cut" then
   local accepted = tonumber(ARGV[12] or "0")
-  local measured = accepted > 0 and accepted < rate
+  local held = tonumber(ARGV[15] or "0")
   local floor = start * tonumber(ARGV[9])
   if now - cut_at < tonumber(ARGV[8]) then
     -- another 429 of the same episode: only a window holding less than the rate lowers it
-    if measured then
-      rate = math.max(floor, accepted)
+    if held > 0 and held < rate then
+      rate = math.max(floor, held)
       ceiling = math.min(ceiling, rate)
     end
   else
+    if cut_at > 0 and rate > ceiling and held > 0 and held < rate then
+      accepted = held  -- probing past the last cut found the limit it had not moved from
+    end
+    local measured = accepted > 0 and accepted < rate
     if measured then
       rate = math.max(floor, accepted)
       ceiling = rate
@@ -63,7 +68,10 @@ elseif event == "grow" then
   elseif rate < ceiling then
     rate = math.min(ceiling, rate + tonumber(ARGV[6]) * ceiling * elapsed)
   else
-    rate = rate * (1 + tonumber(ARGV[10]) * elapsed * math.min(tonumber(ARGV[13]), math.max(1, now - cut_at)))
+    -- where the rate is on CUBIC's curve (its seconds of probing), then elapsed on
+    local probe = tonumber(ARGV[10])
+    local probed = (math.max(0, rate / ceiling - 1) / probe) ^ (1 / 3)
+    rate = math.min(ceiling * (1 + probe * (probed + elapsed) ^ 3), rate * (1 + tonumber(ARGV[13]) * elapsed))
   end
   grown_at = now
 end
