@@ -173,11 +173,22 @@ class ProviderQuota:
     def estimate(
         self, provider: str, task: str, prompt: str | None, max_tokens: float | None
     ) -> tuple[float, float]:
-        """A call's input and output tokens, before it is made (zero for a budget of requests)."""
+        """A call's input and output tokens, before it is made (zero for a budget of requests).
+
+        Without ``max_tokens``, a stated limit is kept by reserving a high percentile of
+        the task's outputs: no window of the provider's then holds more than its count.
+        A learned unit's count is where the provider refuses, found by its 429s, so the
+        mean is reserved: with the high percentile, the window would run under its count
+        by the difference, and the provider refuse only once the count is past the limit
+        by as much (the count would read high, and a probe meet the provider late)."""
         if not self.counts_tokens(provider):
             return 0.0, 0.0
         input_tokens = float(estimate_tokens(prompt, self._counter)) if prompt else 0.0
-        output_tokens = float(max_tokens) if max_tokens is not None else self.outputs.estimate(task)
+        if max_tokens is not None:
+            return input_tokens, float(max_tokens)
+        budget = self.providers[provider]
+        learned = all(b.learned for unit, b in budget.units if unit != REQUESTS)
+        output_tokens = self.outputs.mean(task) if learned else self.outputs.estimate(task)
         return input_tokens, output_tokens
 
     def reserve(

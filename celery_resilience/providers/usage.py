@@ -185,6 +185,14 @@ class OutputObserver:
             return DEFAULT_OUTPUT_ESTIMATE
         return seen[min(len(seen) - 1, max(0, math.ceil(self._percentile * len(seen)) - 1))]
 
+    def mean(self, task: str) -> float:
+        """What a call of the task produces on average (the default until enough are seen)."""
+        with self._lock:
+            seen = list(self._seen.get(task, ()))
+        if len(seen) < self._minimum:
+            return DEFAULT_OUTPUT_ESTIMATE
+        return sum(seen) / len(seen)
+
 
 class StreamUsage:
     """The usage a streamed response reports in its events: OpenAI's last chunk (with

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celery_resilience.monitoring.counters import PROVIDER_SCOPE
-from celery_resilience.providers.budget import REQUESTS, ProviderBudget, UnitBudget, stretched
+from celery_resilience.providers.budget import REQUESTS, TOKENS, ProviderBudget, UnitBudget, stretched
 from celery_resilience.providers.learned import READ, SLOW_START
 from celery_resilience.providers.quota import ProviderQuota
 from celery_resilience.providers.settings import ProviderSettings
@@ -105,6 +105,27 @@ def test_a_429_cuts_a_learned_unit_to_the_limit_its_window_shows(store: Store, c
     # minute (not the window's stretched span) then counts the calls made after 29.5 s.
     quota.drain("p", 30.0)
     assert store.learn("p", REQUESTS, READ, 100 / 60, 0.0) == pytest.approx(31 / 60)
+
+
+def test_a_learned_token_unit_reserves_the_mean_output_and_a_stated_one_the_high_percentile(
+    store: Store,
+) -> None:
+    """Without max_tokens, a stated limit reserves the 99th percentile; a learned one the mean."""
+
+    def quota(learned: bool) -> ProviderQuota:
+        unit = UnitBudget(parse_rate("60000/m"), learned=learned)
+        return ProviderQuota(
+            ProviderSettings({"p": ProviderBudget(((REQUESTS, unit), (TOKENS, unit)))}, None, None),
+            lambda: store,
+        )
+
+    stated, learned = quota(False), quota(True)
+    for found in (stated, learned):
+        for tokens in range(1, 101):
+            found.outputs.observe("t", float(tokens))
+    assert stated.estimate("p", "t", None, None) == (0.0, 99.0)
+    assert learned.estimate("p", "t", None, None) == (0.0, 50.5)
+    assert learned.estimate("p", "t", None, 500) == (0.0, 500.0)  # max_tokens is what is counted
 
 
 def test_a_learned_unit_grows_while_it_refuses_calls(store: Store, clock: FakeClock) -> None:

@@ -102,13 +102,14 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
 
 
 def test_the_output_estimate_is_the_tasks_high_percentile_once_seen_enough() -> None:
-    """Before twenty calls, the default; then the 99th percentile of the last ones, per task."""
+    """Before twenty calls, the default; then the 99th percentile (or the mean) of the last ones, per task."""
     observer = OutputObserver(keep=100, percentile=0.99, minimum=20)
     assert observer.estimate("t") == DEFAULT_OUTPUT_ESTIMATE
     for tokens in range(1, 101):
         observer.observe("t", float(tokens))
     assert observer.estimate("t") == 99.0
     assert observer.estimate("other") == DEFAULT_OUTPUT_ESTIMATE
+    assert observer.mean("t") == 50.5 and observer.mean("other") == DEFAULT_OUTPUT_ESTIMATE
 
 
 def test_a_streams_usage_comes_from_its_last_events() -> None:
