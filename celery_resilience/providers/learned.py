@@ -68,7 +68,7 @@ DECREASE = 0.8  # kept of the rate on a 429
 PROBE = 0.0025
 PROBE_TOP = 0.25  # the fastest probing, of the rate per second
 COOL_DOWN = 0.5  # seconds between two cuts
-QUIET = 2.0  # seconds after a cut without growth
+QUIET = 1.0  # seconds after a cut without growth
 SLOW_START = 0.7  # of the rate, per second of growth before the first cut: about twice a second
 REFRESH = 0.5  # seconds a process keeps the shared rate
 GROW_EVERY = 0.2  # seconds between two growth reports from one process
@@ -163,6 +163,7 @@ class LearnedRates:
         self._store, self._clock = store, clock
         self._rates: dict[tuple[str, str], tuple[float, float]] = {}  # -> (rate, read at)
         self._grown: dict[tuple[str, str], float] = {}
+        self._stated: set[tuple[str, str]] = set()  # units whose limit a response stated here
         self._lock = threading.Lock()
 
     def rate(self, provider: str, unit: str, start: float) -> float:
@@ -172,6 +173,11 @@ class LearnedRates:
         if known is not None and self._clock.monotonic() - known[1] < REFRESH:
             return known[0]
         return self._send(provider, unit, READ, start, 0.0, fallback=known[0] if known else start)
+
+    def is_stated(self, provider: str, unit: str) -> bool:
+        """Whether a response to this process stated the unit's limit (it is no longer found by 429s)."""
+        with self._lock:
+            return (provider, unit) in self._stated
 
     def grew(self, provider: str, unit: str, start: float) -> None:
         """A call succeeded while the unit held calls back: report it, at most every ``GROW_EVERY``."""
@@ -190,6 +196,7 @@ class LearnedRates:
     def stated(self, provider: str, unit: str, start: float, per_second: float) -> None:
         """The provider stated the unit's limit; only a change is sent."""
         with self._lock:
+            self._stated.add((provider, unit))
             known = self._rates.get((provider, unit))
         if known is not None and abs(known[0] - per_second) <= per_second * 1e-6:
             return

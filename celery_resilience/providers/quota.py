@@ -177,18 +177,20 @@ class ProviderQuota:
 
         Without ``max_tokens``, a stated limit is kept by reserving a high percentile of
         the task's outputs: no window of the provider's then holds more than its count.
-        A learned unit's count is where the provider refuses, found by its 429s, so the
-        mean is reserved: with the high percentile, the window would run under its count
-        by the difference, and the provider refuse only once the count is past the limit
-        by as much (the count would read high, and a probe meet the provider late)."""
+        A unit learned from 429s (no response stated its limit) has its count where the
+        provider refuses, so the mean is reserved: with the high percentile, the window
+        would run under its count by the difference, and the provider refuse only once
+        the count is past the limit by as much (the count would read high, and a probe
+        meet the provider late)."""
         if not self.counts_tokens(provider):
             return 0.0, 0.0
         input_tokens = float(estimate_tokens(prompt, self._counter)) if prompt else 0.0
         if max_tokens is not None:
             return input_tokens, float(max_tokens)
         budget = self.providers[provider]
-        learned = all(b.learned for unit, b in budget.units if unit != REQUESTS)
-        output_tokens = self.outputs.mean(task) if learned else self.outputs.estimate(task)
+        units = [(unit, b) for unit, b in budget.units if unit != REQUESTS]
+        found = all(b.learned and not self.learned.is_stated(provider, unit) for unit, b in units)
+        output_tokens = self.outputs.mean(task) if found else self.outputs.estimate(task)
         return input_tokens, output_tokens
 
     def reserve(

@@ -110,7 +110,7 @@ def test_a_429_cuts_a_learned_unit_to_the_limit_its_window_shows(store: Store, c
 def test_a_learned_token_unit_reserves_the_mean_output_and_a_stated_one_the_high_percentile(
     store: Store,
 ) -> None:
-    """Without max_tokens, a stated limit reserves the 99th percentile; a learned one the mean."""
+    """Without max_tokens, a stated limit reserves the 99th percentile; one learned from 429s the mean."""
 
     def quota(learned: bool) -> ProviderQuota:
         unit = UnitBudget(parse_rate("60000/m"), learned=learned)
@@ -126,6 +126,8 @@ def test_a_learned_token_unit_reserves_the_mean_output_and_a_stated_one_the_high
     assert stated.estimate("p", "t", None, None) == (0.0, 99.0)
     assert learned.estimate("p", "t", None, None) == (0.0, 50.5)
     assert learned.estimate("p", "t", None, 500) == (0.0, 500.0)  # max_tokens is what is counted
+    learned.learned.stated("p", TOKENS, 1000.0, 1000.0)  # a response stated the limit
+    assert learned.estimate("p", "t", None, None) == (0.0, 99.0)
 
 
 def test_a_learned_unit_grows_while_it_refuses_calls(store: Store, clock: FakeClock) -> None:
