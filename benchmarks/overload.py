@@ -4,10 +4,11 @@
 
 One worker (four threads) in front of a provider over HTTP that takes ``SERVICE`` seconds
 a call: a capacity of ``4 / SERVICE`` calls a second. Requests are interactive work a
-user waits on for ``PATIENCE`` seconds (shedding: target 0.5 s, interval 2 s, deadline
-1 s, twice the target as by default). Per variant (``fifo``: nothing shed; ``shed``:
-``resilience_shedding``; ``expires``: Celery's own fixed ``expires`` of the deadline on
-every publish, under overload only), two loads, arrivals paced by the clock:
+user waits on for ``PATIENCE`` seconds (shedding: target 0.5 s, interval 0.5 s, deadline
+1 s: the deadline twice the target and the interval the target, as by default). Per
+variant (``fifo``: nothing shed; ``shed``: ``resilience_shedding``; ``expires``:
+Celery's own fixed ``expires`` of the deadline on every publish, under overload only),
+two loads, arrivals paced by the clock:
 
 - **overload**: twice the capacity for ``OVERLOAD`` seconds, then half of it for as long;
 - **burst**: a mean of 0.8 of the capacity, in bursts (1.6 for a second, then nothing for

@@ -21,7 +21,7 @@ from celery_resilience import AITask, FallbackResult, Resilience, Throttled
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 VARIANT = os.environ.get("BENCH_OVERLOAD_VARIANT", "shed")
 TARGET = float(os.environ.get("BENCH_OVERLOAD_TARGET", "0.5"))
-INTERVAL = float(os.environ.get("BENCH_OVERLOAD_INTERVAL", "2"))
+INTERVAL = float(os.environ.get("BENCH_OVERLOAD_INTERVAL", "0.5"))
 DEADLINE = float(os.environ.get("BENCH_OVERLOAD_DEADLINE", "3"))
 QUEUE = f"bench-overload-{VARIANT}"
 DONE = f"bench-overload-{VARIANT}:done"

@@ -295,6 +295,7 @@ class AITask(ResilientTask):
         dependency = provider or self.breaker or self.name
         if direct or not self.request.retries:
             resilience.retries.first_attempt(dependency)
+        began = resilience.clock.monotonic()
         try:
             with reserved_for(reservation), self._reported(resilience, dependency, can_fall_back):
                 result = super().__call__(*args, **kwargs)
@@ -309,6 +310,8 @@ class AITask(ResilientTask):
             if outcome is None or outcome.category is Category.IGNORED or not isinstance(error, Exception):
                 raise
             return self._after_failure(resilience, provider, outcome, error, args, kwargs, can_fall_back)
+        # What an answered run takes: the run a shed decision foresees (shedding.py).
+        resilience.sojourn.ran(self.name, resilience.clock.monotonic() - began)
         if call is not None:
             resilience.breakers.record(call, None)
         if provider is not None:

@@ -40,11 +40,13 @@ def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> s
     if not isinstance(request_type, str):
         request_type = task.request_type or resilience.settings.admission.default_request_type
     age = max(0.0, now - float(admitted))
-    # A chain's first step answers its user only once its later steps have run, and each
-    # of them will wait in this queue about as long as it did: that is held against the
-    # deadline, so a chain starts only when it can still end in time.
+    # The deadline is when the user is answered: the run ahead counts. A chain's first
+    # step answers its user only once its later steps have run, and each of them will
+    # wait in this queue about as long as it did and run about as long: all of that is
+    # held against the deadline, so a chain starts only when it can still end in time.
     later = len(getattr(request, "chain", None) or ()) if request.parent_id is None else 0
-    projected = age + later * sojourn
+    run = resilience.sojourn.run_time(task.name)
+    projected = age + later * sojourn + (1 + later) * run
     shed = resilience.sojourn.shed(queue, request_type, sojourn, now, projected) and request.parent_id is None
     count_dequeued(resilience.record, queue, sojourn, shed)
     if not shed:
@@ -53,8 +55,9 @@ def shed_reason(task: Any, resilience: Resilience, context: dict[str, Any]) -> s
     deadline = policy.deadline if policy is not None else 0.0
     steps = f" and {later} more steps would wait about as long" if later else ""
     return (
-        f"waited {age:.1f}s ({sojourn:.1f}s in queue {queue!r}){steps}, past the {deadline:g}s deadline "
-        f"of {request_type!r} work, while the queue is overloaded"
+        f"waited {age:.1f}s ({sojourn:.1f}s in queue {queue!r}){steps}, with {projected - age:.1f}s "
+        f"more foreseen past the {deadline:g}s deadline of {request_type!r} work, while the queue "
+        "is overloaded"
     )
 
 

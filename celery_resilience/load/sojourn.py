@@ -9,8 +9,8 @@ per queue and request type, as each worker process sees its own dequeues:
   ETA when it was paced: pacing is not queueing) ends any episode: nothing is shed;
 - once every task for ``interval`` seconds has waited longer than ``target`` (the least
   sojourn over the interval is above it: a standing queue, not a burst), the queue is
-  overloaded, and a task whose user has waited past its request type's ``deadline``
-  (since admission, pacing included) skips the
+  overloaded, and a task whose user would wait past its request type's ``deadline``
+  (since admission, pacing included, with the task's own run foreseen) skips the
   provider: its fallback chain answers it in the worker, at once, from the steps that
   call no provider (handed on as a new message it would wait behind the backlog), or it
   fails at once with ``Throttled`` when there is none. Either way the worker is free for
@@ -49,11 +49,14 @@ class SojournPolicy:
 # a backlog of other work (``default``, ``background``, ``batch``) is expected to wait.
 # The deadline is twice the target: in an overload some work must be answered without
 # the provider, and serving the fresh keeps every provider answer within twice the
-# target, where serving the stale would make every one late.
-_WAITED_ON = SojournPolicy(target=5.0, interval=20.0, deadline=10.0)
+# target, where serving the stale would make every one late. The interval is the
+# target: the deadline is what spares a burst (its work is served before it), and each
+# interval a standing queue lasts before it sheds is served late (up to target +
+# interval), so an interval past the target would put that work past the deadline.
+_WAITED_ON = SojournPolicy(target=5.0, interval=5.0, deadline=10.0)
 DEFAULT_SHEDDING: Mapping[str, SojournPolicy | None] = MappingProxyType(
     {
-        "critical_business": SojournPolicy(target=10.0, interval=30.0, deadline=20.0),
+        "critical_business": SojournPolicy(target=10.0, interval=10.0, deadline=20.0),
         "interactive": _WAITED_ON,
         "default": None,
         "background": None,
@@ -98,6 +101,8 @@ def read_shedding(setting: str, value: object) -> Mapping[str, SojournPolicy | N
 # Intervals after an episode's end within which a wait past the target starts the next
 # one at once (RFC 8289's 16).
 REENTER = 16
+# Weight of a task's latest run in its smoothed run time.
+RUN_WEIGHT = 0.2
 
 
 class SojournWatch:
@@ -105,10 +110,22 @@ class SojournWatch:
 
     def __init__(self, policies: Mapping[str, SojournPolicy | None]) -> None:
         self.policies = policies
+        self._runs: dict[str, float] = {}  # task name -> how long its runs take, smoothed
         self._first_above: dict[tuple[str, str], float] = {}
         self._last_seen: dict[tuple[str, str], float] = {}
         self._ended: dict[tuple[str, str], float] = {}  # when the last episode ended
         self._lock = threading.Lock()
+
+    def ran(self, task: str, seconds: float) -> None:
+        """A run of ``task`` took ``seconds``: what the next one is foreseen to take."""
+        with self._lock:
+            known = self._runs.get(task)
+            self._runs[task] = seconds if known is None else known + RUN_WEIGHT * (seconds - known)
+
+    def run_time(self, task: str) -> float:
+        """How long a run of ``task`` takes in this process, smoothed (0 before the first)."""
+        with self._lock:
+            return self._runs.get(task, 0.0)
 
     def policy(self, request_type: str) -> SojournPolicy | None:
         if request_type in self.policies:

@@ -68,8 +68,8 @@ def test_settings_merge_over_the_defaults_and_refuse_what_cannot_work() -> None:
         "critical_business": None,
     }
     read = read_shedding("resilience_shedding", conf)
-    assert read["interactive"] == SojournPolicy(target=5.0, interval=20.0, deadline=30.0)
-    assert read["batch"] == SojournPolicy(target=60.0, interval=20.0, deadline=120.0)
+    assert read["interactive"] == SojournPolicy(target=5.0, interval=5.0, deadline=30.0)
+    assert read["batch"] == SojournPolicy(target=60.0, interval=5.0, deadline=120.0)
     assert (
         read["critical_business"] is None
         and read["background"] is None
