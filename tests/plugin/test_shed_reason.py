@@ -50,4 +50,3 @@ def test_a_request_whose_run_would_end_past_the_deadline_is_shed() -> None:
     resilience.sojourn.ran("ask", 0.5)
     reason = dequeued(resilience, 0.6, 0)
     assert reason is not None and "0.5s more foreseen" in reason
-
