@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from celery_resilience_harness.simulation.load import LoadRun, Request, outcome_of
-from celery_resilience_harness.simulation.measures import percentile, summarise
+from celery_resilience_harness.simulation.measures import (
+    fair_shares,
+    jain,
+    percentile,
+    summarise,
+    tenant_shares,
+)
 from celery_resilience_harness.simulation.runner import RunData
-from celery_resilience_harness.simulation.scenarios import scenario
-from celery_resilience_harness.simulation.traffic import Arrival, model_answer, right_answer
+from celery_resilience_harness.simulation.scenarios import Scale, scenario
+from celery_resilience_harness.simulation.traffic import (
+    Arrival,
+    arrivals,
+    model_answer,
+    right_answer,
+    tenant_of,
+)
 
 from celery_resilience.fallbacks.result import FallbackResult
 
@@ -84,3 +97,27 @@ def test_the_stand_in_model_answers_by_meaning_and_deadline() -> None:
         )
         == "feature"
     )
+
+
+def test_tenants_split_users_by_weight_and_one_of_five_sending_ten_times_sends_most() -> None:
+    """Weights 10, 1, 1, 1, 1 over 40 users: 29 in the first tenant, 2 or 3 in each other."""
+    tenants = Counter(tenant_of(index, 40, (10.0, 1.0, 1.0, 1.0, 1.0)) for index in range(40))
+    assert tenants["tenant-0"] == 29 and sum(tenants.values()) == 40 and len(tenants) == 5
+    assert tenant_of(3, 40, ()) == ""
+    sent = Counter(a.tenant for a in arrivals(scenario("noisy-tenant"), Scale(scale=0.1, speedup=6.0)))
+    assert sent["tenant-0"] > 5 * max(count for tenant, count in sent.items() if tenant != "tenant-0")
+    assert all(a.tenant == "" for a in arrivals(scenario("outage"), Scale(scale=0.1, speedup=6.0)))
+
+
+def test_fair_shares_are_max_min_and_jain_is_one_only_when_every_tenant_gets_its_share() -> None:
+    """A capacity of 50 over demands 10, 10, 100: 10, 10 and 30; served as such, Jain's index is 1."""
+    assert fair_shares([10.0, 10.0, 100.0], 50.0) == [10.0, 10.0, 30.0]
+    assert jain([1.0, 1.0, 1.0]) == pytest.approx(1.0)
+    assert jain([3.0, 0.0, 0.0]) == pytest.approx(1 / 3)
+    fair = {"tenant-0": {"requests": 100, "provider": 30}, "tenant-1": {"requests": 10, "provider": 10},
+            "tenant-2": {"requests": 10, "provider": 10}}  # fmt: skip
+    assert tenant_shares(fair) == {"jain": pytest.approx(1.0), "quiet_served_share": 1.0}
+    unfair = {"tenant-0": {"requests": 100, "provider": 46}, "tenant-1": {"requests": 10, "provider": 2},
+              "tenant-2": {"requests": 10, "provider": 2}}  # fmt: skip
+    found = tenant_shares(unfair)
+    assert found["jain"] < 0.75 and found["quiet_served_share"] == 0.2

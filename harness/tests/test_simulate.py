@@ -140,3 +140,19 @@ def test_bad_options_fail_before_anything_runs_and_say_what_was_expected(
         simulate_main(args)
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_noisy_tenant_replays_with_every_tenant_counted(tmp_path: Path) -> None:
+    """The noisy tenant replays by name; each request counts under its tenant; more are answered after."""
+    report, printed, _ = simulate(tmp_path, "noisy-tenant")
+    runs = report["scenarios"]["noisy-tenant"]
+    before, after = runs["before"], runs["after"]
+    for run in (before, after):
+        check_accounting(run)
+        assert len(run["tenants"]) == 5
+        assert sum(t["requests"] for t in run["tenants"].values()) == run["requests"]
+        assert set(run["tenant_fairness"]) == {"jain", "quiet_served_share"}
+    noisy = max(after["tenants"].values(), key=lambda t: t["requests"])
+    assert noisy["requests"] > 0.5 * after["requests"]
+    assert after["tasks_lost"] == 0 and after["answered_share"] > before["answered_share"]
+    assert "Tenants (provider answers against max-min fair shares of them)" in printed

@@ -13,7 +13,7 @@ from .fake_server import FakeServices
 from .measures import RunSummary, summarise
 from .report import render, write_json
 from .runner import RunOptions, run_scenario
-from .scenarios import SCENARIOS, Scale, scenario
+from .scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scale, scenario
 from .services_client import ServicesClient
 
 __all__ = ["simulate_main", "fake_services_main"]
@@ -113,7 +113,7 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     options = _options(parser, args)
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = list(DEFAULT_SCENARIOS) if args.scenario == "all" else [args.scenario]
     local = None
     if args.services_url is None:
         local = FakeServices({"primary": ProviderSwitches(), "secondary": ProviderSwitches()}).start()

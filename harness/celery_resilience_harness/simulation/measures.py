@@ -12,7 +12,16 @@ from .load import Request
 from .runner import RunData
 from .traffic import right_answer
 
-__all__ = ["RunSummary", "summarise", "percentile", "timeline", "error_kind"]
+__all__ = [
+    "RunSummary",
+    "summarise",
+    "percentile",
+    "timeline",
+    "error_kind",
+    "fair_shares",
+    "jain",
+    "tenant_shares",
+]
 
 ANSWER_KINDS = (
     "primary",
@@ -58,6 +67,11 @@ class RunSummary:
     marks: dict[str, float]
     # Per answer kind: [answers matching what the provider answers to that text, answers scored]
     right_answers: dict[str, list[int]]
+    # Where the scenario groups users into tenants: per tenant, its requests, its provider
+    # answers and its answers of any kind; Jain's index of provider answers over fair
+    # shares, and the share of their demand the quiet tenants' provider answers were.
+    tenants: dict[str, dict[str, int]]
+    tenant_fairness: dict[str, float]
     timeline: list[dict[str, Any]] = field(repr=False)
     samples: list[dict[str, Any]] = field(repr=False)
 
@@ -177,6 +191,64 @@ def summarise(data: RunData, window: float = 1.0) -> RunSummary:
         plugin=data.plugin,
         marks=data.marks,
         right_answers=_right_answers(requests),
+        tenants=(tenants := _tenants(requests)),
+        tenant_fairness=tenant_shares(tenants),
         timeline=buckets,
         samples=data.samples,
     )
+
+
+def _tenants(requests: Sequence[Request]) -> dict[str, dict[str, int]]:
+    found: dict[str, Counter[str]] = {}
+    for request in requests:
+        tenant = request.arrival.tenant
+        if not tenant:
+            continue
+        counts = found.setdefault(tenant, Counter())
+        counts["requests"] += 1
+        counts["provider"] += request.outcome == "primary"
+        counts["answered"] += request.outcome in ANSWER_KINDS
+    return {tenant: dict(counts) for tenant, counts in sorted(found.items())}
+
+
+def fair_shares(demands: Sequence[float], capacity: float) -> list[float]:
+    """Max-min fair shares of ``capacity``: each tenant its demand or an equal part of what is left."""
+    shares = [0.0] * len(demands)
+    left, open_ = capacity, sorted(range(len(demands)), key=lambda i: demands[i])
+    while open_:
+        part = left / len(open_)
+        index = open_[0]
+        if demands[index] <= part:
+            shares[index] = demands[index]
+            left -= demands[index]
+            open_.pop(0)
+            continue
+        for rest in open_:
+            shares[rest] = part
+        break
+    return shares
+
+
+def jain(values: Sequence[float]) -> float:
+    """Jain's fairness index: 1 when every value is equal, 1/n when one has everything."""
+    total, squares = sum(values), sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares else 1.0
+
+
+def tenant_shares(tenants: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Jain's index of the tenants' provider answers over their max-min fair shares of all
+    provider answers, and the quiet tenants' (all but the one sending most) provider
+    answers as a share of their demand. Empty without tenants."""
+    if len(tenants) < 2:
+        return {}
+    names = list(tenants)
+    demands = [float(tenants[name].get("requests", 0)) for name in names]
+    served = [float(tenants[name].get("provider", 0)) for name in names]
+    shares = fair_shares(demands, sum(served))
+    noisy = max(range(len(names)), key=lambda i: demands[i])
+    quiet = [i for i in range(len(names)) if i != noisy]
+    quiet_demand = sum(demands[i] for i in quiet)
+    return {
+        "jain": jain([s / f for s, f in zip(served, shares, strict=True) if f > 0]),
+        "quiet_served_share": sum(served[i] for i in quiet) / quiet_demand if quiet_demand else 0.0,
+    }

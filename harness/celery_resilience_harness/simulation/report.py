@@ -53,6 +53,23 @@ _SCENARIO_ROWS: tuple[tuple[str, str, Describe, Compare], ...] = (
         lambda r: f"{r.failed} failed, {r.db_refused} connections refused",
         lambda b, a: f"{_change(b.failed, a.failed)} failures",
     ),
+    (
+        "overload",
+        "Sustained overload (2x, then 0.5x)",
+        lambda r: f"{_pct(r.answered_share)} answered, {r.outcomes.get('primary', 0)} by the provider",
+        lambda b, a: f"availability {_pct(b.answered_share)} -> {_pct(a.answered_share)}",
+    ),
+    (
+        "noisy-tenant",
+        "A noisy tenant (1 of 5 sends 10x)",
+        lambda r: (
+            f"quiet tenants {_pct(r.tenant_fairness.get('quiet_served_share', 0.0))} by the provider, "
+            f"Jain {r.tenant_fairness.get('jain', 1.0):.2f}"
+        ),
+        lambda b, a: (
+            f"Jain {b.tenant_fairness.get('jain', 1.0):.2f} -> {a.tenant_fairness.get('jain', 1.0):.2f}"
+        ),
+    ),
 )
 
 
@@ -232,6 +249,29 @@ def events_table(results: Mapping[str, Pair]) -> str | None:
     return _grid(("run", "events", "kind"), rows) if rows else None
 
 
+def tenants_table(results: Mapping[str, Pair]) -> str | None:
+    """Per tenant of the runs that group users into tenants: requests, provider answers,
+    answers of any kind, and beside each run Jain's index of provider answers over fair
+    shares and the quiet tenants' provider answers as a share of their demand."""
+    rows = []
+    for pair in results.values():
+        for mode in ("before", "after"):
+            summary = pair[mode]
+            fairness = summary.tenant_fairness
+            for tenant, counts in summary.tenants.items():
+                rows.append([
+                    f"{summary.scenario} {mode}",
+                    tenant,
+                    str(counts.get("requests", 0)),
+                    str(counts.get("provider", 0)),
+                    str(counts.get("answered", 0)),
+                    f"{fairness.get('jain', 1.0):.2f}",
+                    _pct(fairness.get("quiet_served_share", 0.0)),
+                ])  # fmt: skip
+    header = ("run", "tenant", "requests", "provider answers", "answered", "Jain's index", "quiet served")
+    return _grid(header, rows) if rows else None
+
+
 def render(results: Mapping[str, Pair], scale: Scale) -> str:
     header = (
         f"Scale {scale.scale:g} (users, provider limit and pool), time x{scale.speedup:g} "
@@ -245,6 +285,9 @@ def render(results: Mapping[str, Pair], scale: Scale) -> str:
     tail = "" if errors is None else f"\nRequests that ended in an error, by kind:\n\n{errors}\n"
     if events is not None:
         tail += f"\nEvents sent to Sentry, by kind:\n\n{events}\n"
+    tenants = tenants_table(results)
+    if tenants is not None:
+        tail += f"\nTenants (provider answers against max-min fair shares of them):\n\n{tenants}\n"
     return f"{header}\n\n{reference}\n\n{detail_table(results)}\n{tail}"
 
 

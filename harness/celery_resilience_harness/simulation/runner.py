@@ -27,7 +27,7 @@ from typing import Any
 import sentry_sdk
 from celery import Celery
 
-from celery_resilience import BreakerState, Resilience
+from celery_resilience import BreakerState, Resilience, caller
 from celery_resilience.monitoring.summary import MetricsReader
 
 from .load import FINAL_STATES, LoadRun, run_load
@@ -106,6 +106,9 @@ class PipelineDriver:
 
     def submit(self, arrival: Arrival) -> str:
         task = self.tasks[arrival.kind]
+        if self.protected and arrival.tenant:  # as a web middleware names the tenant
+            with caller(user_id=arrival.user, tenant=arrival.tenant):
+                return str(task.apply_async((arrival.text,)).id)
         if self.protected:
             return str(task.apply_async((arrival.text,), user_id=arrival.user).id)
         return str(task.apply_async((arrival.text,)).id)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Phase", "Scenario", "Scale", "SCENARIOS", "scenario"]
+__all__ = ["Phase", "Scenario", "Scale", "SCENARIOS", "DEFAULT_SCENARIOS", "scenario"]
 
 PROVIDER_RPM = 1000
 DB_CONNECTIONS = 200
@@ -65,6 +65,10 @@ class Phase:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     db_held_share: float | None = None
     marks: tuple[str, ...] = ()  # events this phase starts: "outage", "recovery", "spike", "calm"
+    # The users split into tenants by these weights (a weight of 10 has ten times the
+    # users of a weight of 1), each user sending ``per_user``; none: every user is a
+    # tenant of its own.
+    tenants: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Scenario:
     name: str
     title: str
     phases: tuple[Phase, ...]
+    default: bool = True  # replayed by ``all`` (``make demo``); else by name
 
     @property
     def minutes(self) -> float:
@@ -108,7 +113,28 @@ DB_SPIKE = Scenario(
     ),
 )
 
-SCENARIOS: Mapping[str, Scenario] = {s.name: s for s in (SURGE, OUTAGE, DB_SPIKE)}
+# The provider takes 1000 a minute (the budget 900): twice that, then half of it.
+OVERLOAD = Scenario(
+    "overload",
+    "Sustained overload: twice what the provider serves for three minutes, then half",
+    (
+        Phase("twice the provider's limit", 3.0, 200, 10),
+        Phase("half of it", 2.0, 100, 5),
+    ),
+    default=False,
+)
+
+# Five tenants; one sends ten times what each other does, through ten times the users,
+# each within its own limits (5 a minute): 2000 a minute, twice what the provider serves.
+NOISY_TENANT = Scenario(
+    "noisy-tenant",
+    "A noisy tenant: one of five sends ten times each other's work, twice the provider's limit",
+    (Phase("five tenants, one noisy", 4.0, 400, 5, tenants=(10.0, 1.0, 1.0, 1.0, 1.0)),),
+    default=False,
+)
+
+SCENARIOS: Mapping[str, Scenario] = {s.name: s for s in (SURGE, OUTAGE, DB_SPIKE, OVERLOAD, NOISY_TENANT)}
+DEFAULT_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if s.default)
 
 
 def scenario(name: str) -> Scenario:

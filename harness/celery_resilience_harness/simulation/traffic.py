@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .fake_provider import choose_from_instructions
 from .scenarios import Scale, Scenario
 
-__all__ = ["Arrival", "arrivals", "user_id", "right_answer", "model_answer", "TASK_KINDS"]
+__all__ = ["Arrival", "arrivals", "user_id", "tenant_of", "right_answer", "model_answer", "TASK_KINDS"]
 
 TASK_KINDS = ("classify", "prioritise")
 
@@ -74,6 +74,7 @@ class Arrival:
     kind: str
     text: str
     phase: int
+    tenant: str = ""  # named only where the scenario groups users into tenants
 
 
 def user_id(index: int) -> str:
@@ -81,6 +82,18 @@ def user_id(index: int) -> str:
     slot = index % 20
     tier = "enterprise" if slot == 0 else "pro" if slot in (1, 2, 3) else "free"
     return f"{tier}-{index:04d}"
+
+
+def tenant_of(index: int, users: int, weights: tuple[float, ...]) -> str:
+    """The tenant of user ``index`` of ``users``, split by ``weights`` in order ("" without)."""
+    if not weights:
+        return ""
+    bound = 0.0
+    for number, weight in enumerate(weights):
+        bound += weight
+        if index < round(users * bound / sum(weights)):
+            return f"tenant-{number}"
+    return f"tenant-{len(weights) - 1}"
 
 
 def arrivals(scenario: Scenario, scale: Scale, seed: int = 1) -> list[Arrival]:
@@ -94,7 +107,9 @@ def arrivals(scenario: Scenario, scale: Scale, seed: int = 1) -> list[Arrival]:
         moment = start + rng.expovariate(per_second)
         while moment < end:
             kind = TASK_KINDS[0] if rng.random() < 0.6 else TASK_KINDS[1]
-            out.append(Arrival(moment, user_id(rng.randrange(users)), kind, _text(rng, kind), number))
+            index = rng.randrange(users)
+            tenant = tenant_of(index, users, phase.tenants)
+            out.append(Arrival(moment, user_id(index), kind, _text(rng, kind), number, tenant))
             moment += rng.expovariate(per_second)
         start = end
     return out
