@@ -23,15 +23,21 @@ def dequeued(resilience: Resilience, waited: float, later_steps: int) -> Any:
     return shed_reason(task, resilience, context)
 
 
-def test_a_chain_starts_only_when_its_later_steps_can_still_end_in_time() -> None:
-    """Waited 0.6 s against a 1 s deadline: a lone request runs, one with two more steps to wait is shed."""
+def standing_queue() -> Resilience:
+    """A queue whose requests waited above the 0.2 s target for its 1 s interval (deadline 1 s)."""
     clock = FakeClock()
     app = Celery("shed", broker="memory://localhost/", set_as_current=False)
     app.conf.resilience_shedding = {"interactive": {"target": 0.2, "interval": 1.0, "deadline": 1.0}}
     resilience = Resilience(app, store=MemoryStore(KeySpace("shed", 1), clock=clock), clock=clock)
-    for _ in range(3):  # a standing queue: waits above the target for an interval
+    for _ in range(3):
         assert dequeued(resilience, 0.5, 0) is None
         clock.advance(0.5)
+    return resilience
+
+
+def test_a_chain_starts_only_when_its_later_steps_can_still_end_in_time() -> None:
+    """Waited 0.6 s against a 1 s deadline: a lone request runs, one with two more steps to wait is shed."""
+    resilience = standing_queue()
     assert dequeued(resilience, 0.6, 0) is None
     reason = dequeued(resilience, 0.6, 2)
     assert reason is not None and "2 more steps" in reason
@@ -39,13 +45,7 @@ def test_a_chain_starts_only_when_its_later_steps_can_still_end_in_time() -> Non
 
 def test_a_request_whose_run_would_end_past_the_deadline_is_shed() -> None:
     """Waited 0.6 s against a 1 s deadline: shed once its runs are seen to take 0.5 s."""
-    clock = FakeClock()
-    app = Celery("shed", broker="memory://localhost/", set_as_current=False)
-    app.conf.resilience_shedding = {"interactive": {"target": 0.2, "interval": 1.0, "deadline": 1.0}}
-    resilience = Resilience(app, store=MemoryStore(KeySpace("shed", 1), clock=clock), clock=clock)
-    for _ in range(3):  # a standing queue: waits above the target for an interval
-        assert dequeued(resilience, 0.5, 0) is None
-        clock.advance(0.5)
+    resilience = standing_queue()
     assert dequeued(resilience, 0.6, 0) is None
     resilience.sojourn.ran("ask", 0.5)
     reason = dequeued(resilience, 0.6, 0)
