@@ -64,7 +64,7 @@ logger = logging.getLogger("celery_resilience.learned")
 INCREASE = 0.05  # of the rate at the last cut, per second of success while held back
 DECREASE = 0.8  # kept of the rate on a 429
 # Probing past the rate at the last cut: that rate times 1 + PROBE * (seconds probing)^3,
-# about +2 % after 2 s, +16 % after 4 s, double after 7 s.
+# about +2 % after 2 s, +16 % after 4 s, +86 % after 7 s.
 PROBE = 0.0025
 PROBE_TOP = 0.25  # the fastest probing, of the rate per second
 COOL_DOWN = 0.5  # seconds between two cuts
