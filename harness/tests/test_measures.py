@@ -100,13 +100,15 @@ def test_the_stand_in_model_answers_by_meaning_and_deadline() -> None:
 
 
 def test_tenants_split_users_by_weight_and_one_of_five_sending_ten_times_sends_most() -> None:
-    """Weights 10, 1, 1, 1, 1 over 40 users: 29 in the first tenant, 2 or 3 in each other."""
+    """Weights 10, 1, 1, 1, 1 over 40 users: 29 in the first tenant, 2 or 3 in each other, all free."""
     tenants = Counter(tenant_of(index, 40, (10.0, 1.0, 1.0, 1.0, 1.0)) for index in range(40))
     assert tenants["tenant-0"] == 29 and sum(tenants.values()) == 40 and len(tenants) == 5
     assert tenant_of(3, 40, ()) == ""
     sent = Counter(a.tenant for a in arrivals(scenario("noisy-tenant"), Scale(scale=0.1, speedup=6.0)))
     assert sent["tenant-0"] > 5 * max(count for tenant, count in sent.items() if tenant != "tenant-0")
     assert all(a.tenant == "" for a in arrivals(scenario("outage"), Scale(scale=0.1, speedup=6.0)))
+    tiers = {a.user.split("-")[0] for a in arrivals(scenario("noisy-tenant"), Scale(scale=0.1, speedup=6.0))}
+    assert tiers == {"free"}  # tiers do not decide between tenants
 
 
 def test_fair_shares_are_max_min_and_jain_is_one_only_when_every_tenant_gets_its_share() -> None:

@@ -109,7 +109,10 @@ def arrivals(scenario: Scenario, scale: Scale, seed: int = 1) -> list[Arrival]:
             kind = TASK_KINDS[0] if rng.random() < 0.6 else TASK_KINDS[1]
             index = rng.randrange(users)
             tenant = tenant_of(index, users, phase.tenants)
-            out.append(Arrival(moment, user_id(index), kind, _text(rng, kind), number, tenant))
+            # Between tenants, every user is on the free tier: tiers would otherwise decide
+            # who is served (the first twenty users hold the enterprise and pro ones).
+            user = f"free-{index:04d}" if tenant else user_id(index)
+            out.append(Arrival(moment, user, kind, _text(rng, kind), number, tenant))
             moment += rng.expovariate(per_second)
         start = end
     return out
