@@ -22,15 +22,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import StoreUnavailable
 from ..monitoring.counters import count_provider_429
 from .blind import BlindBudgets
-from .budget import (
-    INPUT_TOKENS,
-    OUTPUT_TOKENS,
-    REQUESTS,
-    ProviderBudget,
-    Said,
-    UnitBudget,
-    Window,
-)
+from .budget import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, ProviderBudget, Said, UnitBudget, Window
 from .learned import LearnedRates
 from .port import ProviderStore
 from .settings import ProviderSettings

@@ -179,19 +179,21 @@ class OutputObserver:
             self._seen.setdefault(task, deque(maxlen=self._keep)).append(output_tokens)
 
     def estimate(self, task: str) -> float:
-        with self._lock:
-            seen = sorted(self._seen.get(task, ()))
-        if len(seen) < self._minimum:
+        seen = sorted(self._enough(task))
+        if not seen:
             return DEFAULT_OUTPUT_ESTIMATE
         return seen[min(len(seen) - 1, max(0, math.ceil(self._percentile * len(seen)) - 1))]
 
     def mean(self, task: str) -> float:
         """What a call of the task produces on average (the default until enough are seen)."""
+        seen = self._enough(task)
+        return sum(seen) / len(seen) if seen else DEFAULT_OUTPUT_ESTIMATE
+
+    def _enough(self, task: str) -> list[float]:
+        """The task's recent outputs, or none until ``minimum`` have been seen."""
         with self._lock:
             seen = list(self._seen.get(task, ()))
-        if len(seen) < self._minimum:
-            return DEFAULT_OUTPUT_ESTIMATE
-        return sum(seen) / len(seen)
+        return seen if len(seen) >= self._minimum else []
 
 
 class StreamUsage:
