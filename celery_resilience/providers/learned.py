@@ -40,10 +40,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..clock import Clock
 from ..errors import StoreUnavailable
+from .port import ProviderStore
 
 __all__ = [
     "COOL_DOWN",
@@ -55,7 +55,6 @@ __all__ = [
     "SLOW_START",
     "LearnedRate",
     "LearnedRates",
-    "LearnStore",
     "learned",
 ]
 
@@ -142,24 +141,10 @@ def learned(
     return current
 
 
-class LearnStore(Protocol):
-    def learn(
-        self,
-        provider: str,
-        unit: str,
-        event: str,
-        start: float,
-        value: float,
-        accepted: float = 0.0,
-        held: float = 0.0,
-    ) -> float:
-        """Apply ``event`` to the provider's learned unit; its rate per second now."""
-
-
 class LearnedRates:
     """The runtime side: each process's copy of the shared rates, and what it reports."""
 
-    def __init__(self, store: Callable[[], LearnStore], clock: Clock) -> None:
+    def __init__(self, store: Callable[[], ProviderStore], clock: Clock) -> None:
         self._store, self._clock = store, clock
         self._rates: dict[tuple[str, str], tuple[float, float]] = {}  # -> (rate, read at)
         self._grown: dict[tuple[str, str], float] = {}
