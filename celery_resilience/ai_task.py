@@ -463,18 +463,20 @@ class AITask(ResilientTask):
         """Take the call's cost from the provider's budget (None: granted unchecked). Spent,
         with time left, the task runs again later (``Ignore``); past ``quota_wait_limit``,
         ``_FallBack``; run inline, ``Throttled``."""
-        quota = resilience.quota
+        quota, context = resilience.quota, self.resilience_context
+        if not direct and context.get("fair_turn") is not True:
+            self._take_turn(resilience, provider, args, kwargs, context, can_fall_back)
         input_tokens = output_tokens = 0.0
         if quota.counts_tokens(provider):
             input_tokens, output_tokens = self._estimate(resilience, provider, args, kwargs)
-        header = self.resilience_context.get("booked")
+        header = context.get("booked")
         # From the message: only numbers, for the units the budget counts (_adjust).
         booked = (
             {str(unit): float(amount) for unit, amount in header.items() if isinstance(amount, int | float)}
             if isinstance(header, dict)
             else None
         )
-        if self.resilience_context.get("paced") is True:
+        if context.get("paced") is True:
             quota.held_back(provider)
         reservation, wait = quota.reserve(provider, self.name, input_tokens, output_tokens, booked)
         holds = 0
@@ -489,18 +491,51 @@ class AITask(ResilientTask):
         reason = f"the {provider!r} budget is spent"
         if direct:
             raise Throttled(wait, self.name, reason=reason)
-        context = self.resilience_context
-        if can_fall_back and self._waited_too_long(context, wait, resilience.clock.now()):
+        left = self._wait_left(context, resilience.clock.now()) if can_fall_back else None
+        if left is not None and wait > left:
             raise _FallBack(reason, Category.RATE_LIMIT.value)
         self._wait_for_quota(wait, context)
         return None  # not reached: _wait_for_quota raises
 
-    def _waited_too_long(self, context: dict[str, Any], wait: float, now: float) -> bool:
+    def _take_turn(
+        self,
+        resilience: Resilience,
+        provider: str,
+        args: Any,
+        kwargs: Any,
+        context: dict[str, Any],
+        can_fall_back: bool,
+    ) -> None:
+        """A budget shared in fair shares (``providers/fair_share.py``), saturated: book the
+        tenant's turn once per request; wait for it, or go to the chain when it is further
+        off than the request may wait."""
+        if self.request.is_eager:
+            return  # run again in place, it could not keep the turn it booked
+        tier = resilience.settings.admission.tiers.get(str(context.get("tier")))
+        tenant = context.get("tenant", context.get("user_id"))
+        turn = resilience.fair_shares.turn(
+            provider,
+            None if tenant is None else str(tenant),
+            1.0 if tier is None else tier.weight,
+            lambda: self.fair_cost(args, kwargs),
+            self._wait_left(context, resilience.clock.now()) if can_fall_back else None,
+        )
+        if turn is None:
+            return
+        if not turn.booked:
+            reason = f"its tenant is over its share of the {provider!r} budget for {turn.wait:.1f}s"
+            raise _FallBack(reason, Category.RATE_LIMIT.value)
+        context["fair_turn"] = True
+        if turn.wait > 0:
+            self._wait_for_quota(turn.wait, context)
+
+    def _wait_left(self, context: dict[str, Any], now: float) -> float | None:
+        """What is left of ``quota_wait_limit`` since the request was admitted (None: no limit)."""
         if self.quota_wait_limit is None:
-            return False
+            return None
         admitted = context.get("at")
         waited = now - float(admitted) if isinstance(admitted, int | float) else 0.0
-        return waited + wait > self.quota_wait_limit
+        return self.quota_wait_limit - waited
 
     def _wait_for_quota(self, wait: float, context: dict[str, Any]) -> None:
         """Run again once the budget has refilled: the same request under the same task id,

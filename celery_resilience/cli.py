@@ -27,6 +27,7 @@ from .load.fairness import FAIR_FIELDS
 from .load.signals import Severity, queue_severity, severity_rank
 from .monitoring.summary import MetricsReader, MinuteSummary
 from .providers.blind import hint
+from .providers.fair_share import KIND
 from .providers.learned import READ
 from .store import masked_url
 
@@ -55,6 +56,7 @@ def status_report(app: Any) -> dict[str, Any]:
         "queues": queues,
         "learned_budgets": _learned_budgets(ext),
         "blind_budgets": _blind_budgets(reader.minute(current), reader.minute(current - 1)),
+        "fair_budgets": _fair_budgets(ext),
         "tiers": _tiers(ext, factors.product),
         "severity": ext.load.severity(worst_queue).value,
         "severity_queue": worst_queue,
@@ -137,21 +139,27 @@ def _queues(ext: Resilience) -> tuple[dict[str, Any], dict[str, Severity]]:
         entry = queues.setdefault(
             queue, {"depth": ext.depths.depth(queue) if ext.depths is not None else None}
         )
-        entry["fair"] = _fair(ext.store.fair_status(queue), policy.depth, policy.max_delay)
+        fair = _fair(ext.store.fair_status(queue))
+        entry["fair"] = {"saturated_from_depth": policy.depth, "max_delay": policy.max_delay, **fair}
     return queues, levels
 
 
-def _fair(status: dict[str, float], depth: int, max_delay: float) -> dict[str, Any]:
-    """A fair queue: publishes held back in fair order (in all and per tenant, as the keys
-    spell tenants), the service rate the tags use, and the tenants with work booked."""
+def _fair_budgets(ext: Resilience) -> dict[str, dict[str, Any]]:
+    """Each budget shared in fair shares: the calls that waited for their tenant's turn and
+    those over their tenant's share, as ``_fair`` counts a fair queue's."""
+    providers = sorted(ext.fair_shares.providers)
+    return {provider: _fair(ext.store.fair_status(provider, KIND)) for provider in providers}
+
+
+def _fair(status: dict[str, float]) -> dict[str, Any]:
+    """Fair order's counters (in all and per tenant, as the keys spell tenants), the
+    service rate the tags use, and the tenants with work booked."""
     tenants: dict[str, dict[str, float]] = {}
     for name, value in status.items():
         counter, colon, tenant = name.partition(":")
         if colon and counter in FAIR_FIELDS:
             tenants.setdefault(tenant, {field: 0.0 for field in FAIR_FIELDS})[counter] = value
     return {
-        "saturated_from_depth": depth,
-        "max_delay": max_delay,
         "capacity_per_second": status.get("capacity", 0.0),
         "tenants_booked": int(status.get("tenants", 0.0)),
         **{field: status.get(field, 0.0) for field in FAIR_FIELDS},
@@ -219,6 +227,12 @@ def _print_status(report: dict[str, Any]) -> None:
                     f"{fair['tenants_booked']} tenants booked, {fair['capacity_per_second']:.1f} tasks/s"
                 )
             click.echo(line)
+    for name, fair in report["fair_budgets"].items():
+        click.echo(
+            f"\nfair budget {name}: {fair['delayed']:g} calls waited for their turn "
+            f"({fair['delay_total']:.1f}s), {fair['over_share']:g} over their tenant's share, "
+            f"{fair['tenants_booked']} tenants booked"
+        )
     for name, blind in report["blind_budgets"].items():
         click.echo(
             f"\nblind budget {name}: {blind['unsettled_calls']:g} calls unsettled; " + "; ".join(blind["fix"])

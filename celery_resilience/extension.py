@@ -36,6 +36,7 @@ from .monitoring.alerting import AlertMonitor, AlertSender
 from .monitoring.counters import count_expired, count_ungated
 from .monitoring.rules import breaker_trip_alert
 from .monitoring.sentry import SentrySink, handled_errors, report_exhausted
+from .providers.fair_share import FairShares
 from .providers.hooks import async_response_hook, response_hook
 from .providers.quota import ProviderQuota
 from .providers.retry_budget import RetryBudgets
@@ -136,6 +137,7 @@ class Resilience:
             clock=clock,
         )
         self.quota = ProviderQuota(settings.providers, lambda: self.store, clock)
+        self.fair_shares = FairShares(settings.providers.fair, lambda: self.store, self.quota, clock)
         self.retries = RetryBudgets(settings.providers.retry_budget, lambda: self.store, clock)
         load = settings.load
         self.depths = (

@@ -57,7 +57,8 @@ class TierPolicy:
     maximum_burst: Rate | None
     request_type_limits: Mapping[str, Limit] = field(default_factory=dict)
     weight: float = 1.0
-    """The tier's share of a saturated fair queue, relative to other tiers' (``resilience_fair_queues``)."""
+    """The tier's share of a saturated fair queue or provider budget, relative to other tiers'
+    (``resilience_fair_queues``, ``resilience_fair_providers``)."""
 
     def limit_for(self, request_type: str) -> tuple[Limit, bool]:
         """The limit for a request type, and whether it has a bucket of its own."""

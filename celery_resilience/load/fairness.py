@@ -58,16 +58,19 @@ __all__ = [
     "read_fair_queues",
     "FAIR_DELAYED",
     "FAIR_DELAY_TOTAL",
+    "FAIR_OVER_SHARE",
     "FAIR_FIELDS",
     "CAPACITY_STALE",
     "COST_SMOOTHING",
 ]
 
 # The counters of a fair queue (``store/lua/fair.lua`` writes the same): publishes it
-# delayed and the seconds it delayed them by, in all and per tenant ("<name>:<tenant>").
+# delayed, the seconds it delayed them by, and the tasks whose turn was further off than
+# they could wait (a provider budget's), in all and per tenant ("<name>:<tenant>").
 FAIR_DELAYED = "delayed"
 FAIR_DELAY_TOTAL = "delay_total"
-FAIR_FIELDS = (FAIR_DELAYED, FAIR_DELAY_TOTAL)
+FAIR_OVER_SHARE = "over_share"
+FAIR_FIELDS = (FAIR_DELAYED, FAIR_DELAY_TOTAL, FAIR_OVER_SHARE)
 # A worker's report of the rate it serves a queue at counts for this long (seconds).
 CAPACITY_STALE = 10.0
 # Weight of each new cost in the queue's mean cost (an exponential moving average).
@@ -108,6 +111,8 @@ class FairTag(NamedTuple):
     """Seconds to hold the publish back (0: it goes at once)."""
     capacity: float
     """The service rate the tag was worked out with (0: none known, no delay)."""
+    booked: bool = True
+    """False: the tenant's turn was further off than ``within``, and nothing was booked."""
 
 
 @dataclass(slots=True)
@@ -143,9 +148,12 @@ def start_tag(
     now: float,
     max_delay: float,
     stated: float | None = None,
+    within: float | None = None,
 ) -> FairTag:
     """Book one task of ``tenant`` in the saturated queue: how long to hold it back.
-    ``stated`` is the configured service rate (else the workers' reports)."""
+    ``stated`` is the configured service rate (else the workers' reports). With
+    ``within``, a turn further off than that is not booked (the task will not wait for it,
+    so its tenant is not charged): ``booked`` is False and ``delay`` says how far off."""
     for name, (finish, _) in list(queue.tags.items()):
         if finish <= now:  # nothing booked any more: the tenant starts afresh at now
             del queue.tags[name]
@@ -153,12 +161,16 @@ def start_tag(
     if capacity <= 0:
         return FairTag(0.0, 0.0)
     cost = max(cost, 1e-9)
+    finish, _ = queue.tags.get(tenant, (now, 0.0))
+    start = max(now, finish)
+    if within is not None and start - now > within:
+        for field_name in (FAIR_OVER_SHARE, f"{FAIR_OVER_SHARE}:{tenant}"):
+            queue.stats[field_name] = queue.stats.get(field_name, 0.0) + 1.0
+        return FairTag(start - now, capacity, False)
     queue.mean_cost = (
         cost if queue.mean_cost <= 0 else queue.mean_cost + COST_SMOOTHING * (cost - queue.mean_cost)
     )
-    finish, _ = queue.tags.get(tenant, (now, 0.0))
     active = weight + sum(w for name, (_, w) in queue.tags.items() if name != tenant)
-    start = max(now, finish)
     queue.tags[tenant] = (start + (cost / queue.mean_cost) * active / (weight * capacity), weight)
     delay = min(start - now, max_delay)
     if delay > 0:

@@ -38,7 +38,9 @@ class LoadStore(Protocol):
 
 
 class FairStore(Protocol):
-    """A fair queue's tenant state (``load/fairness.py``), one atomic call per operation."""
+    """A fair queue's tenant state (``load/fairness.py``), one atomic call per operation.
+    ``kind`` is ``"queue"`` for a queue's tenants, ``"provider"`` for a provider budget's
+    (``providers/fair_share.py``): a queue and a provider of one name share nothing."""
 
     def fair_tag(
         self,
@@ -48,6 +50,9 @@ class FairStore(Protocol):
         cost: float,
         max_delay: float,
         capacity: float | None,
+        *,
+        within: float | None = None,
+        kind: str = "queue",
     ) -> FairTag:
         """Book a task of ``tenant`` (None: the anonymous callers') in the saturated
         ``queue``: ``fairness.start_tag`` in one round trip, on the store's clock."""
@@ -55,6 +60,6 @@ class FairStore(Protocol):
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         """A worker process's report of the rate (tasks a second) it serves ``queue`` at."""
 
-    def fair_status(self, queue: str) -> dict[str, float]:
+    def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
         """The queue's fairness counters (``fairness.FAIR_FIELDS``, in all and per tenant),
         its service rate now (``capacity``) and the tenants with work booked (``tenants``)."""

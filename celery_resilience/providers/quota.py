@@ -39,6 +39,8 @@ logger = logging.getLogger("celery_resilience.quota")
 # A success grows a learned unit only while calls waited for the budget this recently:
 # a budget that holds nothing back has not found the provider's limit.
 HELD_BACK_SECONDS = 1.0
+# Weight of each call's reservation in a token unit's mean (an exponential moving average).
+MEAN_SMOOTHING = 0.05
 
 
 @dataclass(slots=True)
@@ -113,6 +115,8 @@ class ProviderQuota:
             if not any(b.learned for _, b in budget.units)
         }
         self._held_back: dict[str, float] = {}  # provider -> when a call last had to wait
+        # (provider, unit) -> the mean a call reserves of a token unit (for fair shares).
+        self._means: dict[tuple[str, str], float] = {}
 
     def _units(self, provider: str) -> tuple[tuple[str, ...], tuple[Window, ...]]:
         """Each unit and its window now: learned units at their shared learned rate."""
@@ -148,6 +152,26 @@ class ProviderQuota:
         enqueue): for a learned unit, as telling as a wait in the worker."""
         self._held_back[provider] = self._clock.monotonic()
 
+    def holding_back(self, provider: str) -> bool:
+        """Whether a call waited for the budget in this process lately: the budget, not
+        the callers, sets the pace."""
+        held_back = self._held_back.get(provider)
+        return held_back is not None and self._clock.monotonic() - held_back <= HELD_BACK_SECONDS
+
+    def calls_per_second(self, provider: str) -> float:
+        """The calls a second the budget serves now: its tightest unit's rate over the mean
+        a call reserves of it in this process (0.0 before a call of a token unit)."""
+        if provider not in self.providers:
+            return 0.0
+        units, windows = self._units(provider)
+        rates = []
+        for unit, window in zip(units, windows, strict=True):
+            mean = 1.0 if unit == REQUESTS else self._means.get((provider, unit), 0.0)
+            if mean <= 0:
+                return 0.0
+            rates.append(window.count / window.span / mean)
+        return min(rates, default=0.0)
+
     def succeeded(self, provider: str, reservation: Reservation | None = None) -> None:
         """A call went through: learned units grow while they are what holds calls back; a
         token reservation that nothing settled is a blind budget."""
@@ -156,8 +180,7 @@ class ProviderQuota:
         learned = self._learned_units(provider)
         if not learned:
             return
-        held_back = self._held_back.get(provider)
-        if held_back is None or self._clock.monotonic() - held_back > HELD_BACK_SECONDS:
+        if not self.holding_back(provider):
             return
         for unit, budget in learned:
             self.learned.grew(provider, unit, budget.rate.per_second)
@@ -198,6 +221,10 @@ class ProviderQuota:
         is granted unchecked (the breaker still guards it)."""
         units, windows = self._units(provider)
         amounts = _amounts(units, windows, input_tokens, output_tokens)
+        for unit, amount in zip(units, amounts, strict=True):
+            if unit != REQUESTS:
+                mean = self._means.get((provider, unit), amount)
+                self._means[provider, unit] = mean + MEAN_SMOOTHING * (amount - mean)
         reservation = Reservation(
             provider, task, dict(zip(units, amounts, strict=True)), booked=dict(booked) if booked else None
         )

@@ -1,5 +1,5 @@
-"""The provider budgets' settings: ``resilience_providers``, ``resilience_token_counter``
-and ``resilience_retry_budget``."""
+"""The provider budgets' settings: ``resilience_providers``, ``resilience_fair_providers``,
+``resilience_token_counter`` and ``resilience_retry_budget``."""
 
 from __future__ import annotations
 
@@ -29,17 +29,33 @@ class ProviderSettings:
     token_counter: Callable[[str], int] | None
     # Retries to a provider, fleet-wide, as a share of first attempts; None: unlimited.
     retry_budget: RetryBudget | None
+    # Budgets shared between tenants in fair shares while saturated (``fair_share.py``).
+    fair: frozenset[str] = frozenset()
 
 
 def read_provider_settings(read: SettingsReader) -> ProviderSettings:
     counter_setting, counter = read("token_counter")
+    budgets = _providers(*read("providers", {}))
     return ProviderSettings(
-        budgets=MappingProxyType(_providers(*read("providers", {}))),
+        budgets=MappingProxyType(budgets),
+        fair=_fair(*read("fair_providers", []), budgets),
         token_counter=None
         if counter is None
         else callable_or_path(counter_setting, counter, "a callable taking a text and returning its tokens"),
         retry_budget=_retry_budget(*read("retry_budget", {})),
     )
+
+
+def _fair(setting: str, value: object, budgets: Mapping[str, ProviderBudget]) -> frozenset[str]:
+    """A list of provider names, each a budget of ``resilience_providers``."""
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise ConfigurationError(setting, "a list of provider names from resilience_providers", value)
+    for name in value:
+        if name not in budgets:
+            raise ConfigurationError(
+                setting, f"a provider budget configured in resilience_providers {sorted(budgets)}", name
+            )
+    return frozenset(value)
 
 
 def _retry_budget(setting: str, value: object) -> RetryBudget | None:

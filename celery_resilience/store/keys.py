@@ -130,10 +130,12 @@ class KeySpace:
         base = f"{self.prefix}:{{c.{escape_part(namespace)}}}:cache"
         return f"{base}:entries", f"{base}:order", f"{base}:evidence", f"{base}:t:"
 
-    def fair(self, queue: str) -> list[str]:
+    def fair(self, queue: str, kind: str = "queue") -> list[str]:
         """A fair queue's tenant tags (sorted set by finish tag), its state hash (weights,
-        their sum, the mean cost), the workers' service rates and its counters (one hash tag)."""
-        base = f"{self.prefix}:{{f.{escape_part(queue)}}}:fair"
+        their sum, the mean cost), the workers' service rates and its counters (one hash
+        tag); of a provider budget's tenants (``kind="provider"``), apart from any queue's."""
+        mark = "fp" if kind == "provider" else "f"
+        base = f"{self.prefix}:{{{mark}.{escape_part(queue)}}}:fair"
         return [f"{base}:tags", base, f"{base}:capacity", f"{base}:stats"]
 
     def tenant(self, tenant: str | None) -> str:

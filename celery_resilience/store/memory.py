@@ -71,7 +71,7 @@ class MemoryStore:
         self._retries: dict[str, dict[int, tuple[float, float]]] = {}
         self._learned: dict[tuple[str, str], LearnedRate] = {}
         self._ledgers: dict[str, Ledger] = {}
-        self._fair: dict[str, FairQueue] = {}
+        self._fair: dict[tuple[str, str], FairQueue] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -258,20 +258,23 @@ class MemoryStore:
         cost: float,
         max_delay: float,
         capacity: float | None,
+        *,
+        within: float | None = None,
+        kind: str = "queue",
     ) -> FairTag:
         with self._lock:
-            state = self._fair.setdefault(queue, FairQueue())
-            return start_tag(
-                state, self.keys.tenant(tenant), weight, cost, self._clock(), max_delay, capacity
-            )
+            state = self._fair.setdefault((kind, queue), FairQueue())
+            tenant_key = self.keys.tenant(tenant)
+            return start_tag(state, tenant_key, weight, cost, self._clock(), max_delay, capacity, within)
 
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         with self._lock:
-            report_capacity(self._fair.setdefault(queue, FairQueue()), reporter, served, self._clock())
+            state = self._fair.setdefault(("queue", queue), FairQueue())
+            report_capacity(state, reporter, served, self._clock())
 
-    def fair_status(self, queue: str) -> dict[str, float]:
+    def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
         with self._lock:
-            state, now = self._fair.setdefault(queue, FairQueue()), self._clock()
+            state, now = self._fair.setdefault((kind, queue), FairQueue()), self._clock()
             booked = sum(1 for finish, _ in state.tags.values() if finish > now)
             return {**state.stats, "capacity": capacity_of(state, now), "tenants": float(booked)}
 

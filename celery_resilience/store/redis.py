@@ -166,14 +166,19 @@ class RedisStore(RedisBudgets):
         cost: float,
         max_delay: float,
         capacity: float | None,
+        *,
+        within: float | None = None,
+        kind: str = "queue",
     ) -> FairTag:
-        return self._fairness.fair_tag(queue, tenant, weight, cost, max_delay, capacity)
+        return self._fairness.fair_tag(
+            queue, tenant, weight, cost, max_delay, capacity, within=within, kind=kind
+        )
 
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         self._fairness.fair_capacity(queue, reporter, served)
 
-    def fair_status(self, queue: str) -> dict[str, float]:
-        return self._fairness.fair_status(queue)
+    def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
+        return self._fairness.fair_status(queue, kind)
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
         key = self.keys.metrics(shard, self._minutes.minute())

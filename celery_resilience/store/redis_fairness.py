@@ -50,10 +50,13 @@ class RedisFairness:
         cost: float,
         max_delay: float,
         capacity: float | None,
+        *,
+        within: float | None = None,
+        kind: str = "queue",
     ) -> FairTag:
-        delay, served, _ = self._call(
+        delay, served, _, booked = self._call(
             self._tag,
-            keys=self._keys.fair(queue),
+            keys=self._keys.fair(queue, kind),
             args=[
                 self._now_arg(),
                 self._keys.tenant(tenant),
@@ -64,9 +67,10 @@ class RedisFairness:
                 repr(CAPACITY_STALE),
                 repr(COST_SMOOTHING),
                 str(_TTL),
+                "" if within is None else repr(float(within)),
             ],
         )
-        return FairTag(float(delay), float(served))
+        return FairTag(float(delay), float(served), _text(booked) == "1")
 
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         key = self._keys.fair(queue)[2]
@@ -74,8 +78,8 @@ class RedisFairness:
             self._capacity, keys=[key], args=[self._now_arg(), reporter, repr(float(served)), str(_TTL)]
         )
 
-    def fair_status(self, queue: str) -> dict[str, float]:
-        tags, _, capacity, stats = self._keys.fair(queue)
+    def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
+        tags, _, capacity, stats = self._keys.fair(queue, kind)
         now = self._now()
         pipe = self._call(self._client.pipeline, transaction=False)
         pipe.hgetall(stats)

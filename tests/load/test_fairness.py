@@ -104,17 +104,17 @@ class _Store:
         self.calls = 0
         self.fail = fail
 
-    def fair_tag(self, *args: Any) -> Any:
+    def fair_tag(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         if self.fail:
             raise StoreUnavailable("down")
-        return self.inner.fair_tag(*args)
+        return self.inner.fair_tag(*args, **kwargs)
 
     def fair_capacity(self, *args: Any) -> None:
         self.inner.fair_capacity(*args)
 
-    def fair_status(self, queue: str) -> dict[str, float]:
-        return self.inner.fair_status(queue)
+    def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
+        return self.inner.fair_status(queue, kind)
 
 
 def _queues(store: _Store, depth: dict[str, int], mono: Monotonic, clock: FakeClock) -> FairQueues:

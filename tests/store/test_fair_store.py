@@ -75,3 +75,26 @@ def test_a_fair_queues_keys_share_one_slot(keys: KeySpace) -> None:
     """Every key the script touches hashes to one Cluster slot, whatever the queue's name."""
     for queue in ("celery", "q:{x}*", "}{", "é" * 300):
         assert len({key_slot(key.encode()) for key in keys.fair(queue)}) == 1
+
+
+def test_a_turn_further_off_than_the_wait_is_not_booked(fair_store: Store, clock: FakeClock) -> None:
+    """Within a second, a tenant books two turns; its third is counted over its share and charges nothing."""
+    turns = [fair_store.fair_tag("p", "noisy", 1.0, 1.0, 60.0, 2.0, within=1.0) for _ in range(3)]
+    assert [(t.delay, t.booked) for t in turns] == [(0.0, True), (0.5, True), (1.0, True)]
+    refused = fair_store.fair_tag("p", "noisy", 1.0, 1.0, 60.0, 2.0, within=1.0)
+    assert refused.booked is False and refused.delay == pytest.approx(1.5)
+    clock.advance(0.6)  # the refusal booked nothing: the next turn is where the third left it
+    assert fair_store.fair_tag("p", "noisy", 1.0, 1.0, 60.0, 2.0, within=1.0).delay == pytest.approx(0.9)
+    status = fair_store.fair_status("p")
+    assert (status["over_share"], status["over_share:noisy"], status["delayed:noisy"]) == (1.0, 1.0, 3.0)
+
+
+def test_a_budget_and_a_queue_of_one_name_share_nothing(fair_store: Store, keys: KeySpace) -> None:
+    """A provider's tenants are kept apart from a queue's of the same name, in keys and in tags."""
+    assert fair_store.fair_tag("openai", "t", 1.0, 1.0, 60.0, 1.0, kind="provider").delay == 0.0
+    assert fair_store.fair_tag("openai", "t", 1.0, 1.0, 60.0, 1.0).delay == 0.0
+    assert fair_store.fair_tag("openai", "t", 1.0, 1.0, 60.0, 1.0, kind="provider").delay == 1.0
+    assert fair_store.fair_status("openai", "provider")["delayed"] == 1.0
+    assert fair_store.fair_status("openai").get("delayed", 0.0) == 0.0
+    assert not set(keys.fair("openai")) & set(keys.fair("openai", "provider"))
+    assert len({key_slot(key.encode()) for key in keys.fair("q:{x}*", "provider")}) == 1

@@ -1,0 +1,93 @@
+"""A provider budget shared in fair shares, with a real worker and a provider over HTTP:
+a quiet tenant beside a noisy one gets the provider's answers it asks for, where first
+come, first served gives it the noisy tenant's proportion; what is over the noisy
+tenant's share is answered by its chain at once, and ``status --json`` counts it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from celery_resilience import FallbackResult, Resilience, caller
+from tests.http_server import ScriptedServer
+from tests.integration.conftest import start_worker, status_report, stop_worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def budget(integration_env: dict[str, str]) -> Iterator[tuple[Any, ScriptedServer, dict[str, str]]]:
+    """The app, a worker of sixteen threads, and a provider answering in 20 ms."""
+    run = uuid.uuid4().hex[:8]
+    names = {
+        "RESILIENCE_TEST_FAIR_BUDGET_QUEUE": f"crtest-fair-budget-{run}",
+        "RESILIENCE_TEST_FAIR_BUDGET_PREFIX": f"crtest-fair-budget-{run}",
+    }
+    provider = ScriptedServer()
+    provider.respond(200, {"answer": "from the provider"}, delay=0.02)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in names.items():
+            patch.setenv(name, value)
+        env = {**integration_env, **names}
+        from tests.integration import fairbudgetapp
+
+        queue = names["RESILIENCE_TEST_FAIR_BUDGET_QUEUE"]
+        worker = start_worker(env, "tests.integration.fairbudgetapp", queue, concurrency=16)
+        try:
+            assert fairbudgetapp.ping.delay().get(timeout=60) == "pong"  # up: nothing waits for its start
+            yield fairbudgetapp, provider, env
+        finally:
+            stop_worker(worker)
+            Resilience.of(fairbudgetapp.app).store.purge()
+            provider.close()
+
+
+def offer(task: Any, url: str) -> dict[str, list[Any]]:
+    """For six seconds a noisy tenant offers 20 calls a second and a quiet one 2 (the budget
+    serves about 6.7: ten in any 1.5 s); every answer, by tenant."""
+    published: list[tuple[str, Any]] = []
+    start = time.monotonic()
+    for index in range(132):
+        wait = start + index / 22 - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        tenant = "quiet" if index % 11 == 0 else "noisy"
+        with caller(user_id=f"{tenant}-user", tenant=tenant):
+            published.append((tenant, task.delay(f"{tenant} {index}", url)))
+    answers: dict[str, list[Any]] = {"quiet": [], "noisy": []}
+    for tenant, result in published:
+        answers[tenant].append(result.get(timeout=60))
+    return answers
+
+
+def from_provider(answers: list[Any]) -> int:
+    return sum(answer == {"answer": "from the provider"} for answer in answers)
+
+
+def test_a_quiet_tenant_gets_its_answers_from_a_fair_budget(budget: Any) -> None:
+    """Fair shares give the quiet tenant nearly all its calls, FIFO about its proportion; all answered."""
+    app, provider, env = budget
+    fifo = offer(app.ask_fifo, provider.url)
+    fair = offer(app.ask, provider.url)
+    for answers in (fifo, fair):  # every call answered: by the provider or labelled by the template
+        assert all(
+            answer == {"answer": "from the provider"} or isinstance(answer, FallbackResult)
+            for tenant in answers.values()
+            for answer in tenant
+        )
+        assert len(answers["quiet"]) == 12 and len(answers["noisy"]) == 120
+    assert from_provider(fair["quiet"]) >= 11, fair["quiet"]
+    assert from_provider(fifo["quiet"]) <= 8, fifo["quiet"]
+    # The budget was used as fully as under FIFO: the noisy tenant had what was left.
+    served = from_provider(fair["quiet"]) + from_provider(fair["noisy"])
+    assert served >= 0.9 * (from_provider(fifo["quiet"]) + from_provider(fifo["noisy"]))
+    over = [a for a in fair["noisy"] if isinstance(a, FallbackResult) and "over its share" in a.reason]
+    assert over
+    shares = status_report(env, "tests.integration.fairbudgetapp")["fair_budgets"]
+    assert set(shares) == {"fair"}
+    assert shares["fair"]["tenants"]["noisy"]["over_share"] >= len(over)
+    assert shares["fair"]["tenants"].get("quiet", {}).get("over_share", 0.0) <= 1
