@@ -32,6 +32,7 @@ from ..admission.bucket import BucketSpec, BucketState
 from ..rates import Rate
 
 __all__ = [
+    "AHEAD_SHARE",
     "BLOCKED",
     "HELD",
     "INPUT_TOKENS",
@@ -50,6 +51,7 @@ __all__ = [
     "block",
     "hold_to",
     "refilled",
+    "running_ahead",
     "schedule",
     "settle",
     "stretched",
@@ -63,6 +65,10 @@ UNITS = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
 # little later than they were admitted.
 WINDOW_MARGIN = 0.02
 WINDOW_SLACK = 0.5
+
+# A window is spent faster than its rate when more than this share of its count was
+# taken in the last same share of its span (``running_ahead``).
+AHEAD_SHARE = 0.25
 
 # Entries that are not calls: a 429's wait, and what the headers say is gone. Call ids
 # are hexadecimal, so neither can collide with one.
@@ -175,19 +181,35 @@ class Ledger:
 
 def take_all(
     ledgers: Sequence[Ledger], windows: Sequence[Window], amounts: Sequence[float], entry: str, now: float
-) -> float:
+) -> tuple[float, bool]:
     """Reserve ``amounts[i]`` in ledger ``i`` under ``entry``, in all of them or none.
-    Returns 0.0 when taken, else the seconds until every amount fits. An amount above a
-    unit's count is taken as the whole count (it could never be granted otherwise)."""
+    Returns ``(0.0, ahead)`` when taken (``ahead``: some unit is ``running_ahead``), else
+    the seconds until every amount fits. An amount above a unit's count is taken as the
+    whole count (it could never be granted otherwise)."""
     wait = 0.0
     for ledger, window, amount in zip(ledgers, windows, amounts, strict=True):
         ledger.expire(now, window.span)
         wait = max(wait, ledger.wait_for(min(amount, window.count), window, now))
     if wait > 0:
-        return wait
+        return wait, False
     for ledger, window, amount in zip(ledgers, windows, amounts, strict=True):
         ledger.add(now, entry, min(amount, window.count))
-    return 0.0
+    return 0.0, any(
+        running_ahead(ledger, window, now) for ledger, window in zip(ledgers, windows, strict=True)
+    )
+
+
+def running_ahead(ledger: Ledger, window: Window, now: float) -> bool:
+    """Whether the window is being spent faster than its count per span: more than
+    ``AHEAD_SHARE`` of the count taken in the last ``AHEAD_SHARE`` of the span. A burst
+    below that share passes as the window allows; a flood is seen before the window is
+    full, while there is still budget to share fairly (``providers/fair_share.py``)."""
+    share = AHEAD_SHARE * window.count
+    if ledger.total <= share:
+        return False
+    since = now - AHEAD_SHARE * window.span
+    start = bisect.bisect_right(ledger.entries, (since, "\uffff"))
+    return sum(ledger.costs[entry] for _, entry in ledger.entries[start:]) > share
 
 
 def settle(ledger: Ledger, entry: str, cost: float) -> None:

@@ -19,11 +19,15 @@ is not charged for it, and the budget is left to the tenants within their share.
 tenant is charged what the call reserves (its tokens, for a budget counting tokens, as
 VTC charges an LLM's tenants; else one call), in its tier's ``weight``.
 
-Saturated, as for the learned units: in this process, a call waited for the budget in
-the last ``HELD_BACK_SECONDS``, or waits for its turn. With spare budget nobody books a
-turn (no round trip, no wait). A prefork child with few calls may see the saturation
-late; its calls then go straight to the budget, as without fair shares, until one waits.
-A store that does not answer leaves the budget first come, first served.
+Saturated: in this process, within the last ``HELD_BACK_SECONDS``, a call waited for
+the budget, or found it spent faster than its rate (more than a quarter of its count in
+the last quarter of its period, ``budget.running_ahead``: a flood is seen while the
+window still has room to share, not once it is full and every tenant must wait for it
+to empty); or a call waits for its turn. A burst below that share passes as the window
+allows, and with spare budget nobody books a turn (no round trip, no wait). A prefork
+child with few calls may see the saturation late; its calls then go straight to the
+budget, as without fair shares, until one waits. A store that does not answer leaves the
+budget first come, first served.
 """
 
 from __future__ import annotations
@@ -75,7 +79,10 @@ class FairShares:
         """Whether calls to ``provider`` book their tenant's turn now."""
         if provider not in self.providers:
             return False
-        return self._quota.holding_back(provider) or self._monotonic() < self._until.get(provider, -1.0)
+        quota = self._quota
+        if quota.holding_back(provider) or quota.running_ahead(provider):
+            return True
+        return self._monotonic() < self._until.get(provider, -1.0)
 
     def turn(
         self,

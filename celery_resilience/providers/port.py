@@ -27,9 +27,11 @@ class ProviderStore(Protocol):
         amounts: Sequence[float],
         provider: str,
         entry: str,
-    ) -> float:
+    ) -> tuple[float, bool]:
         """Reserve every amount under ``entry`` or none (``budget.take_all``), counted as
-        the provider's call admitted or throttled; 0.0 when taken, else seconds until all fit."""
+        the provider's call admitted or throttled: ``(0.0, ahead)`` when taken (``ahead``:
+        a window is spent faster than its rate, ``budget.running_ahead``), else the
+        seconds until all fit."""
 
     def budget_settle(
         self,

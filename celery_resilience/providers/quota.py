@@ -115,6 +115,7 @@ class ProviderQuota:
             if not any(b.learned for _, b in budget.units)
         }
         self._held_back: dict[str, float] = {}  # provider -> when a call last had to wait
+        self._ahead: dict[str, float] = {}  # provider -> when a take last found it running ahead
         # (provider, unit) -> the mean a call reserves of a token unit (for fair shares).
         self._means: dict[tuple[str, str], float] = {}
 
@@ -157,6 +158,12 @@ class ProviderQuota:
         the callers, sets the pace."""
         held_back = self._held_back.get(provider)
         return held_back is not None and self._clock.monotonic() - held_back <= HELD_BACK_SECONDS
+
+    def running_ahead(self, provider: str) -> bool:
+        """Whether a call taken in this process lately found the budget spent faster than
+        its rate (``budget.running_ahead``): a flood, seen before the window is full."""
+        ahead = self._ahead.get(provider)
+        return ahead is not None and self._clock.monotonic() - ahead <= HELD_BACK_SECONDS
 
     def calls_per_second(self, provider: str) -> float:
         """The calls a second the budget serves now: its tightest unit's rate over the mean
@@ -231,10 +238,12 @@ class ProviderQuota:
         store = self._store()
         try:
             keys, shard = store.provider_windows(provider, units)
-            wait = store.budget_take(keys, shard, windows, amounts, provider, reservation.entry)
+            wait, ahead = store.budget_take(keys, shard, windows, amounts, provider, reservation.entry)
         except StoreUnavailable as error:
             logger.warning("provider quota for %r unchecked: %s", provider, error)
             return None, 0.0
+        if ahead:
+            self._ahead[provider] = self._clock.monotonic()
         if wait > 0:
             self._held_back[provider] = self._clock.monotonic()
             # The budget, not the provider, holds this call back: a learned unit is below

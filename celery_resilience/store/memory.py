@@ -97,12 +97,12 @@ class MemoryStore:
         amounts: Sequence[float],
         provider: str,
         entry: str,
-    ) -> float:
+    ) -> tuple[float, bool]:
         with self._lock:
             now = self._clock()
-            wait = take_all(self._windows(keys), windows, amounts, entry, now)
+            wait, ahead = take_all(self._windows(keys), windows, amounts, entry, now)
             self._add(now, provider_call_fields(provider, wait == 0), PROVIDER_SCOPE)
-            return wait
+            return wait, ahead
 
     def budget_settle(
         self,

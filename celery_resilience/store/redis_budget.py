@@ -12,7 +12,7 @@ from redis.commands.core import Script
 from ..admission.bucket import BucketSpec
 from ..monitoring.counters import PROVIDER_SCOPE
 from ..providers import learned
-from ..providers.budget import Said, Window
+from ..providers.budget import AHEAD_SHARE, Said, Window
 from ..providers.retry_budget import RetryBudget
 from .base import MinuteClock
 from .keys import KeySpace
@@ -49,10 +49,11 @@ class RedisBudgets:
         amounts: Sequence[float],
         provider: str,
         entry: str,
-    ) -> float:
+    ) -> tuple[float, bool]:
         metrics = self.keys.metrics(shard, self._minutes.minute(), PROVIDER_SCOPE)
         args = self._window_args("take", provider, entry, windows, [(a, -1.0, -1.0) for a in amounts])
-        return float(self._call(self._budget, keys=[*keys, metrics], args=args))
+        wait, ahead = self._call(self._budget, keys=[*keys, metrics], args=[*args, repr(AHEAD_SHARE)])
+        return float(wait), float(ahead) > 0
 
     def budget_settle(
         self,

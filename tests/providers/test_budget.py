@@ -138,3 +138,17 @@ def test_a_learned_unit_grows_while_it_refuses_calls(store: Store, clock: FakeCl
     clock.advance(1.0)
     assert quota.take("p") > 0
     assert store.learn("p", REQUESTS, READ, 0.5, 0.0) == pytest.approx(0.5 * (1 + SLOW_START))
+
+
+def test_a_window_spent_faster_than_its_rate_says_so(store: Store, clock: FakeClock) -> None:
+    """8/m: two calls at once are a burst; a third within a quarter of the period runs ahead."""
+    keys, shard = store.provider_windows("openai", (REQUESTS,))
+    window = UnitBudget(parse_rate("8/m")).window()
+    take = [store.budget_take(keys, shard, [window], [1.0], "openai", f"{i:04x}") for i in range(3)]
+    assert take == [(0.0, False), (0.0, False), (0.0, True)]
+    clock.advance(window.span / 4 + 0.01)  # the three are older than a quarter of the span
+    assert store.budget_take(keys, shard, [window], [1.0], "openai", "0004") == (0.0, False)
+    for entry in ("0005", "0006"):
+        store.budget_take(keys, shard, [window], [1.0], "openai", entry)
+    wait, ahead = store.budget_take(keys, shard, [window], [1.0], "openai", "0007")
+    assert wait == 0.0 and ahead

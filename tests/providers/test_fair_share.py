@@ -44,13 +44,29 @@ def one() -> float:
 
 
 def test_spare_budget_books_no_turn_and_costs_no_round_trip() -> None:
-    """Until the budget makes a call wait, every call goes straight to it."""
+    """Calls spread over the period, or a burst of a quarter of the count, go straight to the budget."""
     clock = FakeClock()
     store = _Store(clock)
     quota, fair = shares(clock, store)
-    assert all(quota.take("openai") == 0.0 for _ in range(10))
+    for _ in range(9):
+        assert quota.take("openai") == 0.0
+        clock.advance(6.0)
+    clock.advance(60.0)
+    assert quota.take("openai") == quota.take("openai") == 0.0
     assert fair.turn("openai", "noisy", 1.0, one, 5.0) is None
     assert store.tags == 0
+
+
+def test_a_flood_is_seen_while_the_window_still_has_room() -> None:
+    """A third of the count taken at once: running ahead of the rate, turns are booked with room left."""
+    clock = FakeClock()
+    store = _Store(clock)
+    quota, fair = shares(clock, store)
+    assert [quota.take("openai") for _ in range(3)] == [0.0] * 3
+    assert quota.running_ahead("openai") and not quota.holding_back("openai")
+    assert fair.turn("openai", "noisy", 1.0, one, 5.0) == (0.0, True)
+    clock.advance(HELD_BACK_SECONDS + 0.01)
+    assert not fair.saturated("openai")
 
 
 def test_a_budget_holding_calls_back_gives_each_tenant_its_turn() -> None:

@@ -16,8 +16,10 @@
 --          reset, the provider's period (-1: the span);
 --          settle: amount, the cost the provider counted (-1: none); left, what the
 --          provider says is left (-1: nothing said); reset, the seconds until its reset
---          (-1: unknown); then, per timetable bucket: capacity, refill per second, delta
--- Returns  take: the seconds to wait ("0" when taken), as a string;
+--          (-1: unknown); then, per timetable bucket: capacity, refill per second, delta;
+--          take: then the share of a window whose taking it counts as running ahead
+-- Returns  take: {the seconds to wait ("0" when taken), "1" when taken and some window
+--          is spent faster than its rate (budget.py:running_ahead), else "0"};
 --          block: per window, what the provider had accepted (the calls of its last
 --          period) and the limit the window shows (the calls it still counts when it
 --          takes a call again, plus one of their mean cost), as strings; else "0".
@@ -112,13 +114,27 @@ if mode == "take" then
     redis.call("EXPIRE", KEYS[2 * n + 1], tonumber(ARGV[4]))
   end
   if wait > 0 then
-    return string.format("%.17g", wait)
+    return {string.format("%.17g", wait), "0"}
   end
+  local share, ahead = tonumber(ARGV[7 + 5 * n]), "0"
   for i = 1, n do
     put(i, entry, now, math.min(amounts[i], counts[i]))
     keep(i)
+    if ahead == "0" and sums[i] > share * counts[i] then
+      local recent = redis.call("ZRANGEBYSCORE", KEYS[2 * i - 1], "(" .. (now - share * spans[i]), "+inf")
+      local taken = 0
+      for start = 1, #recent, 1000 do
+        local chunk = {unpack(recent, start, math.min(#recent, start + 999))}
+        for _, cost in ipairs(redis.call("HMGET", KEYS[2 * i], unpack(chunk))) do
+          taken = taken + (tonumber(cost) or 0)
+        end
+      end
+      if taken > share * counts[i] then
+        ahead = "1"
+      end
+    end
   end
-  return "0"
+  return {"0", ahead}
 end
 
 local function block(i, seconds)
