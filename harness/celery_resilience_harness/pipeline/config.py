@@ -43,8 +43,10 @@ class PipelineConfig:
         return simulated / self.speedup
 
     def per_minute(self, count: float) -> str:
-        """A rate of ``count`` per simulated minute, in the settings' ``"N/m"`` form."""
-        return f"{count * self.speedup:g}/m"
+        """A rate of ``count`` per simulated minute, over a simulated minute (``"90/10s"`` at
+        six times speed): a provider budget's window must be the provider's, or the budget
+        lets through in one window what the provider counts in several."""
+        return f"{count:g}/{self.seconds(60):g}s"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineConfig:

@@ -95,6 +95,9 @@ def create_app(config: PipelineConfig) -> Celery:
         "primary": {"rate": per_minute(0.9 * config.provider_rpm)},
         "secondary": {"rate": per_minute(0.9 * config.provider_rpm // 2)},
     }
+    # The primary's budget is what work waits for: tenants take it in fair shares, and what
+    # is past a tenant's share goes to the chain at once.
+    app.conf.resilience_fair_providers = ["primary"]
     app.conf.resilience_error_rules = [
         "celery_resilience_harness.pipeline.protected.database_is_not_the_provider"
     ]

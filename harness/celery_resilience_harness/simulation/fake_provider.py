@@ -101,9 +101,12 @@ class FakeProvider:
             self.switches = self.switches.updated(changes)
             return self.switches
 
-    def reset_counters(self) -> None:
+    def reset(self) -> None:
+        """A new run: counters zeroed and the rate window empty, so that each run meets
+        the provider as the first did, not full of the previous run's calls."""
         with self._lock:
             self._counters = _Counters()
+            self._accepted.clear()
             self._started = self._clock()
 
     def stats(self) -> dict[str, Any]:

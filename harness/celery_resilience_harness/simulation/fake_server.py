@@ -7,7 +7,8 @@ Routes:
 - ``POST /sentry/api/<project>/envelope/``: a Sentry stand-in that counts what arrives,
   so ``sentry_sdk.init(dsn=<url with key>/sentry/1)`` reports to it;
 - ``POST /_control``: change switches (``{"providers": {"primary": {"outage": 503}},
-  "db": {"held_by_others": 18}}``); ``GET /_stats``; ``POST /_reset`` zeroes counters.
+  "db": {"held_by_others": 18}}``); ``GET /_stats``; ``POST /_reset`` zeroes counters
+  and empties the providers' rate windows.
 
 A real server, so workers in other processes or containers reach it as they would reach
 the real thing.
@@ -201,7 +202,7 @@ class FakeServices:
 
     def reset(self) -> None:
         for provider in self.providers.values():
-            provider.reset_counters()
+            provider.reset()
         self.database.reset_counters()
         self.sentry.reset()
 
