@@ -18,6 +18,16 @@ Per run, over the window (tasks published in it and finished by its end): each t
 served tasks against its max-min fair share of what the worker served, Jain's index over
 served / fair share (1 is fair), the share of their demand the quiet tenants were
 served, and the time to drain every task. Every published task is counted finished.
+
+Then the same tenants and offers against a provider budget instead (``BUDGET_RUNS``):
+an ``AITask`` whose budget (``fairnessapp.BUDGET``) serves half the demand, the worker
+with threads to spare, so work waits on the budget and never stands in the queue. What
+waits past ``quota_wait_limit`` is answered by a template. ``budget-fifo`` leaves the
+budget first come, first served; ``budget-fair`` shares it in fair shares
+(``resilience_fair_providers``); ``budget-split`` as ``budget-fair``, the noisy tenant
+over 20 user ids. Served is answered by the provider; every call is counted answered,
+by the provider or the template, and the provider's answers in all are compared with
+FIFO's (the budget used as fully).
 """
 
 from __future__ import annotations
@@ -43,19 +53,22 @@ WINDOW = float(os.environ.get("BENCH_FAIR_SECONDS", "20"))
 TENANTS = ("noisy", "quiet-1", "quiet-2", "quiet-3", "quiet-4")
 OFFERS = {"noisy": 10, "quiet-1": 1, "quiet-2": 1, "quiet-3": 1, "quiet-4": 1}  # relative demand
 DEMAND = 2 * CAPACITY  # tasks a second, all tenants together
+BUDGET_RUNS = ("budget-fifo", "budget-fair", "budget-split")
+BUDGET_THREADS = 16
 
 
 def worker(variant: str) -> subprocess.Popen[bytes]:
     env = {"BENCH_FAIR_VARIANT": variant}
-    return thread_worker("fairnessapp", f"bench-fair-{variant}", f"fair-{variant}", THREADS, env)
+    threads = BUDGET_THREADS if variant in BUDGET_RUNS else THREADS
+    return thread_worker("fairnessapp", f"bench-fair-{variant}", f"fair-{variant}", threads, env)
 
 
-def arrivals() -> list[tuple[float, str]]:
+def arrivals(demand: float) -> list[tuple[float, str]]:
     """(time from the start, tenant) of every publish: each tenant evenly paced at its rate."""
     total = sum(OFFERS.values())
     times: list[tuple[float, str]] = []
     for tenant, share in OFFERS.items():
-        rate = DEMAND * share / total
+        rate = demand * share / total
         times += [(i / rate, tenant) for i in range(int(rate * WINDOW))]
     return sorted(times)
 
@@ -101,7 +114,7 @@ def run(variant: str) -> dict[str, Any]:
     done_list.delete(fairnessapp.DONE)
     published: dict[str, tuple[str, float]] = {}
     start = time.time()
-    for index, (offset, tenant) in enumerate(arrivals()):
+    for index, (offset, tenant) in enumerate(arrivals(DEMAND)):
         wait = start + offset - time.time()
         if wait > 0:
             time.sleep(wait)
@@ -146,14 +159,69 @@ def run(variant: str) -> dict[str, Any]:
     }
 
 
+def run_budget(variant: str) -> dict[str, Any]:
+    """One variant against the provider budget: publish the arrivals, read every answer."""
+    os.environ["BENCH_FAIR_VARIANT"] = variant
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fairnessapp
+
+    from celery_resilience import FallbackResult, caller
+    from celery_resilience.providers.budget import UnitBudget
+    from celery_resilience.rates import parse_rate
+
+    window = UnitBudget(parse_rate(fairnessapp.BUDGET)).window()
+    rate = window.count / window.span  # the calls a second the budget serves
+    fairnessapp.resilience.store.purge()
+    proc = worker(variant)
+    try:
+        fairnessapp.ask.delay("warm-up").get(timeout=60)  # the worker is up once it is answered
+        fairnessapp.resilience.store.purge()  # the warm-up's call out of the window
+        published: list[tuple[str, Any]] = []
+        start = time.time()
+        for index, (offset, tenant) in enumerate(arrivals(2 * rate)):
+            wait = start + offset - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            user = f"{tenant}-{index % 20}" if variant == "budget-split" and tenant == "noisy" else tenant
+            with caller(user_id=user, tenant=tenant):
+                published.append((tenant, fairnessapp.ask.delay(tenant)))
+        answers = [(tenant, result.get(timeout=60)) for tenant, result in published]
+        status = fairnessapp.resilience.store.fair_status("bench", "provider")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        fairnessapp.resilience.store.purge()
+    labelled = sum(isinstance(answer, FallbackResult) for _, answer in answers)
+    demand = {t: sum(1 for who, _ in answers if who == t) for t in TENANTS}
+    served = {t: sum(1 for who, answer in answers if who == t and answer == "provider") for t in TENANTS}
+    shares = max_min_shares(demand, sum(served.values()))
+    quiet = [t for t in TENANTS if t != "noisy"]
+    return {
+        "published": len(published),
+        "answered": labelled + sum(served.values()),
+        "budget_per_second": round(rate, 2),
+        "demand": demand,
+        "served_by_provider": served,
+        "fair_share": {t: round(v, 1) for t, v in shares.items()},
+        "jain": round(jain([served[t] / shares[t] for t in TENANTS]), 3),
+        "quiet_served_share": round(sum(served[t] for t in quiet) / sum(demand[t] for t in quiet), 3),
+        "provider_answers": sum(served.values()),
+        "over_share": int(status.get("over_share", 0)),
+        "waited_for_turn": int(status.get("delayed", 0)),
+    }
+
+
 def main() -> None:
     if len(sys.argv) == 2:  # one run, in a process of its own (one app per variant)
-        print(json.dumps(run(sys.argv[1])))
+        variant = sys.argv[1]
+        print(json.dumps(run_budget(variant) if variant in BUDGET_RUNS else run(variant)))
         return
     results: dict[str, Any] = {"stamp": {"commit": commit(), "machine": machine(), "day": day()},
                                "service": SERVICE, "threads": THREADS, "capacity": CAPACITY, "demand": DEMAND,
                                "window_seconds": WINDOW, "offers": OFFERS, "runs": {}}  # fmt: skip
-    for variant in ("fifo", "fair", "priority", "split"):
+    only = os.environ.get("BENCH_FAIR_RUNS")
+    variants = ("fifo", "fair", "priority", "split", *BUDGET_RUNS)
+    for variant in [v for v in variants if not only or v in only.split(",")]:
         done = subprocess.run(
             [sys.executable, __file__, variant], capture_output=True, text=True, check=False
         )
@@ -161,6 +229,8 @@ def main() -> None:
             raise RuntimeError(done.stderr[-3000:])
         results["runs"][variant] = row = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{variant:<6} {json.dumps(row)}", flush=True)
+    if only:  # a partial run is for a look, not for the docs
+        return
     fifo, fair, split, prio = (results["runs"][v] for v in ("fifo", "fair", "split", "priority"))
 
     def drain(row: dict[str, Any]) -> str:
@@ -174,6 +244,14 @@ def main() -> None:
         f"drain {drain(fair)} fair, {drain(prio)} by priority, {fifo['drain_seconds']:.1f}s FIFO; "
         f"noisy over 20 user ids served {split['served_in_window']['noisy']} vs "
         f"{fair['served_in_window']['noisy']} as one"
+    )
+    b_fifo, b_fair, b_split = (results["runs"][v] for v in BUDGET_RUNS)
+    print(
+        f"A provider budget: Jain's index FIFO {b_fifo['jain']:.2f}, fair {b_fair['jain']:.2f}; quiet "
+        f"tenants answered by the provider {b_fifo['quiet_served_share']:.0%} FIFO, "
+        f"{b_fair['quiet_served_share']:.0%} fair; provider answers {b_fair['provider_answers']} fair vs "
+        f"{b_fifo['provider_answers']} FIFO; noisy over 20 user ids "
+        f"{b_split['served_by_provider']['noisy']} vs {b_fair['served_by_provider']['noisy']} as one"
     )
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"(written to {RESULTS.relative_to(ROOT)})")
