@@ -1,4 +1,4 @@
-"""Tenants' fair shares of a provider budget, while it holds calls back.
+"""Tenants' fair shares of a provider budget, while it is saturated.
 
 A budget every worker draws from is a queue of its own. When calls come faster than it
 refills, they wait for it in the workers (each runs again after the wait the budget
