@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import signal
@@ -11,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -107,6 +110,46 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def noisy_and_quiet(count: int, per_second: float) -> Iterator[tuple[int, str]]:
+    """``count`` publishes paced at ``per_second`` by the clock, inside the caller context
+    of their tenant: one in eleven the quiet tenant's, the rest the noisy one's."""
+    from celery_resilience import caller
+
+    start = time.monotonic()
+    for index in range(count):
+        wait = start + index / per_second - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        tenant = "quiet" if index % 11 == 0 else "noisy"
+        with caller(user_id=f"{tenant}-user", tenant=tenant):
+            yield index, tenant
+
+
+@contextlib.contextmanager
+def app_with_worker(
+    integration_env: dict[str, str], module: str, queue: str, prefix: str, concurrency: int = 1
+) -> Iterator[tuple[ModuleType, dict[str, str]]]:
+    """A test app module whose queue and key prefix (the environment variables ``queue`` and
+    ``prefix`` it reads at import) are this run's own, with a real worker on that queue,
+    up once its ``ping`` task answers; its store purged after."""
+    from celery_resilience import Resilience
+
+    name = f"crtest-{module.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:8]}"
+    names = {queue: name, prefix: name}
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, value in names.items():
+            patch.setenv(variable, value)
+        env = {**integration_env, **names}
+        app = importlib.import_module(module)
+        proc = start_worker(env, module, name, concurrency=concurrency)
+        try:
+            assert app.ping.delay().get(timeout=60) == "pong"  # up: nothing waits for its start
+            yield app, env
+        finally:
+            stop_worker(proc)
+            Resilience.of(app.app).store.purge()
 
 
 @pytest.fixture(scope="session")

@@ -5,16 +5,14 @@ tenant's share is answered by its chain at once, and ``status --json`` counts it
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from celery_resilience import FallbackResult, Resilience, caller
+from celery_resilience import FallbackResult
 from tests.http_server import ScriptedServer
-from tests.integration.conftest import start_worker, status_report, stop_worker
+from tests.integration.conftest import app_with_worker, noisy_and_quiet, status_report
 
 pytestmark = pytest.mark.integration
 
@@ -22,42 +20,23 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def budget(integration_env: dict[str, str]) -> Iterator[tuple[Any, ScriptedServer, dict[str, str]]]:
     """The app, a worker of sixteen threads, and a provider answering in 20 ms."""
-    run = uuid.uuid4().hex[:8]
-    names = {
-        "RESILIENCE_TEST_FAIR_BUDGET_QUEUE": f"crtest-fair-budget-{run}",
-        "RESILIENCE_TEST_FAIR_BUDGET_PREFIX": f"crtest-fair-budget-{run}",
-    }
     provider = ScriptedServer()
     provider.respond(200, {"answer": "from the provider"}, delay=0.02)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in names.items():
-            patch.setenv(name, value)
-        env = {**integration_env, **names}
-        from tests.integration import fairbudgetapp
-
-        queue = names["RESILIENCE_TEST_FAIR_BUDGET_QUEUE"]
-        worker = start_worker(env, "tests.integration.fairbudgetapp", queue, concurrency=16)
-        try:
-            assert fairbudgetapp.ping.delay().get(timeout=60) == "pong"  # up: nothing waits for its start
-            yield fairbudgetapp, provider, env
-        finally:
-            stop_worker(worker)
-            Resilience.of(fairbudgetapp.app).store.purge()
-            provider.close()
+    variables = ("RESILIENCE_TEST_FAIR_BUDGET_QUEUE", "RESILIENCE_TEST_FAIR_BUDGET_PREFIX")
+    try:
+        with app_with_worker(integration_env, "tests.integration.fairbudgetapp", *variables, 16) as (
+            app,
+            env,
+        ):
+            yield app, provider, env
+    finally:
+        provider.close()
 
 
 def offer(task: Any, url: str) -> dict[str, list[Any]]:
     """For six seconds a noisy tenant offers 20 calls a second and a quiet one 2 (the budget
     serves about 6.7: ten in any 1.5 s); every answer, by tenant."""
-    published: list[tuple[str, Any]] = []
-    start = time.monotonic()
-    for index in range(132):
-        wait = start + index / 22 - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        tenant = "quiet" if index % 11 == 0 else "noisy"
-        with caller(user_id=f"{tenant}-user", tenant=tenant):
-            published.append((tenant, task.delay(f"{tenant} {index}", url)))
+    published = [(tenant, task.delay(f"{tenant} {index}", url)) for index, tenant in noisy_and_quiet(132, 22)]
     answers: dict[str, list[Any]] = {"quiet": [], "noisy": []}
     for tenant, result in published:
         answers[tenant].append(result.get(timeout=60))

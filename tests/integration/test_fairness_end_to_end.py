@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from celery_resilience import caller
-from tests.integration.conftest import start_worker, stop_worker, wait_for
+from tests.integration.conftest import noisy_and_quiet, start_worker, stop_worker, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +49,8 @@ def quiet_waits(app: Any, queue: str) -> tuple[list[float], list[dict[str, Any]]
     done.delete(app.DONE)
     published: dict[str, float] = {}
     start = time.time()
-    for index in range(132):
-        wait = start + index / 44 - time.time()
-        if wait > 0:
-            time.sleep(wait)
-        tenant = "quiet" if index % 11 == 0 else "noisy"
-        with caller(user_id=f"{tenant}-user", tenant=tenant):
-            published[app.work.apply_async((tenant,), queue=queue).id] = time.time()
+    for _, tenant in noisy_and_quiet(132, 44):
+        published[app.work.apply_async((tenant,), queue=queue).id] = time.time()
     wait_for(lambda: done.llen(app.DONE) >= len(published), timeout=60)
     rows = finished(app)
     assert sorted(row["id"] for row in rows) == sorted(published)  # every task published was served

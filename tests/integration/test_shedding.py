@@ -4,15 +4,14 @@ nothing, and ``status`` shows each queue's wait and sheds."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from celery_resilience import FallbackResult, Resilience, Throttled
+from celery_resilience import FallbackResult, Throttled
 from tests.http_server import ScriptedServer
-from tests.integration.conftest import start_worker, status_report, stop_worker
+from tests.integration.conftest import app_with_worker, status_report
 
 pytestmark = pytest.mark.integration
 
@@ -20,27 +19,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def shed(integration_env: dict[str, str]) -> Iterator[tuple[Any, ScriptedServer, dict[str, str]]]:
     """The app, one worker thread, and a provider taking 0.3 s per call."""
-    run = uuid.uuid4().hex[:8]
-    names = {
-        "RESILIENCE_TEST_SHED_QUEUE": f"crtest-shed-{run}",
-        "RESILIENCE_TEST_SHED_PREFIX": f"crtest-shed-{run}",
-    }
     provider = ScriptedServer()
     provider.respond(200, {"answer": "from the provider"}, delay=0.3)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in names.items():
-            patch.setenv(name, value)
-        env = {**integration_env, **names}
-        from tests.integration import shedapp
-
-        worker = start_worker(env, "tests.integration.shedapp", names["RESILIENCE_TEST_SHED_QUEUE"])
-        try:
-            assert shedapp.ping.delay().get(timeout=60) == "pong"  # up: nothing waits for its start
-            yield shedapp, provider, env
-        finally:
-            stop_worker(worker)
-            Resilience.of(shedapp.app).store.purge()
-            provider.close()
+    variables = ("RESILIENCE_TEST_SHED_QUEUE", "RESILIENCE_TEST_SHED_PREFIX")
+    try:
+        with app_with_worker(integration_env, "tests.integration.shedapp", *variables) as (app, env):
+            yield app, provider, env
+    finally:
+        provider.close()
 
 
 def test_a_burst_sheds_nothing(shed: Any) -> None:
