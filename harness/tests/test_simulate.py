@@ -143,7 +143,7 @@ def test_bad_options_fail_before_anything_runs_and_say_what_was_expected(
 
 
 def test_a_noisy_tenant_replays_with_every_tenant_counted(tmp_path: Path) -> None:
-    """The noisy tenant replays by name; each request counts under its tenant; more are answered after."""
+    """The noisy tenant replays by name, every request under its tenant; after, more answered, more fairly."""
     report, printed, _ = simulate(tmp_path, "noisy-tenant")
     runs = report["scenarios"]["noisy-tenant"]
     before, after = runs["before"], runs["after"]
@@ -155,4 +155,7 @@ def test_a_noisy_tenant_replays_with_every_tenant_counted(tmp_path: Path) -> Non
     noisy = max(after["tenants"].values(), key=lambda t: t["requests"])
     assert noisy["requests"] > 0.5 * after["requests"]
     assert after["tasks_lost"] == 0 and after["answered_share"] > before["answered_share"]
+    # The primary's budget is shared in fair shares after: the quiet tenants get more of it.
+    fair, unfair = after["tenant_fairness"], before["tenant_fairness"]
+    assert fair["jain"] > unfair["jain"] + 0.2 and fair["quiet_served_share"] > unfair["quiet_served_share"]
     assert "Tenants (provider answers against max-min fair shares of them)" in printed
