@@ -123,6 +123,9 @@ class FairQueue:
     capacity: dict[str, tuple[float, float]] = field(default_factory=dict)  # reporter -> (rate, at)
     mean_cost: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
+    # A provider budget's virtual clock and when it was last run (``providers/turns.py``).
+    virtual: float = 0.0
+    updated: float = 0.0
 
 
 def capacity_of(queue: FairQueue, now: float) -> float:

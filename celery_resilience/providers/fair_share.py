@@ -8,10 +8,10 @@ work takes ten times their answers. The broker's queue meanwhile stays short (wo
 taken at once and waits on the budget), so a fair queue (``load/fairness.py``) never
 sees it stand.
 
-A budget named in ``resilience_fair_providers`` gives tenants their turns by the same
-start-time fair queueing as a fair queue, with the budget itself as the service rate
-(its calls a second, known from its units, not reported by workers): when a call first
-reaches a worker while the budget is saturated, it books its tenant's turn. A turn now
+A budget named in ``resilience_fair_providers`` gives tenants their turns by start-time
+fair queueing on a virtual clock run at the budget's own rate (its calls a second, known
+from its units, not reported by workers; ``turns.py``): when a call first reaches a
+worker while the budget is saturated, it books its tenant's turn. A turn now
 takes the budget as before; a turn later waits for it (the task runs again then); a turn
 further off than the call may wait (what is left of ``quota_wait_limit``, for a task
 with a fallback chain) is not booked, and the call goes to its chain at once: its tenant

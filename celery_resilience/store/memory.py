@@ -41,6 +41,7 @@ from ..monitoring.port import SECONDS_PER_MINUTE
 from ..providers.budget import Ledger, Said, Window, adjust, block, hold_to, schedule, settle, take_all
 from ..providers.learned import LearnedRate, learned
 from ..providers.retry_budget import RetryBudget, retry_allowed, window_slice
+from ..providers.turns import budget_turn
 from .keys import KeySpace
 
 __all__ = ["MemoryStore"]
@@ -264,8 +265,10 @@ class MemoryStore:
     ) -> FairTag:
         with self._lock:
             state = self._fair.setdefault((kind, queue), FairQueue())
-            tenant_key = self.keys.tenant(tenant)
-            return start_tag(state, tenant_key, weight, cost, self._clock(), max_delay, capacity, within)
+            tenant_key, now = self.keys.tenant(tenant), self._clock()
+            if kind == "provider":
+                return budget_turn(state, tenant_key, weight, cost, now, capacity or 0.0, within)
+            return start_tag(state, tenant_key, weight, cost, now, max_delay, capacity, within)
 
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         with self._lock:
@@ -275,7 +278,8 @@ class MemoryStore:
     def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
         with self._lock:
             state, now = self._fair.setdefault((kind, queue), FairQueue()), self._clock()
-            booked = sum(1 for finish, _ in state.tags.values() if finish > now)
+            clock = state.virtual if kind == "provider" else now  # a budget's tags are virtual
+            booked = sum(1 for finish, _ in state.tags.values() if finish > clock)
             return {**state.stats, "capacity": capacity_of(state, now), "tenants": float(booked)}
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:

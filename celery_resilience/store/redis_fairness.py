@@ -1,5 +1,6 @@
 """Fair queues on Redis: ``fair.lua`` books a tenant's task (one round trip, made only
-while the queue is saturated), ``fair_capacity.lua`` takes a worker's service rate."""
+while the queue is saturated), ``fair_capacity.lua`` takes a worker's service rate;
+``fair_budget.lua`` books a tenant's turn on a provider budget (``providers/turns.py``)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class RedisFairness:
         self._clock = clock
         self._now = now
         self._tag: Script = client.register_script(load("fair"))
+        self._turn: Script = client.register_script(load("fair_budget"))
         self._capacity: Script = client.register_script(load("fair_capacity"))
 
     def _now_arg(self) -> str:
@@ -54,6 +56,8 @@ class RedisFairness:
         within: float | None = None,
         kind: str = "queue",
     ) -> FairTag:
+        if kind == "provider":
+            return self._budget_turn(queue, tenant, weight, cost, capacity, within)
         delay, served, _, booked = self._call(
             self._tag,
             keys=self._keys.fair(queue, kind),
@@ -72,6 +76,34 @@ class RedisFairness:
         )
         return FairTag(float(delay), float(served), _text(booked) == "1")
 
+    def _budget_turn(
+        self,
+        provider: str,
+        tenant: str | None,
+        weight: float,
+        cost: float,
+        capacity: float | None,
+        within: float | None,
+    ) -> FairTag:
+        if capacity is None or capacity <= 0:
+            return FairTag(0.0, 0.0)
+        tags, state, _, stats = self._keys.fair(provider, "provider")
+        wait, served, _, booked = self._call(
+            self._turn,
+            keys=[tags, state, stats],
+            args=[
+                self._now_arg(),
+                self._keys.tenant(tenant),
+                repr(float(weight)),
+                repr(float(cost)),
+                repr(float(capacity)),
+                "" if within is None else repr(float(within)),
+                repr(COST_SMOOTHING),
+                str(_TTL),
+            ],
+        )
+        return FairTag(float(wait), float(served), _text(booked) == "1")
+
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         key = self._keys.fair(queue)[2]
         self._call(
@@ -79,13 +111,15 @@ class RedisFairness:
         )
 
     def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
-        tags, _, capacity, stats = self._keys.fair(queue, kind)
+        tags, state, capacity, stats = self._keys.fair(queue, kind)
         now = self._now()
         pipe = self._call(self._client.pipeline, transaction=False)
         pipe.hgetall(stats)
         pipe.hgetall(capacity)
-        pipe.zcount(tags, f"({now!r}", "+inf")
-        counters, reports, booked = self._call(pipe.execute)
+        pipe.hget(state, "virtual")
+        counters, reports, virtual = self._call(pipe.execute)
+        clock = float(virtual or 0.0) if kind == "provider" else now  # a budget's tags are virtual
+        booked = self._call(self._client.zcount, tags, f"({clock!r}", "+inf")
         status = {_text(name): float(value) for name, value in counters.items()}
         status["capacity"] = sum(
             float(served)

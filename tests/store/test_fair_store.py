@@ -91,10 +91,28 @@ def test_a_turn_further_off_than_the_wait_is_not_booked(fair_store: Store, clock
 
 def test_a_budget_and_a_queue_of_one_name_share_nothing(fair_store: Store, keys: KeySpace) -> None:
     """A provider's tenants are kept apart from a queue's of the same name, in keys and in tags."""
-    assert fair_store.fair_tag("openai", "t", 1.0, 1.0, 60.0, 1.0, kind="provider").delay == 0.0
+    turns = [fair_store.fair_tag("openai", "t", 1.0, 1.0, 60.0, 1.0, kind="provider").delay for _ in range(3)]
+    assert turns == [0.0, 0.0, 1.0]
     assert fair_store.fair_tag("openai", "t", 1.0, 1.0, 60.0, 1.0).delay == 0.0
-    assert fair_store.fair_tag("openai", "t", 1.0, 1.0, 60.0, 1.0, kind="provider").delay == 1.0
     assert fair_store.fair_status("openai", "provider")["delayed"] == 1.0
     assert fair_store.fair_status("openai").get("delayed", 0.0) == 0.0
     assert not set(keys.fair("openai")) & set(keys.fair("openai", "provider"))
     assert len({key_slot(key.encode()) for key in keys.fair("q:{x}*", "provider")}) == 1
+
+
+def test_a_budgets_clock_hands_an_idle_share_to_the_others(fair_store: Store, clock: FakeClock) -> None:
+    """Two calls a second: turns half a second apart alone, a second among two, half again once alone."""
+
+    def turn(tenant: str) -> float:
+        return fair_store.fair_tag("p", tenant, 1.0, 1.0, 60.0, 2.0, kind="provider").delay
+
+    assert [turn("a") for _ in range(4)] == [0.0, 0.0, 0.5, 1.0]
+    assert [turn("b") for _ in range(3)] == [0.0, 0.0, 1.0]
+    assert turn("a") == 3.0  # its fourth turn ahead, among two
+    assert fair_store.fair_status("p", "provider")["tenants"] == 2
+    clock.advance(3.0)  # the clock has passed b's last turn: a is alone again
+    assert turn("a") == pytest.approx(0.5)
+    assert fair_store.fair_status("p", "provider")["tenants"] == 1
+    refused = fair_store.fair_tag("p", "a", 1.0, 1.0, 60.0, 2.0, within=0.6, kind="provider")
+    assert refused.delay == pytest.approx(1.0) and not refused.booked
+    assert fair_store.fair_status("p", "provider")["over_share:a"] == 1.0

@@ -1,0 +1,94 @@
+"""Tenants' turns on a provider budget: start-time fair queueing on a virtual clock, pure,
+time passed in (``store/lua/fair_budget.lua`` does the same in Redis).
+
+A fair queue (``load/fairness.py``) keeps its tags on the real clock, which a queue of
+workers can afford: its delays are a broker's ETA, its service rate is learned. A budget
+knows its rate, and is where a pipeline spends what it pays for, so its turns keep the
+fair-queueing clock itself: virtual time ``V`` runs at ``capacity / W`` a second, ``W``
+the weight of the tenants with a turn booked ahead of ``V``, so that the moment one
+tenant has nothing booked, the others' turns come sooner (the budget is shared
+among those who want it, never held for one who does not: work-conserving). A call
+of tenant ``i`` (weight ``w``, cost ``c`` over the mean cost ``c̄``) starts at
+``S = max(V, F_i)`` and moves the tenant's finish tag to ``F_i = S + c / (c̄ w)``; its
+wait is the real time until ``V`` reaches ``S``, at the present ``W``.
+
+Each tenant may run one call ahead of its share without waiting (the wait is counted
+to its previous call's start, not its own): a tenant within its share sends at random
+moments, and without that allowance the second call of every pair would wait a whole
+turn, however little the tenant asks on average. A tenant over its share waits for its
+turns after the first.
+
+A call whose wait is longer than ``within`` is not booked: its tenant is not charged.
+"""
+
+from __future__ import annotations
+
+from ..load.fairness import (
+    COST_SMOOTHING,
+    FAIR_DELAY_TOTAL,
+    FAIR_DELAYED,
+    FAIR_OVER_SHARE,
+    FairQueue,
+    FairTag,
+)
+
+__all__ = ["advance", "budget_turn"]
+
+
+def advance(turns: FairQueue, now: float, capacity: float) -> None:
+    """Run the virtual clock from its last reading to ``now``, at ``capacity / W`` a
+    second while tenants are booked ahead of it, passing their finish tags in order (each
+    one passed leaves ``W``); with nobody booked it stands still."""
+    elapsed = max(0.0, now - turns.updated)
+    turns.updated = max(now, turns.updated)
+    clock = turns.virtual
+    ahead = sorted((finish, weight) for finish, weight in turns.tags.values() if finish > clock)
+    weight_ahead = sum(weight for _, weight in ahead)
+    for finish, weight in ahead:
+        if elapsed <= 0 or weight_ahead <= 0:
+            break
+        needed = (finish - clock) * weight_ahead / capacity
+        if needed >= elapsed:
+            clock += elapsed * capacity / weight_ahead
+            elapsed = 0.0
+            break
+        clock, elapsed = finish, elapsed - needed
+        weight_ahead -= weight
+    turns.virtual = clock
+    for name, (finish, _) in list(turns.tags.items()):
+        if finish <= clock:  # nothing booked any more: the tenant starts afresh at V
+            del turns.tags[name]
+
+
+def budget_turn(
+    turns: FairQueue,
+    tenant: str,
+    weight: float,
+    cost: float,
+    now: float,
+    capacity: float,
+    within: float | None = None,
+) -> FairTag:
+    """Book one call of ``tenant`` on a budget serving ``capacity`` calls a second: the
+    seconds until its turn, or, further off than ``within``, nothing booked."""
+    if capacity <= 0:
+        return FairTag(0.0, 0.0)
+    advance(turns, now, capacity)
+    cost = max(cost, 1e-9)
+    mean = cost if turns.mean_cost <= 0 else turns.mean_cost + COST_SMOOTHING * (cost - turns.mean_cost)
+    length = cost / mean / weight
+    finish, _ = turns.tags.get(tenant, (turns.virtual, weight))
+    start = max(turns.virtual, finish)
+    active = weight + sum(w for name, (f, w) in turns.tags.items() if name != tenant)
+    wait = max(0.0, (start - turns.virtual - length) * active / capacity)
+    if within is not None and wait > within:
+        for name in (FAIR_OVER_SHARE, f"{FAIR_OVER_SHARE}:{tenant}"):
+            turns.stats[name] = turns.stats.get(name, 0.0) + 1.0
+        return FairTag(wait, capacity, False)
+    turns.mean_cost = mean
+    turns.tags[tenant] = (start + length, weight)
+    if wait > 0:
+        for name, amount in ((FAIR_DELAYED, 1.0), (FAIR_DELAY_TOTAL, wait)):
+            for field_name in (name, f"{name}:{tenant}"):
+                turns.stats[field_name] = turns.stats.get(field_name, 0.0) + amount
+    return FairTag(wait, capacity)
