@@ -65,8 +65,9 @@ __all__ = [
 ]
 
 # The counters of a fair queue (``store/lua/fair.lua`` writes the same): publishes it
-# delayed, the seconds it delayed them by, and the tasks whose turn was further off than
-# they could wait (a provider budget's), in all and per tenant ("<name>:<tenant>").
+# delayed and the seconds it delayed them by, and of a provider budget's turns
+# (``fair_budget.lua``) also the calls whose turn was further off than they could wait,
+# in all and per tenant ("<name>:<tenant>").
 FAIR_DELAYED = "delayed"
 FAIR_DELAY_TOTAL = "delay_total"
 FAIR_OVER_SHARE = "over_share"
@@ -112,7 +113,8 @@ class FairTag(NamedTuple):
     capacity: float
     """The service rate the tag was worked out with (0: none known, no delay)."""
     booked: bool = True
-    """False: the tenant's turn was further off than ``within``, and nothing was booked."""
+    """False: a provider budget's turn was further off than the call could wait, and
+    nothing was booked (``providers/turns.py``)."""
 
 
 @dataclass(slots=True)
@@ -123,9 +125,6 @@ class FairQueue:
     capacity: dict[str, tuple[float, float]] = field(default_factory=dict)  # reporter -> (rate, at)
     mean_cost: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
-    # A provider budget's virtual clock and when it was last run (``providers/turns.py``).
-    virtual: float = 0.0
-    updated: float = 0.0
 
 
 def capacity_of(queue: FairQueue, now: float) -> float:
@@ -151,12 +150,9 @@ def start_tag(
     now: float,
     max_delay: float,
     stated: float | None = None,
-    within: float | None = None,
 ) -> FairTag:
     """Book one task of ``tenant`` in the saturated queue: how long to hold it back.
-    ``stated`` is the configured service rate (else the workers' reports). With
-    ``within``, a turn further off than that is not booked (the task will not wait for it,
-    so its tenant is not charged): ``booked`` is False and ``delay`` says how far off."""
+    ``stated`` is the configured service rate (else the workers' reports)."""
     for name, (finish, _) in list(queue.tags.items()):
         if finish <= now:  # nothing booked any more: the tenant starts afresh at now
             del queue.tags[name]
@@ -164,16 +160,12 @@ def start_tag(
     if capacity <= 0:
         return FairTag(0.0, 0.0)
     cost = max(cost, 1e-9)
-    finish, _ = queue.tags.get(tenant, (now, 0.0))
-    start = max(now, finish)
-    if within is not None and start - now > within:
-        for field_name in (FAIR_OVER_SHARE, f"{FAIR_OVER_SHARE}:{tenant}"):
-            queue.stats[field_name] = queue.stats.get(field_name, 0.0) + 1.0
-        return FairTag(start - now, capacity, False)
     queue.mean_cost = (
         cost if queue.mean_cost <= 0 else queue.mean_cost + COST_SMOOTHING * (cost - queue.mean_cost)
     )
+    finish, _ = queue.tags.get(tenant, (now, 0.0))
     active = weight + sum(w for name, (_, w) in queue.tags.items() if name != tenant)
+    start = max(now, finish)
     queue.tags[tenant] = (start + (cost / queue.mean_cost) * active / (weight * capacity), weight)
     delay = min(start - now, max_delay)
     if delay > 0:

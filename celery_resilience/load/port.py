@@ -40,8 +40,9 @@ class LoadStore(Protocol):
 class FairStore(Protocol):
     """A fair queue's tenant state (``load/fairness.py``), one atomic call per operation.
     ``kind`` is ``"queue"`` for a queue's tenants, ``"provider"`` for a provider budget's
-    (``providers/turns.py``, on a virtual clock, its ``capacity`` stated and ``max_delay``
-    unused): a queue and a provider of one name share nothing."""
+    (``providers/turns.py``, on a virtual clock, its ``capacity`` stated, ``max_delay``
+    unused, and a turn further off than ``within`` not booked): a queue and a provider of
+    one name share nothing."""
 
     def fair_tag(
         self,

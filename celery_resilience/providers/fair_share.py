@@ -108,8 +108,6 @@ class FairShares:
         except StoreUnavailable as error:
             logger.debug("fair share of %r skipped, the store did not answer: %s", provider, error)
             return None
-        if tag.capacity <= 0:
-            return None
         if tag.delay > 0 or not tag.booked:
             # Still saturated while this turn is ahead, or while a tenant is over its share.
             until = self._monotonic() + (tag.delay if tag.booked else HELD_BACK_SECONDS)

@@ -23,19 +23,25 @@ A call whose wait is longer than ``within`` is not booked: its tenant is not cha
 
 from __future__ import annotations
 
-from ..load.fairness import (
-    COST_SMOOTHING,
-    FAIR_DELAY_TOTAL,
-    FAIR_DELAYED,
-    FAIR_OVER_SHARE,
-    FairQueue,
-    FairTag,
-)
+from dataclasses import dataclass, field
 
-__all__ = ["advance", "budget_turn"]
+from ..load.fairness import COST_SMOOTHING, FAIR_DELAY_TOTAL, FAIR_DELAYED, FAIR_OVER_SHARE, FairTag
+
+__all__ = ["Turns", "advance", "budget_turn"]
 
 
-def advance(turns: FairQueue, now: float, capacity: float) -> None:
+@dataclass(slots=True)
+class Turns:
+    """One budget's tenant state, as ``store/lua/fair_budget.lua`` keeps it in Redis."""
+
+    tags: dict[str, tuple[float, float]] = field(default_factory=dict)  # tenant -> (finish, weight)
+    mean_cost: float = 0.0
+    stats: dict[str, float] = field(default_factory=dict)
+    virtual: float = 0.0  # the virtual clock
+    updated: float = 0.0  # when it last ran
+
+
+def advance(turns: Turns, now: float, capacity: float) -> None:
     """Run the virtual clock from its last reading to ``now``, at ``capacity / W`` a
     second while tenants are booked ahead of it, passing their finish tags in order (each
     one passed leaves ``W``); with nobody booked it stands still."""
@@ -61,7 +67,7 @@ def advance(turns: FairQueue, now: float, capacity: float) -> None:
 
 
 def budget_turn(
-    turns: FairQueue,
+    turns: Turns,
     tenant: str,
     weight: float,
     cost: float,

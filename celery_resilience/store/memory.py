@@ -41,7 +41,7 @@ from ..monitoring.port import SECONDS_PER_MINUTE
 from ..providers.budget import Ledger, Said, Window, adjust, block, hold_to, schedule, settle, take_all
 from ..providers.learned import LearnedRate, learned
 from ..providers.retry_budget import RetryBudget, retry_allowed, window_slice
-from ..providers.turns import budget_turn
+from ..providers.turns import Turns, budget_turn
 from .keys import KeySpace
 
 __all__ = ["MemoryStore"]
@@ -72,7 +72,8 @@ class MemoryStore:
         self._retries: dict[str, dict[int, tuple[float, float]]] = {}
         self._learned: dict[tuple[str, str], LearnedRate] = {}
         self._ledgers: dict[str, Ledger] = {}
-        self._fair: dict[tuple[str, str], FairQueue] = {}
+        self._fair: dict[str, FairQueue] = {}
+        self._turns: dict[str, Turns] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -264,22 +265,26 @@ class MemoryStore:
         kind: str = "queue",
     ) -> FairTag:
         with self._lock:
-            state = self._fair.setdefault((kind, queue), FairQueue())
             tenant_key, now = self.keys.tenant(tenant), self._clock()
             if kind == "provider":
-                return budget_turn(state, tenant_key, weight, cost, now, capacity or 0.0, within)
-            return start_tag(state, tenant_key, weight, cost, now, max_delay, capacity, within)
+                turns = self._turns.setdefault(queue, Turns())
+                return budget_turn(turns, tenant_key, weight, cost, now, capacity or 0.0, within)
+            state = self._fair.setdefault(queue, FairQueue())
+            return start_tag(state, tenant_key, weight, cost, now, max_delay, capacity)
 
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         with self._lock:
-            state = self._fair.setdefault(("queue", queue), FairQueue())
-            report_capacity(state, reporter, served, self._clock())
+            report_capacity(self._fair.setdefault(queue, FairQueue()), reporter, served, self._clock())
 
     def fair_status(self, queue: str, kind: str = "queue") -> dict[str, float]:
         with self._lock:
-            state, now = self._fair.setdefault((kind, queue), FairQueue()), self._clock()
-            clock = state.virtual if kind == "provider" else now  # a budget's tags are virtual
-            booked = sum(1 for finish, _ in state.tags.values() if finish > clock)
+            now = self._clock()
+            if kind == "provider":  # a budget's tags are on its virtual clock; no reports
+                turns = self._turns.setdefault(queue, Turns())
+                booked = sum(1 for finish, _ in turns.tags.values() if finish > turns.virtual)
+                return {**turns.stats, "capacity": 0.0, "tenants": float(booked)}
+            state = self._fair.setdefault(queue, FairQueue())
+            booked = sum(1 for finish, _ in state.tags.values() if finish > now)
             return {**state.stats, "capacity": capacity_of(state, now), "tenants": float(booked)}
 
     def count(self, fields: Mapping[str, float], shard: int = 0) -> None:
@@ -441,6 +446,7 @@ class MemoryStore:
             self._retries.clear()
             self._learned.clear()
             self._fair.clear()
+            self._turns.clear()
             return deleted
 
     def close(self) -> None:

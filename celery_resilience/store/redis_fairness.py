@@ -58,9 +58,9 @@ class RedisFairness:
     ) -> FairTag:
         if kind == "provider":
             return self._budget_turn(queue, tenant, weight, cost, capacity, within)
-        delay, served, _, booked = self._call(
+        delay, served, _ = self._call(
             self._tag,
-            keys=self._keys.fair(queue, kind),
+            keys=self._keys.fair(queue),
             args=[
                 self._now_arg(),
                 self._keys.tenant(tenant),
@@ -71,10 +71,9 @@ class RedisFairness:
                 repr(CAPACITY_STALE),
                 repr(COST_SMOOTHING),
                 str(_TTL),
-                "" if within is None else repr(float(within)),
             ],
         )
-        return FairTag(float(delay), float(served), _text(booked) == "1")
+        return FairTag(float(delay), float(served))
 
     def _budget_turn(
         self,
@@ -116,10 +115,13 @@ class RedisFairness:
         pipe = self._call(self._client.pipeline, transaction=False)
         pipe.hgetall(stats)
         pipe.hgetall(capacity)
-        pipe.hget(state, "virtual")
-        counters, reports, virtual = self._call(pipe.execute)
-        clock = float(virtual or 0.0) if kind == "provider" else now  # a budget's tags are virtual
-        booked = self._call(self._client.zcount, tags, f"({clock!r}", "+inf")
+        if kind == "provider":  # a budget's tags are on its virtual clock: read it first
+            pipe.hget(state, "virtual")
+            counters, reports, virtual = self._call(pipe.execute)
+            booked = self._call(self._client.zcount, tags, f"({float(virtual or 0.0)!r}", "+inf")
+        else:
+            pipe.zcount(tags, f"({now!r}", "+inf")
+            counters, reports, booked = self._call(pipe.execute)
         status = {_text(name): float(value) for name, value in counters.items()}
         status["capacity"] = sum(
             float(served)

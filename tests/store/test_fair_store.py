@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from redis.crc import key_slot
 
+from celery_resilience.load.fairness import FairTag
 from celery_resilience.store import MemoryStore, Store
 from celery_resilience.store.keys import KeySpace
 from celery_resilience.store.redis import RedisStore
@@ -78,14 +79,18 @@ def test_a_fair_queues_keys_share_one_slot(keys: KeySpace) -> None:
 
 
 def test_a_turn_further_off_than_the_wait_is_not_booked(fair_store: Store, clock: FakeClock) -> None:
-    """Within a second, a tenant books two turns; its third is counted over its share and charges nothing."""
-    turns = [fair_store.fair_tag("p", "noisy", 1.0, 1.0, 60.0, 2.0, within=1.0) for _ in range(3)]
-    assert [(t.delay, t.booked) for t in turns] == [(0.0, True), (0.5, True), (1.0, True)]
-    refused = fair_store.fair_tag("p", "noisy", 1.0, 1.0, 60.0, 2.0, within=1.0)
+    """Within a second, a tenant books four turns; its fifth is counted over its share and charges nothing."""
+
+    def turn() -> FairTag:
+        return fair_store.fair_tag("p", "noisy", 1.0, 1.0, 60.0, 2.0, within=1.0, kind="provider")
+
+    turns = [turn() for _ in range(4)]
+    assert [(t.delay, t.booked) for t in turns] == [(0.0, True), (0.0, True), (0.5, True), (1.0, True)]
+    refused = turn()
     assert refused.booked is False and refused.delay == pytest.approx(1.5)
-    clock.advance(0.6)  # the refusal booked nothing: the next turn is where the third left it
-    assert fair_store.fair_tag("p", "noisy", 1.0, 1.0, 60.0, 2.0, within=1.0).delay == pytest.approx(0.9)
-    status = fair_store.fair_status("p")
+    clock.advance(0.6)  # the refusal booked nothing: the next turn is where the fourth left it
+    assert turn().delay == pytest.approx(0.9)
+    status = fair_store.fair_status("p", "provider")
     assert (status["over_share"], status["over_share:noisy"], status["delayed:noisy"]) == (1.0, 1.0, 3.0)
 
 

@@ -5,16 +5,14 @@
 -- KEYS[2]  state hash: "w:<tenant>" weight of each tenant in KEYS[1], "active" their
 --          sum, "mean_cost" the queue's mean cost (same hash tag as KEYS[1])
 -- KEYS[3]  capacity hash: reporter -> "<tasks a second> <at>" (fair_capacity.lua)
--- KEYS[4]  counters hash: delayed, delay_total, over_share, and "<name>:<tenant>" of each
+-- KEYS[4]  counters hash: delayed, delay_total, and "<name>:<tenant>" of each
 -- ARGV[1]  now in seconds, or "" to use the Redis server's TIME
 -- ARGV[2]  tenant (escaped by store/keys.py: no ":" in it)
 -- ARGV[3]  weight   ARGV[4] cost   ARGV[5] max_delay
 -- ARGV[6]  the stated service rate, or "" to sum the workers' fresh reports
 -- ARGV[7]  seconds a report stays fresh   ARGV[8] the mean cost's smoothing
 -- ARGV[9]  TTL of the keys (seconds)
--- ARGV[10] within: a turn further off is not booked, or "" to book any turn
--- Returns  {delay, capacity, now, booked} as strings (capacity "0": none known, no
---          delay; booked "0": the turn was further off than within, nothing booked)
+-- Returns  {delay, capacity, now} as strings (capacity "0": none known, no delay)
 
 local now = clock(ARGV[1])
 local tenant = ARGV[2]
@@ -50,27 +48,19 @@ else
 end
 if capacity <= 0 then
   redis.call("HSET", KEYS[2], "active", string.format("%.17g", active))
-  return {"0", "0", string.format("%.17g", now), "1"}
+  return {"0", "0", string.format("%.17g", now)}
 end
 
 cost = math.max(cost, 1e-9)
-local finish = tonumber(redis.call("ZSCORE", KEYS[1], tenant) or now)
-local start = math.max(now, finish)
-if ARGV[10] ~= "" and start - now > tonumber(ARGV[10]) then
-  redis.call("HSET", KEYS[2], "active", string.format("%.17g", active))
-  redis.call("HINCRBY", KEYS[4], "over_share", 1)
-  redis.call("HINCRBY", KEYS[4], "over_share:" .. tenant, 1)
-  redis.call("EXPIRE", KEYS[4], ttl)
-  return {string.format("%.17g", start - now), string.format("%.17g", capacity),
-    string.format("%.17g", now), "0"}
-end
 local mean = tonumber(redis.call("HGET", KEYS[2], "mean_cost") or "0")
 if mean <= 0 then
   mean = cost
 else
   mean = mean + tonumber(ARGV[8]) * (cost - mean)
 end
+local finish = tonumber(redis.call("ZSCORE", KEYS[1], tenant) or now)
 active = active - tonumber(redis.call("HGET", KEYS[2], "w:" .. tenant) or "0") + weight
+local start = math.max(now, finish)
 finish = start + (cost / mean) * active / (weight * capacity)
 redis.call("ZADD", KEYS[1], string.format("%.17g", finish), tenant)
 redis.call("HSET", KEYS[2], "w:" .. tenant, string.format("%.17g", weight),
@@ -87,4 +77,4 @@ if delay > 0 then
   redis.call("HINCRBYFLOAT", KEYS[4], "delay_total:" .. tenant, total)
   redis.call("EXPIRE", KEYS[4], ttl)
 end
-return {string.format("%.17g", delay), string.format("%.17g", capacity), string.format("%.17g", now), "1"}
+return {string.format("%.17g", delay), string.format("%.17g", capacity), string.format("%.17g", now)}

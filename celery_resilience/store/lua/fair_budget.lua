@@ -25,13 +25,13 @@ local mean = tonumber(state[3] or "0")
 local elapsed = math.max(0, now - updated)
 updated = math.max(now, updated)
 local ahead = redis.call("ZRANGEBYSCORE", KEYS[1], "(" .. num(virtual), "+inf", "WITHSCORES")
-local weights, total = {}, 0
+local booked, total = {}, 0  -- {finish, weight, tenant} in finish order
 for k = 1, #ahead, 2 do
   local w = tonumber(redis.call("HGET", KEYS[2], "w:" .. ahead[k]) or "1")
-  weights[#weights + 1] = {tonumber(ahead[k + 1]), w}
+  booked[#booked + 1] = {tonumber(ahead[k + 1]), w, ahead[k]}
   total = total + w
 end
-for _, entry in ipairs(weights) do
+for _, entry in ipairs(booked) do
   if elapsed <= 0 or total <= 0 then
     break
   end
@@ -63,11 +63,10 @@ end
 local length = cost / mean / weight
 local finish = tonumber(redis.call("ZSCORE", KEYS[1], tenant) or num(virtual))
 local start = math.max(virtual, finish)
-local active = weight
-local rest = redis.call("ZRANGE", KEYS[1], 0, -1)
-for _, name in ipairs(rest) do
-  if name ~= tenant then
-    active = active + tonumber(redis.call("HGET", KEYS[2], "w:" .. name) or "1")
+local active = weight  -- the tenants still booked ahead of the clock, as read above
+for _, entry in ipairs(booked) do
+  if entry[1] > virtual and entry[3] ~= tenant then
+    active = active + entry[2]
   end
 end
 local wait = math.max(0, (start - virtual - length) * active / capacity)
