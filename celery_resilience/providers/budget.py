@@ -180,12 +180,17 @@ class Ledger:
 
 
 def take_all(
-    ledgers: Sequence[Ledger], windows: Sequence[Window], amounts: Sequence[float], entry: str, now: float
+    ledgers: Sequence[Ledger],
+    windows: Sequence[Window],
+    amounts: Sequence[float],
+    entry: str,
+    now: float,
+    watch: bool = False,
 ) -> tuple[float, bool]:
     """Reserve ``amounts[i]`` in ledger ``i`` under ``entry``, in all of them or none.
-    Returns ``(0.0, ahead)`` when taken (``ahead``: some unit is ``running_ahead``), else
-    the seconds until every amount fits. An amount above a unit's count is taken as the
-    whole count (it could never be granted otherwise)."""
+    Returns ``(0.0, ahead)`` when taken (``ahead``: with ``watch``, some unit is
+    ``running_ahead``), else the seconds until every amount fits. An amount above a unit's
+    count is taken as the whole count (it could never be granted otherwise)."""
     wait = 0.0
     for ledger, window, amount in zip(ledgers, windows, amounts, strict=True):
         ledger.expire(now, window.span)
@@ -194,7 +199,7 @@ def take_all(
         return wait, False
     for ledger, window, amount in zip(ledgers, windows, amounts, strict=True):
         ledger.add(now, entry, min(amount, window.count))
-    return 0.0, any(
+    return 0.0, watch and any(
         running_ahead(ledger, window, now) for ledger, window in zip(ledgers, windows, strict=True)
     )
 

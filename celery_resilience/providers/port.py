@@ -27,11 +27,12 @@ class ProviderStore(Protocol):
         amounts: Sequence[float],
         provider: str,
         entry: str,
+        watch: bool = False,
     ) -> tuple[float, bool]:
         """Reserve every amount under ``entry`` or none (``budget.take_all``), counted as
         the provider's call admitted or throttled: ``(0.0, ahead)`` when taken (``ahead``:
-        a window is spent faster than its rate, ``budget.running_ahead``), else the
-        seconds until all fit."""
+        with ``watch``, a window is spent faster than its rate, ``budget.running_ahead``),
+        else the seconds until all fit."""
 
     def budget_settle(
         self,

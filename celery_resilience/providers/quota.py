@@ -104,6 +104,7 @@ class ProviderQuota:
         self, settings: ProviderSettings, store: Callable[[], ProviderStore], clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self.providers: Mapping[str, ProviderBudget] = dict(settings.budgets)
+        self._fair = settings.fair  # budgets whose takes say when they run ahead (fair shares)
         self.outputs = OutputObserver()
         self.learned = LearnedRates(store, clock)
         self.blind = BlindBudgets(store)
@@ -238,7 +239,8 @@ class ProviderQuota:
         store = self._store()
         try:
             keys, shard = store.provider_windows(provider, units)
-            wait, ahead = store.budget_take(keys, shard, windows, amounts, provider, reservation.entry)
+            watch = provider in self._fair
+            wait, ahead = store.budget_take(keys, shard, windows, amounts, provider, reservation.entry, watch)
         except StoreUnavailable as error:
             logger.warning("provider quota for %r unchecked: %s", provider, error)
             return None, 0.0

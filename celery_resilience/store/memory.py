@@ -99,10 +99,11 @@ class MemoryStore:
         amounts: Sequence[float],
         provider: str,
         entry: str,
+        watch: bool = False,
     ) -> tuple[float, bool]:
         with self._lock:
             now = self._clock()
-            wait, ahead = take_all(self._windows(keys), windows, amounts, entry, now)
+            wait, ahead = take_all(self._windows(keys), windows, amounts, entry, now, watch)
             self._add(now, provider_call_fields(provider, wait == 0), PROVIDER_SCOPE)
             return wait, ahead
 

@@ -49,10 +49,12 @@ class RedisBudgets:
         amounts: Sequence[float],
         provider: str,
         entry: str,
+        watch: bool = False,
     ) -> tuple[float, bool]:
         metrics = self.keys.metrics(shard, self._minutes.minute(), PROVIDER_SCOPE)
         args = self._window_args("take", provider, entry, windows, [(a, -1.0, -1.0) for a in amounts])
-        wait, ahead = self._call(self._budget, keys=[*keys, metrics], args=[*args, repr(AHEAD_SHARE)])
+        share = repr(AHEAD_SHARE) if watch else ""
+        wait, ahead = self._call(self._budget, keys=[*keys, metrics], args=[*args, share])
         return float(wait), float(ahead) > 0
 
     def budget_settle(

@@ -141,14 +141,18 @@ def test_a_learned_unit_grows_while_it_refuses_calls(store: Store, clock: FakeCl
 
 
 def test_a_window_spent_faster_than_its_rate_says_so(store: Store, clock: FakeClock) -> None:
-    """8/m: two calls at once are a burst; a third within a quarter of the period runs ahead."""
+    """8/m: two calls at once are a burst; a third within a quarter of the period runs ahead, when asked."""
     keys, shard = store.provider_windows("openai", (REQUESTS,))
     window = UnitBudget(parse_rate("8/m")).window()
-    take = [store.budget_take(keys, shard, [window], [1.0], "openai", f"{i:04x}") for i in range(3)]
-    assert take == [(0.0, False), (0.0, False), (0.0, True)]
+
+    def take(entry: str, watch: bool = True) -> tuple[float, bool]:
+        return store.budget_take(keys, shard, [window], [1.0], "openai", entry, watch)
+
+    assert [take(f"{i:04x}") for i in range(3)] == [(0.0, False), (0.0, False), (0.0, True)]
     clock.advance(window.span / 4 + 0.01)  # the three are older than a quarter of the span
-    assert store.budget_take(keys, shard, [window], [1.0], "openai", "0004") == (0.0, False)
+    assert take("0004") == (0.0, False)
     for entry in ("0005", "0006"):
-        store.budget_take(keys, shard, [window], [1.0], "openai", entry)
-    wait, ahead = store.budget_take(keys, shard, [window], [1.0], "openai", "0007")
+        take(entry)
+    wait, ahead = take("0007")
     assert wait == 0.0 and ahead
+    assert take("0008", watch=False) == (0.0, False)  # a budget not shared fairly is not looked at

@@ -35,8 +35,9 @@ class _Store(MemoryStore):
 
 def shares(clock: FakeClock, store: _Store, rate: str = "10/m") -> tuple[ProviderQuota, FairShares]:
     budget = ProviderBudget(((REQUESTS, UnitBudget(parse_rate(rate))),))
-    quota = ProviderQuota(ProviderSettings({"openai": budget}, None, None), lambda: store, clock)
-    return quota, FairShares({"openai"}, lambda: store, quota, clock)
+    settings = ProviderSettings({"openai": budget}, None, None, fair=frozenset({"openai"}))
+    quota = ProviderQuota(settings, lambda: store, clock)
+    return quota, FairShares(settings.fair, lambda: store, quota, clock)
 
 
 def one() -> float:

@@ -17,7 +17,8 @@
 --          settle: amount, the cost the provider counted (-1: none); left, what the
 --          provider says is left (-1: nothing said); reset, the seconds until its reset
 --          (-1: unknown); then, per timetable bucket: capacity, refill per second, delta;
---          take: then the share of a window whose taking it counts as running ahead
+--          take: then the share of a window whose taking it counts as running ahead,
+--          or "" not to look (a budget not shared in fair shares)
 -- Returns  take: {the seconds to wait ("0" when taken), "1" when taken and some window
 --          is spent faster than its rate (budget.py:running_ahead), else "0"};
 --          block: per window, what the provider had accepted (the calls of its last
@@ -120,7 +121,7 @@ if mode == "take" then
   for i = 1, n do
     put(i, entry, now, math.min(amounts[i], counts[i]))
     keep(i)
-    if ahead == "0" and sums[i] > share * counts[i] then
+    if share and ahead == "0" and sums[i] > share * counts[i] then
       local recent = redis.call("ZRANGEBYSCORE", KEYS[2 * i - 1], "(" .. (now - share * spans[i]), "+inf")
       local taken = 0
       for start = 1, #recent, 1000 do
