@@ -41,6 +41,7 @@ import time
 from typing import Any
 
 import redis
+from celery_resilience_harness.simulation.measures import fair_shares, tenant_shares
 from stamp import ROOT, commit, day, machine
 from workers import thread_worker
 
@@ -73,26 +74,17 @@ def arrivals(demand: float) -> list[tuple[float, str]]:
     return sorted(times)
 
 
-def max_min_shares(demand: dict[str, int], capacity: float) -> dict[str, float]:
-    """Each tenant's max-min fair share of ``capacity`` (equal weights): water-filling."""
-    shares: dict[str, float] = {}
-    left, waiting = capacity, sorted(demand, key=lambda t: demand[t])
-    while waiting:
-        even = left / len(waiting)
-        tenant = waiting[0]
-        if demand[tenant] <= even:
-            shares[tenant] = float(demand[tenant])
-            left -= demand[tenant]
-            waiting.pop(0)
-        else:
-            for rest in waiting:
-                shares[rest] = even
-            break
-    return shares
-
-
-def jain(values: list[float]) -> float:
-    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+def fairness_of(demand: dict[str, int], served: dict[str, int]) -> dict[str, Any]:
+    """Each tenant's max-min fair share of what was served, Jain's index over served / fair
+    share, and the quiet tenants' served share of their demand: the replay's own measures
+    (``celery_resilience_harness.simulation.measures``)."""
+    shares = fair_shares([float(demand[t]) for t in TENANTS], float(sum(served.values())))
+    measured = tenant_shares({t: {"requests": demand[t], "provider": served[t]} for t in TENANTS})
+    return {
+        "fair_share": {t: round(share, 1) for t, share in zip(TENANTS, shares, strict=True)},
+        "jain": round(measured["jain"], 3),
+        "quiet_served_share": round(measured["quiet_served_share"], 3),
+    }
 
 
 def run(variant: str) -> dict[str, Any]:
@@ -142,16 +134,12 @@ def run(variant: str) -> dict[str, Any]:
         )
         for t in TENANTS
     }
-    shares = max_min_shares(demand, sum(served.values()))
-    quiet = [t for t in TENANTS if t != "noisy"]
     return {
         "published": len(published),
         "finished": len(ended),
         "demand": demand,
         "served_in_window": served,
-        "fair_share": {t: round(v, 1) for t, v in shares.items()},
-        "jain": round(jain([served[t] / shares[t] for t in TENANTS]), 3),
-        "quiet_served_share": round(sum(served[t] for t in quiet) / sum(demand[t] for t in quiet), 3),
+        **fairness_of(demand, served),
         "drain_seconds": round(max(ended.values(), default=0.0), 2),
         "publish_seconds": round(publish_seconds, 2),
         "held_back": int(status.get("delayed", 0)),
@@ -194,17 +182,13 @@ def run_budget(variant: str) -> dict[str, Any]:
     labelled = sum(isinstance(answer, FallbackResult) for _, answer in answers)
     demand = {t: sum(1 for who, _ in answers if who == t) for t in TENANTS}
     served = {t: sum(1 for who, answer in answers if who == t and answer == "provider") for t in TENANTS}
-    shares = max_min_shares(demand, sum(served.values()))
-    quiet = [t for t in TENANTS if t != "noisy"]
     return {
         "published": len(published),
         "answered": labelled + sum(served.values()),
         "budget_per_second": round(rate, 2),
         "demand": demand,
         "served_by_provider": served,
-        "fair_share": {t: round(v, 1) for t, v in shares.items()},
-        "jain": round(jain([served[t] / shares[t] for t in TENANTS]), 3),
-        "quiet_served_share": round(sum(served[t] for t in quiet) / sum(demand[t] for t in quiet), 3),
+        **fairness_of(demand, served),
         "provider_answers": sum(served.values()),
         "over_share": int(status.get("over_share", 0)),
         "waited_for_turn": int(status.get("delayed", 0)),
