@@ -1,4 +1,5 @@
-"""The worker's bootsteps: the health heartbeat, the alert monitor, the start-up check.
+"""The worker's bootsteps: the health heartbeat, the alert monitor, the start-up check,
+the early release of a fair queue's held work.
 
 Added by ``Resilience(app)`` by name; each looks the app's extension up when the worker
 starts and leaves the work to it.
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
+from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from celery import bootsteps
@@ -18,8 +22,11 @@ from celery.worker import state
 from .errors import StoreUnavailable
 from .extension import Resilience
 from .load.heartbeat import WorkerUsage, take_snapshot
+from .load.release import RELEASE_INTERVAL, Held, Release
+from .monitoring.counters import count_released_early
+from .publishing import HEADER
 
-__all__ = ["HealthHeartbeat", "AlertMonitorStep", "ConfigurationCheck"]
+__all__ = ["HealthHeartbeat", "AlertMonitorStep", "ConfigurationCheck", "FairRelease"]
 
 logger = logging.getLogger("celery_resilience.health")
 
@@ -136,3 +143,85 @@ class ConfigurationCheck(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         Resilience.of(worker.app).check_chains()
+
+
+class FairRelease(bootsteps.StartStopStep):
+    """Starts held work of the fair queues ordered by delay once this worker idles with
+    nothing ready (``load/release.py``): without it, a flood's held work keeps the spacing
+    of its old share after the other tenants leave, and the queue drains slower than FIFO."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.timer_ref: Any = None
+        self.queues: frozenset[str] = frozenset()
+        self.release = Release(1)
+
+    def start(self, worker: Any) -> None:
+        fairness = Resilience.of(worker.app).fairness
+        self.queues = frozenset(q for q, p in fairness.policies.items() if p.order == "delay")
+        if not self.queues:
+            return
+        self.release = Release(int(getattr(worker, "concurrency", 1) or 1))
+        self._next(worker)
+
+    def stop(self, worker: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+    def _next(self, worker: Any) -> None:
+        # At irregular intervals: holds spaced by the look's own interval would otherwise
+        # each be started by the timer just before every look, which then never finds the
+        # slot free between them.
+        after = RELEASE_INTERVAL * random.uniform(0.5, 1.0)
+        self.timer_ref = worker.timer.call_after(after, self.tick, (worker,), priority=5)
+
+    def tick(self, worker: Any) -> None:
+        try:
+            self._look(worker)
+        finally:
+            self._next(worker)
+
+    def _look(self, worker: Any) -> None:
+        # Run by the worker's timer, which also runs the holds' own entries: a hold cannot
+        # end between being found here and being started.
+        free = self.release.slots - len(state.reserved_requests)
+        try:
+            held = self._held(worker.app) if free > 0 else []
+        except RuntimeError:  # a thread-pool consumer added a hold while we looked: next tick
+            return
+        resilience = Resilience.of(worker.app)
+        started: Counter[str] = Counter()
+        for item in self.release.choose(free, held, resilience.fairness.ready):
+            item.release()
+            started[item.queue] += 1
+        if started:
+            count_released_early(resilience.record, started)
+
+    def _held(self, app: Any) -> list[Held]:
+        """This worker's tasks held on its timer by a fair queue of this app."""
+        found: list[Held] = []
+        for request in list(getattr(state, "scheduled_requests", ())):
+            # A Celery that does not keep the hold's entry leaves every hold to its timer.
+            entry = getattr(request, "_eta_timer_entry", None)
+            if entry is None or entry.canceled or getattr(request.task, "app", None) is not app:
+                continue
+            context = (request.request_dict or {}).get(HEADER)
+            queue = (request.delivery_info or {}).get("routing_key")
+            if not isinstance(context, dict) or not context.get("fair_delay") or queue not in self.queues:
+                continue
+            try:
+                eta = datetime.fromisoformat(str(request.eta)).timestamp()
+            except ValueError:
+                continue
+            found.append(Held(eta, queue, _starter(entry)))
+        return found
+
+
+def _starter(entry: Any) -> Any:
+    def start() -> None:
+        entry.cancel()
+        entry()  # the worker's own apply of a held task (or its rate-limited apply)
+
+    return start

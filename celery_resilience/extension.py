@@ -61,6 +61,7 @@ _BOOTSTEPS = (
     "celery_resilience.bootsteps:HealthHeartbeat",
     "celery_resilience.bootsteps:AlertMonitorStep",
     "celery_resilience.bootsteps:ConfigurationCheck",
+    "celery_resilience.bootsteps:FairRelease",
 )
 
 _registry: weakref.WeakKeyDictionary[Celery, Resilience] = weakref.WeakKeyDictionary()

@@ -63,8 +63,12 @@ class FairQueues:
             return False
         if self._monotonic() < self._held_until.get(queue, -1.0):
             return True
-        depth = self._depth(queue) if self._depth is not None else None
+        depth = self.ready(queue)
         return depth is not None and depth >= policy.depth
+
+    def ready(self, queue: str) -> int | None:
+        """The ready messages of ``queue`` as last probed (None: not known)."""
+        return self._depth(queue) if self._depth is not None else None
 
     def delay(self, queue: str, tenant: str | None, weight: float, cost: Callable[[], float]) -> float:
         """Seconds to hold back a publish of ``tenant`` to ``queue``; ``cost`` is asked only

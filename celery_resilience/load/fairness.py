@@ -22,12 +22,12 @@ back without cause:
 - the tags are only used while the queue is saturated: with spare capacity nobody waits.
 
 A hold is fixed at the publish, so work booked at a tenant's share while others were
-present keeps that spacing after they leave (the queue then drains more slowly than
-FIFO would): the price of needing no dequeue loop on any broker. On Redis and RabbitMQ
-the order can be kept by message priority instead (``"order": "priority"``): the same
-tag's lag picks one of four levels (``priority_level``), nothing is held back, and the
-broker serves a lower level whenever no higher one waits, so the queue stays
-work-conserving and drains as FIFO does.
+present keeps that spacing after they leave; a worker with a free slot and nothing ready
+therefore starts held work before its time, earliest first (``load/release.py``), and
+the queue drains about as FIFO does. On Redis and RabbitMQ the order can be kept by
+message priority instead (``"order": "priority"``): the same tag's lag picks one of four
+levels (``priority_level``), nothing is held back, and the broker serves a lower level
+whenever no higher one waits.
 
 A tenant is the unit of fairness, not the user: twenty user ids of one tenant share the
 tenant's one tag. Nothing is known of the service rate until workers report it (or the

@@ -26,7 +26,9 @@ __all__ = [
     "DEQUEUED",
     "SOJOURN_TOTAL",
     "SHED",
+    "RELEASED_EARLY",
     "count_dequeued",
+    "count_released_early",
     "ANSWERED",
     "DELAY_TOTAL",
     "TIER",
@@ -110,6 +112,9 @@ HANDLED = "handled:"
 DEQUEUED = "dequeued:"
 SOJOURN_TOTAL = "sojourn_total:"
 SHED = "shed:"
+# + queue: tasks a fair queue held back that a worker ran before their hold ended, for it
+# had a free slot and nothing ready (load/release.py)
+RELEASED_EARLY = "released_early:"
 CACHE_CHECKED = "cache_checked:"
 CACHE_DISAGREED = "cache_disagreed:"
 # Provider calls are admissions into the provider's budget, counted apart from users'.
@@ -160,6 +165,11 @@ def count_dequeued(count: Count, queue: str, sojourn: float, shed: bool) -> None
     if shed:
         fields[SHED + queue] = 1.0
     count(fields)
+
+
+def count_released_early(count: Count, queues: Mapping[str, int]) -> None:
+    """Held tasks of each fair queue a worker ran before their hold ended."""
+    count({RELEASED_EARLY + queue: float(n) for queue, n in queues.items()})
 
 
 def count_expired(count: Count) -> None:

@@ -34,6 +34,7 @@ from .counters import (
     PROVIDER_UNSETTLED_STREAM,
     PUBLISH_FAILED,
     REJECTED,
+    RELEASED_EARLY,
     REQUESTS,
     RETRY_REFUSED,
     SHED,
@@ -74,6 +75,8 @@ class MinuteSummary:
     dequeued: Mapping[str, float] = field(default_factory=dict)
     sojourn_total: Mapping[str, float] = field(default_factory=dict)
     sheds: Mapping[str, float] = field(default_factory=dict)
+    # Per fair queue: held tasks a worker ran before their hold ended (load/release.py).
+    released_early: Mapping[str, float] = field(default_factory=dict)
     retries_refused: Mapping[str, float] = field(default_factory=dict)
     # "<dependency>/<category>": failures handled (retried, fallen back), not errors.
     handled: Mapping[str, float] = field(default_factory=dict)
@@ -130,6 +133,7 @@ def summarise(minute: int, fields: Mapping[str, float], provider: Mapping[str, f
         dequeued=_prefixed(fields, DEQUEUED),
         sojourn_total=_prefixed(fields, SOJOURN_TOTAL),
         sheds=_prefixed(fields, SHED),
+        released_early=_prefixed(fields, RELEASED_EARLY),
         retries_refused=_prefixed(fields, RETRY_REFUSED),
         handled=_prefixed(fields, HANDLED),
         cache_checks=_prefixed(fields, CACHE_CHECKED),

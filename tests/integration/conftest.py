@@ -112,9 +112,9 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def noisy_and_quiet(count: int, per_second: float) -> Iterator[tuple[int, str]]:
+def noisy_and_quiet(count: int, per_second: float, quiet_every: int = 11) -> Iterator[tuple[int, str]]:
     """``count`` publishes paced at ``per_second`` by the clock, inside the caller context
-    of their tenant: one in eleven the quiet tenant's, the rest the noisy one's."""
+    of their tenant: one in ``quiet_every`` the quiet tenant's, the rest the noisy one's."""
     from celery_resilience import caller
 
     start = time.monotonic()
@@ -122,7 +122,7 @@ def noisy_and_quiet(count: int, per_second: float) -> Iterator[tuple[int, str]]:
         wait = start + index / per_second - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        tenant = "quiet" if index % 11 == 0 else "noisy"
+        tenant = "quiet" if index % quiet_every == 0 else "noisy"
         with caller(user_id=f"{tenant}-user", tenant=tenant):
             yield index, tenant
 

@@ -1,12 +1,14 @@
 """An app with two fair queues (order by delay, order by priority) and one FIFO queue,
 served by one worker thread, whose task takes a fixed time and leaves its tenant, finish
-time, fair delay and message priority in a Redis list."""
+time, fair delay, whether it finished before its hold ended, and message priority in a
+Redis list."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -49,7 +51,9 @@ def work(self: Any, label: str) -> str:
 @task_postrun.connect
 def _finished(task: Any = None, task_id: str = "", args: Any = None, **_: Any) -> None:
     context = getattr(task.request, "resilience", None) or {}
-    row = {"id": task_id, "label": (args or ["?"])[0], "at": time.time(), "tenant": context.get("tenant"),
-           "fair_delay": context.get("fair_delay"), "eta": task.request.eta,
+    eta, at = task.request.eta, time.time()
+    row = {"id": task_id, "label": (args or ["?"])[0], "at": at, "tenant": context.get("tenant"),
+           "fair_delay": context.get("fair_delay"), "eta": eta,
+           "early": eta is not None and at < datetime.fromisoformat(eta).timestamp(),
            "priority": (task.request.delivery_info or {}).get("priority")}  # fmt: skip
     _done.rpush(DONE, json.dumps(row))

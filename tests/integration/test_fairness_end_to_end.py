@@ -1,6 +1,6 @@
 """Fair queues with a real worker on Redis: a quiet tenant is served before a noisy
 tenant's flood (held back by delay, or ordered by priority without holding anything back),
-spare capacity delays nobody, and every task is served."""
+either drains as FIFO does, spare capacity delays nobody, and every task is served."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from celery_resilience import caller
-from tests.integration.conftest import noisy_and_quiet, start_worker, stop_worker, wait_for
+from tests.integration.conftest import noisy_and_quiet, start_worker, status_report, stop_worker, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,18 @@ def finished(app: Any) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in done.lrange(app.DONE, 0, -1)]
 
 
-def quiet_waits(app: Any, queue: str) -> tuple[list[float], list[dict[str, Any]], float]:
-    """For three seconds a noisy tenant offers 40 tasks a second and a quiet one 4 (the
-    worker serves 20): how long each quiet task took to finish, every finished task, and
-    the seconds from the first publish to the last finish."""
+def quiet_waits(
+    app: Any, queue: str, count: int = 132, quiet_every: int = 11, per_second: float = 44
+) -> tuple[list[float], list[dict[str, Any]], float]:
+    """``count`` tasks at ``per_second``, one in ``quiet_every`` the quiet tenant's (by
+    default for three seconds a noisy tenant offers 40 tasks a second and a quiet one 4;
+    the worker serves 20): how long each quiet task took to finish, every finished task,
+    and the seconds from the first publish to the last finish."""
     done = redis.Redis.from_url(f"{app.REDIS}/12")
     done.delete(app.DONE)
     published: dict[str, float] = {}
     start = time.time()
-    for _, tenant in noisy_and_quiet(132, 44):
+    for _, tenant in noisy_and_quiet(count, per_second, quiet_every):
         published[app.work.apply_async((tenant,), queue=queue).id] = time.time()
     wait_for(lambda: done.llen(app.DONE) >= len(published), timeout=60)
     rows = finished(app)
@@ -67,6 +70,21 @@ def test_a_quiet_tenant_is_served_before_a_noisy_flood(fair_worker: Any) -> None
     assert held and all(row["tenant"] == "noisy" and row["eta"] for row in held)
     status = fair_worker.resilience.store.fair_status(fair_worker.FAIR)
     assert status["delayed:noisy"] == len(held)
+
+
+def test_held_work_starts_early_once_the_others_leave(
+    fair_worker: Any, integration_env: dict[str, str]
+) -> None:
+    """Once the quiet tenant stops, the flood's holds start early and the queue drains as FIFO does."""
+    _, _, fifo_drain = quiet_waits(fair_worker, fair_worker.FIFO, count=80, quiet_every=4, per_second=40)
+    _, rows, drain = quiet_waits(fair_worker, fair_worker.FAIR, count=80, quiet_every=4, per_second=40)
+    held = [row for row in rows if row["fair_delay"]]
+    early = [row for row in held if row["early"]]
+    assert early, held
+    assert drain <= fifo_drain * 1.1 + 0.5, (drain, fifo_drain)
+    report = status_report(integration_env, "tests.integration.fairapp")
+    minutes = (report["this_minute"], report["last_minute"])
+    assert sum(m["released_early"].get(fair_worker.FAIR, 0) for m in minutes) >= len(early)
 
 
 def test_a_priority_fair_queue_orders_without_holding_back(fair_worker: Any) -> None:

@@ -1,0 +1,46 @@
+"""Which held tasks of a fair queue a worker starts early, and how many at each look."""
+
+from __future__ import annotations
+
+from celery_resilience.load.release import MAX_ROUNDS, Held, Release, to_release
+
+
+def held(*etas: float, queue: str = "q") -> list[Held]:
+    return [Held(eta, queue, lambda: None) for eta in etas]
+
+
+def test_the_earliest_holds_start_first() -> None:
+    """Up to the count, the holds that end first are chosen."""
+    chosen = to_release(2, held(5.0, 1.0, 3.0), lambda q: 0, was_free=False)
+    assert [h.eta for h in chosen] == [1.0, 3.0]
+
+
+def test_a_queue_with_work_ready_keeps_its_holds() -> None:
+    """A queue that has work ready for the slot is still saturated: its holds stay."""
+    items = held(1.0, queue="busy") + held(2.0, queue="idle")
+    chosen = to_release(2, items, lambda q: 3 if q == "busy" else 0, was_free=True)
+    assert [h.queue for h in chosen] == ["idle"]
+
+
+def test_an_unknown_depth_needs_a_slot_free_at_two_looks() -> None:
+    """Without the queue's depth, a slot free only between two tasks is not idle."""
+    assert to_release(1, held(1.0), lambda q: None, was_free=False) == []
+    assert len(to_release(1, held(1.0), lambda q: None, was_free=True)) == 1
+
+
+def test_a_busy_worker_starts_nothing() -> None:
+    """No free slot, nothing started, whatever is held."""
+    assert Release(2).choose(0, held(1.0, 2.0), lambda q: 0) == []
+
+
+def test_a_batch_that_ran_out_doubles_and_one_still_running_halves() -> None:
+    """Rounds double when the last batch finished before the next look, and halve when it had not."""
+    release = Release(2)
+    many = held(*range(100))
+    assert len(release.choose(2, many, lambda q: 0)) == 2 + 2  # free slots and one round
+    assert len(release.choose(2, many, lambda q: 0)) == 2 + 4  # ran out: two rounds
+    release.choose(0, many, lambda q: 0)  # still running: back to one
+    assert release.rounds == 1
+    for _ in range(10):
+        release.choose(2, many, lambda q: 0)
+    assert release.rounds == MAX_ROUNDS
