@@ -24,9 +24,12 @@ from .extension import Resilience
 from .load.heartbeat import WorkerUsage, take_snapshot
 from .load.release import RELEASE_INTERVAL, Held, Release
 from .monitoring.counters import count_released_early
-from .publishing import HEADER
+from .publishing import FAIR_UNTIL, HEADER
 
 __all__ = ["HealthHeartbeat", "AlertMonitorStep", "ConfigurationCheck", "FairRelease"]
+
+# A held task's ETA within this of its header's ``fair_until`` is that hold (seconds).
+SAME_HOLD = 1.0
 
 logger = logging.getLogger("celery_resilience.health")
 
@@ -209,13 +212,17 @@ class FairRelease(bootsteps.StartStopStep):
                 continue
             context = (request.request_dict or {}).get(HEADER)
             queue = (request.delivery_info or {}).get("routing_key")
-            if not isinstance(context, dict) or not context.get("fair_delay") or queue not in self.queues:
+            if not isinstance(context, dict) or queue not in self.queues or context.get("paced"):
                 continue
+            until = context.get(FAIR_UNTIL)
             try:
                 eta = datetime.fromisoformat(str(request.eta)).timestamp()
             except ValueError:
                 continue
-            found.append(Held(eta, queue, _starter(entry)))
+            # Only a hold of fairness alone: not the caller's countdown, a retry's, or a
+            # budget's wait that carry the same header on.
+            if isinstance(until, int | float) and abs(eta - until) <= SAME_HOLD:
+                found.append(Held(eta, queue, _starter(entry)))
         return found
 
 

@@ -47,6 +47,10 @@ __all__ = [
 
 # Message header carrying the caller's context and the admission decision.
 HEADER = "resilience"
+# In the header of a publish a fair queue held back for fairness alone: when the hold
+# ends (``load/release.py`` starts it earlier on an idle worker).
+FAIR_ONLY = "fair_only"
+FAIR_UNTIL = "fair_until"
 CALLER_KEYWORDS = ("user_id", "tier", "request_type")
 # What the header carries of the caller onwards (to chain steps, retries, callbacks).
 _CONTEXT_KEYS = (*CALLER_KEYWORDS, "tenant")
@@ -286,6 +290,8 @@ class PublishGate:
                 return verdict
             if delay > verdict.countdown:
                 header["fair_delay"] = round(delay, 3)
+                if verdict.countdown <= 0:  # held for fairness alone: a worker may start it early
+                    header[FAIR_ONLY] = True
                 return dataclasses.replace(verdict, countdown=delay)
         return verdict
 
@@ -337,6 +343,12 @@ def apply_verdict(options: dict[str, Any], verdict: Verdict, now: Callable[[], f
     if verdict.countdown <= 0 and verdict.expires is None:
         return
     at = now()
+    header = (options.get("headers") or {}).get(HEADER)
+    fair_only = isinstance(header, dict) and header.pop(FAIR_ONLY, None)
+    if fair_only and isinstance(header, dict) and options.get("eta") is None and not options.get("countdown"):
+        # The hold's end, by which a worker knows the ETA is this hold's and no one else's
+        # (the caller's own countdown, a retry's) before starting it early.
+        header[FAIR_UNTIL] = round(at + verdict.countdown, 3)
     apply_countdown(options, verdict.countdown, at)
     if verdict.expires is not None:
         apply_expiry(options, verdict.expires, at)

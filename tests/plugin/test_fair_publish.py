@@ -110,3 +110,15 @@ def test_a_queue_not_fair_or_not_saturated_is_not_delayed(published: list[dict[s
     published.clear()
     saturated_app(fair=True)  # its five publishes found the queue below its depth
     assert delays(published) == [0.0] * 5 and all(header["eta"] is None for header in published)
+
+
+def test_only_a_hold_of_fairness_alone_may_be_started_early(published: list[dict[str, Any]]) -> None:
+    """A held publish names its hold's end; one whose caller set its own countdown does not."""
+    ask, _ = saturated_app()
+    flood(ask, users=1, count=3)
+    held = [header for header in published[5:] if header.get("fair_delay")]
+    assert held and all(header["fair_until"] > 0 and "fair_only" not in header for header in held)
+    published.clear()
+    with caller(user_id="user-0", tenant="acme"):
+        ask.apply_async(countdown=0.5)
+    assert published[0].get("fair_delay") and "fair_until" not in published[0]
