@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import threading
+import weakref
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -159,6 +160,7 @@ class FairRelease(bootsteps.StartStopStep):
         self.timer_ref: Any = None
         self.queues: frozenset[str] = frozenset()
         self.release = Release(1)
+        self.started: weakref.WeakSet[Any] = weakref.WeakSet()  # the tasks it started early
 
     def start(self, worker: Any) -> None:
         fairness = Resilience.of(worker.app).fairness
@@ -191,12 +193,14 @@ class FairRelease(bootsteps.StartStopStep):
         # end between being found here and being started.
         free = self.release.slots - len(state.reserved_requests)
         try:
-            held = self._held(worker.app) if free > 0 else []
+            held = self._held(worker.app) if free > 0 or self.started else []
         except RuntimeError:  # a thread-pool consumer added a hold while we looked: next tick
             return
         resilience = Resilience.of(worker.app)
         started: Counter[str] = Counter()
-        for item in self.release.choose(free, held, resilience.fairness.ready):
+        own = sum(1 for request in list(self.started) if request in state.reserved_requests)
+        for item in self.release.choose(free, held, resilience.fairness.ready, own):
+            self.started.add(item.request)
             item.release()
             started[item.queue] += 1
         if started:
@@ -222,7 +226,7 @@ class FairRelease(bootsteps.StartStopStep):
             # Only a hold of fairness alone: not the caller's countdown, a retry's, or a
             # budget's wait that carry the same header on.
             if isinstance(until, int | float) and abs(eta - until) <= SAME_HOLD:
-                found.append(Held(eta, queue, _starter(entry)))
+                found.append(Held(eta, queue, _starter(entry), request))
         return found
 
 

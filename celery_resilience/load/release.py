@@ -8,9 +8,10 @@ work before its time once it has a free slot and the queue has nothing ready: th
 other tenant's work is waiting for that slot, and starting the earliest held task is what
 generalized processor sharing would do. While the queue is
 saturated the workers have no free slot, or the queue has work ready for it, so the fair
-order is kept. Besides its free slots, a worker starts a few rounds of its slots more, so
-that tasks shorter than the interval between its looks do not leave it idle in between:
-twice as many when the last ran out before the next look, half as many when they had not.
+order is kept. While the slots are taken by held work it started itself, a worker keeps
+a few rounds of its slots more started, so that it does not idle between its looks:
+twice as many after a look that finds every slot idle, half as many after one that finds
+none of the last ones begun.
 
 Celery's worker holds a task with an ETA on its timer; the bootstep
 (``bootsteps.FairRelease``) finds the held tasks of this worker's fair queues and asks
@@ -37,6 +38,8 @@ class Held(NamedTuple):
     queue: str
     release: Callable[[], None]
     """Starts the task now, in place of the timer (the hold's timer entry is cancelled)."""
+    request: object = None
+    """The worker's request, by which it knows the tasks it started early."""
 
 
 @dataclass(slots=True)
@@ -46,21 +49,21 @@ class Release:
     slots: int
     rounds: int = 1
     free_before: bool = False
-    started_before: bool = False
 
-    def choose(self, free: int, held: Iterable[Held], ready: Callable[[str], int | None]) -> list[Held]:
-        """The held tasks to start now, with ``free`` of the worker's slots free."""
+    def choose(
+        self, free: int, held: Iterable[Held], ready: Callable[[str], int | None], started: int = 0
+    ) -> list[Held]:
+        """The held tasks to start now, with ``free`` of the worker's slots free (less than
+        zero: tasks wait for a slot in the worker), ``started`` of the tasks it has not
+        finished being ones this worker started early."""
         was_free, self.free_before = self.free_before, free > 0
-        started, self.started_before = self.started_before, False
-        if free <= 0:
-            if started:  # what was started last still runs: fewer next time
-                self.rounds = max(1, self.rounds // 2)
-            return []
-        if started and free >= self.slots:  # what was started last ran out before this look
+        if free >= self.slots:  # every slot idle: what was started ran out before this look
             self.rounds = min(MAX_ROUNDS, self.rounds * 2)
-        chosen = to_release(free + self.rounds * self.slots, held, ready, was_free)
-        self.started_before = bool(chosen)
-        return chosen
+        elif free <= -self.rounds * self.slots:  # nothing started last time has begun yet
+            self.rounds = max(1, self.rounds // 2)
+        if free + started <= 0:  # every slot taken by work of the worker's own choosing
+            return []
+        return to_release(free + self.rounds * self.slots, held, ready, was_free or started > 0)
 
 
 def to_release(

@@ -33,14 +33,22 @@ def test_a_busy_worker_starts_nothing() -> None:
     assert Release(2).choose(0, held(1.0, 2.0), lambda q: 0) == []
 
 
-def test_a_batch_that_ran_out_doubles_and_one_still_running_halves() -> None:
-    """Rounds double when the last batch finished before the next look, and halve when it had not."""
+def test_rounds_double_when_the_worker_ran_dry_and_halve_when_none_began() -> None:
+    """Every slot idle at a look doubles the rounds; none of the last ones begun halves them."""
     release = Release(2)
     many = held(*range(100))
-    assert len(release.choose(2, many, lambda q: 0)) == 2 + 2  # free slots and one round
-    assert len(release.choose(2, many, lambda q: 0)) == 2 + 4  # ran out: two rounds
-    release.choose(0, many, lambda q: 0)  # still running: back to one
+    assert len(release.choose(1, many, lambda q: 0)) == 1 + 2  # a free slot and one round
+    assert len(release.choose(2, many, lambda q: 0)) == 2 + 4  # ran dry: two rounds
+    assert release.choose(-4, many, lambda q: 0) == []  # none of the four begun: back to one
     assert release.rounds == 1
     for _ in range(10):
         release.choose(2, many, lambda q: 0)
     assert release.rounds == MAX_ROUNDS
+
+
+def test_a_worker_busy_with_work_it_started_early_keeps_a_round_started() -> None:
+    """Slots taken by held work it started itself do not stop a worker topping up; other work does."""
+    release = Release(2)
+    many = held(*range(100))
+    assert release.choose(-1, many, lambda q: 0) == []
+    assert len(release.choose(-1, many, lambda q: 0, started=3)) == 1
