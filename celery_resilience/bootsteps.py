@@ -192,13 +192,13 @@ class FairRelease(bootsteps.StartStopStep):
         # Run by the worker's timer, which also runs the holds' own entries: a hold cannot
         # end between being found here and being started.
         free = self.release.slots - len(state.reserved_requests)
-        try:
-            held = self._held(worker.app) if free > 0 or self.started else []
+        own = sum(1 for request in list(self.started) if request in state.reserved_requests)
+        try:  # the held tasks are looked at only when a slot is not taken by others' work
+            held = self._held(worker.app) if free + own > 0 else []
         except RuntimeError:  # a thread-pool consumer added a hold while we looked: next tick
             return
         resilience = Resilience.of(worker.app)
         started: Counter[str] = Counter()
-        own = sum(1 for request in list(self.started) if request in state.reserved_requests)
         for item in self.release.choose(free, held, resilience.fairness.ready, own):
             self.started.add(item.request)
             item.release()

@@ -47,9 +47,9 @@ __all__ = [
 
 # Message header carrying the caller's context and the admission decision.
 HEADER = "resilience"
-# In the header of a publish a fair queue held back for fairness alone: when the hold
-# ends (``load/release.py`` starts it earlier on an idle worker).
-FAIR_ONLY = "fair_only"
+# In the header of a publish a fair queue held back for fairness alone (not paced by
+# admission, no countdown of the caller's): when the hold ends (``load/release.py``
+# starts it earlier on an idle worker).
 FAIR_UNTIL = "fair_until"
 CALLER_KEYWORDS = ("user_id", "tier", "request_type")
 # What the header carries of the caller onwards (to chain steps, retries, callbacks).
@@ -291,7 +291,7 @@ class PublishGate:
             if delay > verdict.countdown:
                 header["fair_delay"] = round(delay, 3)
                 if verdict.countdown <= 0:  # held for fairness alone: a worker may start it early
-                    header[FAIR_ONLY] = True
+                    header[FAIR_UNTIL] = round(self.clock.now() + delay, 3)
                 return dataclasses.replace(verdict, countdown=delay)
         return verdict
 
@@ -334,6 +334,8 @@ class PublishGate:
             level = headers[HEADER].get("fair_priority")
             if level is not None and options.get("priority") is None:
                 options["priority"] = self.fairness.message_priority(app, level)
+            if options.get("eta") is not None or options.get("countdown"):
+                headers[HEADER].pop(FAIR_UNTIL, None)  # the caller's own start: never earlier
         return verdict
 
 
@@ -343,12 +345,6 @@ def apply_verdict(options: dict[str, Any], verdict: Verdict, now: Callable[[], f
     if verdict.countdown <= 0 and verdict.expires is None:
         return
     at = now()
-    header = (options.get("headers") or {}).get(HEADER)
-    fair_only = isinstance(header, dict) and header.pop(FAIR_ONLY, None)
-    if fair_only and isinstance(header, dict) and options.get("eta") is None and not options.get("countdown"):
-        # The hold's end, by which a worker knows the ETA is this hold's and no one else's
-        # (the caller's own countdown, a retry's) before starting it early.
-        header[FAIR_UNTIL] = round(at + verdict.countdown, 3)
     apply_countdown(options, verdict.countdown, at)
     if verdict.expires is not None:
         apply_expiry(options, verdict.expires, at)
