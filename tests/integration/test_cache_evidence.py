@@ -13,7 +13,7 @@ import pytest
 from celery_resilience import BreakerState, FallbackResult, Resilience
 from celery_resilience.cli import status_report
 from tests.http_server import Answer, ScriptedServer
-from tests.integration.conftest import start_worker, stop_worker
+from tests.integration.conftest import start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +50,21 @@ def provider() -> Iterator[ScriptedServer]:
     server.close()
 
 
+def close_breaker(cache: ModuleType, provider: ScriptedServer) -> None:
+    """Close the provider's breaker, and wait until the worker has it: the transition
+    reaches the worker by pub/sub, a moment after this process has it."""
+    Resilience.of(cache.app).breakers.force("provider", BreakerState.CLOSED)
+    probe = f"probe-{uuid.uuid4().hex[:6]}"  # a shop of its own: the probes teach no other
+    wait_for(
+        lambda: (
+            not isinstance(
+                cache.ask.delay("How do I pause my subscription?", provider.url, probe).get(timeout=60),
+                FallbackResult,
+            )
+        )
+    )
+
+
 def counted(report: dict[str, Any], field: str) -> float:
     return float(
         sum(report[minute][field].get("cache.ask", 0.0) for minute in ("this_minute", "last_minute"))
@@ -82,9 +97,9 @@ def test_an_entry_the_provider_contradicted_is_not_served_when_it_is_down(
         gate_alone = ask("How do I downgrade my subscription?", fresh)
         learned_answer = ask("How do I downgrade my subscription?", learned)
         paraphrase = ask("Please, how do I cancel my subscription?", learned)
+        assert provider.requests == calls
     finally:
-        Resilience.of(cache.app).breakers.force("provider", BreakerState.CLOSED)
-    assert provider.requests == calls
+        close_breaker(cache, provider)
     # Downgrading is not what any entry was asked: refused without evidence, and refused
     # with the provider's disagreement; the template answers both.
     assert isinstance(gate_alone, FallbackResult) and gate_alone.kind == "template"
@@ -115,7 +130,7 @@ def test_agreements_from_the_provider_let_an_entry_serve_a_question_that_differs
     try:
         unjudged = ask(asked)
     finally:
-        breakers.force("provider", BreakerState.CLOSED)
+        close_breaker(cache, provider)
     # The provider answers questions that differ more: each agreement is judged and kept.
     for owner in OWNERS:
         assert ask(f"How do I cancel my subscription plan for the {owner}?") == "Settings, then Cancel."
@@ -125,7 +140,7 @@ def test_agreements_from_the_provider_let_an_entry_serve_a_question_that_differs
         judged = ask(asked)
         assert provider.requests == calls
     finally:
-        breakers.force("provider", BreakerState.CLOSED)
+        close_breaker(cache, provider)
     assert isinstance(unjudged, FallbackResult) and unjudged.kind == "template"
     assert isinstance(judged, FallbackResult) and judged.kind == "cached_similar"
     assert judged.value == "Settings, then Cancel." and judged.question != asked  # another question's answer
