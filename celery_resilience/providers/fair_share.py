@@ -103,7 +103,15 @@ class FairShares:
         longest = LONGEST_WAIT if within is None else max(within, 0.0)
         try:
             tag = self._store().fair_tag(
-                provider, tenant, weight, cost(), longest, capacity, within=longest, kind=KIND
+                provider,
+                tenant,
+                weight,
+                cost(),
+                longest,
+                capacity,
+                within=longest,
+                kind=KIND,
+                lead=self._quota.lead(provider),
             )
         except StoreUnavailable as error:
             logger.debug("fair share of %r skipped, the store did not answer: %s", provider, error)

@@ -28,11 +28,12 @@ class ProviderStore(Protocol):
         provider: str,
         entry: str,
         watch: bool = False,
-    ) -> tuple[float, bool]:
+    ) -> tuple[float, bool, float]:
         """Reserve every amount under ``entry`` or none (``budget.take_all``), counted as
-        the provider's call admitted or throttled: ``(0.0, ahead)`` when taken (``ahead``:
-        with ``watch``, a window is spent faster than its rate, ``budget.running_ahead``),
-        else the seconds until all fit."""
+        the provider's call admitted or throttled: ``(0.0, ahead, lead)`` when taken
+        (``ahead``: with ``watch``, a window is spent faster than its rate,
+        ``budget.running_ahead``; ``lead``: then the calls it holds beyond its rate,
+        ``budget.lead``), else ``(seconds until all fit, False, 0.0)``."""
 
     def budget_settle(
         self,

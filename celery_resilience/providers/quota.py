@@ -117,6 +117,7 @@ class ProviderQuota:
         }
         self._held_back: dict[str, float] = {}  # provider -> when a call last had to wait
         self._ahead: dict[str, float] = {}  # provider -> when a take last found it running ahead
+        self._lead: dict[str, float] = {}  # provider -> the calls its window then held beyond its rate
         # (provider, unit) -> the mean a call reserves of a token unit (for fair shares).
         self._means: dict[tuple[str, str], float] = {}
 
@@ -165,6 +166,11 @@ class ProviderQuota:
         its rate (``budget.running_ahead``): a flood, seen before the window is full."""
         ahead = self._ahead.get(provider)
         return ahead is not None and self._clock.monotonic() - ahead <= HELD_BACK_SECONDS
+
+    def lead(self, provider: str) -> float:
+        """While ``running_ahead``: the calls the budget's window held beyond its rate when a
+        take last found it so (``budget.lead``); else 0.0."""
+        return self._lead.get(provider, 0.0) if self.running_ahead(provider) else 0.0
 
     def calls_per_second(self, provider: str) -> float:
         """The calls a second the budget serves now: its tightest unit's rate over the mean
@@ -240,12 +246,15 @@ class ProviderQuota:
         try:
             keys, shard = store.provider_windows(provider, units)
             watch = provider in self._fair
-            wait, ahead = store.budget_take(keys, shard, windows, amounts, provider, reservation.entry, watch)
+            wait, ahead, lead = store.budget_take(
+                keys, shard, windows, amounts, provider, reservation.entry, watch
+            )
         except StoreUnavailable as error:
             logger.warning("provider quota for %r unchecked: %s", provider, error)
             return None, 0.0
         if ahead:
             self._ahead[provider] = self._clock.monotonic()
+            self._lead[provider] = lead
         if wait > 0:
             self._held_back[provider] = self._clock.monotonic()
             # The budget, not the provider, holds this call back: a learned unit is below

@@ -19,6 +19,13 @@ turn, however little the tenant asks on average. A tenant over its share waits f
 turns after the first.
 
 A call whose wait is longer than ``within`` is not booked: its tenant is not charged.
+
+Until a budget is seen saturated its calls take it straight away, and a flood takes more
+than the budget's rate before the first turn is booked (``budget.lead``: about a quarter
+of the window's count). Run at the rate from then on, the turns would fill the window
+before those calls leave it, and for a while every call whose turn had come would find
+it full. So the clock, starting with nobody booked, charges that lead to a tenant of
+its own (``UNBOOKED``, of weight one): the turns come more slowly until it is paid.
 """
 
 from __future__ import annotations
@@ -27,7 +34,11 @@ from dataclasses import dataclass, field
 
 from ..load.fairness import COST_SMOOTHING, FAIR_DELAY_TOTAL, FAIR_DELAYED, FAIR_OVER_SHARE, FairTag
 
-__all__ = ["Turns", "advance", "budget_turn"]
+__all__ = ["Turns", "advance", "budget_turn", "UNBOOKED"]
+
+# The calls that took a budget before its turns began; escaped tenant names never start
+# with "~" (``store/keys.py``).
+UNBOOKED = "~unbooked"
 
 
 @dataclass(slots=True)
@@ -74,12 +85,16 @@ def budget_turn(
     now: float,
     capacity: float,
     within: float | None = None,
+    lead: float = 0.0,
 ) -> FairTag:
-    """Book one call of ``tenant`` on a budget serving ``capacity`` calls a second: the
-    seconds until its turn, or, further off than ``within``, nothing booked."""
+    """Book one call of ``tenant`` on a budget serving ``capacity`` calls a second, whose
+    window holds ``lead`` calls beyond its rate: the seconds until its turn, or, further
+    off than ``within``, nothing booked."""
     if capacity <= 0:
         return FairTag(0.0, 0.0)
     advance(turns, now, capacity)
+    if lead > 0 and not turns.tags:  # the clock starts: what was taken before is charged
+        turns.tags[UNBOOKED] = (turns.virtual + lead, 1.0)
     cost = max(cost, 1e-9)
     mean = cost if turns.mean_cost <= 0 else turns.mean_cost + COST_SMOOTHING * (cost - turns.mean_cost)
     length = cost / mean / weight

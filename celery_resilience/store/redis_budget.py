@@ -50,12 +50,12 @@ class RedisBudgets:
         provider: str,
         entry: str,
         watch: bool = False,
-    ) -> tuple[float, bool]:
+    ) -> tuple[float, bool, float]:
         metrics = self.keys.metrics(shard, self._minutes.minute(), PROVIDER_SCOPE)
         args = self._window_args("take", provider, entry, windows, [(a, -1.0, -1.0) for a in amounts])
         share = repr(AHEAD_SHARE) if watch else ""
-        wait, ahead = self._call(self._budget, keys=[*keys, metrics], args=[*args, share])
-        return float(wait), float(ahead) > 0
+        wait, ahead, lead = self._call(self._budget, keys=[*keys, metrics], args=[*args, share])
+        return float(wait), float(ahead) > 0, float(lead)
 
     def budget_settle(
         self,

@@ -10,6 +10,7 @@ from typing import Any
 from redis.commands.core import Script
 
 from ..load.fairness import CAPACITY_STALE, COST_SMOOTHING, FairTag
+from ..providers.turns import UNBOOKED
 from .base import Call
 from .keys import KeySpace
 
@@ -55,9 +56,10 @@ class RedisFairness:
         *,
         within: float | None = None,
         kind: str = "queue",
+        lead: float = 0.0,
     ) -> FairTag:
         if kind == "provider":
-            return self._budget_turn(queue, tenant, weight, cost, capacity, within)
+            return self._budget_turn(queue, tenant, weight, cost, capacity, within, lead)
         delay, served, _ = self._call(
             self._tag,
             keys=self._keys.fair(queue),
@@ -83,6 +85,7 @@ class RedisFairness:
         cost: float,
         capacity: float | None,
         within: float | None,
+        lead: float,
     ) -> FairTag:
         if capacity is None or capacity <= 0:
             return FairTag(0.0, 0.0)
@@ -99,6 +102,8 @@ class RedisFairness:
                 "" if within is None else repr(float(within)),
                 repr(COST_SMOOTHING),
                 str(_TTL),
+                repr(float(max(lead, 0.0))),
+                UNBOOKED,
             ],
         )
         return FairTag(float(wait), float(served), _text(booked) == "1")
@@ -117,8 +122,11 @@ class RedisFairness:
         pipe.hgetall(capacity)
         if kind == "provider":  # a budget's tags are on its virtual clock: read it first
             pipe.hget(state, "virtual")
-            counters, reports, virtual = self._call(pipe.execute)
-            booked = self._call(self._client.zcount, tags, f"({float(virtual or 0.0)!r}", "+inf")
+            pipe.zscore(tags, UNBOOKED)
+            counters, reports, virtual, unbooked = self._call(pipe.execute)
+            clock = float(virtual or 0.0)
+            booked = self._call(self._client.zcount, tags, f"({clock!r}", "+inf")
+            booked -= unbooked is not None and float(unbooked) > clock
         else:
             pipe.zcount(tags, f"({now!r}", "+inf")
             counters, reports, booked = self._call(pipe.execute)

@@ -1,6 +1,7 @@
 """An app whose AI tasks call a quick provider over HTTP through a budget of ten calls a
 second, shared in fair shares (``fairbudget.ask``) or first come, first served
-(``fairbudget.ask_fifo``); enough worker threads that the budget, not the workers, is
+(``fairbudget.ask_fifo``), or of 80 calls in eight seconds shared in fair shares
+(``fairbudget.ask_wide``); enough worker threads that the budget, not the workers, is
 what work waits for. Queue and prefix come from the environment."""
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ app.conf.update(
     resilience_key_prefix=os.environ.get("RESILIENCE_TEST_FAIR_BUDGET_PREFIX", "crtest-fair-budget"),
     resilience_tiers={"free": {"rate": "100000/s", "burst": 100000}},
     resilience_default_tier="free",
-    resilience_providers={"fair": {"requests": "10/s"}, "fifo": {"requests": "10/s"}},
-    resilience_fair_providers=["fair"],
-    resilience_templates={"fairbudget.ask": "busy", "fairbudget.ask_fifo": "busy"},
+    resilience_providers={
+        "fair": {"requests": "10/s"},
+        "fifo": {"requests": "10/s"},
+        "wide": {"requests": "80/8s"},
+    },
+    resilience_fair_providers=["fair", "wide"],
+    resilience_templates={
+        "fairbudget.ask": "busy",
+        "fairbudget.ask_fifo": "busy",
+        "fairbudget.ask_wide": "busy",
+    },
 )
 Resilience(app)
 
@@ -42,6 +51,11 @@ _ai: dict[str, Any] = {"base": AITask, "max_retries": 0, "quota_wait_limit": 1.5
 
 @app.task(name="fairbudget.ask", provider="fair", **_ai)
 def ask(prompt: str, url: str) -> Any:
+    return _post(url, prompt)
+
+
+@app.task(name="fairbudget.ask_wide", provider="wide", **_ai)
+def ask_wide(prompt: str, url: str) -> Any:
     return _post(url, prompt)
 
 

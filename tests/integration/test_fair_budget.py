@@ -5,12 +5,13 @@ tenant's share is answered by its chain at once, and ``status --json`` counts it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from celery_resilience import FallbackResult
+from celery_resilience import FallbackResult, caller
 from tests.http_server import ScriptedServer
 from tests.integration.conftest import app_with_worker, noisy_and_quiet, status_report
 
@@ -67,6 +68,35 @@ def test_a_quiet_tenant_gets_its_answers_from_a_fair_budget(budget: Any) -> None
     over = [a for a in fair["noisy"] if isinstance(a, FallbackResult) and "over its share" in a.reason]
     assert over
     shares = status_report(env, "tests.integration.fairbudgetapp")["fair_budgets"]
-    assert set(shares) == {"fair"}
+    assert set(shares) == {"fair", "wide"}  # the budgets in fair shares; not the FIFO one
     assert shares["fair"]["tenants"]["noisy"]["over_share"] >= len(over)
     assert shares["fair"]["tenants"].get("quiet", {}).get("over_share", 0.0) <= 1
+
+
+def test_a_flood_that_starts_at_once_leaves_room_for_a_quiet_tenant(budget: Any) -> None:
+    """What a flood took before the turns began is charged to them: the window never fills ahead of them."""
+    app, provider, _ = budget
+    published: list[tuple[str, Any]] = []
+    start = time.monotonic()
+    with caller(
+        user_id="burst-user", tenant="burst"
+    ):  # sixteen threads take the window's first calls at once
+        published += [("burst", app.ask_wide.delay(f"burst {index}", provider.url)) for index in range(40)]
+    for index in range(200):  # then 20 a second for ten seconds, and another tenant's call each 0.5 s
+        wait = start + index / 20 - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        tenant = "quiet" if index % 10 == 0 else "burst"
+        with caller(user_id=f"{tenant}-user", tenant=tenant):
+            published.append((tenant, app.ask_wide.delay(f"{tenant} {index}", provider.url)))
+    answers: dict[str, list[Any]] = {"quiet": [], "burst": []}
+    for tenant, result in published:
+        answers[tenant].append(result.get(timeout=60))
+    assert len(answers["quiet"]) == 20 and len(answers["burst"]) == 220
+    assert all(  # every call answered: by the provider or labelled by the template
+        answer == {"answer": "from the provider"} or isinstance(answer, FallbackResult)
+        for tenant in answers.values()
+        for answer in tenant
+    )
+    # Without the charge the window fills some 6 s in, for about 2 s: longer than a call may wait.
+    assert from_provider(answers["quiet"]) >= 19, answers["quiet"]

@@ -141,18 +141,20 @@ def test_a_learned_unit_grows_while_it_refuses_calls(store: Store, clock: FakeCl
 
 
 def test_a_window_spent_faster_than_its_rate_says_so(store: Store, clock: FakeClock) -> None:
-    """8/m: two calls at once are a burst; a third within a quarter of the period runs ahead, when asked."""
+    """8/m: a third call in a quarter of the period runs ahead, by the calls past the rate since the first."""
     keys, shard = store.provider_windows("openai", (REQUESTS,))
     window = UnitBudget(parse_rate("8/m")).window()
 
-    def take(entry: str, watch: bool = True) -> tuple[float, bool]:
+    def take(entry: str, watch: bool = True) -> tuple[float, bool, float]:
         return store.budget_take(keys, shard, [window], [1.0], "openai", entry, watch)
 
-    assert [take(f"{i:04x}") for i in range(3)] == [(0.0, False), (0.0, False), (0.0, True)]
-    clock.advance(window.span / 4 + 0.01)  # the three are older than a quarter of the span
-    assert take("0004") == (0.0, False)
+    assert [take(f"{i:04x}") for i in range(3)] == [(0.0, False, 0.0), (0.0, False, 0.0), (0.0, True, 3.0)]
+    later = window.span / 4 + 0.01
+    clock.advance(later)  # the three are older than a quarter of the span
+    assert take("0004") == (0.0, False, 0.0)
     for entry in ("0005", "0006"):
         take(entry)
-    wait, ahead = take("0007")
-    assert wait == 0.0 and ahead
-    assert take("0008", watch=False) == (0.0, False)  # a budget not shared fairly is not looked at
+    wait, ahead, lead = take("0007")
+    # Seven calls, where the rate allowed 8 x a quarter of the span since the first.
+    assert wait == 0.0 and ahead and lead == pytest.approx(7 - 8 * later / window.span)
+    assert take("0008", watch=False) == (0.0, False, 0.0)  # a budget not shared fairly is not looked at

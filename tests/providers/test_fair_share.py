@@ -71,15 +71,17 @@ def test_a_flood_is_seen_while_the_window_still_has_room() -> None:
 
 
 def test_a_budget_holding_calls_back_gives_each_tenant_its_turn() -> None:
-    """Held back: a flood's turns past one call ahead come at the budget's rate; a quiet one's is now."""
+    """Held back: a flood's turns past one call ahead share the budget's rate with the calls taken before."""
     clock = FakeClock()
     store = _Store(clock)
     quota, fair = shares(clock, store)
     for _ in range(11):
         quota.take("openai")  # the eleventh waits: the budget holds calls back
+    assert quota.lead("openai") == pytest.approx(10.0)  # ten taken at once, the rate allowed none
     per_call = stretched(60) / 10  # the budget serves ten calls a stretched minute
-    turns = [fair.turn("openai", "noisy", 1.0, one, 20.0) for _ in range(4)]
-    assert [t.wait if t else None for t in turns] == pytest.approx([0.0, 0.0, per_call, 2 * per_call])
+    turns = [fair.turn("openai", "noisy", 1.0, one, 30.0) for _ in range(4)]
+    assert [t.wait if t else None for t in turns] == pytest.approx([0.0, 0.0, 2 * per_call, 4 * per_call])
+    assert all(t is not None and t.booked for t in turns)
     assert fair.turn("openai", "quiet", 1.0, one, 20.0) == (0.0, True)
     over = fair.turn("openai", "noisy", 1.0, one, 20.0)
     assert over is not None and not over.booked  # its turn, among two, is further off than 20 s

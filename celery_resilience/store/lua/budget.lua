@@ -20,7 +20,8 @@
 --          take: then the share of a window whose taking it counts as running ahead,
 --          or "" not to look (a budget not shared in fair shares)
 -- Returns  take: {the seconds to wait ("0" when taken), "1" when taken and some window
---          is spent faster than its rate (budget.py:running_ahead), else "0"};
+--          is spent faster than its rate (budget.py:running_ahead), else "0", and then
+--          the calls of this size it holds beyond its rate (budget.py:lead), else "0"};
 --          block: per window, what the provider had accepted (the calls of its last
 --          period) and the limit the window shows (the calls it still counts when it
 --          takes a call again, plus one of their mean cost), as strings; else "0".
@@ -115,7 +116,7 @@ if mode == "take" then
     redis.call("EXPIRE", KEYS[2 * n + 1], tonumber(ARGV[4]))
   end
   if wait > 0 then
-    return {string.format("%.17g", wait), "0"}
+    return {string.format("%.17g", wait), "0", "0"}
   end
   local share, ahead = tonumber(ARGV[7 + 5 * n]), "0"
   for i = 1, n do
@@ -135,7 +136,18 @@ if mode == "take" then
       end
     end
   end
-  return {"0", ahead}
+  local lead = 0
+  if ahead == "1" then  -- budget.py:lead, the most calls of this size a unit holds beyond its rate
+    for i = 1, n do
+      local amount = math.min(amounts[i], counts[i])
+      local oldest = redis.call("ZRANGE", KEYS[2 * i - 1], 0, 0, "WITHSCORES")
+      if amount > 0 and #oldest > 0 then
+        local since = math.min(1, (now - tonumber(oldest[2])) / spans[i])
+        lead = math.max(lead, (sums[i] - counts[i] * since) / amount)
+      end
+    end
+  end
+  return {"0", ahead, string.format("%.17g", lead)}
 end
 
 local function block(i, seconds)

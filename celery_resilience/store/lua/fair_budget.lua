@@ -10,6 +10,8 @@
 -- ARGV[3]  weight   ARGV[4] cost   ARGV[5] capacity (calls a second, above zero)
 -- ARGV[6]  within: a turn further off is not booked, or "" to book any turn
 -- ARGV[7]  the mean cost's smoothing   ARGV[8] TTL of the keys (seconds)
+-- ARGV[9]  lead: the calls the budget's window holds beyond its rate, charged to ARGV[10]
+--          (the unbooked calls' tenant, weight one) when the clock starts with nobody booked
 -- Returns  {wait, capacity, now, booked} as strings (booked "0": nothing booked)
 
 local now = clock(ARGV[1])
@@ -53,7 +55,14 @@ if #gone > 0 then
 end
 redis.call("HSET", KEYS[2], "virtual", num(virtual), "updated", num(updated))
 
--- budget_turn(): the tenant's start, its wait, and the booking.
+-- budget_turn(): what was taken before the clock starts, the tenant's start, its wait,
+-- and the booking.
+local lead = tonumber(ARGV[9])
+if lead > 0 and redis.call("ZCARD", KEYS[1]) == 0 then
+  redis.call("ZADD", KEYS[1], num(virtual + lead), ARGV[10])
+  redis.call("HSET", KEYS[2], "w:" .. ARGV[10], "1")
+  booked = {{virtual + lead, 1, ARGV[10]}}
+end
 cost = math.max(cost, 1e-9)
 if mean <= 0 then
   mean = cost
