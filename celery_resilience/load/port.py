@@ -56,10 +56,12 @@ class FairStore(Protocol):
         within: float | None = None,
         kind: str = "queue",
         lead: float = 0.0,
+        lead_for: float = 0.0,
     ) -> FairTag:
         """Book a task of ``tenant`` (None: the anonymous callers') in the saturated
         ``queue``: ``fairness.start_tag`` in one round trip, on the store's clock (for a
-        provider, ``turns.budget_turn``, its window ``lead`` calls ahead of its rate)."""
+        provider, ``turns.budget_turn``, its window ``lead`` calls ahead of its rate for
+        ``lead_for`` seconds more)."""
 
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:
         """A worker process's report of the rate (tasks a second) it serves ``queue`` at."""

@@ -27,6 +27,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..admission.bucket import BucketSpec, BucketState
 from ..rates import Rate
@@ -53,6 +54,7 @@ __all__ = [
     "refilled",
     "running_ahead",
     "lead",
+    "Taken",
     "schedule",
     "settle",
     "stretched",
@@ -187,37 +189,49 @@ def take_all(
     entry: str,
     now: float,
     watch: bool = False,
-) -> tuple[float, bool, float]:
+) -> Taken:
     """Reserve ``amounts[i]`` in ledger ``i`` under ``entry``, in all of them or none.
-    Returns ``(0.0, ahead, lead)`` when taken (``ahead``: with ``watch``, some unit is
-    ``running_ahead``; then ``lead``, the most calls of this one's size a unit holds
-    beyond its rate, ``lead``), else ``(seconds until every amount fits, False, 0.0)``. An
-    amount above a unit's count is taken as the whole count (it could never be granted
-    otherwise)."""
+    Returns ``Taken(0.0, ahead, lead, lead_for)`` when taken (``ahead``: with ``watch``,
+    some unit is ``running_ahead``; then the unit's ``lead`` that is most), else
+    ``Taken(seconds until every amount fits)``. An amount above a unit's count is taken as
+    the whole count (it could never be granted otherwise)."""
     wait = 0.0
     for ledger, window, amount in zip(ledgers, windows, amounts, strict=True):
         ledger.expire(now, window.span)
         wait = max(wait, ledger.wait_for(min(amount, window.count), window, now))
     if wait > 0:
-        return wait, False, 0.0
+        return Taken(wait)
     taken = [min(amount, window.count) for amount, window in zip(amounts, windows, strict=True)]
     for ledger, amount in zip(ledgers, taken, strict=True):
         ledger.add(now, entry, amount)
     units = list(zip(ledgers, windows, taken, strict=True))
     if not (watch and any(running_ahead(ledger, window, now) for ledger, window, _ in units)):
-        return 0.0, False, 0.0
-    return 0.0, True, max(lead(ledger, window, now, amount) for ledger, window, amount in units)
+        return Taken(0.0)
+    return Taken(0.0, True, *max(lead(ledger, window, now, amount) for ledger, window, amount in units))
 
 
-def lead(ledger: Ledger, window: Window, now: float, amount: float) -> float:
+class Taken(NamedTuple):
+    wait: float
+    """Seconds until every amount fits (0: taken)."""
+    ahead: bool = False
+    """Some unit is ``running_ahead``."""
+    lead: float = 0.0
+    """Then the calls its window holds beyond its rate (``lead``) ..."""
+    lead_for: float = 0.0
+    """... for this many seconds more, until the oldest of them leaves it."""
+
+
+def lead(ledger: Ledger, window: Window, now: float, amount: float) -> tuple[float, float]:
     """How many calls of ``amount`` the window holds beyond what its rate allowed since its
-    oldest entry: what a flood took before a budget's tenants took turns
-    (``providers/turns.py`` charges it to their clock, which would otherwise fill the
-    window ahead of its rate and find it full until those calls leave it)."""
+    oldest entry, and the seconds until that entry leaves it: what a flood took before a
+    budget's tenants took turns (``providers/turns.py`` runs their clock slower by it,
+    which would otherwise fill the window ahead of its rate and find it full until those
+    calls leave it)."""
     if not ledger.entries or amount <= 0:
-        return 0.0
-    since = min(1.0, (now - ledger.entries[0][0]) / window.span)
-    return max(0.0, (ledger.total - window.count * since) / amount)
+        return 0.0, 0.0
+    oldest = ledger.entries[0][0]
+    since = min(1.0, (now - oldest) / window.span)
+    return max(0.0, (ledger.total - window.count * since) / amount), max(0.0, oldest + window.span - now)
 
 
 def running_ahead(ledger: Ledger, window: Window, now: float) -> bool:

@@ -101,6 +101,7 @@ class FairShares:
         if capacity <= 0:
             return None
         longest = LONGEST_WAIT if within is None else max(within, 0.0)
+        lead, lead_for = self._quota.lead(provider)
         try:
             tag = self._store().fair_tag(
                 provider,
@@ -111,7 +112,8 @@ class FairShares:
                 capacity,
                 within=longest,
                 kind=KIND,
-                lead=self._quota.lead(provider),
+                lead=lead,
+                lead_for=lead_for,
             )
         except StoreUnavailable as error:
             logger.debug("fair share of %r skipped, the store did not answer: %s", provider, error)

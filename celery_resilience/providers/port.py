@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..admission.bucket import BucketSpec
-from .budget import Said, Window
+from .budget import Said, Taken, Window
 from .retry_budget import RetryBudget
 
 __all__ = ["ProviderStore"]
@@ -28,12 +28,9 @@ class ProviderStore(Protocol):
         provider: str,
         entry: str,
         watch: bool = False,
-    ) -> tuple[float, bool, float]:
+    ) -> Taken:
         """Reserve every amount under ``entry`` or none (``budget.take_all``), counted as
-        the provider's call admitted or throttled: ``(0.0, ahead, lead)`` when taken
-        (``ahead``: with ``watch``, a window is spent faster than its rate,
-        ``budget.running_ahead``; ``lead``: then the calls it holds beyond its rate,
-        ``budget.lead``), else ``(seconds until all fit, False, 0.0)``."""
+        the provider's call admitted or throttled."""
 
     def budget_settle(
         self,

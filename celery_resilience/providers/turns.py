@@ -22,10 +22,11 @@ A call whose wait is longer than ``within`` is not booked: its tenant is not cha
 
 Until a budget is seen saturated its calls take it straight away, and a flood takes more
 than the budget's rate before the first turn is booked (``budget.lead``: about a quarter
-of the window's count). Run at the rate from then on, the turns would fill the window
-before those calls leave it, and for a while every call whose turn had come would find
-it full. So the clock, starting with nobody booked, charges that lead to a tenant of
-its own (``UNBOOKED``, of weight one): the turns come more slowly until it is paid.
+of the window's count, in a burst). Run at the rate from then on, the turns would fill
+the window before those calls leave it, and for a while every call whose turn had come
+would find it full. So the clock, starting with nobody booked, runs slower by that lead
+over the time until those calls begin to leave the window: it gives out what the window
+has room for, and no more.
 """
 
 from __future__ import annotations
@@ -34,11 +35,7 @@ from dataclasses import dataclass, field
 
 from ..load.fairness import COST_SMOOTHING, FAIR_DELAY_TOTAL, FAIR_DELAYED, FAIR_OVER_SHARE, FairTag
 
-__all__ = ["Turns", "advance", "budget_turn", "UNBOOKED"]
-
-# The calls that took a budget before its turns began; escaped tenant names never start
-# with "~" (``store/keys.py``).
-UNBOOKED = "~unbooked"
+__all__ = ["Turns", "advance", "budget_turn"]
 
 
 @dataclass(slots=True)
@@ -50,31 +47,53 @@ class Turns:
     stats: dict[str, float] = field(default_factory=dict)
     virtual: float = 0.0  # the virtual clock
     updated: float = 0.0  # when it last ran
+    slower: float = 0.0  # calls a second the clock runs below the budget's rate ...
+    slower_until: float = 0.0  # ... until then (a flood's lead, paid)
+
+
+def seconds_for(turns: Turns, now: float, capacity: float, calls: float) -> float:
+    """The seconds the clock takes from ``now`` to give out ``calls`` calls."""
+    if calls <= 0:
+        return 0.0
+    slow, rate = max(0.0, turns.slower_until - now), capacity - turns.slower
+    if slow <= 0:
+        return calls / capacity
+    if rate * slow >= calls:
+        return calls / rate
+    return slow + (calls - rate * slow) / capacity
 
 
 def advance(turns: Turns, now: float, capacity: float) -> None:
-    """Run the virtual clock from its last reading to ``now``, at ``capacity / W`` a
-    second while tenants are booked ahead of it, passing their finish tags in order (each
-    one passed leaves ``W``); with nobody booked it stands still."""
-    elapsed = max(0.0, now - turns.updated)
-    turns.updated = max(now, turns.updated)
+    """Run the virtual clock from its last reading to ``now``, at ``rate / W`` a second
+    while tenants are booked ahead of it, passing their finish tags in order (each one
+    passed leaves ``W``); with nobody booked it stands still. ``rate`` is the budget's
+    ``capacity``, less a lead being paid until it is."""
+    start = turns.updated
+    elapsed = max(0.0, now - start)
+    turns.updated = max(now, start)
+    slow = max(0.0, min(elapsed, turns.slower_until - start))
+    if slow > 0:
+        _run(turns, slow, capacity - turns.slower)
+    _run(turns, elapsed - slow, capacity)
+    for name, (finish, _) in list(turns.tags.items()):
+        if finish <= turns.virtual:  # nothing booked any more: the tenant starts afresh at V
+            del turns.tags[name]
+
+
+def _run(turns: Turns, elapsed: float, rate: float) -> None:
     clock = turns.virtual
     ahead = sorted((finish, weight) for finish, weight in turns.tags.values() if finish > clock)
     weight_ahead = sum(weight for _, weight in ahead)
     for finish, weight in ahead:
-        if elapsed <= 0 or weight_ahead <= 0:
+        if elapsed <= 0 or weight_ahead <= 0 or rate <= 0:
             break
-        needed = (finish - clock) * weight_ahead / capacity
+        needed = (finish - clock) * weight_ahead / rate
         if needed >= elapsed:
-            clock += elapsed * capacity / weight_ahead
-            elapsed = 0.0
+            clock += elapsed * rate / weight_ahead
             break
         clock, elapsed = finish, elapsed - needed
         weight_ahead -= weight
     turns.virtual = clock
-    for name, (finish, _) in list(turns.tags.items()):
-        if finish <= clock:  # nothing booked any more: the tenant starts afresh at V
-            del turns.tags[name]
 
 
 def budget_turn(
@@ -86,22 +105,23 @@ def budget_turn(
     capacity: float,
     within: float | None = None,
     lead: float = 0.0,
+    lead_for: float = 0.0,
 ) -> FairTag:
     """Book one call of ``tenant`` on a budget serving ``capacity`` calls a second, whose
-    window holds ``lead`` calls beyond its rate: the seconds until its turn, or, further
-    off than ``within``, nothing booked."""
+    window holds ``lead`` calls beyond its rate for ``lead_for`` seconds more: the seconds
+    until its turn, or, further off than ``within``, nothing booked."""
     if capacity <= 0:
         return FairTag(0.0, 0.0)
     advance(turns, now, capacity)
-    if lead > 0 and not turns.tags:  # the clock starts: what was taken before is charged
-        turns.tags[UNBOOKED] = (turns.virtual + lead, 1.0)
+    if lead > 0 and lead_for > 0 and not turns.tags and now >= turns.slower_until:
+        turns.slower, turns.slower_until = min(lead / lead_for, capacity), now + lead_for
     cost = max(cost, 1e-9)
     mean = cost if turns.mean_cost <= 0 else turns.mean_cost + COST_SMOOTHING * (cost - turns.mean_cost)
     length = cost / mean / weight
     finish, _ = turns.tags.get(tenant, (turns.virtual, weight))
     start = max(turns.virtual, finish)
     active = weight + sum(w for name, (f, w) in turns.tags.items() if name != tenant)
-    wait = max(0.0, (start - turns.virtual - length) * active / capacity)
+    wait = seconds_for(turns, now, capacity, (start - turns.virtual - length) * active)
     if within is not None and wait > within:
         for name in (FAIR_OVER_SHARE, f"{FAIR_OVER_SHARE}:{tenant}"):
             turns.stats[name] = turns.stats.get(name, 0.0) + 1.0

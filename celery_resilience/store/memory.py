@@ -38,10 +38,10 @@ from ..monitoring.counters import (
     provider_call_fields,
 )
 from ..monitoring.port import SECONDS_PER_MINUTE
-from ..providers.budget import Ledger, Said, Window, adjust, block, hold_to, schedule, settle, take_all
+from ..providers.budget import Ledger, Said, Taken, Window, adjust, block, hold_to, schedule, settle, take_all
 from ..providers.learned import LearnedRate, learned
 from ..providers.retry_budget import RetryBudget, retry_allowed, window_slice
-from ..providers.turns import UNBOOKED, Turns, budget_turn
+from ..providers.turns import Turns, budget_turn
 from .keys import KeySpace
 
 __all__ = ["MemoryStore"]
@@ -100,11 +100,11 @@ class MemoryStore:
         provider: str,
         entry: str,
         watch: bool = False,
-    ) -> tuple[float, bool, float]:
+    ) -> Taken:
         with self._lock:
             now = self._clock()
             taken = take_all(self._windows(keys), windows, amounts, entry, now, watch)
-            self._add(now, provider_call_fields(provider, taken[0] == 0), PROVIDER_SCOPE)
+            self._add(now, provider_call_fields(provider, taken.wait == 0), PROVIDER_SCOPE)
             return taken
 
     def budget_settle(
@@ -265,12 +265,15 @@ class MemoryStore:
         within: float | None = None,
         kind: str = "queue",
         lead: float = 0.0,
+        lead_for: float = 0.0,
     ) -> FairTag:
         with self._lock:
             tenant_key, now = self.keys.tenant(tenant), self._clock()
             if kind == "provider":
                 turns = self._turns.setdefault(queue, Turns())
-                return budget_turn(turns, tenant_key, weight, cost, now, capacity or 0.0, within, lead)
+                return budget_turn(
+                    turns, tenant_key, weight, cost, now, capacity or 0.0, within, lead, lead_for
+                )
             state = self._fair.setdefault(queue, FairQueue())
             return start_tag(state, tenant_key, weight, cost, now, max_delay, capacity)
 
@@ -283,8 +286,7 @@ class MemoryStore:
             now = self._clock()
             if kind == "provider":  # a budget's tags are on its virtual clock; no reports
                 turns = self._turns.setdefault(queue, Turns())
-                ahead = (name for name, (finish, _) in turns.tags.items() if finish > turns.virtual)
-                booked = sum(1 for name in ahead if name != UNBOOKED)
+                booked = sum(1 for finish, _ in turns.tags.values() if finish > turns.virtual)
                 return {**turns.stats, "capacity": 0.0, "tenants": float(booked)}
             state = self._fair.setdefault(queue, FairQueue())
             booked = sum(1 for finish, _ in state.tags.values() if finish > now)

@@ -170,9 +170,19 @@ class RedisStore(RedisBudgets):
         within: float | None = None,
         kind: str = "queue",
         lead: float = 0.0,
+        lead_for: float = 0.0,
     ) -> FairTag:
         return self._fairness.fair_tag(
-            queue, tenant, weight, cost, max_delay, capacity, within=within, kind=kind, lead=lead
+            queue,
+            tenant,
+            weight,
+            cost,
+            max_delay,
+            capacity,
+            within=within,
+            kind=kind,
+            lead=lead,
+            lead_for=lead_for,
         )
 
     def fair_capacity(self, queue: str, reporter: str, served: float) -> None:

@@ -12,7 +12,7 @@ from redis.commands.core import Script
 from ..admission.bucket import BucketSpec
 from ..monitoring.counters import PROVIDER_SCOPE
 from ..providers import learned
-from ..providers.budget import AHEAD_SHARE, Said, Window
+from ..providers.budget import AHEAD_SHARE, Said, Taken, Window
 from ..providers.retry_budget import RetryBudget
 from .base import MinuteClock
 from .keys import KeySpace
@@ -50,12 +50,12 @@ class RedisBudgets:
         provider: str,
         entry: str,
         watch: bool = False,
-    ) -> tuple[float, bool, float]:
+    ) -> Taken:
         metrics = self.keys.metrics(shard, self._minutes.minute(), PROVIDER_SCOPE)
         args = self._window_args("take", provider, entry, windows, [(a, -1.0, -1.0) for a in amounts])
         share = repr(AHEAD_SHARE) if watch else ""
-        wait, ahead, lead = self._call(self._budget, keys=[*keys, metrics], args=[*args, share])
-        return float(wait), float(ahead) > 0, float(lead)
+        wait, ahead, lead, lead_for = self._call(self._budget, keys=[*keys, metrics], args=[*args, share])
+        return Taken(float(wait), float(ahead) > 0, float(lead), float(lead_for))
 
     def budget_settle(
         self,

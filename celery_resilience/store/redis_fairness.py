@@ -10,7 +10,6 @@ from typing import Any
 from redis.commands.core import Script
 
 from ..load.fairness import CAPACITY_STALE, COST_SMOOTHING, FairTag
-from ..providers.turns import UNBOOKED
 from .base import Call
 from .keys import KeySpace
 
@@ -57,9 +56,10 @@ class RedisFairness:
         within: float | None = None,
         kind: str = "queue",
         lead: float = 0.0,
+        lead_for: float = 0.0,
     ) -> FairTag:
         if kind == "provider":
-            return self._budget_turn(queue, tenant, weight, cost, capacity, within, lead)
+            return self._budget_turn(queue, tenant, weight, cost, capacity, within, (lead, lead_for))
         delay, served, _ = self._call(
             self._tag,
             keys=self._keys.fair(queue),
@@ -85,7 +85,7 @@ class RedisFairness:
         cost: float,
         capacity: float | None,
         within: float | None,
-        lead: float,
+        lead: tuple[float, float],
     ) -> FairTag:
         if capacity is None or capacity <= 0:
             return FairTag(0.0, 0.0)
@@ -102,8 +102,8 @@ class RedisFairness:
                 "" if within is None else repr(float(within)),
                 repr(COST_SMOOTHING),
                 str(_TTL),
-                repr(float(max(lead, 0.0))),
-                UNBOOKED,
+                repr(float(max(lead[0], 0.0))),
+                repr(float(max(lead[1], 0.0))),
             ],
         )
         return FairTag(float(wait), float(served), _text(booked) == "1")
@@ -122,11 +122,8 @@ class RedisFairness:
         pipe.hgetall(capacity)
         if kind == "provider":  # a budget's tags are on its virtual clock: read it first
             pipe.hget(state, "virtual")
-            pipe.zscore(tags, UNBOOKED)
-            counters, reports, virtual, unbooked = self._call(pipe.execute)
-            clock = float(virtual or 0.0)
-            booked = self._call(self._client.zcount, tags, f"({clock!r}", "+inf")
-            booked -= unbooked is not None and float(unbooked) > clock
+            counters, reports, virtual = self._call(pipe.execute)
+            booked = self._call(self._client.zcount, tags, f"({float(virtual or 0.0)!r}", "+inf")
         else:
             pipe.zcount(tags, f"({now!r}", "+inf")
             counters, reports, booked = self._call(pipe.execute)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celery_resilience.monitoring.counters import PROVIDER_SCOPE
-from celery_resilience.providers.budget import REQUESTS, TOKENS, ProviderBudget, UnitBudget, stretched
+from celery_resilience.providers.budget import REQUESTS, TOKENS, ProviderBudget, Taken, UnitBudget, stretched
 from celery_resilience.providers.learned import READ, SLOW_START
 from celery_resilience.providers.quota import ProviderQuota
 from celery_resilience.providers.settings import ProviderSettings
@@ -145,16 +145,17 @@ def test_a_window_spent_faster_than_its_rate_says_so(store: Store, clock: FakeCl
     keys, shard = store.provider_windows("openai", (REQUESTS,))
     window = UnitBudget(parse_rate("8/m")).window()
 
-    def take(entry: str, watch: bool = True) -> tuple[float, bool, float]:
+    def take(entry: str, watch: bool = True) -> Taken:
         return store.budget_take(keys, shard, [window], [1.0], "openai", entry, watch)
 
-    assert [take(f"{i:04x}") for i in range(3)] == [(0.0, False, 0.0), (0.0, False, 0.0), (0.0, True, 3.0)]
+    taken = [take(f"{i:04x}") for i in range(3)]
+    assert taken[:2] == [Taken(0.0), Taken(0.0)]
+    assert taken[2] == pytest.approx(Taken(0.0, True, 3.0, window.span))  # three ahead, for a span
     later = window.span / 4 + 0.01
     clock.advance(later)  # the three are older than a quarter of the span
-    assert take("0004") == (0.0, False, 0.0)
+    assert take("0004") == Taken(0.0)
     for entry in ("0005", "0006"):
         take(entry)
-    wait, ahead, lead = take("0007")
     # Seven calls, where the rate allowed 8 x a quarter of the span since the first.
-    assert wait == 0.0 and ahead and lead == pytest.approx(7 - 8 * later / window.span)
-    assert take("0008", watch=False) == (0.0, False, 0.0)  # a budget not shared fairly is not looked at
+    assert take("0007") == pytest.approx(Taken(0.0, True, 7 - 8 * later / window.span, window.span - later))
+    assert take("0008", watch=False) == Taken(0.0)  # a budget not shared fairly is not looked at

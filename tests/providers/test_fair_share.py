@@ -71,16 +71,18 @@ def test_a_flood_is_seen_while_the_window_still_has_room() -> None:
 
 
 def test_a_budget_holding_calls_back_gives_each_tenant_its_turn() -> None:
-    """Held back: a flood's turns past one call ahead share the budget's rate with the calls taken before."""
+    """Held back: a flood's turns past one call ahead wait for the calls taken first, then the rate."""
     clock = FakeClock()
     store = _Store(clock)
     quota, fair = shares(clock, store)
     for _ in range(11):
         quota.take("openai")  # the eleventh waits: the budget holds calls back
-    assert quota.lead("openai") == pytest.approx(10.0)  # ten taken at once, the rate allowed none
-    per_call = stretched(60) / 10  # the budget serves ten calls a stretched minute
-    turns = [fair.turn("openai", "noisy", 1.0, one, 30.0) for _ in range(4)]
-    assert [t.wait if t else None for t in turns] == pytest.approx([0.0, 0.0, 2 * per_call, 4 * per_call])
+    span = stretched(60)
+    assert quota.lead("openai") == pytest.approx((10.0, span))  # ten at once: the window is full for a span
+    per_call = span / 10  # the budget serves ten calls a stretched minute
+    turns = [fair.turn("openai", "noisy", 1.0, one, 200.0) for _ in range(4)]
+    expected = [0.0, 0.0, span + per_call, span + 2 * per_call]
+    assert [t.wait if t else None for t in turns] == pytest.approx(expected)
     assert all(t is not None and t.booked for t in turns)
     assert fair.turn("openai", "quiet", 1.0, one, 20.0) == (0.0, True)
     over = fair.turn("openai", "noisy", 1.0, one, 20.0)
@@ -95,7 +97,7 @@ def test_saturation_lasts_while_a_turn_is_ahead() -> None:
     quota, fair = shares(clock, store, "60/m")
     for _ in range(61):
         quota.take("openai")
-    turns = [fair.turn("openai", "noisy", 1.0, one, 60.0) for _ in range(4)]
+    turns = [fair.turn("openai", "noisy", 1.0, one, 200.0) for _ in range(4)]  # past the full window
     ahead = max(t.wait for t in turns if t is not None)
     clock.advance(HELD_BACK_SECONDS + 0.01)  # the budget's own wait is no longer recent
     assert fair.saturated("openai")

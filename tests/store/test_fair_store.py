@@ -124,14 +124,15 @@ def test_a_budgets_clock_hands_an_idle_share_to_the_others(fair_store: Store, cl
 
 
 def test_a_clock_starting_charges_what_the_window_holds_ahead(fair_store: Store, clock: FakeClock) -> None:
-    """A lead given as the clock starts is a tenant of weight one until paid; given later, nothing."""
+    """A lead given as the clock starts slows it until paid; given while it runs, nothing."""
 
     def turn(tenant: str, lead: float = 0.0) -> float:
-        return fair_store.fair_tag("p", tenant, 1.0, 1.0, 60.0, 2.0, kind="provider", lead=lead).delay
+        tag = fair_store.fair_tag("p", tenant, 1.0, 1.0, 60.0, 2.0, kind="provider", lead=lead, lead_for=3.0)
+        return tag.delay
 
-    assert [turn("a", lead=3.0) for _ in range(4)] == [0.0, 0.0, 1.0, 2.0]  # among two: a second apart
-    assert fair_store.fair_status("p", "provider")["tenants"] == 1  # the unbooked calls are no tenant
-    clock.advance(3.0)  # the clock has passed the three calls charged: a is alone, still booked
+    # Three calls ahead for three seconds: one a second is given out, not two.
+    assert [turn("a", lead=3.0) for _ in range(4)] == [0.0, 0.0, 1.0, 2.0]
+    clock.advance(3.0)  # paid: a is still booked, and the clock runs at the budget's rate
     assert [turn("a", lead=3.0) for _ in range(2)] == [0.0, 0.5]  # a lead now is not charged
     clock.advance(100.0)
     assert [turn("b") for _ in range(3)] == [0.0, 0.0, 0.5]  # started without a lead: its own rate

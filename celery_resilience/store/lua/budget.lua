@@ -21,7 +21,8 @@
 --          or "" not to look (a budget not shared in fair shares)
 -- Returns  take: {the seconds to wait ("0" when taken), "1" when taken and some window
 --          is spent faster than its rate (budget.py:running_ahead), else "0", and then
---          the calls of this size it holds beyond its rate (budget.py:lead), else "0"};
+--          the calls of this size it holds beyond its rate and the seconds until its
+--          oldest leaves it (budget.py:lead), else "0" and "0"};
 --          block: per window, what the provider had accepted (the calls of its last
 --          period) and the limit the window shows (the calls it still counts when it
 --          takes a call again, plus one of their mean cost), as strings; else "0".
@@ -116,7 +117,7 @@ if mode == "take" then
     redis.call("EXPIRE", KEYS[2 * n + 1], tonumber(ARGV[4]))
   end
   if wait > 0 then
-    return {string.format("%.17g", wait), "0", "0"}
+    return {string.format("%.17g", wait), "0", "0", "0"}
   end
   local share, ahead = tonumber(ARGV[7 + 5 * n]), "0"
   for i = 1, n do
@@ -136,18 +137,23 @@ if mode == "take" then
       end
     end
   end
-  local lead = 0
-  if ahead == "1" then  -- budget.py:lead, the most calls of this size a unit holds beyond its rate
+  local lead, lead_for = 0, 0
+  if ahead == "1" then  -- budget.py:lead, of the unit whose lead is most
     for i = 1, n do
       local amount = math.min(amounts[i], counts[i])
       local oldest = redis.call("ZRANGE", KEYS[2 * i - 1], 0, 0, "WITHSCORES")
+      local calls, seconds = 0, 0
       if amount > 0 and #oldest > 0 then
         local since = math.min(1, (now - tonumber(oldest[2])) / spans[i])
-        lead = math.max(lead, (sums[i] - counts[i] * since) / amount)
+        calls = math.max(0, (sums[i] - counts[i] * since) / amount)
+        seconds = math.max(0, tonumber(oldest[2]) + spans[i] - now)
+      end
+      if i == 1 or calls > lead or (calls == lead and seconds > lead_for) then
+        lead, lead_for = calls, seconds
       end
     end
   end
-  return {"0", ahead, string.format("%.17g", lead)}
+  return {"0", ahead, string.format("%.17g", lead), string.format("%.17g", lead_for)}
 end
 
 local function block(i, seconds)

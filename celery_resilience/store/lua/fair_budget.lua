@@ -10,8 +10,9 @@
 -- ARGV[3]  weight   ARGV[4] cost   ARGV[5] capacity (calls a second, above zero)
 -- ARGV[6]  within: a turn further off is not booked, or "" to book any turn
 -- ARGV[7]  the mean cost's smoothing   ARGV[8] TTL of the keys (seconds)
--- ARGV[9]  lead: the calls the budget's window holds beyond its rate, charged to ARGV[10]
---          (the unbooked calls' tenant, weight one) when the clock starts with nobody booked
+-- ARGV[9]  lead: the calls the budget's window holds beyond its rate, for ARGV[10] seconds
+--          more; the clock, starting with nobody booked, runs slower by lead / ARGV[10]
+--          calls a second for that long (0 and 0: no lead)
 -- Returns  {wait, capacity, now, booked} as strings (booked "0": nothing booked)
 
 local now = clock(ARGV[1])
@@ -20,32 +21,46 @@ local weight, cost, capacity = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(AR
 local ttl = tonumber(ARGV[8])
 local function num(value) return string.format("%.17g", value) end
 
--- advance(): the virtual clock from its last reading to now.
-local state = redis.call("HMGET", KEYS[2], "virtual", "updated", "mean_cost")
+-- advance(): the virtual clock from its last reading to now, slower by a lead being paid.
+local state = redis.call("HMGET", KEYS[2], "virtual", "updated", "mean_cost", "slower", "slower_until")
 local virtual, updated = tonumber(state[1] or "0"), tonumber(state[2] or "0")
 local mean = tonumber(state[3] or "0")
+local slower, slower_until = tonumber(state[4] or "0"), tonumber(state[5] or "0")
 local elapsed = math.max(0, now - updated)
-updated = math.max(now, updated)
 local ahead = redis.call("ZRANGEBYSCORE", KEYS[1], "(" .. num(virtual), "+inf", "WITHSCORES")
-local booked, total = {}, 0  -- {finish, weight, tenant} in finish order
+local booked = {}  -- {finish, weight, tenant} in finish order
 for k = 1, #ahead, 2 do
   local w = tonumber(redis.call("HGET", KEYS[2], "w:" .. ahead[k]) or "1")
   booked[#booked + 1] = {tonumber(ahead[k + 1]), w, ahead[k]}
-  total = total + w
 end
-for _, entry in ipairs(booked) do
-  if elapsed <= 0 or total <= 0 then
-    break
+local function run(seconds, rate)
+  local total = 0
+  for _, entry in ipairs(booked) do
+    if entry[1] > virtual then
+      total = total + entry[2]
+    end
   end
-  local needed = (entry[1] - virtual) * total / capacity
-  if needed >= elapsed then
-    virtual = virtual + elapsed * capacity / total
-    elapsed = 0
-    break
+  for _, entry in ipairs(booked) do
+    if seconds <= 0 or total <= 0 or rate <= 0 then
+      break
+    end
+    if entry[1] > virtual then
+      local needed = (entry[1] - virtual) * total / rate
+      if needed >= seconds then
+        virtual = virtual + seconds * rate / total
+        break
+      end
+      virtual, seconds = entry[1], seconds - needed
+      total = total - entry[2]
+    end
   end
-  virtual, elapsed = entry[1], elapsed - needed
-  total = total - entry[2]
 end
+local slow = math.max(0, math.min(elapsed, slower_until - updated))
+if slow > 0 then
+  run(slow, capacity - slower)
+end
+run(elapsed - slow, capacity)
+updated = math.max(now, updated)
 local gone = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", num(virtual))
 for _, name in ipairs(gone) do
   redis.call("HDEL", KEYS[2], "w:" .. name)
@@ -55,13 +70,25 @@ if #gone > 0 then
 end
 redis.call("HSET", KEYS[2], "virtual", num(virtual), "updated", num(updated))
 
--- budget_turn(): what was taken before the clock starts, the tenant's start, its wait,
--- and the booking.
-local lead = tonumber(ARGV[9])
-if lead > 0 and redis.call("ZCARD", KEYS[1]) == 0 then
-  redis.call("ZADD", KEYS[1], num(virtual + lead), ARGV[10])
-  redis.call("HSET", KEYS[2], "w:" .. ARGV[10], "1")
-  booked = {{virtual + lead, 1, ARGV[10]}}
+-- budget_turn(): a lead paid from the clock's start, the tenant's start, its wait, and
+-- the booking.
+local lead, lead_for = tonumber(ARGV[9]), tonumber(ARGV[10])
+if lead > 0 and lead_for > 0 and now >= slower_until and redis.call("ZCARD", KEYS[1]) == 0 then
+  slower, slower_until = math.min(lead / lead_for, capacity), now + lead_for
+  redis.call("HSET", KEYS[2], "slower", num(slower), "slower_until", num(slower_until))
+end
+local function seconds_for(calls)  -- turns.py:seconds_for
+  if calls <= 0 then
+    return 0
+  end
+  local left, rate = math.max(0, slower_until - now), capacity - slower
+  if left <= 0 then
+    return calls / capacity
+  end
+  if rate * left >= calls then
+    return calls / rate
+  end
+  return left + (calls - rate * left) / capacity
 end
 cost = math.max(cost, 1e-9)
 if mean <= 0 then
@@ -78,7 +105,7 @@ for _, entry in ipairs(booked) do
     active = active + entry[2]
   end
 end
-local wait = math.max(0, (start - virtual - length) * active / capacity)
+local wait = seconds_for((start - virtual - length) * active)
 redis.call("EXPIRE", KEYS[2], ttl)
 if ARGV[6] ~= "" and wait > tonumber(ARGV[6]) then
   redis.call("HINCRBY", KEYS[3], "over_share", 1)
