@@ -117,8 +117,8 @@ class ProviderQuota:
         }
         self._held_back: dict[str, float] = {}  # provider -> when a call last had to wait
         self._ahead: dict[str, float] = {}  # provider -> when a take last found it running ahead
-        # provider -> the calls its window then held beyond its rate, for how long, and when
-        self._lead: dict[str, tuple[float, float, float]] = {}
+        # provider -> the calls its window then held beyond its rate, and for how long
+        self._lead: dict[str, tuple[float, float]] = {}
         # (provider, unit) -> the mean a call reserves of a token unit (for fair shares).
         self._means: dict[tuple[str, str], float] = {}
 
@@ -172,10 +172,10 @@ class ProviderQuota:
         """While ``running_ahead``: the calls the budget's window held beyond its rate when a
         take last found it so, and the seconds left until the oldest leaves it
         (``budget.lead``); else nothing."""
-        calls, seconds, at = self._lead.get(provider, (0.0, 0.0, 0.0))
         if not self.running_ahead(provider):
             return 0.0, 0.0
-        return calls, max(0.0, seconds - (self._clock.monotonic() - at))
+        calls, seconds = self._lead[provider]
+        return calls, max(0.0, seconds - (self._clock.monotonic() - self._ahead[provider]))
 
     def calls_per_second(self, provider: str) -> float:
         """The calls a second the budget serves now: its tightest unit's rate over the mean
@@ -251,15 +251,14 @@ class ProviderQuota:
         try:
             keys, shard = store.provider_windows(provider, units)
             watch = provider in self._fair
-            wait, ahead, *lead = store.budget_take(
-                keys, shard, windows, amounts, provider, reservation.entry, watch
-            )
+            taken = store.budget_take(keys, shard, windows, amounts, provider, reservation.entry, watch)
         except StoreUnavailable as error:
             logger.warning("provider quota for %r unchecked: %s", provider, error)
             return None, 0.0
-        if ahead:
+        wait = taken.wait
+        if taken.ahead:
             self._ahead[provider] = self._clock.monotonic()
-            self._lead[provider] = (lead[0], lead[1], self._clock.monotonic())
+            self._lead[provider] = (taken.lead, taken.lead_for)
         if wait > 0:
             self._held_back[provider] = self._clock.monotonic()
             # The budget, not the provider, holds this call back: a learned unit is below

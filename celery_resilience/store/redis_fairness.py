@@ -59,7 +59,7 @@ class RedisFairness:
         lead_for: float = 0.0,
     ) -> FairTag:
         if kind == "provider":
-            return self._budget_turn(queue, tenant, weight, cost, capacity, within, (lead, lead_for))
+            return self._budget_turn(queue, tenant, weight, cost, capacity, within, lead, lead_for)
         delay, served, _ = self._call(
             self._tag,
             keys=self._keys.fair(queue),
@@ -85,7 +85,8 @@ class RedisFairness:
         cost: float,
         capacity: float | None,
         within: float | None,
-        lead: tuple[float, float],
+        lead: float,
+        lead_for: float,
     ) -> FairTag:
         if capacity is None or capacity <= 0:
             return FairTag(0.0, 0.0)
@@ -102,8 +103,8 @@ class RedisFairness:
                 "" if within is None else repr(float(within)),
                 repr(COST_SMOOTHING),
                 str(_TTL),
-                repr(float(max(lead[0], 0.0))),
-                repr(float(max(lead[1], 0.0))),
+                repr(float(max(lead, 0.0))),
+                repr(float(max(lead_for, 0.0))),
             ],
         )
         return FairTag(float(wait), float(served), _text(booked) == "1")
