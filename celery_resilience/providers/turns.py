@@ -10,7 +10,10 @@ tenant has nothing booked, the others' turns come sooner (the budget is shared
 among those who want it, never held for one who does not: work-conserving). A call
 of tenant ``i`` (weight ``w``, cost ``c`` over the mean cost ``c̄``) starts at
 ``S = max(V, F_i)`` and moves the tenant's finish tag to ``F_i = S + c / (c̄ w)``; its
-wait is the real time until ``V`` reaches ``S``, at the present ``W``.
+wait is the real time until ``V`` reaches ``S``, foreseen with the tags as they stand:
+each other tenant counted in ``W`` until ``V`` passes its finish tag. Foreseen as if
+every tenant booked now stayed booked, a burst behind tenants with one call each would
+be refused waits several times longer than it has (``calls_until``).
 
 Each tenant may run one call ahead of its share without waiting (the wait is counted
 to its previous call's start, not its own): a tenant within its share sends at random
@@ -96,6 +99,19 @@ def _run(turns: Turns, elapsed: float, rate: float) -> None:
     turns.virtual = clock
 
 
+def calls_until(turns: Turns, tenant: str, weight: float, target: float) -> float:
+    """The calls the clock gives out before it reaches ``target``, with the tags as they
+    stand: the tenant booked all the way, each other tenant until its finish tag."""
+    clock, calls = turns.virtual, 0.0
+    ahead = sorted((f, w) for name, (f, w) in turns.tags.items() if name != tenant and f > clock)
+    total = weight + sum(w for _, w in ahead)
+    for finish, other in ahead:
+        if finish >= target:
+            break
+        calls, clock, total = calls + (finish - clock) * total, finish, total - other
+    return calls + max(0.0, target - clock) * total
+
+
 def budget_turn(
     turns: Turns,
     tenant: str,
@@ -120,8 +136,7 @@ def budget_turn(
     length = cost / mean / weight
     finish, _ = turns.tags.get(tenant, (turns.virtual, weight))
     start = max(turns.virtual, finish)
-    active = weight + sum(w for name, (f, w) in turns.tags.items() if name != tenant)
-    wait = seconds_for(turns, now, capacity, (start - turns.virtual - length) * active)
+    wait = seconds_for(turns, now, capacity, calls_until(turns, tenant, weight, start - length))
     if within is not None and wait > within:
         for name in (FAIR_OVER_SHARE, f"{FAIR_OVER_SHARE}:{tenant}"):
             turns.stats[name] = turns.stats.get(name, 0.0) + 1.0

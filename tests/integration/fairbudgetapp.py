@@ -1,8 +1,8 @@
 """An app whose AI tasks call a quick provider over HTTP through a budget of ten calls a
 second, shared in fair shares (``fairbudget.ask``) or first come, first served
-(``fairbudget.ask_fifo``), or of 80 calls in eight seconds shared in fair shares
-(``fairbudget.ask_wide``); enough worker threads that the budget, not the workers, is
-what work waits for. Queue and prefix come from the environment."""
+(``fairbudget.ask_fifo``), or in fair shares of 80 calls in eight seconds
+(``fairbudget.ask_wide``) or 20 in two (``fairbudget.ask_many``); enough worker threads
+that the budget, not the workers, is what work waits for. Queue and prefix come from the environment."""
 
 from __future__ import annotations
 
@@ -29,12 +29,14 @@ app.conf.update(
         "fair": {"requests": "10/s"},
         "fifo": {"requests": "10/s"},
         "wide": {"requests": "80/8s"},
+        "many": {"requests": "20/2s"},
     },
-    resilience_fair_providers=["fair", "wide"],
+    resilience_fair_providers=["fair", "wide", "many"],
     resilience_templates={
         "fairbudget.ask": "busy",
         "fairbudget.ask_fifo": "busy",
         "fairbudget.ask_wide": "busy",
+        "fairbudget.ask_many": "busy",
     },
 )
 Resilience(app)
@@ -56,6 +58,11 @@ def ask(prompt: str, url: str) -> Any:
 
 @app.task(name="fairbudget.ask_wide", provider="wide", **_ai)
 def ask_wide(prompt: str, url: str) -> Any:
+    return _post(url, prompt)
+
+
+@app.task(name="fairbudget.ask_many", provider="many", **_ai)
+def ask_many(prompt: str, url: str) -> Any:
     return _post(url, prompt)
 
 

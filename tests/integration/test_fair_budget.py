@@ -70,7 +70,7 @@ def test_a_quiet_tenant_gets_its_answers_from_a_fair_budget(budget: Any) -> None
     over = [a for a in fair["noisy"] if isinstance(a, FallbackResult) and "over its share" in a.reason]
     assert over
     shares = status_report(env, "tests.integration.fairbudgetapp")["fair_budgets"]
-    assert set(shares) == {"fair", "wide"}  # the budgets in fair shares; not the FIFO one
+    assert set(shares) == {"fair", "wide", "many"}  # the budgets in fair shares; not the FIFO one
     assert shares["fair"]["tenants"]["noisy"]["over_share"] >= len(over)
     assert shares["fair"]["tenants"].get("quiet", {}).get("over_share", 0.0) <= 1
 
@@ -102,3 +102,38 @@ def test_a_flood_that_starts_at_once_leaves_room_for_a_quiet_tenant(budget: Any)
     )
     # Without the charge the window fills some 6 s in, for about 2 s: longer than a call may wait.
     assert from_provider(answers["quiet"]) >= 19, answers["quiet"]
+
+
+def test_a_burst_waits_for_turns_that_end_before_its_own(budget: Any) -> None:
+    """A tenant's burst behind tenants with one call each waits only while they are booked: none refused."""
+    app, provider, _ = budget
+    published: list[tuple[str, Any]] = []
+    start = time.monotonic()
+    for index in range(200):  # a flood of 20 a second for ten seconds keeps the budget saturated
+        wait = start + index / 20 - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        with caller(user_id="flood-user", tenant="flood"):
+            published.append(("flood", app.ask_many.delay(f"flood {index}", provider.url)))
+        if index >= 60 and index % 40 == 20:  # from 3 s on, every 2 s: five tenants' one call ...
+            for other in range(5):
+                with caller(user_id=f"once-{other}", tenant=f"once-{other}"):
+                    published.append(("once", app.ask_many.delay(f"once {index} {other}", provider.url)))
+            with caller(user_id="burst-user", tenant="burst"):  # ... then a burst of four
+                published += [
+                    ("burst", app.ask_many.delay(f"burst {index} {n}", provider.url)) for n in range(4)
+                ]
+    answers: dict[str, list[Any]] = {"flood": [], "once": [], "burst": []}
+    for tenant, result in published:
+        answers[tenant].append(result.get(timeout=60))
+    assert len(answers["burst"]) == 16 and len(answers["once"]) == 20
+    assert all(
+        answer == {"answer": "from the provider"} or isinstance(answer, FallbackResult)
+        for tenant in answers.values()
+        for answer in tenant
+    )
+    # Seven tenants booked, eight calls a second: the burst's fourth call is two turns past
+    # its share. Foreseen as if all seven stayed booked it would wait 1.75 s, past the 1.5 s
+    # a call may; the five with one call leave after one turn: about 1.1 s.
+    assert from_provider(answers["burst"]) >= 15, answers["burst"]
+    assert from_provider(answers["once"]) >= 19, answers["once"]

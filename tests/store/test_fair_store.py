@@ -123,6 +123,18 @@ def test_a_budgets_clock_hands_an_idle_share_to_the_others(fair_store: Store, cl
     assert fair_store.fair_status("p", "provider")["over_share:a"] == 1.0
 
 
+def test_a_wait_is_foreseen_with_the_tags_as_they_stand(fair_store: Store, clock: FakeClock) -> None:
+    """Two a second: a turn behind a tenant that leaves after one call is foreseen alone after it."""
+
+    def turn(tenant: str) -> float:
+        return fair_store.fair_tag("p", tenant, 1.0, 1.0, 60.0, 2.0, kind="provider").delay
+
+    assert turn("b") == 0.0  # one call: booked for one turn
+    # a's third call waits a turn among two (1 s); its fourth one more turn, a alone by then
+    # (0.5 s more, not a whole second as if b stayed booked).
+    assert [turn("a") for _ in range(4)] == [0.0, 0.0, 1.0, 1.5]
+
+
 def test_a_clock_starting_charges_what_the_window_holds_ahead(fair_store: Store, clock: FakeClock) -> None:
     """A lead given as the clock starts slows it until paid; given while it runs, nothing."""
 

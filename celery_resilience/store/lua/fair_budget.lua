@@ -99,13 +99,23 @@ end
 local length = cost / mean / weight
 local finish = tonumber(redis.call("ZSCORE", KEYS[1], tenant) or num(virtual))
 local start = math.max(virtual, finish)
-local active = weight  -- the tenants still booked ahead of the clock, as read above
+-- calls_until(): the calls given before the clock reaches start - length, with the tags
+-- as they stand (read above, in finish order).
+local target, at, calls, total = start - length, virtual, 0, weight
 for _, entry in ipairs(booked) do
   if entry[1] > virtual and entry[3] ~= tenant then
-    active = active + entry[2]
+    total = total + entry[2]
   end
 end
-local wait = seconds_for((start - virtual - length) * active)
+for _, entry in ipairs(booked) do
+  if entry[1] > virtual and entry[3] ~= tenant then
+    if entry[1] >= target then
+      break
+    end
+    calls, at, total = calls + (entry[1] - at) * total, entry[1], total - entry[2]
+  end
+end
+local wait = seconds_for(calls + math.max(0, target - at) * total)
 redis.call("EXPIRE", KEYS[2], ttl)
 if ARGV[6] ~= "" and wait > tonumber(ARGV[6]) then
   redis.call("HINCRBY", KEYS[3], "over_share", 1)
