@@ -159,3 +159,20 @@ def test_a_noisy_tenant_replays_with_every_tenant_counted(tmp_path: Path) -> Non
     fair, unfair = after["tenant_fairness"], before["tenant_fairness"]
     assert fair["jain"] > unfair["jain"] + 0.2 and fair["quiet_served_share"] > unfair["quiet_served_share"]
     assert "Tenants (provider answers against max-min fair shares of them)" in printed
+
+
+@pytest.mark.slow  # about a minute: two five-minute runs at time x20
+def test_a_sustained_overload_replays_with_every_request_answered(tmp_path: Path) -> None:
+    """The sustained overload replays by name: after, nearly all answered, none refused or lost."""
+    report, printed, _ = simulate(tmp_path, "overload")
+    before, after = (report["scenarios"]["overload"][run] for run in ("before", "after"))
+    for run in (before, after):
+        check_accounting(run)
+    # Time x20 makes a broker's round trip a large share of a user's patience: a few time out.
+    assert after["tasks_lost"] == 0 and after["answered_share"] >= 0.95
+    outcomes = (before["outcomes"], after["outcomes"])
+    assert after["answered_share"] > before["answered_share"] + 0.2, outcomes
+    # What the provider could not take in time was answered by the chain, not refused.
+    assert after["outcomes"].get("rejected", 0) == 0
+    assert after["outcomes"]["primary"] >= 0.9 * before["outcomes"]["primary"], outcomes
+    assert "Sustained overload" in printed
