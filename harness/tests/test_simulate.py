@@ -142,6 +142,7 @@ def test_bad_options_fail_before_anything_runs_and_say_what_was_expected(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # about fifty seconds: two four-minute runs at time x20
 def test_a_noisy_tenant_replays_with_every_tenant_counted(tmp_path: Path) -> None:
     """The noisy tenant replays by name, every request under its tenant; after, more answered, more fairly."""
     report, printed, _ = simulate(tmp_path, "noisy-tenant")
