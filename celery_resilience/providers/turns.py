@@ -11,9 +11,9 @@ among those who want it, never held for one who does not: work-conserving). A ca
 of tenant ``i`` (weight ``w``, cost ``c`` over the mean cost ``c̄``) starts at
 ``S = max(V, F_i)`` and moves the tenant's finish tag to ``F_i = S + c / (c̄ w)``; its
 wait is the real time until ``V`` reaches ``S``, foreseen with the tags as they stand:
-each other tenant counted in ``W`` until ``V`` passes its finish tag. Foreseen as if
-every tenant booked now stayed booked, a burst behind tenants with one call each would
-be refused waits several times longer than it has (``calls_until``).
+each other tenant counted in ``W`` until ``V`` passes its finish tag (``calls_until``).
+Foreseen as if every tenant booked now stayed booked, a burst beside tenants with one
+call each would be told of waits several turns too long, and sent to its chain.
 
 Each tenant may run one call ahead of its share without waiting (the wait is counted
 to its previous call's start, not its own): a tenant within its share sends at random
